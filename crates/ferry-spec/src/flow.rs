@@ -1,0 +1,709 @@
+//! The flow file, as types.
+//!
+//! Every struct refuses unknown keys, so a misspelt setting is an error with its path instead of
+//! a silently ignored line. Field docs here are the reference for flow authors. Values that need
+//! parsing beyond their YAML type (JSONPath, templates, cron, time zones) are kept as text here
+//! and checked by [`crate::validate`], which collects every problem instead of stopping at the
+//! first; typed values (durations, sizes, enums) are checked while reading.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::units::{ByteSize, Dur};
+
+/// Default timeout of one HTTP request.
+pub const DEFAULT_REQUEST_TIMEOUT: Dur = Dur::from_secs(30);
+/// Default time allowed to open a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Dur = Dur::from_secs(10);
+/// Default cap on one source page's body.
+pub const DEFAULT_MAX_PAGE_BYTES: ByteSize = ByteSize(16 << 20);
+/// Default number of delivery requests in flight.
+pub const DEFAULT_CONCURRENCY: u32 = 8;
+/// Most delivery requests in flight a flow may ask for.
+pub const MAX_CONCURRENCY: u32 = 1024;
+/// Largest batch a sink may send in one request.
+pub const MAX_BATCH: u32 = 10_000;
+/// Default header that carries the idempotency key.
+pub const DEFAULT_IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// One flow file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    /// Unique name: lower-case letters, digits, `-` and `_`, at most 63 characters.
+    pub name: String,
+    /// What the flow is for, in a sentence.
+    #[serde(default)]
+    pub description: String,
+    /// Free-form labels (`team: billing`, `internal: "true"`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When the flow runs by itself; without it, it runs on demand only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Where records come from.
+    pub source: Source,
+    /// How a source record becomes the record that is delivered.
+    #[serde(default)]
+    pub map: MapSpec,
+    /// Where records go.
+    pub destination: Destination,
+    /// Retries and other delivery policies.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Test cases: a source record and the mapped record expected from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestCase>,
+}
+
+/// When a flow runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// A cron expression: 5 fields, or 6 with seconds first (`0 * * * *` is hourly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// A fixed interval instead of cron (`15m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<Dur>,
+    /// IANA time zone the cron expression is read in (default `UTC`).
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    /// What a tick does when the previous run is still going.
+    #[serde(default)]
+    pub overlap: Overlap,
+    /// What happens to ticks missed while ferry was down.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+    /// A random delay up to this much added to each tick, to spread load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Dur>,
+}
+
+fn default_tz() -> String {
+    "UTC".to_string()
+}
+
+/// Overlap policy of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// The tick is recorded as skipped.
+    #[default]
+    Skip,
+    /// At most one run waits for the current one.
+    Queue,
+}
+
+/// Catch-up policy of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Missed ticks are dropped.
+    #[default]
+    Skip,
+    /// One run fires at start when ticks were missed.
+    RunOnce,
+}
+
+/// A source of records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    /// An HTTP JSON API, page by page.
+    Http(HttpSource),
+}
+
+/// An HTTP JSON API read page by page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSource {
+    /// URL template of the first page (`{{ env.SHOP_URL }}/api/orders`).
+    pub url: String,
+    /// Query parameters; values are templates (`{{ cursor }}`).
+    #[serde(default)]
+    pub params: BTreeMap<String, Param>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Param>,
+    /// Authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+    /// JSONPath selecting the records in a page (default `$[*]`: the page is an array).
+    #[serde(default = "default_records")]
+    pub records: String,
+    /// How to get the next page; without it, one request is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paginate: Option<Pagination>,
+    /// Incremental sync: only records changed since the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<CursorSpec>,
+    /// Timeout of one page request.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// Time allowed to connect.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Largest page body accepted; a larger page fails the run.
+    #[serde(default = "default_max_page_bytes")]
+    pub max_page_bytes: ByteSize,
+    /// Stop after this many pages (a safety net against endless pagination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pages: Option<u64>,
+}
+
+fn default_records() -> String {
+    "$[*]".to_string()
+}
+fn default_timeout() -> Dur {
+    DEFAULT_REQUEST_TIMEOUT
+}
+fn default_connect_timeout() -> Dur {
+    DEFAULT_CONNECT_TIMEOUT
+}
+fn default_max_page_bytes() -> ByteSize {
+    DEFAULT_MAX_PAGE_BYTES
+}
+
+/// A header or parameter value: a template, or a reference to a secret.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Param {
+    Template(String),
+    Secret(SecretRef),
+}
+
+impl<'de> Deserialize<'de> for Param {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Param;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a text template or `{ secret: NAME }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Param, E> {
+                Ok(Param::Template(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Param, E> {
+                Ok(Param::Template(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Param, E> {
+                Ok(Param::Template(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Param, E> {
+                Ok(Param::Template(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Param, E> {
+                Ok(Param::Template(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Param, A::Error> {
+                SecretRef::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(Param::Secret)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A reference to a secret, resolved at run time from the secrets file or the process
+/// environment. Flow files never hold credential values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of the secret (`SHOP_TOKEN`).
+    pub secret: String,
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Inner {
+            secret: String,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret reference `{ secret: NAME }`")
+            }
+            fn visit_str<E: de::Error>(self, _v: &str) -> Result<SecretRef, E> {
+                // The value itself is never echoed: it may be a real credential.
+                Err(E::custom(
+                    "a literal credential is not allowed in a flow file; reference a secret instead: `{ secret: NAME }` (resolved from the secrets file or the environment)",
+                ))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
+                let inner = Inner::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(SecretRef {
+                    secret: inner.secret,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Authentication of HTTP requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    /// `Authorization: Bearer <secret>`.
+    Bearer(SecretRef),
+    /// HTTP basic authentication.
+    Basic(BasicAuth),
+    /// A key sent in a header (default `X-API-Key`).
+    ApiKey(ApiKeyAuth),
+    /// OAuth2 client credentials: a token fetched, cached and refreshed on expiry or 401.
+    Oauth2(OAuth2Auth),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name (a template, may use `env`).
+    pub username: String,
+    pub password: SecretRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyAuth {
+    /// Header that carries the key.
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    pub key: SecretRef,
+}
+
+fn default_api_key_header() -> String {
+    "X-API-Key".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Auth {
+    /// Token endpoint (a template, may use `env`).
+    pub token_url: String,
+    /// Client id (a template, may use `env`).
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// How the next page is found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Pagination {
+    /// JSONPath to the next page's full URL in the body; stops when absent or null.
+    NextUrl(String),
+    /// A continuation token in the body, sent back as a query parameter.
+    CursorToken(CursorToken),
+    /// Page numbers in a query parameter; stops at the first empty page.
+    PageNumber(PageNumber),
+    /// Offset and limit query parameters; stops at a short page.
+    Offset(OffsetPaging),
+    /// RFC 8288 `Link` header with `rel="next"`.
+    LinkHeader(LinkHeader),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CursorToken {
+    /// JSONPath to the token in the body; stops when absent, null or empty.
+    pub from: String,
+    /// Query parameter the token is sent in.
+    pub param: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageNumber {
+    /// Query parameter of the page number.
+    pub param: String,
+    /// Number of the first page.
+    #[serde(default = "one")]
+    pub start: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetPaging {
+    /// Query parameter of the offset.
+    pub param: String,
+    /// Query parameter of the page size.
+    pub limit_param: String,
+    /// Page size asked for.
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkHeader {
+    /// Relation to follow.
+    #[serde(default = "default_rel")]
+    pub rel: String,
+}
+
+fn default_rel() -> String {
+    "next".to_string()
+}
+
+/// Incremental sync settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CursorSpec {
+    /// JSONPath, in the source record, of the value the cursor follows (`$.updated_at`). The
+    /// largest settled value is stored after each run and offered to the next as `{{ cursor }}`.
+    pub field: String,
+    /// Value of `{{ cursor }}` before the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Value>,
+}
+
+/// The field map.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapSpec {
+    /// JSONPath of the record key in the source record (`$.id`); part of the default
+    /// idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Keep only records for which this RFC 9535 filter expression holds; `@` is the source
+    /// record (`@.state != 'draft'`). Dropped records are counted as filtered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Output fields by dotted output path (`customer.email`). Without fields, the source record
+    /// is delivered as it is.
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldSpec>,
+}
+
+/// One output field: a JSONPath string as shorthand, or a full definition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FieldSpec {
+    Path(String),
+    Def(Box<FieldDef>),
+}
+
+impl<'de> Deserialize<'de> for FieldSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FieldSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSONPath such as `$.id`, or a field definition `{ from: ..., ... }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldSpec, E> {
+                Ok(FieldSpec::Path(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldSpec, A::Error> {
+                FieldDef::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|d| FieldSpec::Def(Box::new(d)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A full field definition. Exactly one of `from`, `const`, `template`, `each` gives the value;
+/// then `transform` steps run in order (skipped when the value is missing or null), then the
+/// `decimal_to_int`, `date` and `lookup` shorthands, then `type`; a value still missing or null
+/// takes `default`, and a `required` field without a value fails the record.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDef {
+    /// JSONPath in the source record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// With `from`: collect every selected node into an array instead of taking the first.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub all: bool,
+    /// A constant value.
+    #[serde(default, rename = "const", skip_serializing_if = "Option::is_none")]
+    pub constant: Option<Value>,
+    /// A text template over the source record (`{{ source.first }} {{ source.last }}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// JSONPath of a sub-array in the source record; each element is mapped with `fields`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub each: Option<String>,
+    /// The field map applied to each element selected by `each` (`$` is the element).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, FieldSpec>>,
+    /// Steps applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transform: Vec<Step>,
+    /// Shorthand: multiply a decimal (string or number) by this factor and round to an integer,
+    /// exactly (`"12.30"` × 100 = 1230).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decimal_to_int: Option<Value>,
+    /// Shorthand: a date step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<DateSpec>,
+    /// Shorthand: a lookup step; a value not in the table becomes null (and takes `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<BTreeMap<String, Value>>,
+    /// Final type coercion.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub ty: Option<ValueType>,
+    /// Value used when the result is missing or null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// Fail the record (dead-letter it) when the result is missing or null.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub required: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Target types of coercion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+}
+
+/// One transform step: a bare name (`trim`) or a name with an argument (`{ multiply: 100 }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    Trim,
+    Lower,
+    Upper,
+    /// Coerce to a type (same as `type:` but at this point of the chain).
+    To(ValueType),
+    /// Exact decimal multiplication (a decimal string stays exact).
+    Multiply(Value),
+    /// Exact decimal division.
+    Divide(Value),
+    /// Exact decimal addition.
+    Add(Value),
+    /// Round half away from zero to this many decimal places.
+    Round(u32),
+    /// Replace every occurrence of a text.
+    Replace(ReplaceSpec),
+    /// Split a string into an array.
+    Split(String),
+    /// Join an array of scalars into a string.
+    Join(String),
+    /// Parse and format a date or time.
+    Date(DateSpec),
+    /// Look the value up in a table; a value not found becomes null.
+    Lookup(BTreeMap<String, Value>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceSpec {
+    pub from: String,
+    pub to: String,
+}
+
+/// A date conversion. Formats: `unix` (seconds), `unix_ms`, `rfc3339`, or a strftime pattern
+/// (`%d.%m.%Y %H:%M`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateSpec {
+    /// Input format (default `rfc3339`).
+    #[serde(default = "default_date_format")]
+    pub from: String,
+    /// Output format (default `rfc3339`).
+    #[serde(default = "default_date_format")]
+    pub to: String,
+    /// Time zone of inputs that carry none (default `UTC`).
+    #[serde(default = "default_tz")]
+    pub input_timezone: String,
+    /// Time zone the output is written in (default `UTC`).
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+}
+
+fn default_date_format() -> String {
+    "rfc3339".to_string()
+}
+
+/// A destination of records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Destination {
+    /// An HTTP JSON API.
+    Http(HttpSink),
+}
+
+/// HTTP methods a sink may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SinkMethod {
+    #[default]
+    #[serde(alias = "post")]
+    Post,
+    #[serde(alias = "put")]
+    Put,
+    #[serde(alias = "patch")]
+    Patch,
+}
+
+/// Delivery to an HTTP JSON API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSink {
+    #[serde(default)]
+    pub method: SinkMethod,
+    /// URL template; may use `record`, `source`, `key` (not with `batch`).
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Param>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+    /// Send records in arrays of up to this many; without it, one record per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+    /// Idempotency key template (default `{{ flow.name }}-{{ key }}-{{ hash }}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Header that carries the key.
+    #[serde(default = "default_idem_header")]
+    pub idempotency_header: String,
+    /// Requests in flight.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Timeout of one request.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// Time allowed to connect.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+}
+
+fn default_idem_header() -> String {
+    DEFAULT_IDEMPOTENCY_HEADER.to_string()
+}
+fn default_concurrency() -> u32 {
+    DEFAULT_CONCURRENCY
+}
+
+/// Delivery policies.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub retry: RetrySpec,
+}
+
+/// Retries of a failed delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included (1 = no retry).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Backoff before the first retry.
+    #[serde(default = "default_initial")]
+    pub initial: Dur,
+    /// Longest backoff (and longest `Retry-After` honoured).
+    #[serde(default = "default_max_backoff")]
+    pub max: Dur,
+    /// Jitter applied to backoff.
+    #[serde(default)]
+    pub jitter: Jitter,
+    /// Give up on a record after this long, counting from its first attempt.
+    #[serde(default = "default_max_elapsed")]
+    pub max_elapsed: Dur,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec {
+            attempts: default_attempts(),
+            initial: default_initial(),
+            max: default_max_backoff(),
+            jitter: Jitter::default(),
+            max_elapsed: default_max_elapsed(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+fn default_initial() -> Dur {
+    Dur::from_millis(200)
+}
+fn default_max_backoff() -> Dur {
+    Dur::from_secs(30)
+}
+fn default_max_elapsed() -> Dur {
+    Dur::from_secs(300)
+}
+
+/// Jitter applied to exponential backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Jitter {
+    /// `sleep = U(0, min(max, initial·2^n))`: the best spread under contention.
+    #[default]
+    Full,
+    /// `sleep = d/2 + U(0, d/2)`.
+    Equal,
+    /// No randomness.
+    None,
+}
+
+/// A flow test case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The source record.
+    pub input: Value,
+    /// The mapped record expected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Value>,
+    /// The mapping is expected to fail at this output field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_error: Option<ExpectError>,
+    /// The record is expected to be filtered out.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub expect_filtered: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectError {
+    /// Output field path the failure names.
+    pub field: String,
+    /// Text the reason must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+}
+
+impl Flow {
+    /// The HTTP source (the only source kind so far).
+    pub fn http_source(&self) -> &HttpSource {
+        match &self.source {
+            Source::Http(h) => h,
+        }
+    }
+    /// The HTTP sink (the only destination kind so far).
+    pub fn http_sink(&self) -> &HttpSink {
+        match &self.destination {
+            Destination::Http(h) => h,
+        }
+    }
+}

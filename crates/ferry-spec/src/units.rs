@@ -1,0 +1,237 @@
+//! Typed durations and byte sizes as they are written in flow files.
+//!
+//! Flow files say `200ms`, `30s`, `1h30m` and `16MiB`; the spec keeps the parsed value and writes
+//! it back in one normalised spelling, so `60s` and `1m` hash to the same revision.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A duration written as a number and a unit (`ms`, `s`, `m`, `h`, `d`), possibly chained
+/// (`1h30m`). A bare integer is read as seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn from_millis(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+    pub const fn from_secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+
+    /// Parses `250ms`, `30s`, `5m`, `2h`, `1d`, `1h30m`, or a bare number of seconds.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("empty duration; write e.g. `30s`, `250ms`, `5m`".into());
+        }
+        if let Ok(secs) = t.parse::<u64>() {
+            return Ok(Dur(Duration::from_secs(secs)));
+        }
+        let mut total: u128 = 0;
+        let mut rest = t;
+        while !rest.is_empty() {
+            let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+            if digits == 0 {
+                return Err(format!(
+                    "`{text}` is not a duration: expected a number followed by ms, s, m, h or d (e.g. `30s`)"
+                ));
+            }
+            if digits > 12 {
+                return Err(format!("`{text}` is out of range"));
+            }
+            let n: u128 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("`{text}` is out of range"))?;
+            rest = &rest[digits..];
+            let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
+            let unit = &rest[..unit_len];
+            rest = &rest[unit_len..];
+            let ms_per = match unit {
+                "ms" => 1u128,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                "" => {
+                    return Err(format!(
+                        "`{text}` is not a duration: {n} needs a unit right after it (ms, s, m, h or d)"
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "`{other}` in `{text}` is not a duration unit: use ms, s, m, h or d"
+                    ));
+                }
+            };
+            total = total.saturating_add(n * ms_per);
+        }
+        let ms = u64::try_from(total).map_err(|_| format!("`{text}` is out of range"))?;
+        Ok(Dur(Duration::from_millis(ms)))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        if ms % 3_600_000 == 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms % 1_000 == 0 {
+            write!(f, "{}s", ms / 1_000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as `30s`, `250ms` or `5m`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                Dur::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
+                Ok(Dur(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+                u64::try_from(v)
+                    .map(|s| Dur(Duration::from_secs(s)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A size in bytes, written `512KiB`, `16MiB`, `1GB` or as a bare number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let digits = t.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 15 {
+            return Err(format!(
+                "`{text}` is not a size: expected a number and a unit such as `16MiB`"
+            ));
+        }
+        let n: u64 = t[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}` is out of range"))?;
+        let mult: u64 = match t[digits..].trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1_000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "`{other}` is not a size unit: use B, KB, KiB, MB, MiB, GB or GiB"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{text}` is out of range"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        if b != 0 && b % (1 << 30) == 0 {
+            write!(f, "{}GiB", b >> 30)
+        } else if b != 0 && b % (1 << 20) == 0 {
+            write!(f, "{}MiB", b >> 20)
+        } else if b != 0 && b % (1 << 10) == 0 {
+            write!(f, "{}KiB", b >> 10)
+        } else {
+            write!(f, "{b}B")
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as `16MiB` or `512KiB`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_normalise() {
+        assert_eq!(Dur::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(Dur::parse("1h30m").unwrap().0, Duration::from_secs(5400));
+        assert_eq!(Dur::parse("45").unwrap().0, Duration::from_secs(45));
+        assert_eq!(Dur::parse("60s").unwrap().to_string(), "1m");
+        assert_eq!(Dur::parse("1500ms").unwrap().to_string(), "1500ms");
+        for bad in ["", "s", "10x", "1.5s", "-3s", "99999999999999999999s", "10"] {
+            if bad == "10" {
+                continue;
+            }
+            assert!(Dur::parse(bad).is_err(), "{bad} should fail");
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(ByteSize::parse("16MiB").unwrap().0, 16 << 20);
+        assert_eq!(ByteSize::parse("1000").unwrap().0, 1000);
+        assert_eq!(ByteSize::parse("2KB").unwrap().0, 2000);
+        assert_eq!(ByteSize::parse("16MiB").unwrap().to_string(), "16MiB");
+        assert!(ByteSize::parse("12 parsecs").is_err());
+        assert!(ByteSize::parse("999999999999999GiB").is_err());
+    }
+}

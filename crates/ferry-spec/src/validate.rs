@@ -1,0 +1,587 @@
+//! Checks a typed flow for everything its types cannot say, collecting every problem.
+//!
+//! JSONPath expressions, templates, cron expressions, time zones, date patterns and decimal
+//! factors are all parsed here, so a typo is a validation error with its field path and never a
+//! surprise in the middle of a run.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::format::{Item, StrftimeItems};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use crate::flow::*;
+use crate::path::JsonPath;
+use crate::template::{Root, Template};
+
+/// One problem, by field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+/// Header and parameter names that carry credentials: their values must be secret references.
+const SENSITIVE_NAMES: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "x-api-key",
+    "secret",
+    "client_secret",
+    "password",
+    "passwd",
+];
+
+/// Most output fields in one map level.
+pub const MAX_FIELDS: usize = 1000;
+
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn path(&mut self, at: &str, text: &str) -> Option<JsonPath> {
+        match JsonPath::parse(text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.err(at, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn template(&mut self, at: &str, text: &str, roots: &[Root]) -> Option<Template> {
+        match Template::parse(text).and_then(|t| t.check_roots(roots, at).map(|_| t)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(at, format!("template `{}`: {e}", short(text)));
+                None
+            }
+        }
+    }
+
+    fn params(&mut self, at: &str, params: &BTreeMap<String, Param>, roots: &[Root]) {
+        for (name, value) in params {
+            let here = format!("{at}.{name}");
+            if name.trim().is_empty() {
+                self.err(&here, "empty name");
+                continue;
+            }
+            match value {
+                Param::Template(t) => {
+                    if is_sensitive(name) {
+                        self.err(
+                            &here,
+                            format!(
+                                "`{name}` carries a credential: reference a secret (`{{ secret: NAME }}`) or use `auth:`, never a value in the flow file"
+                            ),
+                        );
+                    } else {
+                        self.template(&here, t, roots);
+                    }
+                }
+                Param::Secret(s) => self.secret(&format!("{here}.secret"), s),
+            }
+        }
+    }
+
+    fn secret(&mut self, at: &str, s: &SecretRef) {
+        let ok = !s.secret.is_empty()
+            && s.secret.len() <= 128
+            && s.secret
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+            && !s.secret.starts_with(|c: char| c.is_ascii_digit());
+        if !ok {
+            self.err(
+                at,
+                "a secret name is letters, digits, `_`, `-` and `.`, not starting with a digit",
+            );
+        }
+    }
+
+    fn auth(&mut self, at: &str, auth: &Auth) {
+        match auth {
+            Auth::Bearer(s) => self.secret(&format!("{at}.bearer.secret"), s),
+            Auth::Basic(b) => {
+                self.template(&format!("{at}.basic.username"), &b.username, &[Root::Env]);
+                self.secret(&format!("{at}.basic.password.secret"), &b.password);
+            }
+            Auth::ApiKey(k) => {
+                if !valid_header_name(&k.header) {
+                    self.err(format!("{at}.api_key.header"), "not a valid header name");
+                }
+                self.secret(&format!("{at}.api_key.key.secret"), &k.key);
+            }
+            Auth::Oauth2(o) => {
+                self.url_template(
+                    &format!("{at}.oauth2.token_url"),
+                    &o.token_url,
+                    &[Root::Env],
+                );
+                self.template(
+                    &format!("{at}.oauth2.client_id"),
+                    &o.client_id,
+                    &[Root::Env],
+                );
+                self.secret(
+                    &format!("{at}.oauth2.client_secret.secret"),
+                    &o.client_secret,
+                );
+            }
+        }
+    }
+
+    fn url_template(&mut self, at: &str, text: &str, roots: &[Root]) {
+        if let Some(t) = self.template(at, text, roots) {
+            let starts_with_var = t.as_str().trim_start().starts_with("{{");
+            if !starts_with_var && !(text.starts_with("http://") || text.starts_with("https://")) {
+                self.err(
+                    at,
+                    format!(
+                        "`{}` is not an http:// or https:// URL (or a template starting with one, e.g. `{{{{ env.BASE_URL }}}}/path`)",
+                        short(text)
+                    ),
+                );
+            }
+        }
+    }
+
+    fn headers(&mut self, at: &str, headers: &BTreeMap<String, Param>, roots: &[Root]) {
+        for name in headers.keys() {
+            if !valid_header_name(name) {
+                self.err(format!("{at}.{name}"), "not a valid HTTP header name");
+            }
+        }
+        self.params(at, headers, roots);
+    }
+
+    fn decimal(&mut self, at: &str, v: &Value) -> Option<Decimal> {
+        let d = match v {
+            Value::String(s) => Decimal::from_str(s.trim()).ok(),
+            Value::Number(n) => Decimal::from_str(&n.to_string())
+                .ok()
+                .or_else(|| n.as_f64().and_then(|f| Decimal::try_from(f).ok())),
+            _ => None,
+        };
+        if d.is_none() {
+            self.err(at, "expected a decimal number such as 100 or \"0.01\"");
+        }
+        d
+    }
+
+    fn date(&mut self, at: &str, d: &DateSpec) {
+        for (k, f) in [("from", &d.from), ("to", &d.to)] {
+            if !matches!(f.as_str(), "unix" | "unix_ms" | "rfc3339") {
+                if !f.contains('%') {
+                    self.err(
+                        format!("{at}.{k}"),
+                        format!("`{f}` is not a date format: use unix, unix_ms, rfc3339 or a strftime pattern such as `%Y-%m-%d`"),
+                    );
+                } else if StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
+                    self.err(
+                        format!("{at}.{k}"),
+                        format!("`{f}` is not a valid strftime pattern"),
+                    );
+                }
+            }
+        }
+        for (k, tz) in [
+            ("input_timezone", &d.input_timezone),
+            ("timezone", &d.timezone),
+        ] {
+            if tz.parse::<chrono_tz::Tz>().is_err() {
+                self.err(
+                    format!("{at}.{k}"),
+                    format!("`{tz}` is not an IANA time zone (e.g. `Europe/Berlin`, `UTC`)"),
+                );
+            }
+        }
+    }
+
+    fn steps(&mut self, at: &str, steps: &[Step]) {
+        for (i, step) in steps.iter().enumerate() {
+            let here = format!("{at}[{i}]");
+            match step {
+                Step::Multiply(v) | Step::Add(v) => {
+                    self.decimal(&here, v);
+                }
+                Step::Divide(v) => {
+                    if let Some(d) = self.decimal(&here, v) {
+                        if d.is_zero() {
+                            self.err(&here, "division by zero");
+                        }
+                    }
+                }
+                Step::Round(n) if *n > 20 => self.err(&here, "round to at most 20 decimal places"),
+                Step::Date(d) => self.date(&format!("{here}.date"), d),
+                Step::Split(s) | Step::Join(s)
+                    if s.is_empty() && matches!(step, Step::Split(_)) =>
+                {
+                    self.err(&here, "split needs a non-empty separator")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn fields(&mut self, at: &str, fields: &BTreeMap<String, FieldSpec>, depth: usize) {
+        if depth > 8 {
+            self.err(at, "`each` nests more than 8 levels");
+            return;
+        }
+        if fields.len() > MAX_FIELDS {
+            self.err(at, format!("more than {MAX_FIELDS} fields"));
+        }
+        let names: Vec<&String> = fields.keys().collect();
+        for name in &names {
+            if name.is_empty() || name.split('.').any(str::is_empty) {
+                self.err(
+                    format!("{at}.{name}"),
+                    "an output path is names separated by single dots (`customer.email`)",
+                );
+            }
+            // `a` and `a.b` cannot both be set: `a` would be a value and an object at once.
+            for other in &names {
+                if other.len() > name.len()
+                    && other.starts_with(name.as_str())
+                    && other.as_bytes()[name.len()] == b'.'
+                {
+                    self.err(
+                        format!("{at}.{other}"),
+                        format!(
+                            "conflicts with `{name}`: a field cannot be both a value and an object"
+                        ),
+                    );
+                }
+            }
+        }
+        for (name, spec) in fields {
+            let here = format!("{at}.{name}");
+            match spec {
+                FieldSpec::Path(p) => {
+                    if !p.starts_with('$') {
+                        self.err(
+                            &here,
+                            format!(
+                                "`{}` is not a JSONPath: a field given as text must start with `$` (e.g. `$.id`); for a constant write `{{ const: ... }}`, for text with placeholders `{{ template: ... }}`",
+                                short(p)
+                            ),
+                        );
+                    } else {
+                        self.path(&here, p);
+                    }
+                }
+                FieldSpec::Def(d) => self.field_def(&here, d, depth),
+            }
+        }
+    }
+
+    fn field_def(&mut self, at: &str, d: &FieldDef, depth: usize) {
+        let sources = [
+            d.from.is_some(),
+            d.constant.is_some(),
+            d.template.is_some(),
+            d.each.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if sources != 1 {
+            self.err(
+                at,
+                if sources == 0 {
+                    "give the value with one of `from`, `const`, `template` or `each`"
+                } else {
+                    "use only one of `from`, `const`, `template` and `each`"
+                },
+            );
+        }
+        if let Some(p) = &d.from {
+            self.path(&format!("{at}.from"), p);
+        }
+        if d.all && d.from.is_none() {
+            self.err(format!("{at}.all"), "`all` goes with `from`");
+        }
+        if let Some(t) = &d.template {
+            self.template(&format!("{at}.template"), t, &[Root::Source]);
+        }
+        match (&d.each, &d.fields) {
+            (Some(p), Some(f)) => {
+                self.path(&format!("{at}.each"), p);
+                self.fields(&format!("{at}.fields"), f, depth + 1);
+            }
+            (Some(_), None) => self.err(
+                format!("{at}.fields"),
+                "`each` needs `fields`: the map applied to each element",
+            ),
+            (None, Some(_)) => self.err(format!("{at}.fields"), "`fields` goes with `each`"),
+            (None, None) => {}
+        }
+        self.steps(&format!("{at}.transform"), &d.transform);
+        if let Some(v) = &d.decimal_to_int {
+            self.decimal(&format!("{at}.decimal_to_int"), v);
+        }
+        if let Some(ds) = &d.date {
+            self.date(&format!("{at}.date"), ds);
+        }
+    }
+}
+
+fn short(s: &str) -> String {
+    if s.len() <= 60 {
+        s.to_string()
+    } else {
+        let mut end = 57;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &s[..end])
+    }
+}
+
+fn is_sensitive(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    SENSITIVE_NAMES.contains(&n.as_str())
+        || n.ends_with("_token")
+        || n.ends_with("-token")
+        || n.ends_with("secret")
+        || n.ends_with("password")
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn valid_flow_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Checks a flow; an empty list means it is valid.
+pub fn validate(flow: &Flow) -> Vec<Problem> {
+    let mut c = Checker::default();
+    if !valid_flow_name(&flow.name) {
+        c.err(
+            "name",
+            format!(
+                "`{}` is not a flow name: lower-case letters, digits, `-` and `_`, starting with a letter or digit, at most 63 characters",
+                short(&flow.name)
+            ),
+        );
+    }
+    if let Some(s) = &flow.schedule {
+        match (&s.cron, &s.every) {
+            (Some(expr), None) => {
+                if let Err(e) = croner::parser::CronParser::builder()
+                    .seconds(croner::parser::Seconds::Optional)
+                    .build()
+                    .parse(expr)
+                {
+                    c.err(
+                        "schedule.cron",
+                        format!("`{}` is not a cron expression: {e}", short(expr)),
+                    );
+                }
+            }
+            (None, Some(every)) => {
+                if every.get() < std::time::Duration::from_secs(1) {
+                    c.err("schedule.every", "the interval must be at least 1s");
+                }
+            }
+            _ => c.err("schedule", "give exactly one of `cron` and `every`"),
+        }
+        if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+            c.err(
+                "schedule.timezone",
+                format!(
+                    "`{}` is not an IANA time zone (e.g. `Europe/Berlin`)",
+                    short(&s.timezone)
+                ),
+            );
+        }
+    }
+
+    let Source::Http(src) = &flow.source;
+    let p = "source.http";
+    let src_roots = [Root::Env, Root::Cursor];
+    c.url_template(&format!("{p}.url"), &src.url, &src_roots);
+    c.params(&format!("{p}.params"), &src.params, &src_roots);
+    c.headers(&format!("{p}.headers"), &src.headers, &src_roots);
+    if let Some(a) = &src.auth {
+        c.auth(&format!("{p}.auth"), a);
+    }
+    c.path(&format!("{p}.records"), &src.records);
+    match &src.paginate {
+        Some(Pagination::NextUrl(path)) => {
+            c.path(&format!("{p}.paginate.next_url"), path);
+        }
+        Some(Pagination::CursorToken(t)) => {
+            c.path(&format!("{p}.paginate.cursor_token.from"), &t.from);
+            if t.param.is_empty() {
+                c.err(
+                    format!("{p}.paginate.cursor_token.param"),
+                    "empty parameter name",
+                );
+            }
+        }
+        Some(Pagination::PageNumber(n)) if n.param.is_empty() => {
+            c.err(
+                format!("{p}.paginate.page_number.param"),
+                "empty parameter name",
+            );
+        }
+        Some(Pagination::Offset(o)) => {
+            if o.param.is_empty() || o.limit_param.is_empty() {
+                c.err(format!("{p}.paginate.offset"), "empty parameter name");
+            }
+            if o.limit == 0 {
+                c.err(
+                    format!("{p}.paginate.offset.limit"),
+                    "the page size must be at least 1",
+                );
+            }
+        }
+        _ => {}
+    }
+    if let Some(cur) = &src.cursor {
+        c.path(&format!("{p}.cursor.field"), &cur.field);
+    }
+    if src.timeout.get().is_zero() {
+        c.err(format!("{p}.timeout"), "must be more than 0s");
+    }
+    if src.connect_timeout.get().is_zero() {
+        c.err(format!("{p}.connect_timeout"), "must be more than 0s");
+    }
+    if src.max_page_bytes.0 == 0 {
+        c.err(format!("{p}.max_page_bytes"), "must be more than 0");
+    }
+
+    if let Some(k) = &flow.map.key {
+        c.path("map.key", k);
+    }
+    if let Some(f) = &flow.map.filter {
+        if let Err(e) = JsonPath::parse(&filter_query(f)) {
+            c.err("map.filter", format!("`{}` is not a filter expression (RFC 9535, `@` is the record, e.g. `@.state != 'draft'`): {}", short(f), e.reason));
+        }
+    }
+    c.fields("map.fields", &flow.map.fields, 0);
+
+    let Destination::Http(sink) = &flow.destination;
+    let p = "destination.http";
+    let batched = sink.batch.is_some();
+    let url_roots: &[Root] = if batched {
+        &[Root::Env]
+    } else {
+        &[Root::Env, Root::Record, Root::Source, Root::Key]
+    };
+    c.url_template(&format!("{p}.url"), &sink.url, url_roots);
+    c.headers(&format!("{p}.headers"), &sink.headers, &[Root::Env]);
+    if let Some(a) = &sink.auth {
+        c.auth(&format!("{p}.auth"), a);
+    }
+    if let Some(b) = sink.batch {
+        if b == 0 || b > MAX_BATCH {
+            c.err(
+                format!("{p}.batch"),
+                format!("a batch holds 1 to {MAX_BATCH} records"),
+            );
+        }
+    }
+    if let Some(k) = &sink.idempotency_key {
+        if let Some(t) = c.template(
+            &format!("{p}.idempotency_key"),
+            k,
+            &[
+                Root::Flow,
+                Root::Key,
+                Root::Hash,
+                Root::Source,
+                Root::Record,
+            ],
+        ) {
+            if t.is_literal() {
+                c.err(
+                    format!("{p}.idempotency_key"),
+                    "a constant key would make every record look like the first: use placeholders such as `{{ key }}` or `{{ source.id }}`",
+                );
+            }
+        }
+    }
+    if !valid_header_name(&sink.idempotency_header) {
+        c.err(
+            format!("{p}.idempotency_header"),
+            "not a valid HTTP header name",
+        );
+    }
+    if sink.concurrency == 0 || sink.concurrency > MAX_CONCURRENCY {
+        c.err(
+            format!("{p}.concurrency"),
+            format!("from 1 to {MAX_CONCURRENCY} requests in flight"),
+        );
+    }
+    if sink.timeout.get().is_zero() {
+        c.err(format!("{p}.timeout"), "must be more than 0s");
+    }
+
+    let r = &flow.policy.retry;
+    if r.attempts == 0 || r.attempts > 100 {
+        c.err("policy.retry.attempts", "from 1 (no retry) to 100 attempts");
+    }
+    if r.initial > r.max {
+        c.err(
+            "policy.retry.initial",
+            format!("longer than `max` ({})", r.max),
+        );
+    }
+    if r.max_elapsed.get().is_zero() {
+        c.err("policy.retry.max_elapsed", "must be more than 0s");
+    }
+
+    for (i, t) in flow.tests.iter().enumerate() {
+        let n = [
+            t.expect.is_some(),
+            t.expect_error.is_some(),
+            t.expect_filtered,
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n != 1 {
+            c.err(
+                format!("tests[{i}]"),
+                "give exactly one of `expect`, `expect_error` and `expect_filtered: true`",
+            );
+        }
+    }
+    c.problems
+}
+
+/// The JSONPath query a `map.filter` expression is evaluated as: the record is wrapped in a
+/// one-element array and kept when the filter selects it.
+pub fn filter_query(expr: &str) -> String {
+    format!("$[?{expr}]")
+}

@@ -1,0 +1,181 @@
+//! Reading flow files: good ones, broken ones, hostile ones.
+
+use std::path::PathBuf;
+
+use ferry_spec::{SpecErrors, load_file, load_str};
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../flows/orders-to-warehouse.yaml")
+}
+
+fn errors(text: &str) -> SpecErrors {
+    load_str(text, Some("f.yaml".into())).expect_err("should be refused")
+}
+
+const MINIMAL: &str = r#"
+name: mini
+source:
+  http:
+    url: "http://127.0.0.1:1/api"
+destination:
+  http:
+    url: "http://127.0.0.1:2/in"
+"#;
+
+#[test]
+fn the_example_flow_loads() {
+    let f = load_file(&example()).unwrap();
+    assert_eq!(f.flow.name, "orders-to-warehouse");
+    assert_eq!(f.hash.len(), 64);
+    assert_eq!(f.flow.tests.len(), 3);
+}
+
+#[test]
+fn formatting_order_and_defaults_do_not_change_the_hash() {
+    let a = load_str(MINIMAL, None).unwrap();
+    let b = load_str(
+        r#"# a comment
+destination: { http: { url: "http://127.0.0.1:2/in", method: POST, concurrency: 8 } }
+source: { http: { url: "http://127.0.0.1:1/api", timeout: 30s, records: "$[*]" } }
+name: mini
+"#,
+        None,
+    )
+    .unwrap();
+    assert_eq!(a.hash, b.hash);
+    assert_eq!(a.canonical, b.canonical);
+    let c = load_str(&MINIMAL.replace("/in", "/other"), None).unwrap();
+    assert_ne!(a.hash, c.hash);
+}
+
+#[test]
+fn canonical_form_round_trips() {
+    let a = load_file(&example()).unwrap();
+    let b = ferry_spec::from_canonical(&a.canonical).unwrap();
+    assert_eq!(a.hash, b.hash);
+    assert_eq!(a.flow, b.flow);
+}
+
+#[test]
+fn invalid_yaml_names_line_and_column() {
+    let e = errors("name: x\nsource: [unclosed\n");
+    let s = e.to_string();
+    assert!(s.starts_with("f.yaml:"), "{s}");
+    assert!(s.contains("invalid YAML"), "{s}");
+    assert!(e.0[0].location.is_some(), "{s}");
+}
+
+#[test]
+fn an_unknown_key_is_an_error_with_its_path_and_position() {
+    let text = MINIMAL.replace(
+        "    url: \"http://127.0.0.1:2/in\"",
+        "    urll: \"http://127.0.0.1:2/in\"",
+    );
+    let e = errors(&text);
+    let err = &e.0[0];
+    assert_eq!(err.path, "destination.http.urll");
+    assert!(err.message.contains("unknown field `urll`"), "{e}");
+    let loc = err.location.unwrap();
+    assert_eq!((loc.line, loc.column), (8, 5), "{e}");
+}
+
+#[test]
+fn a_bad_jsonpath_is_a_validation_error() {
+    let text =
+        format!("{MINIMAL}map:\n  fields:\n    a: \"$.b[\"\n    c: \"$.ok\"\n    d: \"$..[\"\n");
+    let e = errors(&text);
+    assert_eq!(e.0.len(), 2, "{e}");
+    assert_eq!(e.0[0].path, "map.fields.a");
+    assert_eq!(e.0[0].location.unwrap().line, 11, "{e}");
+    assert!(e.0[0].message.contains("invalid JSONPath"), "{e}");
+    assert_eq!(e.0[1].path, "map.fields.d");
+}
+
+#[test]
+fn all_problems_are_reported_not_just_the_first() {
+    let text = r#"
+name: "Bad Name"
+source:
+  http:
+    url: "ftp://x"
+    records: "orders"
+destination:
+  http:
+    url: "{{ env.X }}/{{ nope.y }}"
+    concurrency: 0
+policy:
+  retry: { attempts: 0 }
+"#;
+    let e = errors(text);
+    let paths: Vec<&str> = e.0.iter().map(|p| p.path.as_str()).collect();
+    for want in [
+        "name",
+        "source.http.url",
+        "source.http.records",
+        "destination.http.url",
+        "destination.http.concurrency",
+        "policy.retry.attempts",
+    ] {
+        assert!(paths.contains(&want), "{want} missing in {e}");
+    }
+    assert!(e.0.iter().all(|p| p.location.is_some()), "{e}");
+}
+
+#[test]
+fn a_literal_secret_is_refused_and_not_echoed() {
+    let text = MINIMAL.replace(
+        "    url: \"http://127.0.0.1:1/api\"",
+        "    url: \"http://127.0.0.1:1/api\"\n    auth: { bearer: \"sk_live_abcdef\" }",
+    );
+    let e = errors(&text);
+    let s = e.to_string();
+    assert!(s.contains("literal credential"), "{s}");
+    assert!(!s.contains("sk_live_abcdef"), "{s}");
+
+    let text = MINIMAL.replace(
+        "    url: \"http://127.0.0.1:1/api\"",
+        "    url: \"http://127.0.0.1:1/api\"\n    headers: { Authorization: \"Bearer sk_live_abcdef\" }",
+    );
+    let e = errors(&text);
+    let s = e.to_string();
+    assert!(s.contains("source.http.headers.Authorization"), "{s}");
+    assert!(!s.contains("sk_live_abcdef"), "{s}");
+}
+
+#[test]
+fn wrong_types_and_bad_units_are_explained() {
+    let e = errors(&MINIMAL.replace(
+        "http://127.0.0.1:1/api\"",
+        "http://127.0.0.1:1/api\"\n    timeout: 10 parsecs",
+    ));
+    assert_eq!(e.0[0].path, "source.http.timeout");
+    assert!(e.0[0].message.contains("not a duration"), "{e}");
+    let e = errors(&MINIMAL.replace("name: mini", "name: [1, 2]"));
+    assert_eq!(e.0[0].path, "name");
+}
+
+#[test]
+fn hostile_input_is_refused_cleanly() {
+    // deep nesting
+    let deep = format!("name: {}{}", "[".repeat(5000), "]".repeat(5000));
+    assert!(load_str(&deep, None).is_err());
+    let deep: String = (0..200)
+        .map(|i| format!("{}a{i}:\n", "  ".repeat(i)))
+        .collect();
+    assert!(load_str(&deep, None).is_err());
+    // alias bomb
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let prev = i - 1;
+        bomb.push_str(&format!("a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"));
+    }
+    assert!(load_str(&bomb, None).is_err());
+    // oversized
+    let big = format!("name: x\ndescription: \"{}\"\n", "y".repeat(2 << 20));
+    let e = load_str(&big, None).unwrap_err();
+    assert!(e.to_string().contains("at most"), "{e}");
+    // not a mapping, empty, binary-ish
+    for t in ["", "[]", "42", "\u{0}\u{1}", "name: x\nname: y\n"] {
+        assert!(load_str(t, None).is_err(), "{t:?}");
+    }
+}
