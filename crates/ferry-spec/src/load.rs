@@ -213,23 +213,21 @@ impl Index {
 
     /// For "unknown field `x`" the error's path is the map; the key itself is more useful.
     fn locate_error(&self, path: &str, message: &str) -> Option<Location> {
-        if let Some(rest) = message.strip_prefix("unknown field `") {
-            if let Some(end) = rest.find('`') {
+        if let Some(rest) = message.strip_prefix("unknown field `")
+            && let Some(end) = rest.find('`') {
                 let key = &rest[..end];
                 let full = join(path, key);
                 if let Some(l) = self.keys.get(&full) {
                     return Some(*l);
                 }
             }
-        }
-        if let Some(rest) = message.strip_prefix("unknown variant `") {
-            if let Some(end) = rest.find('`') {
+        if let Some(rest) = message.strip_prefix("unknown variant `")
+            && let Some(end) = rest.find('`') {
                 let full = join(path, &rest[..end]);
                 if let Some(l) = self.keys.get(&full) {
                     return Some(*l);
                 }
             }
-        }
         self.locate(path)
     }
 }

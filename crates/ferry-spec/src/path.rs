@@ -9,7 +9,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
+use jsonpath_rust::parser::model::{
+    Comparable, Filter, FilterAtom, FnArg, JpQuery, Segment, Selector, Test, TestFunction,
+};
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use serde_json::Value;
@@ -77,6 +79,7 @@ impl JsonPath {
             ));
         }
         let query = parse_json_path(text).map_err(|e| err(clean_parse_error(&e.to_string())))?;
+        check_function_types(&query.segments).map_err(err)?;
         let fast = singular_steps(&query).map(Arc::from);
         Ok(JsonPath {
             text: Arc::from(text),
@@ -168,6 +171,150 @@ fn singular_steps(q: &JpQuery) -> Option<Vec<Step>> {
         .collect()
 }
 
+/// RFC 9535 section 2.4.3 (well-typedness of function expressions), which the parser does not
+/// enforce: `length()`, `count()` and `value()` give a value, so they must be compared rather
+/// than used as a test (`$[?length(@.a)]`); parameters of value type (`length()`, `match()`,
+/// `search()`) take a literal, a singular query or a value-giving function, not a query that may
+/// select several nodes (`length(@.*)`); parameters of nodes type (`count()`, `value()`) take a
+/// query.
+fn check_function_types(segments: &[Segment]) -> Result<(), String> {
+    segments.iter().try_for_each(check_segment)
+}
+
+fn check_segment(segment: &Segment) -> Result<(), String> {
+    match segment {
+        Segment::Descendant(inner) => check_segment(inner),
+        Segment::Selector(sel) => check_selector(sel),
+        Segment::Selectors(sels) => sels.iter().try_for_each(check_selector),
+    }
+}
+
+fn check_selector(selector: &Selector) -> Result<(), String> {
+    match selector {
+        Selector::Filter(f) => check_filter(f),
+        _ => Ok(()),
+    }
+}
+
+fn check_filter(filter: &Filter) -> Result<(), String> {
+    match filter {
+        Filter::Or(fs) | Filter::And(fs) => fs.iter().try_for_each(check_filter),
+        Filter::Atom(FilterAtom::Filter { expr, .. }) => check_filter(expr),
+        Filter::Atom(FilterAtom::Test { expr, .. }) => match expr.as_ref() {
+            Test::Function(f) => {
+                if gives_value(f) {
+                    return Err(format!(
+                        "`{}()` gives a value, not a test: compare it, e.g. `{}(...) > 0`",
+                        function_name(f),
+                        function_name(f)
+                    ));
+                }
+                check_function(f)
+            }
+            Test::RelQuery(segments) => check_function_types(segments),
+            Test::AbsQuery(q) => check_function_types(&q.segments),
+        },
+        Filter::Atom(FilterAtom::Comparison(c)) => {
+            let (l, r) = c.vals();
+            [l, r].into_iter().try_for_each(|side| match side {
+                Comparable::Function(f) => check_function(f),
+                _ => Ok(()),
+            })
+        }
+    }
+}
+
+fn gives_value(f: &TestFunction) -> bool {
+    matches!(
+        f,
+        TestFunction::Length(_) | TestFunction::Count(_) | TestFunction::Value(_)
+    )
+}
+
+fn function_name(f: &TestFunction) -> &str {
+    match f {
+        TestFunction::Custom(name, _) => name,
+        TestFunction::Length(_) => "length",
+        TestFunction::Value(_) => "value",
+        TestFunction::Count(_) => "count",
+        TestFunction::Search(..) => "search",
+        TestFunction::Match(..) => "match",
+    }
+}
+
+fn check_function(f: &TestFunction) -> Result<(), String> {
+    let name = function_name(f);
+    match f {
+        TestFunction::Length(a) => value_arg(name, a),
+        TestFunction::Search(a, b) | TestFunction::Match(a, b) => {
+            value_arg(name, a)?;
+            value_arg(name, b)
+        }
+        TestFunction::Count(a) | TestFunction::Value(a) => nodes_arg(name, a),
+        TestFunction::Custom(_, args) => args.iter().try_for_each(|a| match a {
+            FnArg::Literal(_) => Ok(()),
+            FnArg::Test(t) => check_test(t),
+            FnArg::Filter(f) => check_filter(f),
+        }),
+    }
+}
+
+fn check_test(t: &Test) -> Result<(), String> {
+    match t {
+        Test::RelQuery(segments) => check_function_types(segments),
+        Test::AbsQuery(q) => check_function_types(&q.segments),
+        Test::Function(f) => check_function(f),
+    }
+}
+
+/// An argument of value type: a literal, a singular query or a function giving a value.
+fn value_arg(name: &str, arg: &FnArg) -> Result<(), String> {
+    match arg {
+        FnArg::Literal(_) => Ok(()),
+        FnArg::Test(t) => match t.as_ref() {
+            Test::RelQuery(segments) | Test::AbsQuery(JpQuery { segments }) => {
+                if !segments.iter().all(is_singular_segment) {
+                    return Err(format!(
+                        "`{name}()` takes a single value: use a query that selects at most one node (names and indexes only), or `count()` for many"
+                    ));
+                }
+                check_function_types(segments)
+            }
+            Test::Function(f) if gives_value(f) => check_function(f),
+            Test::Function(f) => Err(format!(
+                "`{name}()` takes a value, and `{}()` gives a test result",
+                function_name(f)
+            )),
+        },
+        FnArg::Filter(_) => Err(format!(
+            "`{name}()` takes a value, not a logical expression"
+        )),
+    }
+}
+
+/// An argument of nodes type: a query.
+fn nodes_arg(name: &str, arg: &FnArg) -> Result<(), String> {
+    match arg {
+        FnArg::Test(t) => match t.as_ref() {
+            Test::RelQuery(segments) | Test::AbsQuery(JpQuery { segments }) => {
+                check_function_types(segments)
+            }
+            Test::Function(_) => Err(format!("`{name}()` takes a query such as `@.items[*]`")),
+        },
+        FnArg::Literal(_) | FnArg::Filter(_) => {
+            Err(format!("`{name}()` takes a query such as `@.items[*]`"))
+        }
+    }
+}
+
+fn is_singular_segment(segment: &Segment) -> bool {
+    match segment {
+        Segment::Selector(Selector::Name(_) | Selector::Index(_)) => true,
+        Segment::Selectors(s) => matches!(s.as_slice(), [Selector::Name(_) | Selector::Index(_)]),
+        _ => false,
+    }
+}
+
 fn shorten(text: &str) -> String {
     if text.len() <= 80 {
         return text.to_string();
@@ -223,6 +370,41 @@ mod tests {
         for bad in ["", "a.b", "$.", "$[", "$.a[?@.b ==]", "$.."] {
             let e = JsonPath::parse(bad).unwrap_err();
             assert!(!e.reason.is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn function_expressions_must_be_well_typed() {
+        for bad in [
+            "$[?length(@.a)]",
+            "$[?count(@..*)]",
+            "$[?value(@.a)]",
+            "$[?length(@.*)<3]",
+            "$[?length(@[1, 2])<3]",
+            "$[?length(@['a', 'b'])<3]",
+            "$[?match(@.*, 'a')]",
+            "$[?search(@.a, @..b)]",
+            "$[?length(match(@.a, 'x')) > 1]",
+            "$[?value('x') == 1]",
+            "$[?@.b[?length(@.*) > 1]]",
+        ] {
+            let e = JsonPath::parse(bad).unwrap_err();
+            assert!(!e.reason.is_empty(), "{bad}");
+        }
+        for good in [
+            "$[?length(@.a) > 1]",
+            "$[?length(@) == 2]",
+            "$[?length('abc') == 3]",
+            "$[?count(@.*) == 1]",
+            "$[?count(@..x) > 0]",
+            "$[?value(@..x) == 1]",
+            "$[?match(@.a, 'x.*')]",
+            "$[?search(@.a, $.pattern)]",
+            "$[?length(value(@.*)) == 1]",
+            "$[?@.b[?length(@.c) > 1]]",
+            "$[?!match(@['a'][0], 'x')]",
+        ] {
+            assert!(JsonPath::parse(good).is_ok(), "{good}");
         }
     }
 

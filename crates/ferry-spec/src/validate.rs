@@ -150,7 +150,7 @@ impl Checker {
     fn url_template(&mut self, at: &str, text: &str, roots: &[Root]) {
         if let Some(t) = self.template(at, text, roots) {
             let starts_with_var = t.as_str().trim_start().starts_with("{{");
-            if !starts_with_var && !(text.starts_with("http://") || text.starts_with("https://")) {
+            if !(starts_with_var || text.starts_with("http://") || text.starts_with("https://")) {
                 self.err(
                     at,
                     format!(
@@ -222,11 +222,10 @@ impl Checker {
                     self.decimal(&here, v);
                 }
                 Step::Divide(v) => {
-                    if let Some(d) = self.decimal(&here, v) {
-                        if d.is_zero() {
+                    if let Some(d) = self.decimal(&here, v)
+                        && d.is_zero() {
                             self.err(&here, "division by zero");
                         }
-                    }
                 }
                 Step::Round(n) if *n > 20 => self.err(&here, "round to at most 20 decimal places"),
                 Step::Date(d) => self.date(&format!("{here}.date"), d),
@@ -483,11 +482,10 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
     if let Some(k) = &flow.map.key {
         c.path("map.key", k);
     }
-    if let Some(f) = &flow.map.filter {
-        if let Err(e) = JsonPath::parse(&filter_query(f)) {
+    if let Some(f) = &flow.map.filter
+        && let Err(e) = JsonPath::parse(&filter_query(f)) {
             c.err("map.filter", format!("`{}` is not a filter expression (RFC 9535, `@` is the record, e.g. `@.state != 'draft'`): {}", short(f), e.reason));
         }
-    }
     c.fields("map.fields", &flow.map.fields, 0);
 
     let Destination::Http(sink) = &flow.destination;
@@ -503,16 +501,15 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
     if let Some(a) = &sink.auth {
         c.auth(&format!("{p}.auth"), a);
     }
-    if let Some(b) = sink.batch {
-        if b == 0 || b > MAX_BATCH {
+    if let Some(b) = sink.batch
+        && (b == 0 || b > MAX_BATCH) {
             c.err(
                 format!("{p}.batch"),
                 format!("a batch holds 1 to {MAX_BATCH} records"),
             );
         }
-    }
-    if let Some(k) = &sink.idempotency_key {
-        if let Some(t) = c.template(
+    if let Some(k) = &sink.idempotency_key
+        && let Some(t) = c.template(
             &format!("{p}.idempotency_key"),
             k,
             &[
@@ -522,15 +519,13 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
                 Root::Source,
                 Root::Record,
             ],
-        ) {
-            if t.is_literal() {
+        )
+            && t.is_literal() {
                 c.err(
                     format!("{p}.idempotency_key"),
                     "a constant key would make every record look like the first: use placeholders such as `{{ key }}` or `{{ source.id }}`",
                 );
             }
-        }
-    }
     if !valid_header_name(&sink.idempotency_header) {
         c.err(
             format!("{p}.idempotency_header"),
