@@ -1,0 +1,491 @@
+//! The records the state store keeps, as plain types shared by every backend.
+//!
+//! These are the nouns of DESIGN.md (revision, run, ledger entry, dead letter) as the engine,
+//! the CLI and the HTTP API see them. The types operators list (`RunRecord`, `RevisionInfo`,
+//! `DeadLetter`, `FlowSummary`, `DeadLetterEvent`) serialise to JSON for `--output json`.
+//! Enums are stored as their lower-case names, which is also how they print and parse.
+//!
+//! Timestamps are kept with millisecond precision by every backend: a value read back equals
+//! the value written, truncated to the millisecond.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A text that does not name a variant of one of the store's enums.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a valid {kind}; expected one of: {expected}")]
+pub struct ParseEnumError {
+    /// Which enum ("trigger", "run status", …).
+    pub kind: &'static str,
+    /// The text that was given.
+    pub value: String,
+    /// The accepted names, comma separated.
+    pub expected: String,
+}
+
+/// Declares a field-less enum stored as lower-case text, with `as_str`, `Display` and `FromStr`.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident, $kind:literal, { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The lower-case name, as stored and printed.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseEnumError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(ParseEnumError {
+                        kind: $kind,
+                        value: s.to_string(),
+                        expected: $name::ALL
+                            .iter()
+                            .map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What started a run.
+    Trigger, "run trigger", {
+        /// An operator (`ferry run`, the API).
+        Manual => "manual",
+        /// The scheduler.
+        Schedule => "schedule",
+        /// A dead-letter replay.
+        Replay => "replay",
+        /// `ferry demo`.
+        Demo => "demo",
+    }
+);
+
+text_enum!(
+    /// Where a run is in its life.
+    RunStatus, "run status", {
+        /// Started and not finished (or its process died: see `fail_stale_runs`).
+        Running => "running",
+        /// Every record settled and the source was exhausted.
+        Succeeded => "succeeded",
+        /// Stopped by an error; the cursor stays at the last settled record.
+        Failed => "failed",
+        /// Stopped early (cancelled, limit reached) with everything fetched so far settled.
+        Incomplete => "incomplete",
+    }
+);
+
+text_enum!(
+    /// The step at which a record failed and went to the dead-letter queue.
+    Stage, "dead-letter stage", {
+        /// The field map could not be applied.
+        Map => "map",
+        /// The mapped record broke a rule (required field, type).
+        Validate => "validate",
+        /// The destination rejected it, or retries ran out.
+        Deliver => "deliver",
+    }
+);
+
+text_enum!(
+    /// What has been done about a dead letter.
+    DlqState, "dead-letter state", {
+        /// Waiting for an operator.
+        Pending => "pending",
+        /// Replayed (delivered or found in the ledger).
+        Replayed => "replayed",
+        /// Dropped on purpose by an operator.
+        Discarded => "discarded",
+    }
+);
+
+/// One immutable snapshot of a flow's canonical spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevisionInfo {
+    /// Flow name.
+    pub flow: String,
+    /// 1, 2, 3… per flow.
+    pub number: i64,
+    /// Content hash of `spec`.
+    pub hash: String,
+    /// Canonical JSON of the flow.
+    pub spec: String,
+    /// Deploy message.
+    pub message: String,
+    /// Who deployed it.
+    pub author: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeployOutcome {
+    /// The revision now active in the environment.
+    pub revision: RevisionInfo,
+    /// False when the environment already ran this exact content (nothing was written).
+    pub created: bool,
+}
+
+/// How many records of a run reached each outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    /// Records read from the source.
+    pub fetched: u64,
+    /// Records the destination accepted.
+    pub delivered: u64,
+    /// Records found in the ledger, not sent again.
+    pub skipped: u64,
+    /// Records dropped by the flow's filter.
+    pub filtered: u64,
+    /// Records sent to the dead-letter queue.
+    pub dead_lettered: u64,
+}
+
+impl RunCounts {
+    /// Records that reached an outcome: delivered + skipped + filtered + dead-lettered.
+    /// Equals `fetched` when a run lost nothing.
+    pub fn settled(&self) -> u64 {
+        self.delivered
+            .saturating_add(self.skipped)
+            .saturating_add(self.filtered)
+            .saturating_add(self.dead_lettered)
+    }
+}
+
+/// A run as it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// Run id (UUIDv7 recommended: ids then sort by start time).
+    pub id: Uuid,
+    /// Flow name.
+    pub flow: String,
+    /// Environment.
+    pub env: String,
+    /// Revision number the run executes.
+    pub revision: i64,
+    /// Content hash of that revision.
+    pub hash: String,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The cursor of (flow, env) when the run started.
+    pub cursor_before: Option<Value>,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: Uuid,
+    /// Flow name.
+    pub flow: String,
+    /// Environment.
+    pub env: String,
+    /// Revision number the run executed.
+    pub revision: i64,
+    /// Content hash of that revision.
+    pub hash: String,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Counters as of the last settle or the finish.
+    pub counts: RunCounts,
+    /// Cursor at the start.
+    pub cursor_before: Option<Value>,
+    /// Cursor at the finish.
+    pub cursor_after: Option<Value>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// Finish time, once finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A delivered record, written to the idempotency ledger of (flow, env).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Idempotency key.
+    pub key: String,
+    /// Hash of the body that was delivered under the key.
+    pub body_hash: String,
+    /// Run that delivered it.
+    pub run_id: Uuid,
+    /// Revision that delivered it.
+    pub revision: i64,
+    /// Destination status (HTTP status, or 0 where there is none).
+    pub status: u16,
+    /// When the destination confirmed it.
+    pub delivered_at: DateTime<Utc>,
+}
+
+/// What the ledger knows about a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerHit {
+    /// Hash of the body first delivered under the key.
+    pub body_hash: String,
+    /// Run that delivered it.
+    pub run_id: Uuid,
+    /// Revision that delivered it.
+    pub revision: i64,
+    /// When.
+    pub delivered_at: DateTime<Utc>,
+}
+
+/// One delivery attempt of a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When the attempt ended.
+    pub at: DateTime<Utc>,
+    /// Destination status, if a response came back.
+    pub status: Option<u16>,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// A record going to the dead-letter queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeadLetter {
+    /// Entry id.
+    pub id: Uuid,
+    /// Flow name.
+    pub flow: String,
+    /// Environment.
+    pub env: String,
+    /// Run in which the record failed.
+    pub run_id: Uuid,
+    /// Revision that run executed.
+    pub revision: i64,
+    /// Idempotency key, if one could be computed.
+    pub key: Option<String>,
+    /// The record as the source gave it.
+    pub source_record: Value,
+    /// The mapped record, if mapping got that far.
+    pub mapped_record: Option<Value>,
+    /// Where it failed.
+    pub stage: Stage,
+    /// The last error.
+    pub error: String,
+    /// Low-cardinality error class ("http_4xx", "retries_exhausted", "map_error", …).
+    pub error_class: String,
+    /// Every delivery attempt, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// When it was dead-lettered.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A dead-letter queue entry as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    /// Entry id.
+    pub id: Uuid,
+    /// Flow name.
+    pub flow: String,
+    /// Environment.
+    pub env: String,
+    /// Run in which the record failed.
+    pub run_id: Uuid,
+    /// Revision that run executed.
+    pub revision: i64,
+    /// Idempotency key, if one could be computed.
+    pub key: Option<String>,
+    /// The record as the source gave it.
+    pub source_record: Value,
+    /// The mapped record, if mapping got that far.
+    pub mapped_record: Option<Value>,
+    /// Where it failed.
+    pub stage: Stage,
+    /// The last error.
+    pub error: String,
+    /// Low-cardinality error class.
+    pub error_class: String,
+    /// Every delivery attempt, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// When it was dead-lettered.
+    pub created_at: DateTime<Utc>,
+    /// Current state.
+    pub state: DlqState,
+    /// Note of the last state change.
+    pub state_note: Option<String>,
+    /// Time of the last state change (or `created_at`).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One state change of a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetterEvent {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// State before.
+    pub from: DlqState,
+    /// State after.
+    pub to: DlqState,
+    /// Operator's or engine's note.
+    pub note: String,
+    /// The replay run, if the change came from one.
+    pub run_id: Option<Uuid>,
+}
+
+/// Default number of dead letters one listing returns.
+pub const DEFAULT_DLQ_LIMIT: u32 = 100;
+
+/// Which dead letters to list. Every `Some` narrows the listing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DlqFilter {
+    /// Only this flow.
+    pub flow: Option<String>,
+    /// Only this environment.
+    pub env: Option<String>,
+    /// Only entries in this state.
+    pub state: Option<DlqState>,
+    /// Only entries created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only this error class.
+    pub error_class: Option<String>,
+    /// At most this many entries (newest first). Default [`DEFAULT_DLQ_LIMIT`].
+    pub limit: u32,
+}
+
+impl Default for DlqFilter {
+    fn default() -> Self {
+        DlqFilter {
+            flow: None,
+            env: None,
+            state: None,
+            since: None,
+            error_class: None,
+            limit: DEFAULT_DLQ_LIMIT,
+        }
+    }
+}
+
+/// A flow as deployed in one environment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowSummary {
+    /// Flow name.
+    pub name: String,
+    /// Environment.
+    pub env: String,
+    /// The revision active in `env`.
+    pub active: RevisionInfo,
+    /// How many revisions the flow has (all environments).
+    pub revisions: i64,
+    /// The newest run of the flow in `env`.
+    pub last_run: Option<RunRecord>,
+}
+
+/// One batch of settled records of a run, written in a single transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settle {
+    /// The run.
+    pub run_id: Uuid,
+    /// Its flow.
+    pub flow: String,
+    /// Its environment.
+    pub env: String,
+    /// Records delivered in this batch (ledger rows).
+    pub delivered: Vec<LedgerEntry>,
+    /// Records dead-lettered in this batch.
+    pub dead: Vec<NewDeadLetter>,
+    /// The run's cumulative counts after this batch.
+    pub counts: RunCounts,
+    /// The new cursor of (flow, env); `None` leaves it unchanged.
+    pub cursor: Option<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_as_lower_case_text() {
+        for t in Trigger::ALL {
+            assert_eq!(t.to_string().parse::<Trigger>(), Ok(*t));
+        }
+        for s in RunStatus::ALL {
+            assert_eq!(s.as_str().parse::<RunStatus>(), Ok(*s));
+        }
+        for s in Stage::ALL {
+            assert_eq!(s.as_str().parse::<Stage>(), Ok(*s));
+        }
+        for s in DlqState::ALL {
+            assert_eq!(s.as_str().parse::<DlqState>(), Ok(*s));
+        }
+        assert_eq!(Trigger::Schedule.to_string(), "schedule");
+        assert_eq!(
+            serde_json::to_value(RunStatus::Incomplete).ok(),
+            Some(Value::from("incomplete"))
+        );
+    }
+
+    #[test]
+    fn unknown_enum_text_names_the_choices() {
+        let err = "Manual".parse::<Trigger>().unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("\"Manual\""), "{msg}");
+        assert!(msg.contains("manual, schedule, replay, demo"), "{msg}");
+        assert!("".parse::<DlqState>().is_err());
+    }
+
+    #[test]
+    fn settled_adds_outcomes_and_saturates() {
+        let c = RunCounts {
+            fetched: 10,
+            delivered: 4,
+            skipped: 3,
+            filtered: 2,
+            dead_lettered: 1,
+        };
+        assert_eq!(c.settled(), 10);
+        let big = RunCounts {
+            delivered: u64::MAX,
+            skipped: 1,
+            ..RunCounts::default()
+        };
+        assert_eq!(big.settled(), u64::MAX);
+    }
+
+    #[test]
+    fn dlq_filter_defaults_and_refuses_unknown_fields() {
+        assert_eq!(DlqFilter::default().limit, 100);
+        let f: DlqFilter = serde_json::from_str(r#"{"state":"pending"}"#).unwrap();
+        assert_eq!(f.state, Some(DlqState::Pending));
+        assert_eq!(f.limit, 100);
+        let err = serde_json::from_str::<DlqFilter>(r#"{"sate":"pending"}"#).unwrap_err();
+        assert!(err.to_string().contains("sate"));
+    }
+}

@@ -1,0 +1,933 @@
+//! The cluster backend: PostgreSQL, shared by any number of `ferry serve` workers.
+//!
+//! Same schema and semantics as the SQLite backend, with native types: `UUID` ids,
+//! `TIMESTAMPTZ` times (written at millisecond precision, like SQLite), `JSONB` values. JSON
+//! crosses the wire as text (`$n::jsonb` in, `col::text` out), so the crate needs no sqlx JSON
+//! support; note that `JSONB` does not keep object key order.
+//!
+//! Concurrency: a deploy locks its flow's row in `flows` (`SELECT … FOR UPDATE`) so two workers
+//! never compute the same revision number; a dead-letter state change locks the entry; `settle`
+//! and `finish_run` only touch a run that is still `running`, so a worker presumed dead cannot
+//! write into a run that `fail_stale_runs` closed. Migrations take a transaction-scoped
+//! advisory lock per schema, so workers starting together migrate once.
+//!
+//! Tables live in the first schema of the connection's `search_path`; add
+//! `?options[search_path]=NAME` to the URL to use another schema than `public`.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, Postgres, QueryBuilder, Row, Transaction};
+use uuid::Uuid;
+
+use crate::codec::{
+    attempts_text, bad, check_key, clean_text, counts_from_i64, counts_to_i64, json_text, millis,
+    now, parse_attempts, parse_enum, parse_json, parse_json_opt,
+};
+use crate::error::{Result, StoreError};
+use crate::migrate::{Migration, check_applied};
+use crate::model::{
+    DeadLetter, DeadLetterEvent, DeployOutcome, DlqFilter, DlqState, FlowSummary, LedgerHit,
+    NewRun, RevisionInfo, RunCounts, RunRecord, RunStatus, Settle,
+};
+use crate::store::StateStore;
+use crate::target::redact;
+
+/// The PostgreSQL schema, in order.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("migrations/0001_initial.sql"),
+}];
+
+/// Connections per process.
+const MAX_CONNECTIONS: u32 = 10;
+/// How long an operation waits for a connection before failing (transient) — also how long
+/// a call blocks while the server is down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rows per multi-row INSERT (PostgreSQL allows 65 535 parameters; 16 columns × 1 000 fits).
+const MAX_ROWS_PER_INSERT: usize = 1_000;
+/// Keys per `= ANY($n)` array of a ledger lookup.
+const LOOKUP_CHUNK: usize = 10_000;
+/// First half of the advisory lock key taken while migrating ("ferry" on a phone keypad).
+const MIGRATION_LOCK: i32 = 33_779;
+
+macro_rules! rev_cols {
+    () => {
+        "r.flow, r.number, r.hash, r.spec, r.message, r.author, r.created_at"
+    };
+}
+macro_rules! run_cols {
+    () => {
+        "id, flow, env, revision, hash, trigger, status, fetched, delivered, skipped, filtered, \
+         dead_lettered, cursor_before::text AS cursor_before, cursor_after::text AS cursor_after, \
+         error, started_at, finished_at"
+    };
+}
+macro_rules! dlq_cols {
+    () => {
+        "id, flow, env, run_id, revision, key, source_record::text AS source_record, \
+         mapped_record::text AS mapped_record, stage, error, error_class, \
+         attempts::text AS attempts, state, state_note, created_at, updated_at"
+    };
+}
+
+/// State in PostgreSQL.
+#[derive(Debug)]
+pub(crate) struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects, migrates, and returns a store with a connection pool.
+    ///
+    /// The first connection is made directly (not through the pool) so that a wrong address
+    /// or a stopped server is reported at once with the driver's reason, rather than as a
+    /// pool timeout after the pool's retries.
+    pub(crate) async fn connect(url: &str) -> Result<PgStore> {
+        let target = redact(url);
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
+            url: target.clone(),
+            reason: format!("not a valid PostgreSQL URL ({e})"),
+        })?;
+        let connect_error = |source: sqlx::Error| StoreError::Connect {
+            backend: "postgres",
+            target: target.clone(),
+            source: source.into(),
+        };
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(connect_error)?;
+        migrate(&mut conn).await?;
+        if let Err(e) = conn.close().await {
+            tracing::debug!(error = %e, "Closing the migration connection failed");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        tracing::debug!(target = %target, "Opened PostgreSQL state store");
+        Ok(PgStore { pool })
+    }
+
+    async fn last_runs(&self, op: &'static str, env: &str) -> Result<HashMap<String, RunRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_cols!(),
+            " FROM (SELECT runs.*, ROW_NUMBER() OVER (PARTITION BY flow ORDER BY started_at DESC, id DESC) AS rn
+               FROM runs WHERE env = $1) latest WHERE rn = 1"
+        ))
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(op))?;
+        rows.iter()
+            .map(|row| run_from_row(op, row).map(|r| (r.flow.clone(), r)))
+            .collect()
+    }
+
+    async fn tx(&self, op: &'static str) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(StoreError::query(op))
+    }
+}
+
+/// Applies the missing migrations on `conn`, each in its own transaction under an advisory
+/// lock scoped to the current schema.
+async fn migrate(conn: &mut PgConnection) -> Result<()> {
+    let q = StoreError::query("migrate");
+    let mut tx = conn.begin().await.map_err(StoreError::query("migrate"))?;
+    lock_migrations(&mut tx).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS ferry_migrations (
+            version    BIGINT PRIMARY KEY,
+            name       TEXT NOT NULL,
+            checksum   TEXT NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL
+        )",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::query("migrate"))?;
+    tx.commit().await.map_err(q)?;
+
+    for m in MIGRATIONS {
+        let mut tx = conn.begin().await.map_err(StoreError::query("migrate"))?;
+        lock_migrations(&mut tx).await?;
+        let applied: Vec<(i64, String)> =
+            sqlx::query_as("SELECT version, checksum FROM ferry_migrations ORDER BY version")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::query("migrate"))?;
+        check_applied(MIGRATIONS, &applied)?;
+        if applied.iter().any(|(v, _)| *v == m.version) {
+            continue;
+        }
+        let failed = |source: sqlx::Error| StoreError::Migration {
+            version: m.version,
+            name: m.name,
+            source: source.into(),
+        };
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        sqlx::query(
+            "INSERT INTO ferry_migrations (version, name, checksum, applied_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(m.checksum())
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "Applied state store migration"
+        );
+    }
+    Ok(())
+}
+
+async fn lock_migrations(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::query("migrate"))?;
+    Ok(())
+}
+
+/// Reads one column, turning a type mismatch into `BadData`.
+fn get<'r, T>(row: &'r PgRow, op: &'static str, column: &'static str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(column)
+        .map_err(|e| bad(op, column, e.to_string()))
+}
+
+fn revision_from_row(op: &'static str, row: &PgRow) -> Result<RevisionInfo> {
+    Ok(RevisionInfo {
+        flow: get(row, op, "flow")?,
+        number: get(row, op, "number")?,
+        hash: get(row, op, "hash")?,
+        spec: get(row, op, "spec")?,
+        message: get(row, op, "message")?,
+        author: get(row, op, "author")?,
+        created_at: get(row, op, "created_at")?,
+    })
+}
+
+fn run_from_row(op: &'static str, row: &PgRow) -> Result<RunRecord> {
+    let counts = counts_from_i64(
+        op,
+        [
+            get(row, op, "fetched")?,
+            get(row, op, "delivered")?,
+            get(row, op, "skipped")?,
+            get(row, op, "filtered")?,
+            get(row, op, "dead_lettered")?,
+        ],
+    )?;
+    Ok(RunRecord {
+        id: get(row, op, "id")?,
+        flow: get(row, op, "flow")?,
+        env: get(row, op, "env")?,
+        revision: get(row, op, "revision")?,
+        hash: get(row, op, "hash")?,
+        trigger: parse_enum(op, "runs.trigger", &get::<String>(row, op, "trigger")?)?,
+        status: parse_enum(op, "runs.status", &get::<String>(row, op, "status")?)?,
+        counts,
+        cursor_before: parse_json_opt(
+            op,
+            "runs.cursor_before",
+            get::<Option<String>>(row, op, "cursor_before")?.as_deref(),
+        )?,
+        cursor_after: parse_json_opt(
+            op,
+            "runs.cursor_after",
+            get::<Option<String>>(row, op, "cursor_after")?.as_deref(),
+        )?,
+        error: get(row, op, "error")?,
+        started_at: get(row, op, "started_at")?,
+        finished_at: get(row, op, "finished_at")?,
+    })
+}
+
+fn dead_letter_from_row(op: &'static str, row: &PgRow) -> Result<DeadLetter> {
+    Ok(DeadLetter {
+        id: get(row, op, "id")?,
+        flow: get(row, op, "flow")?,
+        env: get(row, op, "env")?,
+        run_id: get(row, op, "run_id")?,
+        revision: get(row, op, "revision")?,
+        key: get(row, op, "key")?,
+        source_record: parse_json(
+            op,
+            "dead_letters.source_record",
+            &get::<String>(row, op, "source_record")?,
+        )?,
+        mapped_record: parse_json_opt(
+            op,
+            "dead_letters.mapped_record",
+            get::<Option<String>>(row, op, "mapped_record")?.as_deref(),
+        )?,
+        stage: parse_enum(op, "dead_letters.stage", &get::<String>(row, op, "stage")?)?,
+        error: get(row, op, "error")?,
+        error_class: get(row, op, "error_class")?,
+        attempts: parse_attempts(op, &get::<String>(row, op, "attempts")?)?,
+        state: parse_enum(op, "dead_letters.state", &get::<String>(row, op, "state")?)?,
+        state_note: get(row, op, "state_note")?,
+        created_at: get(row, op, "created_at")?,
+        updated_at: get(row, op, "updated_at")?,
+    })
+}
+
+/// Explains why a run's row was not updated: missing, or no longer running.
+async fn run_not_updatable(
+    tx: &mut Transaction<'static, Postgres>,
+    op: &'static str,
+    id: Uuid,
+) -> StoreError {
+    let status: std::result::Result<Option<String>, sqlx::Error> =
+        sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await;
+    match status {
+        Err(source) => StoreError::Query {
+            op,
+            source: source.into(),
+        },
+        Ok(None) => StoreError::NotFound {
+            op,
+            what: format!("run {id}"),
+        },
+        Ok(Some(s)) => match parse_enum::<RunStatus>(op, "runs.status", &s) {
+            Ok(status) => StoreError::RunFinished { op, id, status },
+            Err(e) => e,
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn deploy(
+        &self,
+        flow: &str,
+        env: &str,
+        spec: &str,
+        hash: &str,
+        message: &str,
+        author: &str,
+    ) -> Result<DeployOutcome> {
+        const OP: &str = "deploy";
+        let at = now();
+        let mut tx = self.tx(OP).await?;
+        // The flow's row is the lock that serialises deploys of one flow.
+        sqlx::query(
+            "INSERT INTO flows (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(flow)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        sqlx::query("SELECT name FROM flows WHERE name = $1 FOR UPDATE")
+            .bind(flow)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(OP))?;
+        let active = sqlx::query(concat!(
+            "SELECT ",
+            rev_cols!(),
+            " FROM active_revisions a JOIN revisions r ON r.flow = a.flow AND r.number = a.number
+              WHERE a.flow = $1 AND a.env = $2"
+        ))
+        .bind(flow)
+        .bind(env)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        if let Some(row) = active {
+            let revision = revision_from_row(OP, &row)?;
+            if revision.hash == hash {
+                return Ok(DeployOutcome {
+                    revision,
+                    created: false,
+                });
+            }
+        }
+        let number: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE flow = $1",
+        )
+        .bind(flow)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        let revision = RevisionInfo {
+            flow: flow.to_string(),
+            number,
+            hash: hash.to_string(),
+            spec: clean_text(spec).into_owned(),
+            message: clean_text(message).into_owned(),
+            author: clean_text(author).into_owned(),
+            created_at: at,
+        };
+        sqlx::query(
+            "INSERT INTO revisions (flow, number, hash, spec, message, author, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(flow)
+        .bind(number)
+        .bind(hash)
+        .bind(&revision.spec)
+        .bind(&revision.message)
+        .bind(&revision.author)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        sqlx::query(
+            "INSERT INTO active_revisions (flow, env, number, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (flow, env) DO UPDATE SET number = EXCLUDED.number, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(flow)
+        .bind(env)
+        .bind(number)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        tracing::info!(flow, env, revision = number, "Deployed new revision");
+        Ok(DeployOutcome {
+            revision,
+            created: true,
+        })
+    }
+
+    async fn revision(&self, flow: &str, number: i64) -> Result<Option<RevisionInfo>> {
+        const OP: &str = "revision";
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            rev_cols!(),
+            " FROM revisions r WHERE r.flow = $1 AND r.number = $2"
+        ))
+        .bind(flow)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        row.map(|r| revision_from_row(OP, &r)).transpose()
+    }
+
+    async fn active_revision(&self, flow: &str, env: &str) -> Result<Option<RevisionInfo>> {
+        const OP: &str = "active_revision";
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            rev_cols!(),
+            " FROM active_revisions a JOIN revisions r ON r.flow = a.flow AND r.number = a.number
+              WHERE a.flow = $1 AND a.env = $2"
+        ))
+        .bind(flow)
+        .bind(env)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        row.map(|r| revision_from_row(OP, &r)).transpose()
+    }
+
+    async fn revisions(&self, flow: &str) -> Result<Vec<RevisionInfo>> {
+        const OP: &str = "revisions";
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            rev_cols!(),
+            " FROM revisions r WHERE r.flow = $1 ORDER BY r.number"
+        ))
+        .bind(flow)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        rows.iter().map(|r| revision_from_row(OP, r)).collect()
+    }
+
+    async fn flows(&self, env: &str) -> Result<Vec<FlowSummary>> {
+        const OP: &str = "flows";
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            rev_cols!(),
+            ", (SELECT COUNT(*) FROM revisions c WHERE c.flow = r.flow) AS revision_count
+              FROM active_revisions a JOIN revisions r ON r.flow = a.flow AND r.number = a.number
+              WHERE a.env = $1 ORDER BY a.flow"
+        ))
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        let mut last = self.last_runs(OP, env).await?;
+        rows.iter()
+            .map(|row| {
+                let active = revision_from_row(OP, row)?;
+                Ok(FlowSummary {
+                    name: active.flow.clone(),
+                    env: env.to_string(),
+                    revisions: get(row, OP, "revision_count")?,
+                    last_run: last.remove(&active.flow),
+                    active,
+                })
+            })
+            .collect()
+    }
+
+    async fn cursor(&self, flow: &str, env: &str) -> Result<Option<Value>> {
+        const OP: &str = "cursor";
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT value::text FROM cursors WHERE flow = $1 AND env = $2")
+                .bind(flow)
+                .bind(env)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::query(OP))?;
+        parse_json_opt(OP, "cursors.value", text.as_deref())
+    }
+
+    async fn set_cursor(&self, flow: &str, env: &str, cursor: Option<&Value>) -> Result<()> {
+        const OP: &str = "set_cursor";
+        let query = match cursor {
+            Some(value) => sqlx::query(
+                "INSERT INTO cursors (flow, env, value, updated_at) VALUES ($1, $2, $3::jsonb, $4)
+                 ON CONFLICT (flow, env) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(flow)
+            .bind(env)
+            .bind(json_text(value))
+            .bind(now()),
+            None => sqlx::query("DELETE FROM cursors WHERE flow = $1 AND env = $2")
+                .bind(flow)
+                .bind(env),
+        };
+        query
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn create_run(&self, run: &NewRun) -> Result<()> {
+        const OP: &str = "create_run";
+        sqlx::query(
+            "INSERT INTO runs (id, flow, env, revision, hash, trigger, status, cursor_before, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7::jsonb, $8)",
+        )
+        .bind(run.id)
+        .bind(&run.flow)
+        .bind(&run.env)
+        .bind(run.revision)
+        .bind(&run.hash)
+        .bind(run.trigger.as_str())
+        .bind(run.cursor_before.as_ref().map(json_text))
+        .bind(millis(run.started_at))
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn settle(&self, batch: &Settle) -> Result<()> {
+        const OP: &str = "settle";
+        for entry in &batch.delivered {
+            check_key(OP, &entry.key)?;
+        }
+        let counts = counts_to_i64(OP, &batch.counts)?;
+        let mut tx = self.tx(OP).await?;
+
+        for chunk in batch.delivered.chunks(MAX_ROWS_PER_INSERT) {
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(&batch.flow)
+                    .push_bind(&batch.env)
+                    .push_bind(&e.key)
+                    .push_bind(&e.body_hash)
+                    .push_bind(e.run_id)
+                    .push_bind(e.revision)
+                    .push_bind(i32::from(e.status))
+                    .push_bind(millis(e.delivered_at));
+            });
+            qb.push(" ON CONFLICT (flow, env, key) DO NOTHING");
+            qb.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+        }
+
+        for chunk in batch.dead.chunks(MAX_ROWS_PER_INSERT) {
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO dead_letters (id, flow, env, run_id, revision, key, source_record, \
+                 mapped_record, stage, error, error_class, attempts, state, state_note, created_at, \
+                 updated_at) ",
+            );
+            qb.push_values(chunk, |mut b, d| {
+                let created = millis(d.created_at);
+                b.push_bind(d.id)
+                    .push_bind(&d.flow)
+                    .push_bind(&d.env)
+                    .push_bind(d.run_id)
+                    .push_bind(d.revision)
+                    .push_bind(d.key.as_deref().map(|k| clean_text(k).into_owned()))
+                    .push_bind(json_text(&d.source_record))
+                    .push_unseparated("::jsonb")
+                    .push_bind(d.mapped_record.as_ref().map(json_text))
+                    .push_unseparated("::jsonb")
+                    .push_bind(d.stage.as_str())
+                    .push_bind(clean_text(&d.error).into_owned())
+                    .push_bind(clean_text(&d.error_class).into_owned())
+                    .push_bind(attempts_text(&d.attempts))
+                    .push_unseparated("::jsonb")
+                    .push_bind(DlqState::Pending.as_str())
+                    .push_bind(None::<String>)
+                    .push_bind(created)
+                    .push_bind(created);
+            });
+            // A retry of a batch whose commit went through is harmless.
+            qb.push(" ON CONFLICT (id) DO NOTHING");
+            qb.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+        }
+
+        let updated = sqlx::query(
+            "UPDATE runs SET fetched = $1, delivered = $2, skipped = $3, filtered = $4, dead_lettered = $5
+             WHERE id = $6 AND status = 'running'",
+        )
+        .bind(counts[0])
+        .bind(counts[1])
+        .bind(counts[2])
+        .bind(counts[3])
+        .bind(counts[4])
+        .bind(batch.run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        if updated.rows_affected() == 0 {
+            return Err(run_not_updatable(&mut tx, OP, batch.run_id).await);
+        }
+
+        if let Some(cursor) = &batch.cursor {
+            sqlx::query(
+                "INSERT INTO cursors (flow, env, value, updated_at) VALUES ($1, $2, $3::jsonb, $4)
+                 ON CONFLICT (flow, env) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(&batch.flow)
+            .bind(&batch.env)
+            .bind(json_text(cursor))
+            .bind(now())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(OP))?;
+        }
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        tracing::debug!(
+            run_id = %batch.run_id,
+            delivered = batch.delivered.len(),
+            dead = batch.dead.len(),
+            cursor_moved = batch.cursor.is_some(),
+            "Settled batch"
+        );
+        Ok(())
+    }
+
+    async fn finish_run(
+        &self,
+        id: Uuid,
+        status: RunStatus,
+        counts: &RunCounts,
+        cursor_after: Option<&Value>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        const OP: &str = "finish_run";
+        if status == RunStatus::Running {
+            return Err(StoreError::InvalidInput {
+                op: OP,
+                detail: format!(
+                    "run {id} cannot finish with status `running`; use succeeded, failed or incomplete"
+                ),
+            });
+        }
+        let counts = counts_to_i64(OP, counts)?;
+        let mut tx = self.tx(OP).await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET status = $1, fetched = $2, delivered = $3, skipped = $4, filtered = $5,
+                 dead_lettered = $6, cursor_after = $7::jsonb, error = $8, finished_at = $9
+             WHERE id = $10 AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(counts[0])
+        .bind(counts[1])
+        .bind(counts[2])
+        .bind(counts[3])
+        .bind(counts[4])
+        .bind(cursor_after.map(json_text))
+        .bind(error.map(|e| clean_text(e).into_owned()))
+        .bind(now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        if updated.rows_affected() == 0 {
+            return Err(run_not_updatable(&mut tx, OP, id).await);
+        }
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn run(&self, id: Uuid) -> Result<Option<RunRecord>> {
+        const OP: &str = "run";
+        let row = sqlx::query(concat!("SELECT ", run_cols!(), " FROM runs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+        row.map(|r| run_from_row(OP, &r)).transpose()
+    }
+
+    async fn runs(&self, flow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
+        const OP: &str = "runs";
+        let query = match flow {
+            Some(flow) => sqlx::query(concat!(
+                "SELECT ",
+                run_cols!(),
+                " FROM runs WHERE flow = $1 ORDER BY started_at DESC, id DESC LIMIT $2"
+            ))
+            .bind(flow)
+            .bind(i64::from(limit)),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                run_cols!(),
+                " FROM runs ORDER BY started_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(i64::from(limit)),
+        };
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+        rows.iter().map(|r| run_from_row(OP, r)).collect()
+    }
+
+    async fn fail_stale_runs(&self, flow: &str, env: &str, error: &str) -> Result<u64> {
+        const OP: &str = "fail_stale_runs";
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'failed', error = $1, finished_at = $2
+             WHERE flow = $3 AND env = $4 AND status = 'running'",
+        )
+        .bind(clean_text(error).into_owned())
+        .bind(now())
+        .bind(flow)
+        .bind(env)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        if done.rows_affected() > 0 {
+            tracing::warn!(
+                flow,
+                env,
+                runs = done.rows_affected(),
+                "Marked runs left running by a dead process as failed"
+            );
+        }
+        Ok(done.rows_affected())
+    }
+
+    async fn ledger_lookup(
+        &self,
+        flow: &str,
+        env: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, LedgerHit>> {
+        const OP: &str = "ledger_lookup";
+        let mut hits = HashMap::new();
+        // PostgreSQL refuses NUL in text, and such a key was never stored (settle refuses it).
+        let keys: Vec<&str> = keys
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !k.contains('\0'))
+            .collect();
+        for chunk in keys.chunks(LOOKUP_CHUNK) {
+            let rows = sqlx::query(
+                "SELECT key, body_hash, run_id, revision, delivered_at FROM ledger
+                 WHERE flow = $1 AND env = $2 AND key = ANY($3)",
+            )
+            .bind(flow)
+            .bind(env)
+            .bind(chunk)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+            for row in rows {
+                let key: String = get(&row, OP, "key")?;
+                let hit = LedgerHit {
+                    body_hash: get(&row, OP, "body_hash")?,
+                    run_id: get(&row, OP, "run_id")?,
+                    revision: get(&row, OP, "revision")?,
+                    delivered_at: get(&row, OP, "delivered_at")?,
+                };
+                hits.insert(key, hit);
+            }
+        }
+        Ok(hits)
+    }
+
+    async fn dead_letters(&self, filter: &DlqFilter) -> Result<Vec<DeadLetter>> {
+        const OP: &str = "dead_letters";
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(concat!(
+            "SELECT ",
+            dlq_cols!(),
+            " FROM dead_letters WHERE TRUE"
+        ));
+        if let Some(flow) = &filter.flow {
+            qb.push(" AND flow = ").push_bind(flow);
+        }
+        if let Some(env) = &filter.env {
+            qb.push(" AND env = ").push_bind(env);
+        }
+        if let Some(state) = filter.state {
+            qb.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(since) = filter.since {
+            qb.push(" AND created_at >= ").push_bind(millis(since));
+        }
+        if let Some(class) = &filter.error_class {
+            qb.push(" AND error_class = ").push_bind(class);
+        }
+        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+        rows.iter().map(|r| dead_letter_from_row(OP, r)).collect()
+    }
+
+    async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        const OP: &str = "dead_letter";
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            dlq_cols!(),
+            " FROM dead_letters WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        row.map(|r| dead_letter_from_row(OP, &r)).transpose()
+    }
+
+    async fn set_dead_letter_state(
+        &self,
+        id: Uuid,
+        state: DlqState,
+        note: &str,
+        run_id: Option<Uuid>,
+    ) -> Result<()> {
+        const OP: &str = "set_dead_letter_state";
+        let mut tx = self.tx(OP).await?;
+        let from: Option<String> =
+            sqlx::query_scalar("SELECT state FROM dead_letters WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+        let Some(from) = from else {
+            return Err(StoreError::NotFound {
+                op: OP,
+                what: format!("dead letter {id}"),
+            });
+        };
+        let from: DlqState = parse_enum(OP, "dead_letters.state", &from)?;
+        let at = now();
+        let note = clean_text(note).into_owned();
+        sqlx::query(
+            "UPDATE dead_letters SET state = $1, state_note = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(state.as_str())
+        .bind(&note)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        sqlx::query(
+            "INSERT INTO dead_letter_events (entry_id, at, from_state, to_state, note, run_id)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(from.as_str())
+        .bind(state.as_str())
+        .bind(&note)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn dead_letter_history(&self, id: Uuid) -> Result<Vec<DeadLetterEvent>> {
+        const OP: &str = "dead_letter_history";
+        let rows = sqlx::query(
+            "SELECT at, from_state, to_state, note, run_id FROM dead_letter_events
+             WHERE entry_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetterEvent {
+                    at: get::<DateTime<Utc>>(row, OP, "at")?,
+                    from: parse_enum(
+                        OP,
+                        "dead_letter_events.from_state",
+                        &get::<String>(row, OP, "from_state")?,
+                    )?,
+                    to: parse_enum(
+                        OP,
+                        "dead_letter_events.to_state",
+                        &get::<String>(row, OP, "to_state")?,
+                    )?,
+                    note: get(row, OP, "note")?,
+                    run_id: get(row, OP, "run_id")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered() {
+        crate::migrate::assert_well_numbered(MIGRATIONS);
+    }
+}

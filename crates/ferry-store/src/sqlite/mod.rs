@@ -1,0 +1,1011 @@
+//! The embedded backend: one SQLite file in a state directory.
+//!
+//! This is what `ferry demo`, `ferry run` and `ferry serve` use on a fresh machine. The file is
+//! opened in WAL mode with `synchronous=NORMAL`: a commit survives a crash of the process (the
+//! WAL is written before `COMMIT` returns) but a power loss or OS crash may lose the last
+//! commits — never corrupt the file. That is the trade ferry makes for settle batches in
+//! well under a millisecond per record; cluster mode on PostgreSQL is the durable option.
+//!
+//! Writes use `BEGIN IMMEDIATE`, so a write transaction takes the write lock up front and
+//! waits for it (busy timeout 5 s) instead of failing half-way with `SQLITE_BUSY` when it
+//! upgrades from reading. Several processes may share one file.
+//!
+//! Timestamps are RFC 3339 text with milliseconds, ids are UUID text, JSON is text.
+
+mod file;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::codec::{
+    attempts_text, bad, check_key, clean_text, counts_from_i64, counts_to_i64, json_text, millis,
+    now, parse_attempts, parse_enum, parse_json, parse_json_opt, parse_ts, parse_uuid, ts_text,
+};
+use crate::error::{Result, StoreError, sqlite_is_corrupt};
+use crate::migrate::{Migration, check_applied};
+use crate::model::{
+    DeadLetter, DeadLetterEvent, DeployOutcome, DlqFilter, DlqState, FlowSummary, LedgerHit,
+    NewRun, RevisionInfo, RunCounts, RunRecord, RunStatus, Settle,
+};
+use crate::store::StateStore;
+
+/// The SQLite schema, in order.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("migrations/0001_initial.sql"),
+}];
+
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections in the pool (one writer at a time; the rest read concurrently under WAL).
+const MAX_CONNECTIONS: u32 = 4;
+/// Bound parameters per statement. SQLite's default limit is 32 766 since 3.32; the bundled
+/// SQLite is newer. Chunks stay well below it.
+const MAX_PARAMS: usize = 32_766;
+/// Rows per multi-row INSERT.
+const MAX_ROWS_PER_INSERT: usize = 1_000;
+/// Keys per `IN (…)` list of a ledger lookup.
+const LOOKUP_CHUNK: usize = 5_000;
+const _: () = assert!(
+    LOOKUP_CHUNK + 2 <= MAX_PARAMS,
+    "lookup chunk over the parameter limit"
+);
+
+/// Columns of `revisions`, in the order `revision_from_row` reads them.
+macro_rules! rev_cols {
+    () => {
+        "r.flow, r.number, r.hash, r.spec, r.message, r.author, r.created_at"
+    };
+}
+/// Columns of `runs`.
+macro_rules! run_cols {
+    () => {
+        "id, flow, env, revision, hash, trigger, status, fetched, delivered, skipped, filtered, \
+         dead_lettered, cursor_before, cursor_after, error, started_at, finished_at"
+    };
+}
+/// Columns of `dead_letters`.
+macro_rules! dlq_cols {
+    () => {
+        "id, flow, env, run_id, revision, key, source_record, mapped_record, stage, error, \
+         error_class, attempts, state, state_note, created_at, updated_at"
+    };
+}
+
+/// State in a SQLite file (or in memory, for tests).
+#[derive(Debug)]
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+    /// The file, or `None` in memory; for error messages.
+    path: Option<PathBuf>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the state file at `path` and brings its schema up to date.
+    pub(crate) async fn open_file(path: &Path) -> Result<SqliteStore> {
+        file::prepare(path)?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| open_error(path, source))?;
+        let store = SqliteStore {
+            pool,
+            path: Some(path.to_path_buf()),
+        };
+        store.migrate().await.map_err(|e| match e {
+            StoreError::Migration { source, .. } | StoreError::Query { source, .. }
+                if sqlite_is_corrupt(&source) =>
+            {
+                StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+            other => other,
+        })?;
+        tracing::debug!(path = %path.display(), "Opened SQLite state store");
+        Ok(store)
+    }
+
+    /// A private in-memory database: one connection that lives as long as the store.
+    pub(crate) async fn open_memory() -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(|source| StoreError::Connect {
+                backend: "sqlite",
+                target: ":memory:".into(),
+                source: source.into(),
+            })?
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                backend: "sqlite",
+                target: ":memory:".into(),
+                source: source.into(),
+            })?;
+        let store = SqliteStore { pool, path: None };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the missing migrations, each in its own `BEGIN IMMEDIATE` transaction.
+    async fn migrate(&self) -> Result<()> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS ferry_migrations (
+                version    INTEGER PRIMARY KEY,
+                name       TEXT NOT NULL,
+                checksum   TEXT NOT NULL,
+                applied_at TEXT NOT NULL
+            )",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("migrate"))?;
+        for m in MIGRATIONS {
+            let mut tx = self.write_tx("migrate").await?;
+            let applied: Vec<(i64, String)> =
+                sqlx::query_as("SELECT version, checksum FROM ferry_migrations ORDER BY version")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("migrate"))?;
+            check_applied(MIGRATIONS, &applied)?;
+            if applied.iter().any(|(v, _)| *v == m.version) {
+                continue;
+            }
+            let failed = |source: sqlx::Error| StoreError::Migration {
+                version: m.version,
+                name: m.name,
+                source: source.into(),
+            };
+            sqlx::raw_sql(m.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            sqlx::query(
+                "INSERT INTO ferry_migrations (version, name, checksum, applied_at)
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(m.checksum())
+            .bind(ts_text(now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+            tracing::info!(
+                path = %self.describe(),
+                version = m.version,
+                name = m.name,
+                "Applied state store migration"
+            );
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => ":memory:".to_string(),
+        }
+    }
+
+    /// A write transaction that holds the write lock from its first statement.
+    async fn write_tx(&self, op: &'static str) -> Result<Transaction<'static, Sqlite>> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::query(op))
+    }
+
+    async fn last_runs(&self, op: &'static str, env: &str) -> Result<HashMap<String, RunRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_cols!(),
+            " FROM (SELECT runs.*, ROW_NUMBER() OVER (PARTITION BY flow ORDER BY started_at DESC, id DESC) AS rn
+               FROM runs WHERE env = ?) WHERE rn = 1"
+        ))
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(op))?;
+        rows.iter()
+            .map(|row| run_from_row(op, row).map(|r| (r.flow.clone(), r)))
+            .collect()
+    }
+}
+
+/// Maps an error from opening the file.
+fn open_error(path: &Path, source: sqlx::Error) -> StoreError {
+    if sqlite_is_corrupt(&source) {
+        StoreError::Corrupt {
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
+    } else {
+        StoreError::Connect {
+            backend: "sqlite",
+            target: path.display().to_string(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Reads one column, turning a type mismatch into `BadData`.
+fn get<'r, T>(row: &'r SqliteRow, op: &'static str, column: &'static str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(column)
+        .map_err(|e| bad(op, column, e.to_string()))
+}
+
+fn revision_from_row(op: &'static str, row: &SqliteRow) -> Result<RevisionInfo> {
+    Ok(RevisionInfo {
+        flow: get(row, op, "flow")?,
+        number: get(row, op, "number")?,
+        hash: get(row, op, "hash")?,
+        spec: get(row, op, "spec")?,
+        message: get(row, op, "message")?,
+        author: get(row, op, "author")?,
+        created_at: parse_ts(op, "created_at", &get::<String>(row, op, "created_at")?)?,
+    })
+}
+
+fn run_from_row(op: &'static str, row: &SqliteRow) -> Result<RunRecord> {
+    let counts = counts_from_i64(
+        op,
+        [
+            get(row, op, "fetched")?,
+            get(row, op, "delivered")?,
+            get(row, op, "skipped")?,
+            get(row, op, "filtered")?,
+            get(row, op, "dead_lettered")?,
+        ],
+    )?;
+    let finished_at: Option<String> = get(row, op, "finished_at")?;
+    Ok(RunRecord {
+        id: parse_uuid(op, "runs.id", &get::<String>(row, op, "id")?)?,
+        flow: get(row, op, "flow")?,
+        env: get(row, op, "env")?,
+        revision: get(row, op, "revision")?,
+        hash: get(row, op, "hash")?,
+        trigger: parse_enum(op, "runs.trigger", &get::<String>(row, op, "trigger")?)?,
+        status: parse_enum(op, "runs.status", &get::<String>(row, op, "status")?)?,
+        counts,
+        cursor_before: parse_json_opt(
+            op,
+            "runs.cursor_before",
+            get::<Option<String>>(row, op, "cursor_before")?.as_deref(),
+        )?,
+        cursor_after: parse_json_opt(
+            op,
+            "runs.cursor_after",
+            get::<Option<String>>(row, op, "cursor_after")?.as_deref(),
+        )?,
+        error: get(row, op, "error")?,
+        started_at: parse_ts(
+            op,
+            "runs.started_at",
+            &get::<String>(row, op, "started_at")?,
+        )?,
+        finished_at: finished_at
+            .map(|s| parse_ts(op, "runs.finished_at", &s))
+            .transpose()?,
+    })
+}
+
+fn dead_letter_from_row(op: &'static str, row: &SqliteRow) -> Result<DeadLetter> {
+    Ok(DeadLetter {
+        id: parse_uuid(op, "dead_letters.id", &get::<String>(row, op, "id")?)?,
+        flow: get(row, op, "flow")?,
+        env: get(row, op, "env")?,
+        run_id: parse_uuid(
+            op,
+            "dead_letters.run_id",
+            &get::<String>(row, op, "run_id")?,
+        )?,
+        revision: get(row, op, "revision")?,
+        key: get(row, op, "key")?,
+        source_record: parse_json(
+            op,
+            "dead_letters.source_record",
+            &get::<String>(row, op, "source_record")?,
+        )?,
+        mapped_record: parse_json_opt(
+            op,
+            "dead_letters.mapped_record",
+            get::<Option<String>>(row, op, "mapped_record")?.as_deref(),
+        )?,
+        stage: parse_enum(op, "dead_letters.stage", &get::<String>(row, op, "stage")?)?,
+        error: get(row, op, "error")?,
+        error_class: get(row, op, "error_class")?,
+        attempts: parse_attempts(op, &get::<String>(row, op, "attempts")?)?,
+        state: parse_enum(op, "dead_letters.state", &get::<String>(row, op, "state")?)?,
+        state_note: get(row, op, "state_note")?,
+        created_at: parse_ts(
+            op,
+            "dead_letters.created_at",
+            &get::<String>(row, op, "created_at")?,
+        )?,
+        updated_at: parse_ts(
+            op,
+            "dead_letters.updated_at",
+            &get::<String>(row, op, "updated_at")?,
+        )?,
+    })
+}
+
+/// Rows per multi-row INSERT of a table with `columns` columns.
+fn rows_per_insert(columns: usize) -> usize {
+    (MAX_PARAMS / columns).clamp(1, MAX_ROWS_PER_INSERT)
+}
+
+/// Explains why a run's row was not updated: missing, or no longer running.
+async fn run_not_updatable(
+    tx: &mut Transaction<'static, Sqlite>,
+    op: &'static str,
+    id: Uuid,
+) -> StoreError {
+    let status: std::result::Result<Option<String>, sqlx::Error> =
+        sqlx::query_scalar("SELECT status FROM runs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut **tx)
+            .await;
+    match status {
+        Err(source) => StoreError::Query {
+            op,
+            source: source.into(),
+        },
+        Ok(None) => StoreError::NotFound {
+            op,
+            what: format!("run {id}"),
+        },
+        Ok(Some(s)) => match parse_enum::<RunStatus>(op, "runs.status", &s) {
+            Ok(status) => StoreError::RunFinished { op, id, status },
+            Err(e) => e,
+        },
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn deploy(
+        &self,
+        flow: &str,
+        env: &str,
+        spec: &str,
+        hash: &str,
+        message: &str,
+        author: &str,
+    ) -> Result<DeployOutcome> {
+        const OP: &str = "deploy";
+        let q = StoreError::query(OP);
+        let mut tx = self.write_tx(OP).await?;
+        let active = sqlx::query(concat!(
+            "SELECT ",
+            rev_cols!(),
+            " FROM active_revisions a JOIN revisions r ON r.flow = a.flow AND r.number = a.number
+              WHERE a.flow = ? AND a.env = ?"
+        ))
+        .bind(flow)
+        .bind(env)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        if let Some(row) = active {
+            let revision = revision_from_row(OP, &row)?;
+            if revision.hash == hash {
+                return Ok(DeployOutcome {
+                    revision,
+                    created: false,
+                });
+            }
+        }
+        let at = now();
+        sqlx::query(
+            "INSERT INTO flows (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(flow)
+        .bind(ts_text(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        let number: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE flow = ?")
+                .bind(flow)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+        let revision = RevisionInfo {
+            flow: flow.to_string(),
+            number,
+            hash: hash.to_string(),
+            spec: clean_text(spec).into_owned(),
+            message: clean_text(message).into_owned(),
+            author: clean_text(author).into_owned(),
+            created_at: at,
+        };
+        sqlx::query(
+            "INSERT INTO revisions (flow, number, hash, spec, message, author, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(flow)
+        .bind(number)
+        .bind(hash)
+        .bind(&revision.spec)
+        .bind(&revision.message)
+        .bind(&revision.author)
+        .bind(ts_text(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        sqlx::query(
+            "INSERT INTO active_revisions (flow, env, number, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (flow, env) DO UPDATE SET number = excluded.number, updated_at = excluded.updated_at",
+        )
+        .bind(flow)
+        .bind(env)
+        .bind(number)
+        .bind(ts_text(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        tx.commit().await.map_err(q)?;
+        tracing::info!(flow, env, revision = number, "Deployed new revision");
+        Ok(DeployOutcome {
+            revision,
+            created: true,
+        })
+    }
+
+    async fn revision(&self, flow: &str, number: i64) -> Result<Option<RevisionInfo>> {
+        const OP: &str = "revision";
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            rev_cols!(),
+            " FROM revisions r WHERE r.flow = ? AND r.number = ?"
+        ))
+        .bind(flow)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        row.map(|r| revision_from_row(OP, &r)).transpose()
+    }
+
+    async fn active_revision(&self, flow: &str, env: &str) -> Result<Option<RevisionInfo>> {
+        const OP: &str = "active_revision";
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            rev_cols!(),
+            " FROM active_revisions a JOIN revisions r ON r.flow = a.flow AND r.number = a.number
+              WHERE a.flow = ? AND a.env = ?"
+        ))
+        .bind(flow)
+        .bind(env)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        row.map(|r| revision_from_row(OP, &r)).transpose()
+    }
+
+    async fn revisions(&self, flow: &str) -> Result<Vec<RevisionInfo>> {
+        const OP: &str = "revisions";
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            rev_cols!(),
+            " FROM revisions r WHERE r.flow = ? ORDER BY r.number"
+        ))
+        .bind(flow)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        rows.iter().map(|r| revision_from_row(OP, r)).collect()
+    }
+
+    async fn flows(&self, env: &str) -> Result<Vec<FlowSummary>> {
+        const OP: &str = "flows";
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            rev_cols!(),
+            ", (SELECT COUNT(*) FROM revisions c WHERE c.flow = r.flow) AS revision_count
+              FROM active_revisions a JOIN revisions r ON r.flow = a.flow AND r.number = a.number
+              WHERE a.env = ? ORDER BY a.flow"
+        ))
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        let mut last = self.last_runs(OP, env).await?;
+        rows.iter()
+            .map(|row| {
+                let active = revision_from_row(OP, row)?;
+                Ok(FlowSummary {
+                    name: active.flow.clone(),
+                    env: env.to_string(),
+                    revisions: get(row, OP, "revision_count")?,
+                    last_run: last.remove(&active.flow),
+                    active,
+                })
+            })
+            .collect()
+    }
+
+    async fn cursor(&self, flow: &str, env: &str) -> Result<Option<Value>> {
+        const OP: &str = "cursor";
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT value FROM cursors WHERE flow = ? AND env = ?")
+                .bind(flow)
+                .bind(env)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::query(OP))?;
+        parse_json_opt(OP, "cursors.value", text.as_deref())
+    }
+
+    async fn set_cursor(&self, flow: &str, env: &str, cursor: Option<&Value>) -> Result<()> {
+        const OP: &str = "set_cursor";
+        let query = match cursor {
+            Some(value) => sqlx::query(
+                "INSERT INTO cursors (flow, env, value, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (flow, env) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(flow)
+            .bind(env)
+            .bind(json_text(value))
+            .bind(ts_text(now())),
+            None => sqlx::query("DELETE FROM cursors WHERE flow = ? AND env = ?")
+                .bind(flow)
+                .bind(env),
+        };
+        query
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn create_run(&self, run: &NewRun) -> Result<()> {
+        const OP: &str = "create_run";
+        sqlx::query(
+            "INSERT INTO runs (id, flow, env, revision, hash, trigger, status, cursor_before, started_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+        )
+        .bind(run.id.to_string())
+        .bind(&run.flow)
+        .bind(&run.env)
+        .bind(run.revision)
+        .bind(&run.hash)
+        .bind(run.trigger.as_str())
+        .bind(run.cursor_before.as_ref().map(json_text))
+        .bind(ts_text(millis(run.started_at)))
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn settle(&self, batch: &Settle) -> Result<()> {
+        const OP: &str = "settle";
+        for entry in &batch.delivered {
+            check_key(OP, &entry.key)?;
+        }
+        let counts = counts_to_i64(OP, &batch.counts)?;
+        let mut tx = self.write_tx(OP).await?;
+
+        for chunk in batch.delivered.chunks(rows_per_insert(8)) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(&batch.flow)
+                    .push_bind(&batch.env)
+                    .push_bind(&e.key)
+                    .push_bind(&e.body_hash)
+                    .push_bind(e.run_id.to_string())
+                    .push_bind(e.revision)
+                    .push_bind(i64::from(e.status))
+                    .push_bind(ts_text(millis(e.delivered_at)));
+            });
+            qb.push(" ON CONFLICT (flow, env, key) DO NOTHING");
+            qb.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+        }
+
+        for chunk in batch.dead.chunks(rows_per_insert(16)) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new(concat!("INSERT INTO dead_letters (", dlq_cols!(), ") "));
+            qb.push_values(chunk, |mut b, d| {
+                let created = ts_text(millis(d.created_at));
+                b.push_bind(d.id.to_string())
+                    .push_bind(&d.flow)
+                    .push_bind(&d.env)
+                    .push_bind(d.run_id.to_string())
+                    .push_bind(d.revision)
+                    .push_bind(d.key.as_deref().map(|k| clean_text(k).into_owned()))
+                    .push_bind(json_text(&d.source_record))
+                    .push_bind(d.mapped_record.as_ref().map(json_text))
+                    .push_bind(d.stage.as_str())
+                    .push_bind(clean_text(&d.error).into_owned())
+                    .push_bind(clean_text(&d.error_class).into_owned())
+                    .push_bind(attempts_text(&d.attempts))
+                    .push_bind(DlqState::Pending.as_str())
+                    .push_bind(None::<String>)
+                    .push_bind(created.clone())
+                    .push_bind(created);
+            });
+            // A retry of a batch whose commit went through is harmless.
+            qb.push(" ON CONFLICT (id) DO NOTHING");
+            qb.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+        }
+
+        let updated = sqlx::query(
+            "UPDATE runs SET fetched = ?, delivered = ?, skipped = ?, filtered = ?, dead_lettered = ?
+             WHERE id = ? AND status = 'running'",
+        )
+        .bind(counts[0])
+        .bind(counts[1])
+        .bind(counts[2])
+        .bind(counts[3])
+        .bind(counts[4])
+        .bind(batch.run_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        if updated.rows_affected() == 0 {
+            return Err(run_not_updatable(&mut tx, OP, batch.run_id).await);
+        }
+
+        if let Some(cursor) = &batch.cursor {
+            sqlx::query(
+                "INSERT INTO cursors (flow, env, value, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (flow, env) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(&batch.flow)
+            .bind(&batch.env)
+            .bind(json_text(cursor))
+            .bind(ts_text(now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(OP))?;
+        }
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        tracing::debug!(
+            run_id = %batch.run_id,
+            delivered = batch.delivered.len(),
+            dead = batch.dead.len(),
+            cursor_moved = batch.cursor.is_some(),
+            "Settled batch"
+        );
+        Ok(())
+    }
+
+    async fn finish_run(
+        &self,
+        id: Uuid,
+        status: RunStatus,
+        counts: &RunCounts,
+        cursor_after: Option<&Value>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        const OP: &str = "finish_run";
+        if status == RunStatus::Running {
+            return Err(StoreError::InvalidInput {
+                op: OP,
+                detail: format!(
+                    "run {id} cannot finish with status `running`; use succeeded, failed or incomplete"
+                ),
+            });
+        }
+        let counts = counts_to_i64(OP, counts)?;
+        let mut tx = self.write_tx(OP).await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET status = ?, fetched = ?, delivered = ?, skipped = ?, filtered = ?,
+                 dead_lettered = ?, cursor_after = ?, error = ?, finished_at = ?
+             WHERE id = ? AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(counts[0])
+        .bind(counts[1])
+        .bind(counts[2])
+        .bind(counts[3])
+        .bind(counts[4])
+        .bind(cursor_after.map(json_text))
+        .bind(error.map(|e| clean_text(e).into_owned()))
+        .bind(ts_text(now()))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        if updated.rows_affected() == 0 {
+            return Err(run_not_updatable(&mut tx, OP, id).await);
+        }
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn run(&self, id: Uuid) -> Result<Option<RunRecord>> {
+        const OP: &str = "run";
+        let row = sqlx::query(concat!("SELECT ", run_cols!(), " FROM runs WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+        row.map(|r| run_from_row(OP, &r)).transpose()
+    }
+
+    async fn runs(&self, flow: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
+        const OP: &str = "runs";
+        let query = match flow {
+            Some(flow) => sqlx::query(concat!(
+                "SELECT ",
+                run_cols!(),
+                " FROM runs WHERE flow = ? ORDER BY started_at DESC, id DESC LIMIT ?"
+            ))
+            .bind(flow)
+            .bind(i64::from(limit)),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                run_cols!(),
+                " FROM runs ORDER BY started_at DESC, id DESC LIMIT ?"
+            ))
+            .bind(i64::from(limit)),
+        };
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+        rows.iter().map(|r| run_from_row(OP, r)).collect()
+    }
+
+    async fn fail_stale_runs(&self, flow: &str, env: &str, error: &str) -> Result<u64> {
+        const OP: &str = "fail_stale_runs";
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'failed', error = ?, finished_at = ?
+             WHERE flow = ? AND env = ? AND status = 'running'",
+        )
+        .bind(clean_text(error).into_owned())
+        .bind(ts_text(now()))
+        .bind(flow)
+        .bind(env)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        if done.rows_affected() > 0 {
+            tracing::warn!(
+                flow,
+                env,
+                runs = done.rows_affected(),
+                "Marked runs left running by a dead process as failed"
+            );
+        }
+        Ok(done.rows_affected())
+    }
+
+    async fn ledger_lookup(
+        &self,
+        flow: &str,
+        env: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, LedgerHit>> {
+        const OP: &str = "ledger_lookup";
+        let mut hits = HashMap::new();
+        // A key with NUL can never have been stored (settle refuses it).
+        let keys: Vec<&String> = keys.iter().filter(|k| !k.contains('\0')).collect();
+        for chunk in keys.chunks(LOOKUP_CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT key, body_hash, run_id, revision, delivered_at FROM ledger WHERE flow = ",
+            );
+            qb.push_bind(flow).push(" AND env = ").push_bind(env);
+            qb.push(" AND key IN (");
+            let mut list = qb.separated(", ");
+            for key in chunk {
+                list.push_bind(key.as_str());
+            }
+            qb.push(")");
+            let rows = qb
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::query(OP))?;
+            for row in rows {
+                let key: String = get(&row, OP, "key")?;
+                let hit = LedgerHit {
+                    body_hash: get(&row, OP, "body_hash")?,
+                    run_id: parse_uuid(OP, "ledger.run_id", &get::<String>(&row, OP, "run_id")?)?,
+                    revision: get(&row, OP, "revision")?,
+                    delivered_at: parse_ts(
+                        OP,
+                        "ledger.delivered_at",
+                        &get::<String>(&row, OP, "delivered_at")?,
+                    )?,
+                };
+                hits.insert(key, hit);
+            }
+        }
+        Ok(hits)
+    }
+
+    async fn dead_letters(&self, filter: &DlqFilter) -> Result<Vec<DeadLetter>> {
+        const OP: &str = "dead_letters";
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
+            "SELECT ",
+            dlq_cols!(),
+            " FROM dead_letters WHERE 1 = 1"
+        ));
+        if let Some(flow) = &filter.flow {
+            qb.push(" AND flow = ").push_bind(flow);
+        }
+        if let Some(env) = &filter.env {
+            qb.push(" AND env = ").push_bind(env);
+        }
+        if let Some(state) = filter.state {
+            qb.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(since) = filter.since {
+            qb.push(" AND created_at >= ")
+                .push_bind(ts_text(millis(since)));
+        }
+        if let Some(class) = &filter.error_class {
+            qb.push(" AND error_class = ").push_bind(class);
+        }
+        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(OP))?;
+        rows.iter().map(|r| dead_letter_from_row(OP, r)).collect()
+    }
+
+    async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>> {
+        const OP: &str = "dead_letter";
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            dlq_cols!(),
+            " FROM dead_letters WHERE id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        row.map(|r| dead_letter_from_row(OP, &r)).transpose()
+    }
+
+    async fn set_dead_letter_state(
+        &self,
+        id: Uuid,
+        state: DlqState,
+        note: &str,
+        run_id: Option<Uuid>,
+    ) -> Result<()> {
+        const OP: &str = "set_dead_letter_state";
+        let mut tx = self.write_tx(OP).await?;
+        let from: Option<String> =
+            sqlx::query_scalar("SELECT state FROM dead_letters WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+        let Some(from) = from else {
+            return Err(StoreError::NotFound {
+                op: OP,
+                what: format!("dead letter {id}"),
+            });
+        };
+        let from: DlqState = parse_enum(OP, "dead_letters.state", &from)?;
+        let at = ts_text(now());
+        let note = clean_text(note).into_owned();
+        sqlx::query(
+            "UPDATE dead_letters SET state = ?, state_note = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(&note)
+        .bind(&at)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        sqlx::query(
+            "INSERT INTO dead_letter_events (entry_id, at, from_state, to_state, note, run_id)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(&at)
+        .bind(from.as_str())
+        .bind(state.as_str())
+        .bind(&note)
+        .bind(run_id.map(|r| r.to_string()))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn dead_letter_history(&self, id: Uuid) -> Result<Vec<DeadLetterEvent>> {
+        const OP: &str = "dead_letter_history";
+        let rows = sqlx::query(
+            "SELECT at, from_state, to_state, note, run_id FROM dead_letter_events
+             WHERE entry_id = ? ORDER BY id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetterEvent {
+                    at: parse_ts(OP, "dead_letter_events.at", &get::<String>(row, OP, "at")?)?,
+                    from: parse_enum(
+                        OP,
+                        "dead_letter_events.from_state",
+                        &get::<String>(row, OP, "from_state")?,
+                    )?,
+                    to: parse_enum(
+                        OP,
+                        "dead_letter_events.to_state",
+                        &get::<String>(row, OP, "to_state")?,
+                    )?,
+                    note: get(row, OP, "note")?,
+                    run_id: get::<Option<String>>(row, OP, "run_id")?
+                        .map(|s| parse_uuid(OP, "dead_letter_events.run_id", &s))
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered() {
+        crate::migrate::assert_well_numbered(MIGRATIONS);
+    }
+
+    #[test]
+    fn inserts_stay_under_the_parameter_limit() {
+        assert_eq!(rows_per_insert(8), 1_000);
+        assert!(rows_per_insert(16) * 16 <= MAX_PARAMS);
+        assert!(rows_per_insert(100_000) >= 1);
+    }
+}

@@ -1,0 +1,1158 @@
+//! The cases every backend must pass. Each takes a fresh, empty store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ferry_store::{
+    Attempt, DlqFilter, DlqState, LedgerEntry, NewDeadLetter, NewRun, RunCounts, RunStatus, Settle,
+    Stage, StateStore, StoreError, Trigger,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+type Store = Arc<dyn StateStore>;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(secs)
+}
+
+fn new_run(flow: &str, env: &str, started_at: DateTime<Utc>) -> NewRun {
+    NewRun {
+        id: Uuid::now_v7(),
+        flow: flow.into(),
+        env: env.into(),
+        revision: 1,
+        hash: "h1".into(),
+        trigger: Trigger::Manual,
+        cursor_before: Some(json!({"changed_since": "2024-01-01T00:00:00Z"})),
+        started_at,
+    }
+}
+
+fn entry(key: &str, body_hash: &str, run: &NewRun) -> LedgerEntry {
+    LedgerEntry {
+        key: key.into(),
+        body_hash: body_hash.into(),
+        run_id: run.id,
+        revision: run.revision,
+        status: 201,
+        delivered_at: t(100),
+    }
+}
+
+fn dead(run: &NewRun, n: i64, stage: Stage, class: &str) -> NewDeadLetter {
+    NewDeadLetter {
+        id: Uuid::now_v7(),
+        flow: run.flow.clone(),
+        env: run.env.clone(),
+        run_id: run.id,
+        revision: run.revision,
+        key: Some(format!("key-{n}")),
+        source_record: json!({"id": n, "buyer": {"email": "a@x.io"}, "items": [1, 2]}),
+        mapped_record: Some(json!({"order_ref": format!("A-{n}")})),
+        stage,
+        error: format!("record {n} failed"),
+        error_class: class.into(),
+        attempts: vec![
+            Attempt {
+                at: t(n),
+                status: Some(503),
+                error: "service unavailable".into(),
+            },
+            Attempt {
+                at: t(n + 1),
+                status: None,
+                error: "timeout".into(),
+            },
+        ],
+        created_at: t(n),
+    }
+}
+
+fn settle(run: &NewRun, delivered: Vec<LedgerEntry>, dead: Vec<NewDeadLetter>) -> Settle {
+    Settle {
+        run_id: run.id,
+        flow: run.flow.clone(),
+        env: run.env.clone(),
+        counts: RunCounts {
+            fetched: (delivered.len() + dead.len()) as u64,
+            delivered: delivered.len() as u64,
+            dead_lettered: dead.len() as u64,
+            ..RunCounts::default()
+        },
+        delivered,
+        dead,
+        cursor: None,
+    }
+}
+
+async fn deploy(store: &Store, flow: &str, env: &str, hash: &str) -> ferry_store::DeployOutcome {
+    store
+        .deploy(
+            flow,
+            env,
+            &format!("{{\"name\":\"{flow}\",\"v\":\"{hash}\"}}"),
+            hash,
+            "msg",
+            "ann",
+        )
+        .await
+        .expect("deploy")
+}
+
+pub async fn deploy_numbers_revisions_and_skips_unchanged_hash(store: Store) {
+    let a = deploy(&store, "orders", "dev", "h1").await;
+    assert!(a.created);
+    assert_eq!(a.revision.number, 1);
+    assert_eq!(
+        deploy(&store, "orders", "dev", "h2").await.revision.number,
+        2
+    );
+    let c = deploy(&store, "orders", "dev", "h3").await;
+    assert_eq!((c.revision.number, c.created), (3, true));
+
+    let same = deploy(&store, "orders", "dev", "h3").await;
+    assert!(!same.created, "unchanged hash must not create a revision");
+    assert_eq!(same.revision, c.revision);
+
+    let all = store.revisions("orders").await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.number).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        all.iter().map(|r| r.hash.as_str()).collect::<Vec<_>>(),
+        vec!["h1", "h2", "h3"]
+    );
+
+    let two = store.revision("orders", 2).await.unwrap().unwrap();
+    assert_eq!(two.spec, r#"{"name":"orders","v":"h2"}"#);
+    assert_eq!((two.message.as_str(), two.author.as_str()), ("msg", "ann"));
+    assert!(store.revision("orders", 9).await.unwrap().is_none());
+    assert!(store.revision("nope", 1).await.unwrap().is_none());
+    assert!(store.revisions("nope").await.unwrap().is_empty());
+
+    // Reverting to old content is a new revision: history stays linear.
+    let revert = deploy(&store, "orders", "dev", "h1").await;
+    assert_eq!((revert.revision.number, revert.created), (4, true));
+    assert_eq!(
+        store
+            .active_revision("orders", "dev")
+            .await
+            .unwrap()
+            .unwrap()
+            .number,
+        4
+    );
+
+    // Numbers are per flow.
+    assert_eq!(
+        deploy(&store, "invoices", "dev", "h1")
+            .await
+            .revision
+            .number,
+        1
+    );
+}
+
+pub async fn active_revision_is_per_env(store: Store) {
+    assert!(
+        store
+            .active_revision("orders", "dev")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    deploy(&store, "orders", "dev", "h1").await;
+    deploy(&store, "orders", "dev", "h2").await;
+    let prod = deploy(&store, "orders", "prod", "h1").await;
+    assert!(prod.created, "prod had no active revision");
+    assert_eq!(prod.revision.number, 3);
+
+    let dev = store
+        .active_revision("orders", "dev")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((dev.number, dev.hash.as_str()), (2, "h2"));
+    let prod = store
+        .active_revision("orders", "prod")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((prod.number, prod.hash.as_str()), (3, "h1"));
+    assert!(
+        store
+            .active_revision("orders", "staging")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A deploy in dev leaves prod alone.
+    deploy(&store, "orders", "dev", "h4").await;
+    assert_eq!(
+        store
+            .active_revision("orders", "prod")
+            .await
+            .unwrap()
+            .unwrap()
+            .number,
+        3
+    );
+    // The unchanged check is per env: prod already runs h1.
+    assert!(!deploy(&store, "orders", "prod", "h1").await.created);
+}
+
+pub async fn concurrent_deploys_get_distinct_numbers(store: Store) {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .deploy(
+                    "race",
+                    &format!("env{}", i % 3),
+                    "{}",
+                    &format!("h{i}"),
+                    "m",
+                    "a",
+                )
+                .await
+        }));
+    }
+    let mut numbers = HashSet::new();
+    for task in tasks {
+        let outcome = task.await.unwrap().expect("concurrent deploy");
+        assert!(outcome.created);
+        numbers.insert(outcome.revision.number);
+    }
+    assert_eq!(numbers, (1..=8).collect::<HashSet<i64>>());
+}
+
+pub async fn flows_lists_active_revisions_with_last_run(store: Store) {
+    deploy(&store, "b-flow", "dev", "h1").await;
+    deploy(&store, "b-flow", "dev", "h2").await;
+    deploy(&store, "a-flow", "dev", "h1").await;
+    deploy(&store, "c-flow", "prod", "h1").await;
+
+    let r1 = new_run("b-flow", "dev", t(10));
+    let r2 = new_run("b-flow", "dev", t(20));
+    let other_env = new_run("b-flow", "prod", t(30));
+    for r in [&r1, &r2, &other_env] {
+        store.create_run(r).await.unwrap();
+    }
+
+    let flows = store.flows("dev").await.unwrap();
+    assert_eq!(
+        flows.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        vec!["a-flow", "b-flow"]
+    );
+    let a = &flows[0];
+    assert_eq!(
+        (a.env.as_str(), a.active.number, a.revisions),
+        ("dev", 1, 1)
+    );
+    assert!(a.last_run.is_none());
+    let b = &flows[1];
+    assert_eq!(
+        (b.active.number, b.active.hash.as_str(), b.revisions),
+        (2, "h2", 2)
+    );
+    assert_eq!(b.last_run.as_ref().map(|r| r.id), Some(r2.id));
+
+    assert!(store.flows("staging").await.unwrap().is_empty());
+    let prod = store.flows("prod").await.unwrap();
+    assert_eq!(prod.len(), 1);
+    assert_eq!(prod[0].name, "c-flow");
+
+    // Operators list these as JSON.
+    let text = serde_json::to_string(&flows).unwrap();
+    assert!(text.contains("\"last_run\""), "{text}");
+}
+
+pub async fn cursor_set_get_and_clear(store: Store) {
+    assert_eq!(store.cursor("orders", "dev").await.unwrap(), None);
+    let c1 = json!({"changed_at": "2024-02-01T00:00:00Z", "id": 7});
+    store.set_cursor("orders", "dev", Some(&c1)).await.unwrap();
+    assert_eq!(
+        store.cursor("orders", "dev").await.unwrap(),
+        Some(c1.clone())
+    );
+    assert_eq!(store.cursor("orders", "prod").await.unwrap(), None);
+
+    let c2 = json!("2024-03-01");
+    store.set_cursor("orders", "dev", Some(&c2)).await.unwrap();
+    assert_eq!(store.cursor("orders", "dev").await.unwrap(), Some(c2));
+
+    // Scalars, including null, are cursors too.
+    store
+        .set_cursor("orders", "dev", Some(&json!(42)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cursor("orders", "dev").await.unwrap(),
+        Some(json!(42))
+    );
+
+    store.set_cursor("orders", "dev", None).await.unwrap();
+    assert_eq!(store.cursor("orders", "dev").await.unwrap(), None);
+    // Clearing a missing cursor is fine.
+    store.set_cursor("orders", "dev", None).await.unwrap();
+}
+
+pub async fn settle_writes_ledger_dead_letters_counts_and_cursor(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    let d = dead(&run, 1, Stage::Deliver, "http_5xx");
+    let mut batch = settle(
+        &run,
+        vec![entry("k1", "b1", &run), entry("k2", "b2", &run)],
+        vec![d.clone()],
+    );
+    batch.cursor = Some(json!("c1"));
+    store.settle(&batch).await.unwrap();
+
+    let hits = store
+        .ledger_lookup("orders", "dev", &["k1".into(), "k2".into(), "k3".into()])
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 2);
+    let k1 = &hits["k1"];
+    assert_eq!(
+        (
+            k1.body_hash.as_str(),
+            k1.run_id,
+            k1.revision,
+            k1.delivered_at
+        ),
+        ("b1", run.id, 1, t(100))
+    );
+    // The ledger is per (flow, env).
+    assert!(
+        store
+            .ledger_lookup("orders", "prod", &["k1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .ledger_lookup("invoices", "dev", &["k1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .ledger_lookup("orders", "dev", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let stored = store.dead_letter(d.id).await.unwrap().expect("dead letter");
+    assert_eq!(stored.state, DlqState::Pending);
+    assert_eq!(stored.source_record, d.source_record);
+    assert_eq!(stored.attempts, d.attempts);
+
+    let rec = store.run(run.id).await.unwrap().unwrap();
+    assert_eq!(rec.counts, batch.counts);
+    assert_eq!(rec.status, RunStatus::Running);
+    assert_eq!(
+        store.cursor("orders", "dev").await.unwrap(),
+        Some(json!("c1"))
+    );
+
+    // cursor None leaves it as it is.
+    let mut next = settle(&run, vec![entry("k3", "b3", &run)], vec![]);
+    next.counts.fetched = 4;
+    store.settle(&next).await.unwrap();
+    assert_eq!(
+        store.cursor("orders", "dev").await.unwrap(),
+        Some(json!("c1"))
+    );
+    assert_eq!(store.run(run.id).await.unwrap().unwrap().counts.fetched, 4);
+
+    // An empty batch just stores counts.
+    store.settle(&settle(&run, vec![], vec![])).await.unwrap();
+}
+
+pub async fn settle_is_atomic(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    let first_dead = dead(&run, 1, Stage::Map, "map_error");
+    let mut first = settle(
+        &run,
+        vec![entry("k1", "b1", &run)],
+        vec![first_dead.clone()],
+    );
+    first.cursor = Some(json!("c1"));
+    store.settle(&first).await.unwrap();
+
+    // The second half of this batch fails: its ledger rows and dead letters are inserted,
+    // then the run's counters cannot be written because a rival closed the run (as
+    // `fail_stale_runs` does for a process presumed dead), so the cursor is never reached.
+    let fresh_dead = dead(&run, 2, Stage::Map, "map_error");
+    let mut second = settle(
+        &run,
+        vec![entry("k2", "b2", &run), entry("k3", "b3", &run)],
+        vec![fresh_dead.clone()],
+    );
+    second.counts.fetched = 99;
+    second.cursor = Some(json!("c2"));
+    assert_eq!(
+        store
+            .fail_stale_runs("orders", "dev", "taken over")
+            .await
+            .unwrap(),
+        1
+    );
+    let err = store
+        .settle(&second)
+        .await
+        .expect_err("closed run must fail");
+    assert!(
+        matches!(
+            err,
+            StoreError::RunFinished {
+                op: "settle",
+                status: RunStatus::Failed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+
+    let hits = store
+        .ledger_lookup("orders", "dev", &["k1".into(), "k2".into(), "k3".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        hits.keys().collect::<Vec<_>>(),
+        vec!["k1"],
+        "no ledger row of the failed batch"
+    );
+    assert_eq!(
+        store.cursor("orders", "dev").await.unwrap(),
+        Some(json!("c1"))
+    );
+    assert!(store.dead_letter(fresh_dead.id).await.unwrap().is_none());
+    assert_eq!(
+        store.run(run.id).await.unwrap().unwrap().counts,
+        first.counts
+    );
+
+    // The store is still usable after the rollback.
+    let next = new_run("orders", "dev", t(10));
+    store.create_run(&next).await.unwrap();
+    let mut retry = settle(
+        &next,
+        vec![entry("k2", "b2", &next)],
+        vec![fresh_dead.clone()],
+    );
+    retry.cursor = Some(json!("c2"));
+    store.settle(&retry).await.unwrap();
+    assert_eq!(
+        store.cursor("orders", "dev").await.unwrap(),
+        Some(json!("c2"))
+    );
+}
+
+pub async fn settle_retried_after_a_lost_commit_is_harmless(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    let d = dead(&run, 1, Stage::Deliver, "http_5xx");
+    let mut batch = settle(&run, vec![entry("k1", "b1", &run)], vec![d.clone()]);
+    batch.cursor = Some(json!("c1"));
+    store.settle(&batch).await.unwrap();
+    store
+        .settle(&batch)
+        .await
+        .expect("the same batch again (its first commit was not acknowledged)");
+    assert_eq!(
+        store
+            .dead_letters(&DlqFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .ledger_lookup("orders", "dev", &["k1".into()])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.run(run.id).await.unwrap().unwrap().counts,
+        batch.counts
+    );
+    assert_eq!(
+        store.cursor("orders", "dev").await.unwrap(),
+        Some(json!("c1"))
+    );
+
+    // A dead letter already stored keeps its first content and state.
+    store
+        .set_dead_letter_state(d.id, DlqState::Discarded, "handled", None)
+        .await
+        .unwrap();
+    let mut again = d.clone();
+    again.error = "different".into();
+    store
+        .settle(&settle(&run, vec![], vec![again]))
+        .await
+        .unwrap();
+    let kept = store.dead_letter(d.id).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.error.as_str(), kept.state),
+        ("record 1 failed", DlqState::Discarded)
+    );
+}
+
+pub async fn settle_keeps_the_first_ledger_row(store: Store) {
+    let r1 = new_run("orders", "dev", t(0));
+    let mut r2 = new_run("orders", "dev", t(10));
+    r2.revision = 2;
+    store.create_run(&r1).await.unwrap();
+    store.create_run(&r2).await.unwrap();
+    store
+        .settle(&settle(&r1, vec![entry("k", "first", &r1)], vec![]))
+        .await
+        .unwrap();
+    let mut later = entry("k", "second", &r2);
+    later.delivered_at = t(500);
+    // Twice in one batch, too.
+    store
+        .settle(&settle(&r2, vec![later.clone(), later], vec![]))
+        .await
+        .expect("a key already in the ledger is not an error");
+    let hits = store
+        .ledger_lookup("orders", "dev", &["k".into()])
+        .await
+        .unwrap();
+    let hit = &hits["k"];
+    assert_eq!(
+        (
+            hit.body_hash.as_str(),
+            hit.run_id,
+            hit.revision,
+            hit.delivered_at
+        ),
+        ("first", r1.id, 1, t(100))
+    );
+}
+
+pub async fn settle_refuses_missing_and_finished_runs(store: Store) {
+    let ghost = new_run("orders", "dev", t(0));
+    let err = store
+        .settle(&settle(&ghost, vec![entry("k1", "b", &ghost)], vec![]))
+        .await
+        .expect_err("unknown run");
+    assert!(
+        matches!(err, StoreError::NotFound { op: "settle", .. }),
+        "{err}"
+    );
+    assert!(
+        store
+            .ledger_lookup("orders", "dev", &["k1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    store
+        .finish_run(
+            run.id,
+            RunStatus::Failed,
+            &RunCounts::default(),
+            None,
+            Some("boom"),
+        )
+        .await
+        .unwrap();
+    let mut late = settle(&run, vec![entry("k2", "b", &run)], vec![]);
+    late.cursor = Some(json!("moved"));
+    let err = store.settle(&late).await.expect_err("finished run");
+    assert!(
+        matches!(
+            err,
+            StoreError::RunFinished {
+                status: RunStatus::Failed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        store
+            .ledger_lookup("orders", "dev", &["k2".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.cursor("orders", "dev").await.unwrap(), None);
+}
+
+pub async fn settle_of_1000_ledger_rows_is_one_quick_transaction(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    let mut timings = Vec::new();
+    for round in 0..5 {
+        let delivered: Vec<LedgerEntry> = (0..1_000)
+            .map(|i| entry(&format!("order-{round}-{i}"), &format!("{i:064x}"), &run))
+            .collect();
+        let mut batch = settle(&run, delivered, vec![]);
+        batch.cursor = Some(json!(format!("2024-01-01T00:{round:02}:00Z")));
+        let started = Instant::now();
+        store.settle(&batch).await.unwrap();
+        timings.push(started.elapsed());
+    }
+    println!(
+        "[{}] settle of 1 000 ledger rows + cursor: {:?} (5 rounds; first includes warm-up)",
+        store.backend(),
+        timings
+    );
+    let keys: Vec<String> = (0..1_000).map(|i| format!("order-4-{i}")).collect();
+    assert_eq!(
+        store
+            .ledger_lookup("orders", "dev", &keys)
+            .await
+            .unwrap()
+            .len(),
+        1_000
+    );
+}
+
+pub async fn ledger_lookup_handles_100_000_keys(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    // Every even key is in the ledger: one settle of 50 000 rows (chunked inside).
+    let delivered: Vec<LedgerEntry> = (0..100_000)
+        .step_by(2)
+        .map(|i| entry(&format!("key-{i:06}"), &format!("body-{i}"), &run))
+        .collect();
+    let started = Instant::now();
+    store
+        .settle(&settle(&run, delivered, vec![]))
+        .await
+        .unwrap();
+    let settled_in = started.elapsed();
+
+    let keys: Vec<String> = (0..100_000).map(|i| format!("key-{i:06}")).collect();
+    let started = Instant::now();
+    let hits = store.ledger_lookup("orders", "dev", &keys).await.unwrap();
+    println!(
+        "[{}] settle of 50 000 ledger rows: {settled_in:?}; lookup of 100 000 keys: {:?}",
+        store.backend(),
+        started.elapsed()
+    );
+    assert_eq!(hits.len(), 50_000);
+    assert_eq!(hits["key-099998"].body_hash, "body-99998");
+    assert_eq!(hits["key-000000"].run_id, run.id);
+    assert!(!hits.contains_key("key-000001"));
+    assert!(!hits.contains_key("key-099999"));
+}
+
+pub async fn runs_are_newest_first_with_counts(store: Store) {
+    let mut first = new_run("orders", "dev", t(10) + Duration::nanoseconds(123_456_789));
+    first.trigger = Trigger::Schedule;
+    first.cursor_before = None;
+    let second = new_run("orders", "dev", t(20));
+    let third = new_run("orders", "prod", t(30));
+    let other = new_run("invoices", "dev", t(25));
+    for r in [&second, &first, &third, &other] {
+        store.create_run(r).await.unwrap();
+    }
+    let err = store
+        .create_run(&first)
+        .await
+        .expect_err("duplicate run id");
+    assert!(
+        matches!(
+            err,
+            StoreError::Query {
+                op: "create_run",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let counts = RunCounts {
+        fetched: 10,
+        delivered: 6,
+        skipped: 2,
+        filtered: 1,
+        dead_lettered: 1,
+    };
+    store
+        .finish_run(
+            second.id,
+            RunStatus::Succeeded,
+            &counts,
+            Some(&json!("c9")),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let orders = store.runs(Some("orders"), 10).await.unwrap();
+    assert_eq!(
+        orders.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![third.id, second.id, first.id]
+    );
+    let all = store.runs(None, 2).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![third.id, other.id]
+    );
+    assert!(store.runs(Some("nope"), 10).await.unwrap().is_empty());
+    assert!(store.runs(None, 0).await.unwrap().is_empty());
+
+    let done = &orders[1];
+    assert_eq!(done.status, RunStatus::Succeeded);
+    assert_eq!(done.counts, counts);
+    assert_eq!(done.counts.settled(), done.counts.fetched);
+    assert_eq!(done.cursor_after, Some(json!("c9")));
+    assert_eq!(done.cursor_before, second.cursor_before);
+    assert!(done.finished_at.is_some());
+    assert_eq!(done.error, None);
+
+    let rec = store.run(first.id).await.unwrap().unwrap();
+    assert_eq!(rec.flow, "orders");
+    assert_eq!(rec.env, "dev");
+    assert_eq!((rec.revision, rec.hash.as_str()), (1, "h1"));
+    assert_eq!(rec.trigger, Trigger::Schedule);
+    assert_eq!(rec.status, RunStatus::Running);
+    assert_eq!(rec.counts, RunCounts::default());
+    assert_eq!(rec.cursor_before, None);
+    assert_eq!(rec.finished_at, None);
+    // Times are kept to the millisecond.
+    assert_eq!(rec.started_at, t(10) + Duration::milliseconds(123));
+    assert!(store.run(Uuid::now_v7()).await.unwrap().is_none());
+
+    let text = serde_json::to_value(&rec).unwrap();
+    assert_eq!(text["status"], "running");
+    assert_eq!(text["trigger"], "schedule");
+}
+
+pub async fn finish_run_rules(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    let err = store
+        .finish_run(
+            run.id,
+            RunStatus::Running,
+            &RunCounts::default(),
+            None,
+            None,
+        )
+        .await
+        .expect_err("running is not a final status");
+    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err}");
+
+    let err = store
+        .finish_run(
+            Uuid::now_v7(),
+            RunStatus::Failed,
+            &RunCounts::default(),
+            None,
+            None,
+        )
+        .await
+        .expect_err("unknown run");
+    assert!(
+        matches!(
+            err,
+            StoreError::NotFound {
+                op: "finish_run",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    store
+        .finish_run(
+            run.id,
+            RunStatus::Incomplete,
+            &RunCounts::default(),
+            None,
+            Some("cancelled by operator"),
+        )
+        .await
+        .unwrap();
+    let rec = store.run(run.id).await.unwrap().unwrap();
+    assert_eq!(rec.status, RunStatus::Incomplete);
+    assert_eq!(rec.error.as_deref(), Some("cancelled by operator"));
+
+    let err = store
+        .finish_run(
+            run.id,
+            RunStatus::Succeeded,
+            &RunCounts::default(),
+            None,
+            None,
+        )
+        .await
+        .expect_err("finished twice");
+    assert!(
+        matches!(
+            err,
+            StoreError::RunFinished {
+                status: RunStatus::Incomplete,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        store.run(run.id).await.unwrap().unwrap().status,
+        RunStatus::Incomplete
+    );
+}
+
+pub async fn fail_stale_runs_marks_only_running_runs_of_that_env(store: Store) {
+    let stale_a = new_run("orders", "dev", t(0));
+    let stale_b = new_run("orders", "dev", t(1));
+    let done = new_run("orders", "dev", t(2));
+    let prod = new_run("orders", "prod", t(3));
+    let other = new_run("invoices", "dev", t(4));
+    for r in [&stale_a, &stale_b, &done, &prod, &other] {
+        store.create_run(r).await.unwrap();
+    }
+    store
+        .finish_run(
+            done.id,
+            RunStatus::Succeeded,
+            &RunCounts::default(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let n = store
+        .fail_stale_runs("orders", "dev", "process died (found at startup)")
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    for id in [stale_a.id, stale_b.id] {
+        let r = store.run(id).await.unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Failed);
+        assert_eq!(r.error.as_deref(), Some("process died (found at startup)"));
+        assert!(r.finished_at.is_some());
+    }
+    let d = store.run(done.id).await.unwrap().unwrap();
+    assert_eq!((d.status, d.error), (RunStatus::Succeeded, None));
+    for id in [prod.id, other.id] {
+        assert_eq!(
+            store.run(id).await.unwrap().unwrap().status,
+            RunStatus::Running
+        );
+    }
+    assert_eq!(
+        store
+            .fail_stale_runs("orders", "dev", "again")
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+pub async fn dead_letter_filters(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    let prod_run = new_run("orders", "prod", t(0));
+    let inv_run = new_run("invoices", "dev", t(0));
+    for r in [&run, &prod_run, &inv_run] {
+        store.create_run(r).await.unwrap();
+    }
+    let d1 = dead(&run, 10, Stage::Map, "map_error");
+    let d2 = dead(&run, 20, Stage::Deliver, "http_4xx");
+    let mut d3 = dead(&run, 30, Stage::Deliver, "retries_exhausted");
+    d3.key = None;
+    d3.mapped_record = None;
+    d3.attempts = vec![];
+    let p1 = dead(&prod_run, 40, Stage::Validate, "map_error");
+    let i1 = dead(&inv_run, 50, Stage::Deliver, "http_4xx");
+    store
+        .settle(&settle(
+            &run,
+            vec![],
+            vec![d1.clone(), d2.clone(), d3.clone()],
+        ))
+        .await
+        .unwrap();
+    store
+        .settle(&settle(&prod_run, vec![], vec![p1.clone()]))
+        .await
+        .unwrap();
+    store
+        .settle(&settle(&inv_run, vec![], vec![i1.clone()]))
+        .await
+        .unwrap();
+
+    let ids = |v: Vec<ferry_store::DeadLetter>| v.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    let all = store.dead_letters(&DlqFilter::default()).await.unwrap();
+    assert_eq!(
+        ids(all.clone()),
+        vec![i1.id, p1.id, d3.id, d2.id, d1.id],
+        "newest first"
+    );
+
+    let f = |flow: Option<&str>, env: Option<&str>| DlqFilter {
+        flow: flow.map(String::from),
+        env: env.map(String::from),
+        ..DlqFilter::default()
+    };
+    assert_eq!(
+        ids(store.dead_letters(&f(Some("orders"), None)).await.unwrap()),
+        vec![p1.id, d3.id, d2.id, d1.id]
+    );
+    assert_eq!(
+        ids(store
+            .dead_letters(&f(Some("orders"), Some("dev")))
+            .await
+            .unwrap()),
+        vec![d3.id, d2.id, d1.id]
+    );
+    assert_eq!(
+        ids(store.dead_letters(&f(None, Some("prod"))).await.unwrap()),
+        vec![p1.id]
+    );
+    let by_class = DlqFilter {
+        error_class: Some("http_4xx".into()),
+        ..DlqFilter::default()
+    };
+    assert_eq!(
+        ids(store.dead_letters(&by_class).await.unwrap()),
+        vec![i1.id, d2.id]
+    );
+    let since = DlqFilter {
+        since: Some(t(30)),
+        ..DlqFilter::default()
+    };
+    assert_eq!(
+        ids(store.dead_letters(&since).await.unwrap()),
+        vec![i1.id, p1.id, d3.id]
+    );
+    let limited = DlqFilter {
+        limit: 2,
+        ..DlqFilter::default()
+    };
+    assert_eq!(
+        ids(store.dead_letters(&limited).await.unwrap()),
+        vec![i1.id, p1.id]
+    );
+    let combined = DlqFilter {
+        flow: Some("orders".into()),
+        env: Some("dev".into()),
+        state: Some(DlqState::Pending),
+        since: Some(t(15)),
+        error_class: Some("http_4xx".into()),
+        limit: 10,
+    };
+    assert_eq!(
+        ids(store.dead_letters(&combined).await.unwrap()),
+        vec![d2.id]
+    );
+
+    store
+        .set_dead_letter_state(d1.id, DlqState::Discarded, "bad test data", None)
+        .await
+        .unwrap();
+    let discarded = DlqFilter {
+        state: Some(DlqState::Discarded),
+        ..DlqFilter::default()
+    };
+    assert_eq!(
+        ids(store.dead_letters(&discarded).await.unwrap()),
+        vec![d1.id]
+    );
+    let pending = DlqFilter {
+        state: Some(DlqState::Pending),
+        ..DlqFilter::default()
+    };
+    assert_eq!(store.dead_letters(&pending).await.unwrap().len(), 4);
+
+    // Every field round-trips.
+    let got = all.iter().find(|d| d.id == d2.id).unwrap();
+    assert_eq!(got.flow, d2.flow);
+    assert_eq!(got.env, d2.env);
+    assert_eq!(got.run_id, d2.run_id);
+    assert_eq!(got.revision, d2.revision);
+    assert_eq!(got.key, d2.key);
+    assert_eq!(got.source_record, d2.source_record);
+    assert_eq!(got.mapped_record, d2.mapped_record);
+    assert_eq!(got.stage, Stage::Deliver);
+    assert_eq!(got.error, d2.error);
+    assert_eq!(got.error_class, d2.error_class);
+    assert_eq!(got.attempts, d2.attempts);
+    assert_eq!(got.created_at, d2.created_at);
+    assert_eq!(got.updated_at, d2.created_at);
+    assert_eq!(
+        (got.state, got.state_note.clone()),
+        (DlqState::Pending, None)
+    );
+    let bare = store.dead_letter(d3.id).await.unwrap().unwrap();
+    assert_eq!(
+        (bare.key, bare.mapped_record, bare.attempts),
+        (None, None, vec![])
+    );
+    assert!(store.dead_letter(Uuid::now_v7()).await.unwrap().is_none());
+
+    let json = serde_json::to_value(got).unwrap();
+    assert_eq!(json["stage"], "deliver");
+    assert_eq!(json["state"], "pending");
+}
+
+pub async fn dead_letter_state_history(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    let d = dead(&run, 1, Stage::Deliver, "http_5xx");
+    store
+        .settle(&settle(&run, vec![], vec![d.clone()]))
+        .await
+        .unwrap();
+    assert!(store.dead_letter_history(d.id).await.unwrap().is_empty());
+
+    let replay = Uuid::now_v7();
+    store
+        .set_dead_letter_state(
+            d.id,
+            DlqState::Replayed,
+            "replayed with revision 2",
+            Some(replay),
+        )
+        .await
+        .unwrap();
+    let now = store.dead_letter(d.id).await.unwrap().unwrap();
+    assert_eq!(now.state, DlqState::Replayed);
+    assert_eq!(now.state_note.as_deref(), Some("replayed with revision 2"));
+    assert!(now.updated_at > d.created_at);
+
+    store
+        .set_dead_letter_state(d.id, DlqState::Discarded, "customer deleted", None)
+        .await
+        .unwrap();
+    let history = store.dead_letter_history(d.id).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        (history[0].from, history[0].to, history[0].run_id),
+        (DlqState::Pending, DlqState::Replayed, Some(replay))
+    );
+    assert_eq!(history[0].note, "replayed with revision 2");
+    assert_eq!(
+        (history[1].from, history[1].to, history[1].run_id),
+        (DlqState::Replayed, DlqState::Discarded, None)
+    );
+    assert!(history[1].at >= history[0].at);
+
+    let missing = Uuid::now_v7();
+    let err = store
+        .set_dead_letter_state(missing, DlqState::Discarded, "x", None)
+        .await
+        .expect_err("unknown entry");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    assert!(store.dead_letter_history(missing).await.unwrap().is_empty());
+}
+
+pub async fn hostile_values_are_stored_safely_or_refused(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+
+    // Counters beyond what the store can hold: refused, nothing written.
+    let mut too_big = settle(&run, vec![entry("k-big", "b", &run)], vec![]);
+    too_big.counts.fetched = u64::MAX;
+    let err = store.settle(&too_big).await.expect_err("u64::MAX");
+    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err}");
+    assert!(err.to_string().contains("fetched"), "{err}");
+    assert!(
+        store
+            .ledger_lookup("orders", "dev", &["k-big".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A key with NUL: refused, nothing written.
+    let err = store
+        .settle(&settle(
+            &run,
+            vec![entry("a\0b", "b", &run), entry("ok", "b", &run)],
+            vec![],
+        ))
+        .await
+        .expect_err("NUL key");
+    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err}");
+    assert!(
+        store
+            .ledger_lookup("orders", "dev", &["ok".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .ledger_lookup("orders", "dev", &["a\0b".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // NUL, odd Unicode, a big string and deep nesting in a dead letter: stored, NUL replaced.
+    let mut nested = json!("bottom");
+    for _ in 0..100 {
+        nested = json!({ "n": nested });
+    }
+    let mut d = dead(&run, 1, Stage::Map, "map_error");
+    d.source_record = json!({
+        "name": "nul\u{0}inside",
+        "emoji": "🚚 \u{202e}rtl",
+        "quote": "'; DROP TABLE ledger; --",
+        "big": "x".repeat(1 << 20),
+        "deep": nested,
+        "num": 12345678901234_i64,
+    });
+    d.error = "bad\u{0}error".into();
+    d.key = Some("key\u{0}".into());
+    store
+        .settle(&settle(&run, vec![], vec![d.clone()]))
+        .await
+        .unwrap();
+    let got = store.dead_letter(d.id).await.unwrap().unwrap();
+    assert_eq!(got.source_record["name"], "nul\u{FFFD}inside");
+    assert_eq!(got.source_record["emoji"], d.source_record["emoji"]);
+    assert_eq!(got.source_record["quote"], d.source_record["quote"]);
+    assert_eq!(got.source_record["big"], d.source_record["big"]);
+    assert_eq!(got.source_record["deep"], d.source_record["deep"]);
+    assert_eq!(got.source_record["num"], d.source_record["num"]);
+    assert_eq!(got.error, "bad\u{FFFD}error");
+    assert_eq!(got.key.as_deref(), Some("key\u{FFFD}"));
+
+    let cursor: Value = json!({"after": "z\u{0}"});
+    store
+        .set_cursor("orders", "dev", Some(&cursor))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cursor("orders", "dev").await.unwrap(),
+        Some(json!({"after": "z\u{FFFD}"}))
+    );
+
+    // Names that look like SQL are just names.
+    let evil = "x' OR '1'='1";
+    assert!(store.active_revision(evil, evil).await.unwrap().is_none());
+    deploy(&store, evil, "dev", "h").await;
+    assert_eq!(store.revisions(evil).await.unwrap().len(), 1);
+    assert!(store.revisions("x").await.unwrap().is_empty());
+}

@@ -1,0 +1,50 @@
+//! One conformance suite, run against every backend: each case in `cases.rs` becomes a test
+//! in `sqlite::` (a file in a temporary directory) and in `postgres::` (a fresh schema).
+
+mod cases;
+mod harness;
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::harness::run_case(crate::harness::sqlite().await, crate::cases::$case)
+                        .await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(backend) = crate::harness::postgres(stringify!($case)).await {
+                        crate::harness::run_case(backend, crate::cases::$case).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    deploy_numbers_revisions_and_skips_unchanged_hash,
+    active_revision_is_per_env,
+    concurrent_deploys_get_distinct_numbers,
+    flows_lists_active_revisions_with_last_run,
+    cursor_set_get_and_clear,
+    settle_writes_ledger_dead_letters_counts_and_cursor,
+    settle_is_atomic,
+    settle_retried_after_a_lost_commit_is_harmless,
+    settle_keeps_the_first_ledger_row,
+    settle_refuses_missing_and_finished_runs,
+    settle_of_1000_ledger_rows_is_one_quick_transaction,
+    ledger_lookup_handles_100_000_keys,
+    runs_are_newest_first_with_counts,
+    finish_run_rules,
+    fail_stale_runs_marks_only_running_runs_of_that_env,
+    dead_letter_filters,
+    dead_letter_state_history,
+    hostile_values_are_stored_safely_or_refused,
+);

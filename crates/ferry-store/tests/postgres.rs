@@ -1,0 +1,129 @@
+//! PostgreSQL specifics: connection errors, and migrations that run once however many
+//! workers open the store at the same time.
+//!
+//! Needs the server at `FERRY_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! `FERRY_TEST_PG=skip` skips the tests that need it, loudly.
+
+use ferry_store::{StoreError, open};
+use std::io::Write;
+
+use sqlx::{Connection, PgConnection};
+
+fn base_url() -> String {
+    std::env::var("FERRY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+fn skipped(test: &str) -> bool {
+    if std::env::var("FERRY_TEST_PG").as_deref() == Ok("skip") {
+        // Written to stderr directly, not through eprintln!, so the test harness does not
+        // capture it: a skipped backend must be visible in every run.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!! SKIPPED PostgreSQL test `{test}`: FERRY_TEST_PG=skip. The PostgreSQL backend is NOT being tested. !!!!!\n"
+        );
+        return true;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_transient_error_without_the_password() {
+    // Nothing listens on port 1: the connection is refused at once.
+    let err = open("postgres://ferry:topsecret@127.0.0.1:1/ferry")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    assert!(err.is_transient(), "a down server may come back: {err}");
+    let msg = err.to_string();
+    assert!(!msg.contains("topsecret"), "{msg}");
+    assert!(
+        msg.contains("postgres://ferry:***@127.0.0.1:1/ferry"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_postgres_url_is_an_invalid_url_error() {
+    let err = open("postgres://ferry:pw@127.0.0.1:notaport/ferry")
+        .await
+        .expect_err("bad port");
+    assert!(matches!(err, StoreError::InvalidUrl { .. }), "{err:?}");
+    assert!(!err.to_string().contains(":pw@"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_migrate_once_and_reopen_keeps_data() {
+    if skipped("concurrent_opens_migrate_once_and_reopen_keeps_data") {
+        return;
+    }
+    let base = base_url();
+    let schema = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&base).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable at {base} ({e}); start it or set FERRY_TEST_PG=skip")
+    });
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("{base}?options[search_path]={schema}");
+
+    let outcome = tokio::spawn({
+        let url = url.clone();
+        let schema = schema.clone();
+        let base = base.clone();
+        async move {
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move { open(&url).await })
+                })
+                .collect();
+            let mut stores = Vec::new();
+            for o in opens {
+                stores.push(o.await.unwrap().expect("concurrent open"));
+            }
+            assert_eq!(stores[0].backend(), "postgres");
+            stores[0]
+                .deploy("orders", "dev", "{}", "h1", "m", "a")
+                .await
+                .unwrap();
+            drop(stores);
+            let migrations = || async {
+                let mut conn = PgConnection::connect(&base).await.unwrap();
+                let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT COUNT(*) FROM {schema}.ferry_migrations"
+                )))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+                let _ = conn.close().await;
+                n
+            };
+            let before = migrations().await;
+            assert!(before >= 1);
+
+            let again = open(&url).await.unwrap();
+            assert_eq!(
+                again
+                    .active_revision("orders", "dev")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .number,
+                1
+            );
+            assert_eq!(migrations().await, before, "re-open applied nothing");
+        }
+    })
+    .await;
+
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

@@ -1,0 +1,253 @@
+//! The SQLite state file: where and how it is created, what survives a re-open, and what
+//! happens when the path or the file is wrong.
+
+use std::path::Path;
+
+use ferry_store::{StoreError, open};
+use sqlx::{Connection, SqliteConnection};
+
+async fn count_migrations(path: &Path) -> i64 {
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ferry_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    n
+}
+
+#[tokio::test]
+async fn reopen_keeps_data_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.db");
+    let url = format!("sqlite:{}", path.display());
+    {
+        let store = open(&url).await.unwrap();
+        assert_eq!(store.backend(), "sqlite");
+        store
+            .deploy("orders", "dev", "{}", "h1", "first", "ann")
+            .await
+            .unwrap();
+        store
+            .set_cursor("orders", "dev", Some(&serde_json::json!("c1")))
+            .await
+            .unwrap();
+    }
+    let after_first = count_migrations(&path).await;
+    assert!(after_first >= 1);
+    for form in [
+        url.clone(),
+        format!("sqlite://{}", path.display()),
+        path.display().to_string(),
+    ] {
+        let store = open(&form).await.unwrap();
+        let active = store
+            .active_revision("orders", "dev")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((active.number, active.hash.as_str()), (1, "h1"));
+        assert_eq!(
+            store.cursor("orders", "dev").await.unwrap(),
+            Some(serde_json::json!("c1"))
+        );
+        assert!(
+            !store
+                .deploy("orders", "dev", "{}", "h1", "again", "ann")
+                .await
+                .unwrap()
+                .created
+        );
+    }
+    assert_eq!(
+        count_migrations(&path).await,
+        after_first,
+        "re-open applied nothing"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn state_file_is_created_0600_in_a_missing_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("b").join("state.db");
+    let store = open(path.to_str().unwrap()).await.unwrap();
+    store.deploy("f", "dev", "{}", "h", "m", "a").await.unwrap();
+    assert!(path.is_file());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "state file mode {mode:o}");
+    let wal = path.with_extension("db-wal");
+    if wal.exists() {
+        let mode = std::fs::metadata(&wal).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "WAL file mode {mode:o}");
+    }
+    let dir_mode = std::fs::metadata(path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700, "created directory mode {dir_mode:o}");
+}
+
+#[tokio::test]
+async fn a_corrupt_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.db");
+    let garbage: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &garbage).unwrap();
+    let err = open(path.to_str().unwrap())
+        .await
+        .expect_err("garbage file");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("not a SQLite database"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(!err.is_transient());
+    // The file was not touched.
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+}
+
+#[tokio::test]
+async fn a_text_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flows.yaml");
+    std::fs::write(&path, "name: orders\nsource: {}\n".repeat(20)).unwrap();
+    let err = open(path.to_str().unwrap()).await.expect_err("yaml file");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_directory_path_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = open(dir.path().to_str().unwrap())
+        .await
+        .expect_err("directory");
+    assert!(matches!(err, StoreError::IsDirectory { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("is a directory"), "{msg}");
+    assert!(msg.contains("ferry.db"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_ferry_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.db");
+    drop(open(path.to_str().unwrap()).await.unwrap());
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO ferry_migrations (version, name, checksum, applied_at)
+         VALUES (999, 'future', 'x', '2030-01-01T00:00:00.000Z')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let err = open(path.to_str().unwrap())
+        .await
+        .expect_err("newer schema");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.db");
+    drop(open(path.to_str().unwrap()).await.unwrap());
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE ferry_migrations SET checksum = 'edited' WHERE version = 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let err = open(path.to_str().unwrap()).await.expect_err("edited");
+    assert!(
+        matches!(err, StoreError::MigrationMismatch { version: 1, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreadable_rows_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.db");
+    let store = open(path.to_str().unwrap()).await.unwrap();
+    store
+        .set_cursor("orders", "dev", Some(&serde_json::json!(1)))
+        .await
+        .unwrap();
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE cursors SET value = '{not json'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO runs (id, flow, env, revision, hash, trigger, status, started_at)
+         VALUES ('not-a-uuid', 'orders', 'dev', 1, 'h', 'manual', 'running', 'yesterday')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let err = store.cursor("orders", "dev").await.expect_err("bad JSON");
+    assert!(matches!(err, StoreError::BadData { .. }), "{err:?}");
+    assert!(err.to_string().contains("cursors.value"), "{err}");
+    let err = store.runs(None, 10).await.expect_err("bad run row");
+    assert!(matches!(err, StoreError::BadData { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn two_stores_on_one_file_share_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.db");
+    let a = open(path.to_str().unwrap()).await.unwrap();
+    let b = open(path.to_str().unwrap()).await.unwrap();
+    let mut tasks = Vec::new();
+    for (i, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(async move {
+            store
+                .deploy("shared", "dev", "{}", &format!("h{i}"), "m", "a")
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("deploy through either handle");
+    }
+    assert_eq!(a.revisions("shared").await.unwrap().len(), 4);
+    assert_eq!(b.revisions("shared").await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn in_memory_store_works() {
+    let store = open("sqlite::memory:").await.unwrap();
+    store.deploy("f", "dev", "{}", "h", "m", "a").await.unwrap();
+    assert_eq!(store.flows("dev").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_addresses_are_clear_errors() {
+    for url in ["", "mysql://root@localhost/ferry", "sqlite:x.db?mode=ro"] {
+        let err = open(url).await.expect_err(url);
+        assert!(
+            matches!(err, StoreError::InvalidUrl { .. }),
+            "{url}: {err:?}"
+        );
+    }
+}
