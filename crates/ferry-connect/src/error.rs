@@ -1,0 +1,67 @@
+//! Errors of sources and sinks.
+//!
+//! Each variant carries what an operator needs to act: the URL (never its credentials), the page,
+//! the cause. Whether a delivery failure is worth retrying is not an error variant but an
+//! [`ferry_resilience::Outcome`]: connectors classify, the resilience layer decides.
+
+use ferry_spec::template::TemplateError;
+
+/// A source or sink could not be set up, or a source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("secret `{0}` is not set: add it to the secrets file or export it in the environment")]
+    MissingSecret(String),
+    #[error("cannot read secrets file {path}: {reason}")]
+    Secrets { path: String, reason: String },
+    #[error("{field}: {source}")]
+    Template {
+        field: &'static str,
+        #[source]
+        source: TemplateError,
+    },
+    #[error("{field}: `{url}` is not a valid http(s) URL: {reason}")]
+    BadUrl {
+        field: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    #[error("page {page} from {url}: request failed: {reason}")]
+    Request {
+        page: u64,
+        url: String,
+        reason: String,
+    },
+    #[error("page {page} from {url}: HTTP {status}: {excerpt}")]
+    Status {
+        page: u64,
+        url: String,
+        status: u16,
+        excerpt: String,
+    },
+    #[error("page {page} from {url}: body larger than {limit} bytes (source.http.max_page_bytes)")]
+    TooLarge { page: u64, url: String, limit: u64 },
+    #[error("page {page} from {url}: not valid JSON: {reason}")]
+    Malformed {
+        page: u64,
+        url: String,
+        reason: String,
+    },
+    #[error(
+        "page {page} from {url}: pagination points back to a page already read ({next}); stopping"
+    )]
+    PaginationLoop {
+        page: u64,
+        url: String,
+        next: String,
+    },
+    #[error("page {page} from {url}: {reason}")]
+    Pagination {
+        page: u64,
+        url: String,
+        reason: String,
+    },
+    #[error("OAuth2 token request to {url} failed: {reason}")]
+    OAuth { url: String, reason: String },
+}

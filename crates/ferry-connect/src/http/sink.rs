@@ -1,0 +1,224 @@
+//! The HTTP sink: one request per record (or per batch), each carrying its idempotency key.
+//!
+//! The sink does I/O and classifies what came back; it never sleeps or retries by itself. The
+//! classification follows the IETF `Idempotency-Key` draft: a 2xx (a replayed response included)
+//! is delivered; 409 means the first request with this key is still in progress and is retried;
+//! 422 means the key was used before with a different body, which is permanent and names the
+//! key. Connect errors, timeouts, 408, 425, 429 and 5xx are transient, with `Retry-After` passed
+//! on; other 4xx are permanent.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use ferry_resilience::{ErrorClass, Outcome, classify_http, parse_retry_after};
+use ferry_spec::template::{Encoding, Root, Var};
+use ferry_spec::{HttpSink, Param, SinkMethod, Template};
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+
+use crate::env::RunEnv;
+use crate::error::ConnectError;
+use crate::http::auth::{ResolvedAuth, render_env};
+use crate::http::client::{BodyError, build_client, describe, excerpt, read_capped, redact_url};
+
+/// Largest response body read from a destination (only an excerpt is kept).
+const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+/// Length of a response excerpt in errors and dead letters.
+pub const EXCERPT_CHARS: usize = 300;
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    /// HTTP status, when a response came back.
+    pub status: Option<u16>,
+    pub outcome: Outcome,
+    pub took: Duration,
+}
+
+/// A prepared HTTP destination.
+pub struct HttpDelivery {
+    client: reqwest::Client,
+    method: reqwest::Method,
+    url: Template,
+    env: RunEnv,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    auth: ResolvedAuth,
+    idem_header: HeaderName,
+}
+
+impl std::fmt::Debug for HttpDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpDelivery")
+            .field("method", &self.method)
+            .field("url", &self.url.as_str())
+            .finish()
+    }
+}
+
+impl HttpDelivery {
+    pub fn new(spec: &HttpSink, env: &RunEnv) -> Result<Self, ConnectError> {
+        let pool = spec.concurrency as usize;
+        let client = build_client(spec.connect_timeout.get(), spec.timeout.get(), pool)?;
+        let auth = ResolvedAuth::resolve(spec.auth.as_ref(), env, &client)?;
+        let url = Template::parse(&spec.url).map_err(|source| ConnectError::Template {
+            field: "destination.http.url",
+            source,
+        })?;
+        let mut headers = Vec::new();
+        for (name, value) in &spec.headers {
+            let hn = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
+                ConnectError::Client(format!("destination.http.headers.{name}: {e}"))
+            })?;
+            let (text, secret) = match value {
+                Param::Template(t) => (render_env(t, env, "destination.http.headers")?, false),
+                Param::Secret(s) => (env.secrets.resolve(s)?.expose().to_string(), true),
+            };
+            let mut hv = HeaderValue::from_str(&text).map_err(|_| {
+                ConnectError::Client(format!(
+                    "destination.http.headers.{name}: value not allowed in a header"
+                ))
+            })?;
+            hv.set_sensitive(secret);
+            headers.push((hn, hv));
+        }
+        let idem_header =
+            HeaderName::from_bytes(spec.idempotency_header.as_bytes()).map_err(|e| {
+                ConnectError::Client(format!("destination.http.idempotency_header: {e}"))
+            })?;
+        let method = match spec.method {
+            SinkMethod::Post => reqwest::Method::POST,
+            SinkMethod::Put => reqwest::Method::PUT,
+            SinkMethod::Patch => reqwest::Method::PATCH,
+        };
+        Ok(HttpDelivery {
+            client,
+            method,
+            url,
+            env: env.clone(),
+            headers,
+            auth,
+            idem_header,
+        })
+    }
+
+    /// The request URL for one record; `lookup` answers the record-level placeholders
+    /// (`record.*`, `source.*`, `key`), `env.*` is answered here.
+    pub fn url<'a, F>(&self, lookup: F) -> Result<String, ConnectError>
+    where
+        F: Fn(&Var) -> Option<Cow<'a, str>>,
+    {
+        self.url
+            .render(Encoding::Url, |v| match v.root {
+                Root::Env => self.env.var(&v.path.join(".")).map(Cow::Owned),
+                _ => lookup(v),
+            })
+            .map_err(|source| ConnectError::Template {
+                field: "destination.http.url",
+                source,
+            })
+    }
+
+    /// Sends one request and classifies the answer.
+    pub async fn send(&self, url: &str, key: &str, body: Bytes) -> AttemptResult {
+        let started = Instant::now();
+        let result = self.send_inner(url, key, body).await;
+        let (status, outcome) = match result {
+            Ok(x) => x,
+            Err(e) => (None, e),
+        };
+        AttemptResult {
+            status,
+            outcome,
+            took: started.elapsed(),
+        }
+    }
+
+    async fn send_inner(
+        &self,
+        url: &str,
+        key: &str,
+        body: Bytes,
+    ) -> Result<(Option<u16>, Outcome), Outcome> {
+        let key_value = HeaderValue::from_str(key).map_err(|_| Outcome::Fail {
+            reason: "the idempotency key has characters not allowed in an HTTP header".into(),
+        })?;
+        let mut req = self
+            .client
+            .request(self.method.clone(), url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(self.idem_header.clone(), key_value)
+            .body(reqwest::Body::from(body));
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let req = self.auth.apply(req).await.map_err(|e| Outcome::Retry {
+            reason: e.to_string(),
+            retry_after: None,
+        })?;
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("{} {}: {}", self.method, redact_url(url), describe(&e));
+                return Ok((
+                    None,
+                    if e.is_builder() {
+                        Outcome::Fail { reason }
+                    } else {
+                        Outcome::Retry {
+                            reason,
+                            retry_after: None,
+                        }
+                    },
+                ));
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let body = match read_capped(&mut resp, MAX_RESPONSE_BYTES).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => b"(response body too large to show)".to_vec(),
+            Err(BodyError::Io(e)) => format!("(response body unreadable: {e})").into_bytes(),
+        };
+        if (200..300).contains(&status) {
+            return Ok((Some(status), Outcome::Success));
+        }
+        let text = excerpt(&body, EXCERPT_CHARS);
+        let outcome = match status {
+            401 if self.auth.refreshable() => {
+                self.auth.invalidate().await;
+                Outcome::Retry {
+                    reason: format!("HTTP 401: token refused, fetching a new one: {text}"),
+                    retry_after: None,
+                }
+            }
+            409 => Outcome::Retry {
+                reason: format!(
+                    "HTTP 409: the first request with idempotency key `{key}` is still in progress: {text}"
+                ),
+                retry_after,
+            },
+            422 => Outcome::Fail {
+                reason: format!(
+                    "HTTP 422: the destination refused idempotency key `{key}` (used before with a different body?): {text}"
+                ),
+            },
+            s if (300..400).contains(&s) => Outcome::Fail {
+                reason: format!("HTTP {s}: redirect not followed: {text}"),
+            },
+            s => match classify_http(s) {
+                ErrorClass::Transient => Outcome::Retry {
+                    reason: format!("HTTP {s}: {text}"),
+                    retry_after,
+                },
+                ErrorClass::Permanent => Outcome::Fail {
+                    reason: format!("HTTP {s}: {text}"),
+                },
+            },
+        };
+        Ok((Some(status), outcome))
+    }
+}

@@ -1,0 +1,539 @@
+//! The HTTP source: pages of JSON records, one request at a time.
+//!
+//! A source is a pager: [`HttpPager::next_page`] returns the records of the next page, or `None`
+//! when pagination says there is no more. Five pagination styles are understood (next URL in the
+//! body, continuation token, page number, offset/limit, RFC 8288 `Link` header). Transient
+//! failures (connect errors, timeouts, 408/425/429/5xx) are retried a few times with full-jitter
+//! backoff and `Retry-After` as a floor; anything else fails the page with the URL and the cause,
+//! and the engine fails the run without moving the cursor.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use ferry_resilience::{ErrorClass, classify_http, parse_retry_after};
+use ferry_spec::template::{Encoding, Root};
+use ferry_spec::{HttpSource, JsonPath, Pagination, Param, Template};
+use reqwest::header::{HeaderName, HeaderValue};
+use serde_json::Value;
+use url::Url;
+
+use crate::env::RunEnv;
+use crate::error::ConnectError;
+use crate::http::auth::ResolvedAuth;
+use crate::http::client::{BodyError, build_client, describe, excerpt, read_capped, redact_url};
+
+/// Attempts per page (the first included) before a transient failure fails the run.
+pub const PAGE_ATTEMPTS: u32 = 4;
+/// First backoff between page attempts; doubles, full jitter.
+const PAGE_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest wait between page attempts.
+const PAGE_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// One page of records.
+#[derive(Debug)]
+pub struct Page {
+    /// 1-based page number within this run.
+    pub number: u64,
+    /// URL the page came from (secret parameters redacted).
+    pub url: String,
+    pub records: Vec<Value>,
+}
+
+enum Paging {
+    Single,
+    NextUrl(JsonPath),
+    Token {
+        from: JsonPath,
+        param: String,
+    },
+    PageNumber {
+        param: String,
+        next: u64,
+    },
+    Offset {
+        param: String,
+        limit_param: String,
+        limit: u64,
+        next: u64,
+    },
+    Link {
+        rel: String,
+    },
+}
+
+/// Reads a source page by page.
+pub struct HttpPager {
+    client: reqwest::Client,
+    auth: ResolvedAuth,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    records: JsonPath,
+    paging: Paging,
+    base: Url,
+    next: Option<Url>,
+    page: u64,
+    max_pages: Option<u64>,
+    max_page_bytes: u64,
+    secret_params: Vec<String>,
+    seen: HashSet<String>,
+}
+
+impl std::fmt::Debug for HttpPager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpPager")
+            .field("url", &self.display(&self.base))
+            .field("page", &self.page)
+            .finish()
+    }
+}
+
+/// The text a cursor value takes in templates.
+pub fn cursor_text(cursor: &Value) -> String {
+    match cursor {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl HttpPager {
+    /// Prepares the first request; `cursor` is the stored incremental cursor, if any.
+    pub fn new(
+        spec: &HttpSource,
+        env: &RunEnv,
+        cursor: Option<&Value>,
+    ) -> Result<Self, ConnectError> {
+        let client = build_client(spec.connect_timeout.get(), spec.timeout.get(), 4)?;
+        let auth = ResolvedAuth::resolve(spec.auth.as_ref(), env, &client)?;
+        let cursor_s = cursor.map(cursor_text);
+        let render =
+            |text: &str, field: &'static str, enc: Encoding| -> Result<String, ConnectError> {
+                let t = Template::parse(text)
+                    .map_err(|source| ConnectError::Template { field, source })?;
+                t.render(enc, |v| match v.root {
+                    Root::Env => env.var(&v.path.join(".")).map(Into::into),
+                    Root::Cursor => cursor_s.as_deref().map(Into::into),
+                    _ => None,
+                })
+                .map_err(|source| ConnectError::Template { field, source })
+            };
+        let url_text = render(&spec.url, "source.http.url", Encoding::Url)?;
+        let mut base = Url::parse(&url_text).map_err(|e| ConnectError::BadUrl {
+            field: "source.http.url",
+            url: redact_url(&url_text),
+            reason: e.to_string(),
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ConnectError::BadUrl {
+                field: "source.http.url",
+                url: redact_url(&url_text),
+                reason: "only http and https are supported".into(),
+            });
+        }
+        let mut secret_params = Vec::new();
+        for (name, value) in &spec.params {
+            let v = match value {
+                Param::Template(t) => {
+                    let tpl = Template::parse(t).map_err(|source| ConnectError::Template {
+                        field: "source.http.params",
+                        source,
+                    })?;
+                    // `since: "{{ cursor }}"` on the very first run, without a start value: the
+                    // parameter is left out rather than sent empty.
+                    if cursor_s.is_none() && tpl.vars().any(|v| v.root == Root::Cursor) {
+                        continue;
+                    }
+                    render(t, "source.http.params", Encoding::Raw)?
+                }
+                Param::Secret(s) => {
+                    secret_params.push(name.clone());
+                    env.secrets.resolve(s)?.expose().to_string()
+                }
+            };
+            set_param(&mut base, name, &v);
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &spec.headers {
+            let hn = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| ConnectError::Client(format!("source.http.headers.{name}: {e}")))?;
+            let (text, secret) = match value {
+                Param::Template(t) => (render(t, "source.http.headers", Encoding::Raw)?, false),
+                Param::Secret(s) => (env.secrets.resolve(s)?.expose().to_string(), true),
+            };
+            let mut hv = HeaderValue::from_str(&text).map_err(|_| {
+                ConnectError::Client(format!(
+                    "source.http.headers.{name}: value not allowed in a header"
+                ))
+            })?;
+            hv.set_sensitive(secret);
+            headers.push((hn, hv));
+        }
+        let records = JsonPath::parse(&spec.records)
+            .map_err(|e| ConnectError::Client(format!("source.http.records: {e}")))?;
+        let path = |p: &str, field: &str| {
+            JsonPath::parse(p).map_err(|e| ConnectError::Client(format!("{field}: {e}")))
+        };
+        let paging = match &spec.paginate {
+            None => Paging::Single,
+            Some(Pagination::NextUrl(p)) => {
+                Paging::NextUrl(path(p, "source.http.paginate.next_url")?)
+            }
+            Some(Pagination::CursorToken(t)) => Paging::Token {
+                from: path(&t.from, "source.http.paginate.cursor_token.from")?,
+                param: t.param.clone(),
+            },
+            Some(Pagination::PageNumber(p)) => {
+                set_param(&mut base, &p.param, &p.start.to_string());
+                Paging::PageNumber {
+                    param: p.param.clone(),
+                    next: p.start.saturating_add(1),
+                }
+            }
+            Some(Pagination::Offset(o)) => {
+                set_param(&mut base, &o.param, "0");
+                set_param(&mut base, &o.limit_param, &o.limit.to_string());
+                Paging::Offset {
+                    param: o.param.clone(),
+                    limit_param: o.limit_param.clone(),
+                    limit: o.limit,
+                    next: o.limit,
+                }
+            }
+            Some(Pagination::LinkHeader(l)) => Paging::Link { rel: l.rel.clone() },
+        };
+        Ok(HttpPager {
+            client,
+            auth,
+            headers,
+            records,
+            paging,
+            next: Some(base.clone()),
+            base,
+            page: 0,
+            max_pages: spec.max_pages,
+            max_page_bytes: spec.max_page_bytes.0,
+            secret_params,
+            seen: HashSet::new(),
+        })
+    }
+
+    /// The URL with secret parameters redacted and credentials removed, for messages.
+    pub fn display(&self, url: &Url) -> String {
+        let mut u = url.clone();
+        if !self.secret_params.is_empty() {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if self.secret_params.iter().any(|s| s == &k) {
+                        "[redacted]".to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        redact_url(u.as_str())
+    }
+
+    /// Number of pages read so far.
+    pub fn pages_read(&self) -> u64 {
+        self.page
+    }
+
+    /// Fetches the next page; `Ok(None)` when there are no more.
+    pub async fn next_page(&mut self) -> Result<Option<Page>, ConnectError> {
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
+        if let Some(max) = self.max_pages
+            && self.page >= max
+        {
+            tracing::warn!(
+                max_pages = max,
+                "Stopping at source.http.max_pages; later pages are read by the next run"
+            );
+            return Ok(None);
+        }
+        self.page += 1;
+        let number = self.page;
+        let shown = self.display(&url);
+        self.seen.insert(url.as_str().to_string());
+        let (headers, body) = self.fetch(&url, number, &shown).await?;
+        let doc: Value = serde_json::from_slice(&body).map_err(|e| ConnectError::Malformed {
+            page: number,
+            url: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        let records: Vec<Value> = self.records.select(&doc).into_iter().cloned().collect();
+        let next = self.next_url(&url, &doc, &headers, records.len() as u64, number, &shown)?;
+        if let Some(n) = &next
+            && self.seen.contains(n.as_str())
+        {
+            return Err(ConnectError::PaginationLoop {
+                page: number,
+                url: shown,
+                next: self.display(n),
+            });
+        }
+        self.next = next;
+        Ok(Some(Page {
+            number,
+            url: shown,
+            records,
+        }))
+    }
+
+    fn next_url(
+        &mut self,
+        current: &Url,
+        doc: &Value,
+        headers: &reqwest::header::HeaderMap,
+        count: u64,
+        page: u64,
+        shown: &str,
+    ) -> Result<Option<Url>, ConnectError> {
+        let join = |s: &str| {
+            current.join(s).map_err(|e| ConnectError::Pagination {
+                page,
+                url: shown.to_string(),
+                reason: format!("next page URL `{s}` is not valid: {e}"),
+            })
+        };
+        Ok(match &mut self.paging {
+            Paging::Single => None,
+            Paging::NextUrl(p) => match p.first(doc) {
+                Some(Value::String(s)) if !s.is_empty() => Some(join(s)?),
+                Some(Value::Null) | None => None,
+                Some(Value::String(_)) => None,
+                Some(other) => {
+                    return Err(ConnectError::Pagination {
+                        page,
+                        url: shown.to_string(),
+                        reason: format!(
+                            "next page URL at {} is {}, not a string",
+                            p,
+                            type_name(other)
+                        ),
+                    });
+                }
+            },
+            Paging::Token { from, param } => match from.first(doc) {
+                Some(Value::String(s)) if !s.is_empty() => {
+                    let mut u = self.base.clone();
+                    set_param(&mut u, param, s);
+                    Some(u)
+                }
+                Some(Value::Number(n)) => {
+                    let mut u = self.base.clone();
+                    set_param(&mut u, param, &n.to_string());
+                    Some(u)
+                }
+                _ => None,
+            },
+            Paging::PageNumber { param, next } => {
+                if count == 0 {
+                    None
+                } else {
+                    let mut u = self.base.clone();
+                    set_param(&mut u, param, &next.to_string());
+                    *next = next.saturating_add(1);
+                    Some(u)
+                }
+            }
+            Paging::Offset {
+                param,
+                limit_param,
+                limit,
+                next,
+            } => {
+                if count < *limit {
+                    None
+                } else {
+                    let mut u = self.base.clone();
+                    set_param(&mut u, param, &next.to_string());
+                    set_param(&mut u, limit_param, &limit.to_string());
+                    *next = next.saturating_add(*limit);
+                    Some(u)
+                }
+            }
+            Paging::Link { rel } => {
+                let mut found = None;
+                for v in headers.get_all(reqwest::header::LINK) {
+                    if let Ok(text) = v.to_str()
+                        && let Some(target) = link_target(text, rel)
+                    {
+                        found = Some(join(&target)?);
+                        break;
+                    }
+                }
+                found
+            }
+        })
+    }
+
+    async fn fetch(
+        &self,
+        url: &Url,
+        page: u64,
+        shown: &str,
+    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), ConnectError> {
+        let mut backoff = ferry_resilience::JitteredBackoff::new(
+            PAGE_BACKOFF,
+            PAGE_BACKOFF_MAX,
+            ferry_resilience::Jitter::Full,
+        );
+        let mut refreshed = false;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut req = self.client.get(url.clone());
+            for (k, v) in &self.headers {
+                req = req.header(k, v);
+            }
+            req = self.auth.apply(req).await?;
+            let failure = match req.send().await {
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    if status == 401 && self.auth.refreshable() && !refreshed {
+                        refreshed = true;
+                        self.auth.invalidate().await;
+                        attempt -= 1;
+                        continue;
+                    }
+                    if (200..300).contains(&status) {
+                        let headers = resp.headers().clone();
+                        return match read_capped(&mut resp, self.max_page_bytes).await {
+                            Ok(body) => Ok((headers, body)),
+                            Err(BodyError::TooLarge) => Err(ConnectError::TooLarge {
+                                page,
+                                url: shown.to_string(),
+                                limit: self.max_page_bytes,
+                            }),
+                            Err(BodyError::Io(reason)) => Err(ConnectError::Request {
+                                page,
+                                url: shown.to_string(),
+                                reason,
+                            }),
+                        };
+                    }
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    let body = read_capped(&mut resp, 4096).await.unwrap_or_default();
+                    let err = ConnectError::Status {
+                        page,
+                        url: shown.to_string(),
+                        status,
+                        excerpt: excerpt(&body, 200),
+                    };
+                    if (300..400).contains(&status)
+                        || classify_http(status) == ErrorClass::Permanent
+                    {
+                        return Err(err);
+                    }
+                    (err, retry_after)
+                }
+                Err(e) => (
+                    ConnectError::Request {
+                        page,
+                        url: shown.to_string(),
+                        reason: describe(&e),
+                    },
+                    None,
+                ),
+            };
+            if attempt >= PAGE_ATTEMPTS {
+                return Err(failure.0);
+            }
+            let wait = backoff.next().unwrap_or(PAGE_BACKOFF_MAX);
+            let wait = failure
+                .1
+                .map_or(wait, |ra| wait.max(ra.min(PAGE_BACKOFF_MAX * 6)));
+            tracing::warn!(page, attempt, wait_ms = wait.as_millis() as u64, error = %failure.0, "Retrying source page");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Sets a query parameter, replacing any earlier value of the same name.
+pub fn set_param(url: &mut Url, name: &str, value: &str) {
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut q = url.query_pairs_mut();
+    q.clear();
+    q.extend_pairs(kept);
+    q.append_pair(name, value);
+}
+
+/// The target of the first link with relation `rel` in an RFC 8288 `Link` header value.
+pub fn link_target(header: &str, rel: &str) -> Option<String> {
+    let mut rest = header;
+    loop {
+        let start = rest.find('<')?;
+        let end = start + rest[start..].find('>')?;
+        let target = &rest[start + 1..end];
+        let after = &rest[end + 1..];
+        let params_end = after.find('<').unwrap_or(after.len());
+        let params = &after[..params_end];
+        for p in params.split(';') {
+            let p = p.trim().trim_end_matches(',').trim();
+            if let Some((k, v)) = p.split_once('=')
+                && k.trim().eq_ignore_ascii_case("rel")
+            {
+                let v = v.trim().trim_matches('"');
+                if v.split_ascii_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case(rel))
+                {
+                    return Some(target.to_string());
+                }
+            }
+        }
+        rest = &after[params_end..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers_are_parsed() {
+        let h = r#"<https://a/p?page=1>; rel="prev", <https://a/p?page=3>; rel="next last""#;
+        assert_eq!(
+            link_target(h, "next").as_deref(),
+            Some("https://a/p?page=3")
+        );
+        assert_eq!(
+            link_target(h, "prev").as_deref(),
+            Some("https://a/p?page=1")
+        );
+        assert_eq!(link_target(h, "first"), None);
+        assert_eq!(link_target("garbage", "next"), None);
+        assert_eq!(link_target("<unclosed; rel=next", "next"), None);
+        assert_eq!(link_target("", "next"), None);
+        assert_eq!(link_target("<a>; rel=next", "next").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn params_replace_earlier_values() {
+        let mut u = Url::parse("http://h/p?a=1&b=2").unwrap();
+        set_param(&mut u, "a", "x y");
+        assert_eq!(u.as_str(), "http://h/p?b=2&a=x+y");
+    }
+}

@@ -1,0 +1,259 @@
+//! The HTTP source against the sandbox and a small echo server, over 127.0.0.1.
+
+use std::collections::HashSet;
+
+use ferry_connect::http::HttpPager;
+use ferry_connect::{ConnectError, RunEnv, Secrets};
+use ferry_sandbox::{Sandbox, SandboxConfig, SourceFault};
+use ferry_spec::HttpSource;
+use serde_json::{Value, json};
+
+fn source(yaml: &str) -> HttpSource {
+    let text = format!(
+        "name: t\nsource:\n  http:\n{}\ndestination:\n  http:\n    url: \"http://127.0.0.1:1/x\"\n",
+        yaml.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    ferry_spec::load_str(&text, None)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flow
+        .http_source()
+        .clone()
+}
+
+fn env(sb: &Sandbox, secrets: &[(&str, &str)]) -> RunEnv {
+    RunEnv::isolated(
+        "test",
+        Secrets::from_map(secrets.iter().map(|(k, v)| (k.to_string(), v.to_string()))),
+    )
+    .with_var("BASE", sb.base_url())
+}
+
+async fn drain(pager: &mut HttpPager) -> Result<Vec<Value>, ConnectError> {
+    let mut all = Vec::new();
+    while let Some(page) = pager.next_page().await? {
+        all.extend(page.records);
+        assert!(pager.pages_read() < 10_000, "pagination does not end");
+    }
+    Ok(all)
+}
+
+fn ids(records: &[Value]) -> Vec<u64> {
+    records.iter().map(|r| r["id"].as_u64().unwrap()).collect()
+}
+
+async fn sandbox(records: u64) -> Sandbox {
+    Sandbox::start(SandboxConfig {
+        records,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_pagination_style_reads_every_record_once() {
+    let sb = sandbox(537).await;
+    let styles = [
+        "paginate: { next_url: \"$.links.next\" }",
+        "paginate: { cursor_token: { from: \"$.next_page_token\", param: page_token } }",
+        "paginate: { page_number: { param: page } }",
+        "paginate: { offset: { param: offset, limit_param: limit, limit: 50 } }",
+        "paginate: { link_header: {} }",
+    ];
+    for style in styles {
+        let spec = source(&format!(
+            "url: \"{{{{ env.BASE }}}}/api/orders\"\nparams: {{ page_size: 50 }}\nrecords: \"$.orders[*]\"\n{style}"
+        ));
+        let mut pager = HttpPager::new(&spec, &env(&sb, &[]), None).unwrap();
+        let all = drain(&mut pager)
+            .await
+            .unwrap_or_else(|e| panic!("{style}: {e}"));
+        let got = ids(&all);
+        let unique: HashSet<u64> = got.iter().copied().collect();
+        assert_eq!(got.len(), 537, "{style}");
+        assert_eq!(unique.len(), 537, "{style}: duplicates");
+    }
+}
+
+#[tokio::test]
+async fn the_cursor_goes_into_the_request() {
+    let sb = sandbox(100).await;
+    let spec = source(
+        "url: \"{{ env.BASE }}/api/orders\"\nparams: { since: \"{{ cursor }}\", page_size: 30 }\nrecords: \"$.orders[*]\"\npaginate: { next_url: \"$.links.next\" }",
+    );
+    let cursor = sb.source().record(60).unwrap()["changed_at"].clone();
+    let mut pager = HttpPager::new(&spec, &env(&sb, &[]), Some(&cursor)).unwrap();
+    let got = ids(&drain(&mut pager).await.unwrap());
+    assert_eq!(got, (60..=100).collect::<Vec<_>>());
+    // no cursor yet: the parameter is left out and everything comes
+    let mut pager = HttpPager::new(&spec, &env(&sb, &[]), None).unwrap();
+    assert_eq!(drain(&mut pager).await.unwrap().len(), 100);
+}
+
+#[tokio::test]
+async fn bearer_auth_is_sent_and_required() {
+    let sb = Sandbox::start(SandboxConfig {
+        records: 10,
+        source_token: Some("tok-123".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let spec = source(
+        "url: \"{{ env.BASE }}/api/orders\"\nrecords: \"$.orders[*]\"\nauth: { bearer: { secret: TOK } }",
+    );
+    let mut pager = HttpPager::new(&spec, &env(&sb, &[("TOK", "tok-123")]), None).unwrap();
+    assert_eq!(drain(&mut pager).await.unwrap().len(), 10);
+    let mut pager =
+        HttpPager::new(&spec, &env(&sb, &[("TOK", "wrong-secret-value")]), None).unwrap();
+    let e = drain(&mut pager).await.unwrap_err().to_string();
+    assert!(e.contains("HTTP 401"), "{e}");
+    assert!(!e.contains("wrong-secret-value"), "{e}");
+    let e = HttpPager::new(&spec, &env(&sb, &[]), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("secret `TOK` is not set"), "{e}");
+}
+
+#[tokio::test]
+async fn oauth2_tokens_are_fetched_cached_and_refreshed_on_401() {
+    let sb = Sandbox::start(SandboxConfig {
+        records: 40,
+        oauth_client: Some(("ferry".into(), "client-secret-xyz".into())),
+        source_token: Some("unused-static-token".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let spec = source(
+        "url: \"{{ env.BASE }}/api/orders\"\nparams: { page_size: 10 }\nrecords: \"$.orders[*]\"\npaginate: { next_url: \"$.links.next\" }\nauth: { oauth2: { token_url: \"{{ env.BASE }}/oauth/token\", client_id: ferry, client_secret: { secret: CS } } }",
+    );
+    let e = env(&sb, &[("CS", "client-secret-xyz")]);
+    let mut pager = HttpPager::new(&spec, &e, None).unwrap();
+    let first = pager.next_page().await.unwrap().unwrap();
+    assert_eq!(first.records.len(), 10);
+    assert_eq!(sb.source().tokens_issued(), 1);
+    pager.next_page().await.unwrap().unwrap();
+    assert_eq!(sb.source().tokens_issued(), 1, "the token is cached");
+    sb.source().expire_tokens();
+    let rest = drain(&mut pager).await.unwrap();
+    assert_eq!(rest.len(), 20);
+    assert_eq!(sb.source().tokens_issued(), 2, "a 401 fetched a new token");
+
+    let bad = env(&sb, &[("CS", "nope")]);
+    let mut pager = HttpPager::new(&spec, &bad, None).unwrap();
+    let err = drain(&mut pager).await.unwrap_err().to_string();
+    assert!(err.contains("OAuth2 token request"), "{err}");
+    assert!(!err.contains("nope"), "{err}");
+}
+
+#[tokio::test]
+async fn basic_and_api_key_auth_reach_the_server() {
+    use axum::http::HeaderMap;
+    let app = axum::Router::new().route(
+        "/echo",
+        axum::routing::get(|h: HeaderMap| async move {
+            let auth = h
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let key = h
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            axum::Json(json!([{ "auth": auth, "key": key }]))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{addr}");
+    let e = RunEnv::isolated("t", Secrets::from_map([("PW", "pa:ss"), ("K", "k-1")]))
+        .with_var("BASE", base);
+
+    let spec = source(
+        "url: \"{{ env.BASE }}/echo\"\nauth: { basic: { username: ann, password: { secret: PW } } }",
+    );
+    let mut p = HttpPager::new(&spec, &e, None).unwrap();
+    let recs = drain(&mut p).await.unwrap();
+    assert_eq!(recs[0]["auth"], "Basic YW5uOnBhOnNz");
+
+    let spec = source("url: \"{{ env.BASE }}/echo\"\nauth: { api_key: { key: { secret: K } } }");
+    let mut p = HttpPager::new(&spec, &e, None).unwrap();
+    assert_eq!(drain(&mut p).await.unwrap()[0]["key"], "k-1");
+    server.abort();
+}
+
+#[tokio::test]
+async fn broken_pages_fail_with_the_page_and_url() {
+    let sb = sandbox(300).await;
+    let spec = source(
+        "url: \"{{ env.BASE }}/api/orders\"\nparams: { page_size: 100 }\nrecords: \"$.orders[*]\"\npaginate: { next_url: \"$.links.next\" }\nmax_page_bytes: 1MiB",
+    );
+    let cases = [
+        (SourceFault::Malformed { page: 2 }, "not valid JSON"),
+        (SourceFault::NonJson { page: 1 }, "not valid JSON"),
+        (
+            SourceFault::Status {
+                page: 3,
+                status: 404,
+            },
+            "HTTP 404",
+        ),
+        (
+            SourceFault::Oversized {
+                page: 1,
+                bytes: 3 << 20,
+            },
+            "larger than 1048576 bytes",
+        ),
+    ];
+    for (fault, want) in cases {
+        sb.source().clear_faults();
+        sb.source().set_fault(fault.clone());
+        let mut pager = HttpPager::new(&spec, &env(&sb, &[]), None).unwrap();
+        let err = drain(&mut pager).await.unwrap_err().to_string();
+        assert!(err.contains(want), "{fault:?}: {err}");
+        assert!(err.contains("/api/orders"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn transient_source_errors_are_retried() {
+    let sb = sandbox(20).await;
+    sb.source().set_fault(SourceFault::Status {
+        page: 1,
+        status: 503,
+    });
+    let spec = source("url: \"{{ env.BASE }}/api/orders\"\nrecords: \"$.orders[*]\"");
+    let mut pager = HttpPager::new(&spec, &env(&sb, &[]), None).unwrap();
+    let before = sb.source().requests();
+    let err = drain(&mut pager).await.unwrap_err().to_string();
+    assert!(err.contains("HTTP 503"), "{err}");
+    assert_eq!(
+        sb.source().requests() - before,
+        u64::from(ferry_connect::http::source::PAGE_ATTEMPTS)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_source_is_a_clear_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let spec = source(&format!(
+        "url: \"http://127.0.0.1:{port}/x\"\ntimeout: 2s\nconnect_timeout: 1s"
+    ));
+    let e = RunEnv::isolated("t", Secrets::default());
+    let mut pager = HttpPager::new(&spec, &e, None).unwrap();
+    let err = drain(&mut pager).await.unwrap_err().to_string();
+    assert!(
+        err.contains("connection failed") || err.contains("request failed"),
+        "{err}"
+    );
+}
