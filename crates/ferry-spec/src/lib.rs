@@ -5,6 +5,9 @@
 //! - [`load`]: YAML text to a checked flow, with line, column and field path on every error;
 //! - [`validate`]: the checks types cannot express, all problems at once;
 //! - [`canonical`]: canonical JSON and the content hash that identifies a revision;
+//! - [`diff`]: structural diff of two flows by field path, and the field path spelling;
+//! - [`merge`]: three-way merge of flows by field path, with conflicts and their resolution;
+//! - [`project`]: the project file `ferry.yaml`: environments and the promotion topology;
 //! - [`path`]: JSONPath (RFC 9535), parsed once, evaluated many times;
 //! - [`template`]: `{{ env.X }}` templates;
 //! - [`units`]: durations and sizes as written in files.
@@ -13,17 +16,23 @@
 //! left to fail at run time; what can still fail is data.
 
 pub mod canonical;
+pub mod diff;
 pub mod error;
 pub mod flow;
 pub mod load;
+pub mod merge;
 pub mod path;
+pub mod project;
 pub mod template;
 pub mod units;
 pub mod validate;
 
+pub use diff::{Change, ChangeKind};
 pub use error::{Location, SpecError, SpecErrors};
 pub use flow::*;
 pub use load::{LoadedFlow, from_canonical, load_file, load_str};
+pub use merge::{Conflict, MergeResult, Take};
 pub use path::JsonPath;
+pub use project::{EdgeRules, Environment, Project, load_project_file, load_project_str};
 pub use template::Template;
 pub use units::{ByteSize, Dur};

@@ -161,13 +161,13 @@ pub fn from_canonical(json: &str) -> Result<LoadedFlow, SpecErrors> {
     })
 }
 
-fn first_line(s: &str) -> String {
+pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_string()
 }
 
 /// An upper bound on nesting from brackets and indentation, checked before parsing so a hostile
 /// file cannot exhaust the stack of a recursive reader.
-fn rough_depth(text: &str) -> usize {
+pub(crate) fn rough_depth(text: &str) -> usize {
     let mut flow_depth = 0usize;
     let mut max_flow = 0usize;
     let mut max_indent = 0usize;
@@ -192,13 +192,13 @@ fn rough_depth(text: &str) -> usize {
 
 /// Positions of every node and key, by field path in serde_path_to_error's spelling.
 #[derive(Default)]
-struct Index {
+pub(crate) struct Index {
     nodes: HashMap<String, Location>,
     keys: HashMap<String, Location>,
 }
 
 impl Index {
-    fn locate(&self, path: &str) -> Option<Location> {
+    pub(crate) fn locate(&self, path: &str) -> Option<Location> {
         let mut p = path.to_string();
         loop {
             if let Some(l) = self.keys.get(&p).or_else(|| self.nodes.get(&p)) {
@@ -212,22 +212,24 @@ impl Index {
     }
 
     /// For "unknown field `x`" the error's path is the map; the key itself is more useful.
-    fn locate_error(&self, path: &str, message: &str) -> Option<Location> {
+    pub(crate) fn locate_error(&self, path: &str, message: &str) -> Option<Location> {
         if let Some(rest) = message.strip_prefix("unknown field `")
-            && let Some(end) = rest.find('`') {
-                let key = &rest[..end];
-                let full = join(path, key);
-                if let Some(l) = self.keys.get(&full) {
-                    return Some(*l);
-                }
+            && let Some(end) = rest.find('`')
+        {
+            let key = &rest[..end];
+            let full = join(path, key);
+            if let Some(l) = self.keys.get(&full) {
+                return Some(*l);
             }
+        }
         if let Some(rest) = message.strip_prefix("unknown variant `")
-            && let Some(end) = rest.find('`') {
-                let full = join(path, &rest[..end]);
-                if let Some(l) = self.keys.get(&full) {
-                    return Some(*l);
-                }
+            && let Some(end) = rest.find('`')
+        {
+            let full = join(path, &rest[..end]);
+            if let Some(l) = self.keys.get(&full) {
+                return Some(*l);
             }
+        }
         self.locate(path)
     }
 }
@@ -248,7 +250,7 @@ fn loc(l: &serde_saphyr::Location) -> Location {
 }
 
 /// A YAML node with its position.
-struct Located {
+pub(crate) struct Located {
     at: Location,
     node: Node,
 }
@@ -260,7 +262,12 @@ enum Node {
 }
 
 impl Located {
-    fn into_json(self, path: String, index: &mut Index, depth: usize) -> Result<Value, String> {
+    pub(crate) fn into_json(
+        self,
+        path: String,
+        index: &mut Index,
+        depth: usize,
+    ) -> Result<Value, String> {
         if depth > MAX_FLOW_DEPTH {
             return Err(format!("nested more than {MAX_FLOW_DEPTH} levels deep"));
         }

@@ -223,9 +223,10 @@ impl Checker {
                 }
                 Step::Divide(v) => {
                     if let Some(d) = self.decimal(&here, v)
-                        && d.is_zero() {
-                            self.err(&here, "division by zero");
-                        }
+                        && d.is_zero()
+                    {
+                        self.err(&here, "division by zero");
+                    }
                 }
                 Step::Round(n) if *n > 20 => self.err(&here, "round to at most 20 decimal places"),
                 Step::Date(d) => self.date(&format!("{here}.date"), d),
@@ -483,9 +484,10 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
         c.path("map.key", k);
     }
     if let Some(f) = &flow.map.filter
-        && let Err(e) = JsonPath::parse(&filter_query(f)) {
-            c.err("map.filter", format!("`{}` is not a filter expression (RFC 9535, `@` is the record, e.g. `@.state != 'draft'`): {}", short(f), e.reason));
-        }
+        && let Err(e) = JsonPath::parse(&filter_query(f))
+    {
+        c.err("map.filter", format!("`{}` is not a filter expression (RFC 9535, `@` is the record, e.g. `@.state != 'draft'`): {}", short(f), e.reason));
+    }
     c.fields("map.fields", &flow.map.fields, 0);
 
     let Destination::Http(sink) = &flow.destination;
@@ -502,12 +504,13 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
         c.auth(&format!("{p}.auth"), a);
     }
     if let Some(b) = sink.batch
-        && (b == 0 || b > MAX_BATCH) {
-            c.err(
-                format!("{p}.batch"),
-                format!("a batch holds 1 to {MAX_BATCH} records"),
-            );
-        }
+        && (b == 0 || b > MAX_BATCH)
+    {
+        c.err(
+            format!("{p}.batch"),
+            format!("a batch holds 1 to {MAX_BATCH} records"),
+        );
+    }
     if let Some(k) = &sink.idempotency_key
         && let Some(t) = c.template(
             &format!("{p}.idempotency_key"),
@@ -520,12 +523,13 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
                 Root::Record,
             ],
         )
-            && t.is_literal() {
-                c.err(
+        && t.is_literal()
+    {
+        c.err(
                     format!("{p}.idempotency_key"),
                     "a constant key would make every record look like the first: use placeholders such as `{{ key }}` or `{{ source.id }}`",
                 );
-            }
+    }
     if !valid_header_name(&sink.idempotency_header) {
         c.err(
             format!("{p}.idempotency_header"),
