@@ -1,1 +1,26 @@
-//! ferry-engine
+//! Runs flows: the executor that moves records from source to destination and records what
+//! happened.
+//!
+//! # Layout
+//! - [`run`]: one run, as four concurrent stages (source → map → deliver → settle);
+//! - [`keys`]: idempotency keys and content hashes;
+//! - [`cursor`]: ordering of incremental cursor values;
+//! - [`progress`]: live counters for progress bars;
+//! - [`deploy`]: turning a flow file into the active revision of an environment;
+//! - [`error`]: what keeps a run from starting.
+//!
+//! The key decision: a run's effects are made exactly once by pairing at-least-once delivery
+//! with an idempotency key on every attempt and a ledger of delivered keys, written in the same
+//! transaction as dead letters and, at the end, the cursor.
+
+pub mod cursor;
+pub mod deploy;
+pub mod error;
+pub mod keys;
+pub mod progress;
+pub mod run;
+
+pub use deploy::{DeployResult, deploy};
+pub use error::EngineError;
+pub use progress::Progress;
+pub use run::{RunOptions, RunRequest, execute};

@@ -1,0 +1,162 @@
+//! Idempotency keys and content hashes.
+//!
+//! Every record gets one idempotency key before its first attempt, and keeps it for every retry,
+//! every later run and every replay: that is what lets the destination drop a duplicate the
+//! ledger could not (the crash window between a 2xx and the ledger commit). The default key is
+//! `<flow>-<record key>-<first 32 hex of the body hash>`, so a changed record is a new delivery
+//! while an unchanged one is recognised.
+
+use std::borrow::Cow;
+
+use ferry_spec::Template;
+use ferry_spec::template::{Encoding, Root, Var};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Longest key sent; longer keys are shortened with a hash of the whole.
+pub const MAX_KEY_LEN: usize = 200;
+
+/// sha256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The text a JSON value takes in a template: strings as they are, numbers and booleans
+/// printed, objects and arrays as compact JSON; null and missing have none.
+pub fn value_text(v: &Value) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Owned(b.to_string())),
+        Value::Null => None,
+        other => Some(Cow::Owned(other.to_string())),
+    }
+}
+
+/// Follows a dotted path (`a.b.0`) into a value.
+pub fn walk<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = v;
+    for seg in path {
+        cur = match cur {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// What a record-level template may refer to.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordVars<'a> {
+    pub flow: &'a str,
+    pub revision: i64,
+    pub source: &'a Value,
+    pub record: &'a Value,
+    pub key: &'a str,
+    pub hash: &'a str,
+}
+
+impl<'a> RecordVars<'a> {
+    /// Answers a placeholder (`env.*` is answered by the caller).
+    pub fn lookup(&self, v: &Var) -> Option<Cow<'a, str>> {
+        match v.root {
+            Root::Source => walk(self.source, &v.path).and_then(value_text),
+            Root::Record => walk(self.record, &v.path).and_then(value_text),
+            Root::Key => Some(Cow::Borrowed(self.key)),
+            Root::Hash => Some(Cow::Borrowed(self.hash)),
+            Root::Flow => match v.path.first().map(String::as_str) {
+                Some("name") => Some(Cow::Borrowed(self.flow)),
+                Some("revision") => Some(Cow::Owned(self.revision.to_string())),
+                _ => None,
+            },
+            Root::Env | Root::Cursor => None,
+        }
+    }
+}
+
+/// The idempotency key of a record: from the flow's template, or the default.
+pub fn idempotency_key(
+    template: Option<&Template>,
+    vars: &RecordVars<'_>,
+) -> Result<String, String> {
+    let raw = match template {
+        Some(t) => t
+            .render(Encoding::Raw, |v| vars.lookup(v))
+            .map_err(|e| format!("destination.http.idempotency_key: {e}"))?,
+        None => format!(
+            "{}-{}-{}",
+            vars.flow,
+            vars.key,
+            &vars.hash[..32.min(vars.hash.len())]
+        ),
+    };
+    Ok(header_safe(&raw))
+}
+
+/// Makes a key safe for an HTTP header and bounded in length, keeping it readable.
+pub fn header_safe(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.:~@+=/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() > MAX_KEY_LEN {
+        let digest = sha256_hex(out.as_bytes());
+        out.truncate(MAX_KEY_LEN - 33);
+        out.push('-');
+        out.push_str(&digest[..32]);
+    }
+    out
+}
+
+/// The record key used in default idempotency keys: `map.key`'s value, or a hash of the source
+/// record when the flow names no key.
+pub fn record_key(mapped_key: Option<String>, source: &Value) -> String {
+    mapped_key.unwrap_or_else(|| {
+        let bytes = serde_json::to_vec(source).unwrap_or_default();
+        format!("h{}", &sha256_hex(&bytes)[..24])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn default_keys_combine_flow_key_and_hash() {
+        let src = json!({"id": 7});
+        let rec = json!({"a": 1});
+        let hash = sha256_hex(b"x");
+        let vars = RecordVars {
+            flow: "f",
+            revision: 3,
+            source: &src,
+            record: &rec,
+            key: "7",
+            hash: &hash,
+        };
+        let k = idempotency_key(None, &vars).unwrap();
+        assert_eq!(k, format!("f-7-{}", &hash[..32]));
+        let t = Template::parse("order-{{ source.id }}-{{ flow.revision }}").unwrap();
+        assert_eq!(idempotency_key(Some(&t), &vars).unwrap(), "order-7-3");
+        let t = Template::parse("o-{{ source.missing }}").unwrap();
+        assert!(idempotency_key(Some(&t), &vars).is_err());
+    }
+
+    #[test]
+    fn keys_are_header_safe_and_bounded() {
+        assert_eq!(header_safe("a b\n"), "a%20b%0A");
+        let long = "x".repeat(5000);
+        let k = header_safe(&long);
+        assert_eq!(k.len(), MAX_KEY_LEN);
+        assert_ne!(
+            header_safe(&format!("{long}1")),
+            header_safe(&format!("{long}2"))
+        );
+    }
+}

@@ -1,0 +1,959 @@
+//! The run executor: source → map → deliver → settle, all stages at once.
+//!
+//! ```text
+//! source (pages) ─[1024]─▶ map (compiled once) ─[1024]─▶ deliver (N in flight, retries)
+//!        └──────────────────────┴── filtered / failed mapping ──┴─[4096]─▶ settle (batched)
+//! ```
+//! Memory is bounded by the channel capacities and the delivery stage's pending limit, not by the
+//! size of the run. Every fetched record ends in exactly one outcome: delivered, skipped (already
+//! in the ledger), filtered or dead-lettered, and the run's counters add up.
+//!
+//! The cursor is committed only when the source was read to the end and every record settled: a
+//! source need not return records in cursor order, so advancing after a partial read could skip
+//! records. A run that fails or stops early leaves the cursor where it was; the next run fetches
+//! those records again and the ledger skips what was delivered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use ferry_connect::RunEnv;
+use ferry_connect::http::{HttpDelivery, HttpPager};
+use ferry_map::{CompiledMap, Mapped};
+use ferry_resilience::{JitteredBackoff, Outcome, RetryDecision, RetryPolicy, decide};
+use ferry_spec::{JsonPath, LoadedFlow, Template};
+use ferry_store::{
+    Attempt, LedgerEntry, NewDeadLetter, NewRun, RunCounts, RunRecord, RunStatus, Settle, Stage,
+    StateStore, Trigger,
+};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::error::EngineError;
+use crate::keys::{RecordVars, idempotency_key, record_key, sha256_hex};
+use crate::progress::Progress;
+
+/// Records buffered between the source and the map stage, and between map and delivery.
+const STAGE_CAPACITY: usize = 1024;
+/// Settled outcomes buffered before the settle stage.
+const SETTLE_CAPACITY: usize = 4096;
+/// Keys looked up in the ledger at once.
+const LOOKUP_CHUNK: usize = 512;
+/// Attempts to write a settle batch before the run fails.
+const SETTLE_ATTEMPTS: u32 = 8;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub flow: Arc<LoadedFlow>,
+    /// The revision number `flow` is the content of.
+    pub revision: i64,
+    pub env: RunEnv,
+    pub trigger: Trigger,
+}
+
+/// How to run it.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Live counters, for progress bars.
+    pub progress: Arc<Progress>,
+    /// Set to true to stop fetching; what was fetched is finished and settled.
+    pub cancel: Option<watch::Receiver<bool>>,
+    /// Outcomes written to the store per transaction.
+    pub settle_batch: usize,
+    /// Longest time an outcome waits before it is written.
+    pub settle_interval: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            progress: Arc::new(Progress::default()),
+            cancel: None,
+            settle_batch: 1000,
+            settle_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A record ready for delivery.
+struct Work {
+    source: Value,
+    mapped: Value,
+    idem: String,
+    url: String,
+    body: Bytes,
+    body_hash: String,
+    cursor: Option<Value>,
+}
+
+/// The outcome of one record.
+enum Settled {
+    Delivered {
+        cursor: Option<Value>,
+        entry: LedgerEntry,
+    },
+    Skipped {
+        cursor: Option<Value>,
+    },
+    Filtered {
+        cursor: Option<Value>,
+    },
+    Dead {
+        cursor: Option<Value>,
+        entry: Box<NewDeadLetter>,
+    },
+}
+
+impl Settled {
+    fn cursor(&self) -> Option<&Value> {
+        match self {
+            Settled::Delivered { cursor, .. }
+            | Settled::Skipped { cursor }
+            | Settled::Filtered { cursor }
+            | Settled::Dead { cursor, .. } => cursor.as_ref(),
+        }
+    }
+}
+
+/// Why a record is dead-lettered.
+struct Failure {
+    stage: Stage,
+    class: String,
+    error: String,
+    attempts: Vec<Attempt>,
+}
+
+impl Failure {
+    fn new(stage: Stage, class: impl Into<String>, error: String, attempts: Vec<Attempt>) -> Self {
+        Failure {
+            stage,
+            class: class.into(),
+            error,
+            attempts,
+        }
+    }
+}
+
+/// What every stage needs to know.
+struct Ctx {
+    run_id: Uuid,
+    flow: String,
+    env: String,
+    revision: i64,
+    store: Arc<dyn StateStore>,
+    progress: Arc<Progress>,
+}
+
+impl Ctx {
+    fn dead(
+        &self,
+        key: Option<String>,
+        source: Value,
+        mapped: Option<Value>,
+        failure: Failure,
+    ) -> Box<NewDeadLetter> {
+        let Failure {
+            stage,
+            class,
+            error,
+            attempts,
+        } = failure;
+        Box::new(NewDeadLetter {
+            id: Uuid::now_v7(),
+            flow: self.flow.clone(),
+            env: self.env.clone(),
+            run_id: self.run_id,
+            revision: self.revision,
+            key,
+            source_record: source,
+            mapped_record: mapped,
+            stage,
+            error,
+            error_class: class,
+            attempts,
+            created_at: Utc::now(),
+        })
+    }
+}
+
+/// Runs a flow revision once and records the run. Returns the finished run record; a run that
+/// failed is `Ok` with status `failed` and its reason.
+pub async fn execute(
+    store: Arc<dyn StateStore>,
+    req: RunRequest,
+    opts: RunOptions,
+) -> Result<RunRecord, EngineError> {
+    let flow = &req.flow.flow;
+    let map = CompiledMap::compile(&flow.map).map_err(|errs| EngineError::Flow {
+        flow: flow.name.clone(),
+        reason: errs
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })?;
+    let src = flow.http_source();
+    let sink_spec = flow.http_sink();
+    let cursor_path = match &src.cursor {
+        Some(c) => Some(JsonPath::parse(&c.field).map_err(|e| EngineError::Flow {
+            flow: flow.name.clone(),
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
+    let key_template = match &sink_spec.idempotency_key {
+        Some(t) => Some(Template::parse(t).map_err(|e| EngineError::Flow {
+            flow: flow.name.clone(),
+            reason: format!("destination.http.idempotency_key: {e}"),
+        })?),
+        None => None,
+    };
+    let policy = RetryPolicy::try_new(
+        flow.policy.retry.attempts,
+        flow.policy.retry.initial.get(),
+        flow.policy.retry.max.get(),
+        match flow.policy.retry.jitter {
+            ferry_spec::Jitter::Full => ferry_resilience::Jitter::Full,
+            ferry_spec::Jitter::Equal => ferry_resilience::Jitter::Equal,
+            ferry_spec::Jitter::None => ferry_resilience::Jitter::None,
+        },
+        flow.policy.retry.max_elapsed.get(),
+    )
+    .map_err(|e| EngineError::Flow {
+        flow: flow.name.clone(),
+        reason: format!("policy.retry: {e}"),
+    })?;
+
+    let env_name = req.env.name.clone();
+    store
+        .fail_stale_runs(
+            &flow.name,
+            &env_name,
+            "the process running it stopped before it finished",
+        )
+        .await?;
+    let stored_cursor = store.cursor(&flow.name, &env_name).await?;
+    let cursor_before = stored_cursor
+        .clone()
+        .or_else(|| src.cursor.as_ref().and_then(|c| c.start.clone()));
+    let run_id = Uuid::now_v7();
+    store
+        .create_run(&NewRun {
+            id: run_id,
+            flow: flow.name.clone(),
+            env: env_name.clone(),
+            revision: req.revision,
+            hash: req.flow.hash.clone(),
+            trigger: req.trigger,
+            cursor_before: cursor_before.clone(),
+            started_at: Utc::now(),
+        })
+        .await?;
+    let span = tracing::info_span!("run", run_id = %run_id, flow = %flow.name, revision = req.revision, env = %env_name);
+    let _guard = span.enter();
+    tracing::info!(trigger = %req.trigger, "Run started");
+
+    let ctx = Arc::new(Ctx {
+        run_id,
+        flow: flow.name.clone(),
+        env: env_name.clone(),
+        revision: req.revision,
+        store: store.clone(),
+        progress: opts.progress.clone(),
+    });
+
+    let setup = HttpPager::new(src, &req.env, cursor_before.as_ref())
+        .and_then(|p| HttpDelivery::new(sink_spec, &req.env).map(|s| (p, s)));
+    let (pager, sink) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "Run could not start");
+            store
+                .finish_run(
+                    run_id,
+                    RunStatus::Failed,
+                    &RunCounts::default(),
+                    None,
+                    Some(&msg),
+                )
+                .await?;
+            return store.run(run_id).await?.ok_or_else(|| EngineError::Flow {
+                flow: flow.name.clone(),
+                reason: "run record vanished".into(),
+            });
+        }
+    };
+
+    let (fetched_tx, fetched_rx) = mpsc::channel::<Value>(STAGE_CAPACITY);
+    let (work_tx, work_rx) = mpsc::channel::<Work>(STAGE_CAPACITY);
+    let (settle_tx, settle_rx) = mpsc::channel::<Settled>(SETTLE_CAPACITY);
+
+    let sink = Arc::new(sink);
+    let source_task = tokio::spawn(source_stage(
+        pager,
+        fetched_tx,
+        ctx.progress.clone(),
+        opts.cancel.clone(),
+    ));
+    let map_task = tokio::spawn(map_stage(
+        ctx.clone(),
+        MapStage {
+            map,
+            cursor_path,
+            key_template,
+            sink: sink.clone(),
+            batched: sink_spec.batch.is_some(),
+        },
+        fetched_rx,
+        work_tx,
+        settle_tx.clone(),
+    ));
+    let deliver_task = tokio::spawn(deliver_stage(
+        ctx.clone(),
+        sink,
+        policy,
+        sink_spec.concurrency as usize,
+        sink_spec.batch.map(|b| b as usize),
+        work_rx,
+        settle_tx,
+    ));
+    let settle_task = tokio::spawn(settle_stage(
+        ctx.clone(),
+        settle_rx,
+        opts.settle_batch.max(1),
+        opts.settle_interval,
+    ));
+
+    let source_result = source_task.await;
+    let _ = map_task.await;
+    let _ = deliver_task.await;
+    let settled = settle_task.await;
+
+    let (source_error, cancelled) = match source_result {
+        Ok(SourceEnd::Done) => (None, false),
+        Ok(SourceEnd::Cancelled) => (None, true),
+        Ok(SourceEnd::Failed(e)) => (Some(e), false),
+        Err(e) => (Some(format!("source stage crashed: {e}")), false),
+    };
+    let (counts, max_cursor, settle_error) = match settled {
+        Ok(Ok((c, m))) => (c, m, None),
+        Ok(Err((c, e))) => (c, None, Some(e)),
+        Err(e) => (
+            ctx.progress.counts(),
+            None,
+            Some(format!("settle stage crashed: {e}")),
+        ),
+    };
+
+    let (status, error, cursor_after) = if let Some(e) = settle_error {
+        (RunStatus::Failed, Some(e), stored_cursor.clone())
+    } else if let Some(e) = source_error {
+        (RunStatus::Failed, Some(e), stored_cursor.clone())
+    } else if cancelled {
+        (
+            RunStatus::Incomplete,
+            Some(
+                "stopped before the source was read to the end; the next run carries on"
+                    .to_string(),
+            ),
+            stored_cursor.clone(),
+        )
+    } else {
+        // Every record is settled: the cursor may move to the largest value seen.
+        let next = match (&max_cursor, &cursor_before) {
+            (Some(m), Some(b)) if crate::cursor::cmp(m, b).is_gt() => Some(m.clone()),
+            (Some(m), None) => Some(m.clone()),
+            _ => None,
+        };
+        if let Some(c) = &next {
+            commit_cursor(&ctx, counts, c).await.map_or_else(
+                |e| (RunStatus::Failed, Some(e), stored_cursor.clone()),
+                |_| (RunStatus::Succeeded, None, Some(c.clone())),
+            )
+        } else {
+            (RunStatus::Succeeded, None, stored_cursor.clone())
+        }
+    };
+    store
+        .finish_run(
+            run_id,
+            status,
+            &counts,
+            cursor_after.as_ref(),
+            error.as_deref(),
+        )
+        .await?;
+    match &error {
+        Some(e) => {
+            tracing::error!(status = %status, error = %e, fetched = counts.fetched, "Run finished")
+        }
+        None => {
+            tracing::info!(status = %status, fetched = counts.fetched, delivered = counts.delivered, skipped = counts.skipped, filtered = counts.filtered, dead_lettered = counts.dead_lettered, "Run finished")
+        }
+    }
+    store.run(run_id).await?.ok_or_else(|| EngineError::Flow {
+        flow: ctx.flow.clone(),
+        reason: "run record vanished".into(),
+    })
+}
+
+async fn commit_cursor(ctx: &Ctx, counts: RunCounts, cursor: &Value) -> Result<(), String> {
+    let batch = Settle {
+        run_id: ctx.run_id,
+        flow: ctx.flow.clone(),
+        env: ctx.env.clone(),
+        delivered: Vec::new(),
+        dead: Vec::new(),
+        counts,
+        cursor: Some(cursor.clone()),
+    };
+    write_settle(ctx, &batch).await
+}
+
+enum SourceEnd {
+    Done,
+    Cancelled,
+    Failed(String),
+}
+
+async fn source_stage(
+    mut pager: HttpPager,
+    tx: mpsc::Sender<Value>,
+    progress: Arc<Progress>,
+    cancel: Option<watch::Receiver<bool>>,
+) -> SourceEnd {
+    loop {
+        if cancel.as_ref().is_some_and(|c| *c.borrow()) {
+            return SourceEnd::Cancelled;
+        }
+        match pager.next_page().await {
+            Ok(Some(page)) => {
+                Progress::add(&progress.pages, 1);
+                tracing::debug!(
+                    page = page.number,
+                    records = page.records.len(),
+                    "Page fetched"
+                );
+                for rec in page.records {
+                    Progress::add(&progress.fetched, 1);
+                    if tx.send(rec).await.is_err() {
+                        return SourceEnd::Failed("the map stage stopped".into());
+                    }
+                }
+            }
+            Ok(None) => return SourceEnd::Done,
+            Err(e) => return SourceEnd::Failed(e.to_string()),
+        }
+    }
+}
+
+/// What the map stage needs, compiled once per run.
+struct MapStage {
+    map: CompiledMap,
+    cursor_path: Option<JsonPath>,
+    key_template: Option<Template>,
+    sink: Arc<HttpDelivery>,
+    batched: bool,
+}
+
+async fn map_stage(
+    ctx: Arc<Ctx>,
+    stage: MapStage,
+    mut rx: mpsc::Receiver<Value>,
+    work_tx: mpsc::Sender<Work>,
+    settle_tx: mpsc::Sender<Settled>,
+) {
+    while let Some(source) = rx.recv().await {
+        let cursor = stage
+            .cursor_path
+            .as_ref()
+            .and_then(|p| p.first(&source))
+            .filter(|v| !v.is_null())
+            .cloned();
+        let out = match prepare(&ctx, &stage, source, cursor) {
+            Ok(work) => work_tx.send(work).await.is_ok(),
+            Err(settled) => settle_tx.send(*settled).await.is_ok(),
+        };
+        if !out {
+            return;
+        }
+    }
+}
+
+/// Maps one record and prepares its request, or says how it settled instead.
+fn prepare(
+    ctx: &Ctx,
+    stage: &MapStage,
+    source: Value,
+    cursor: Option<Value>,
+) -> Result<Work, Box<Settled>> {
+    let mapped = match stage.map.apply(&source) {
+        Ok(Mapped::Record(v)) => v,
+        Ok(Mapped::Filtered) => return Err(Box::new(Settled::Filtered { cursor })),
+        Err(e) => {
+            let key = stage.map.key(&source);
+            let entry = ctx.dead(
+                key,
+                source,
+                None,
+                Failure::new(Stage::Map, "mapping", e.to_string(), Vec::new()),
+            );
+            return Err(Box::new(Settled::Dead { cursor, entry }));
+        }
+    };
+    let body = match serde_json::to_vec(&mapped) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => {
+            let entry = ctx.dead(
+                None,
+                source,
+                Some(mapped),
+                Failure::new(
+                    Stage::Validate,
+                    "encoding",
+                    format!("the mapped record cannot be encoded as JSON: {e}"),
+                    Vec::new(),
+                ),
+            );
+            return Err(Box::new(Settled::Dead { cursor, entry }));
+        }
+    };
+    let body_hash = sha256_hex(&body);
+    let key = record_key(stage.map.key(&source), &source);
+    let vars = RecordVars {
+        flow: &ctx.flow,
+        revision: ctx.revision,
+        source: &source,
+        record: &mapped,
+        key: &key,
+        hash: &body_hash,
+    };
+    let idem = match idempotency_key(stage.key_template.as_ref(), &vars) {
+        Ok(k) => k,
+        Err(e) => {
+            let entry = ctx.dead(
+                Some(key),
+                source,
+                Some(mapped),
+                Failure::new(Stage::Validate, "template", e, Vec::new()),
+            );
+            return Err(Box::new(Settled::Dead { cursor, entry }));
+        }
+    };
+    let url = if stage.batched {
+        stage.sink.url(|_| None)
+    } else {
+        stage.sink.url(|v| vars.lookup(v))
+    };
+    let url = match url {
+        Ok(u) => u,
+        Err(e) => {
+            let entry = ctx.dead(
+                Some(idem),
+                source,
+                Some(mapped),
+                Failure::new(Stage::Validate, "template", e.to_string(), Vec::new()),
+            );
+            return Err(Box::new(Settled::Dead { cursor, entry }));
+        }
+    };
+    Ok(Work {
+        source,
+        mapped,
+        idem,
+        url,
+        body,
+        body_hash,
+        cursor,
+    })
+}
+
+/// One request's worth of records: one record, or a batch.
+struct Job {
+    works: Vec<Work>,
+    url: String,
+    key: String,
+    body: Bytes,
+}
+
+impl Job {
+    fn single(w: Work) -> Job {
+        Job {
+            url: w.url.clone(),
+            key: w.idem.clone(),
+            body: w.body.clone(),
+            works: vec![w],
+        }
+    }
+
+    fn batch(flow: &str, works: Vec<Work>) -> Job {
+        let mut keys = String::new();
+        let mut body =
+            Vec::with_capacity(works.iter().map(|w| w.body.len() + 1).sum::<usize>() + 2);
+        body.push(b'[');
+        for (i, w) in works.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+                keys.push('\n');
+            }
+            body.extend_from_slice(&w.body);
+            keys.push_str(&w.idem);
+        }
+        body.push(b']');
+        Job {
+            url: works[0].url.clone(),
+            key: format!("{flow}-batch-{}", &sha256_hex(keys.as_bytes())[..32]),
+            body: Bytes::from(body),
+            works,
+        }
+    }
+}
+
+async fn deliver_stage(
+    ctx: Arc<Ctx>,
+    sink: Arc<HttpDelivery>,
+    policy: RetryPolicy,
+    concurrency: usize,
+    batch: Option<usize>,
+    mut rx: mpsc::Receiver<Work>,
+    settle_tx: mpsc::Sender<Settled>,
+) {
+    // Requests in flight are bounded by `slots`; records waiting for a retry hold no slot, so a
+    // slow retry never blocks fresh records. `max_pending` bounds memory.
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let per_job = batch.unwrap_or(1);
+    let max_pending = (concurrency * 4 + 64).div_ceil(per_job).max(2);
+    let mut pending = FuturesUnordered::new();
+    let mut inflight: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut buf: Vec<Work> = Vec::new();
+    let mut open = true;
+    loop {
+        if !buf.is_empty() {
+            let chunk = std::mem::take(&mut buf);
+            let (ready, done) = screen(&ctx, chunk, &mut inflight).await;
+            for s in done {
+                if settle_tx.send(s).await.is_err() {
+                    return;
+                }
+            }
+            let jobs: Vec<Job> = match batch {
+                None => ready.into_iter().map(Job::single).collect(),
+                Some(n) => {
+                    let mut jobs = Vec::new();
+                    let mut it = ready.into_iter().peekable();
+                    while it.peek().is_some() {
+                        let group: Vec<Work> = it.by_ref().take(n).collect();
+                        jobs.push(Job::batch(&ctx.flow, group));
+                    }
+                    jobs
+                }
+            };
+            for job in jobs {
+                pending.push(deliver_job(
+                    ctx.clone(),
+                    sink.clone(),
+                    slots.clone(),
+                    policy.clone(),
+                    job,
+                ));
+            }
+        }
+        if !open && pending.is_empty() {
+            break;
+        }
+        let room = pending.len() < max_pending;
+        tokio::select! {
+            biased;
+            Some(results) = pending.next(), if !pending.is_empty() => {
+                for (key, s) in results {
+                    inflight.remove(&key);
+                    if settle_tx.send(s).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            w = rx.recv(), if open && room => match w {
+                Some(w) => {
+                    buf.push(w);
+                    let cap = LOOKUP_CHUNK.min((max_pending - pending.len()) * per_job);
+                    while buf.len() < cap {
+                        match rx.try_recv() {
+                            Ok(w) => buf.push(w),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => open = false,
+            },
+        }
+    }
+}
+
+/// Sorts out records that must not be sent: already in the ledger (skipped, or refused when the
+/// body differs) or sharing a key with a record in flight.
+async fn screen(
+    ctx: &Ctx,
+    chunk: Vec<Work>,
+    inflight: &mut std::collections::HashMap<String, String>,
+) -> (Vec<Work>, Vec<Settled>) {
+    let keys: Vec<String> = chunk.iter().map(|w| w.idem.clone()).collect();
+    let hits = match ctx.store.ledger_lookup(&ctx.flow, &ctx.env, &keys).await {
+        Ok(h) => h,
+        Err(e) => {
+            // Without the ledger we cannot tell what was delivered: sending anyway is safe
+            // because the destination dedupes on the key we always send.
+            tracing::warn!(error = %e, "Ledger lookup failed; relying on the destination's dedupe for this batch");
+            Default::default()
+        }
+    };
+    let mut ready = Vec::with_capacity(chunk.len());
+    let mut done = Vec::new();
+    for w in chunk {
+        if let Some(hit) = hits.get(&w.idem) {
+            if hit.body_hash == w.body_hash {
+                done.push(Settled::Skipped { cursor: w.cursor });
+            } else {
+                let err = format!(
+                    "idempotency key `{}` was delivered before with a different body (run {}, revision {}); refused locally and not sent: change the key template or replay with a new key",
+                    w.idem, hit.run_id, hit.revision
+                );
+                let entry = ctx.dead(
+                    Some(w.idem),
+                    w.source,
+                    Some(w.mapped),
+                    Failure::new(Stage::Deliver, "key_conflict", err, Vec::new()),
+                );
+                done.push(Settled::Dead {
+                    cursor: w.cursor,
+                    entry,
+                });
+            }
+            continue;
+        }
+        match inflight.get(&w.idem) {
+            Some(h) if *h == w.body_hash => done.push(Settled::Skipped { cursor: w.cursor }),
+            Some(_) => {
+                let err = format!(
+                    "two records of this run have idempotency key `{}` with different bodies; the second was not sent",
+                    w.idem
+                );
+                let entry = ctx.dead(
+                    Some(w.idem),
+                    w.source,
+                    Some(w.mapped),
+                    Failure::new(Stage::Deliver, "key_conflict", err, Vec::new()),
+                );
+                done.push(Settled::Dead {
+                    cursor: w.cursor,
+                    entry,
+                });
+            }
+            None => {
+                inflight.insert(w.idem.clone(), w.body_hash.clone());
+                ready.push(w);
+            }
+        }
+    }
+    (ready, done)
+}
+
+/// Delivers one job with retries; returns each record's outcome with its key.
+async fn deliver_job(
+    ctx: Arc<Ctx>,
+    sink: Arc<HttpDelivery>,
+    slots: Arc<Semaphore>,
+    policy: RetryPolicy,
+    job: Job,
+) -> Vec<(String, Settled)> {
+    let started = Instant::now();
+    let mut backoff = JitteredBackoff::for_policy(&policy);
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let result: Result<u16, (String, String)> = loop {
+        let attempt = {
+            let _permit = slots.acquire().await;
+            sink.send(&job.url, &job.key, job.body.clone()).await
+        };
+        match attempt.outcome {
+            Outcome::Success => break Ok(attempt.status.unwrap_or(200)),
+            Outcome::Fail { reason } => {
+                attempts.push(Attempt {
+                    at: Utc::now(),
+                    status: attempt.status,
+                    error: reason.clone(),
+                });
+                break Err(("rejected".into(), reason));
+            }
+            Outcome::Retry {
+                reason,
+                retry_after,
+            } => {
+                attempts.push(Attempt {
+                    at: Utc::now(),
+                    status: attempt.status,
+                    error: reason.clone(),
+                });
+                let n = attempts.len() as u32;
+                match decide(&policy, n, started.elapsed(), retry_after, &mut backoff) {
+                    RetryDecision::RetryAfter(wait) => {
+                        Progress::add(&ctx.progress.retries, 1);
+                        tracing::debug!(key = %job.key, attempt = n, wait_ms = wait.as_millis() as u64, reason = %reason, "Retrying delivery");
+                        tokio::time::sleep(wait).await;
+                    }
+                    RetryDecision::GiveUp(why) => {
+                        break Err((
+                            "retries_exhausted".into(),
+                            format!("{reason}; gave up: {why}"),
+                        ));
+                    }
+                }
+            }
+        }
+    };
+    let now = Utc::now();
+    job.works
+        .into_iter()
+        .map(|w| {
+            let settled = match &result {
+                Ok(status) => Settled::Delivered {
+                    cursor: w.cursor,
+                    entry: LedgerEntry {
+                        key: w.idem.clone(),
+                        body_hash: w.body_hash,
+                        run_id: ctx.run_id,
+                        revision: ctx.revision,
+                        status: *status,
+                        delivered_at: now,
+                    },
+                },
+                Err((class, error)) => {
+                    let entry = ctx.dead(
+                        Some(w.idem.clone()),
+                        w.source,
+                        Some(w.mapped),
+                        Failure::new(Stage::Deliver, class, error.clone(), attempts.clone()),
+                    );
+                    Settled::Dead {
+                        cursor: w.cursor,
+                        entry,
+                    }
+                }
+            };
+            (w.idem, settled)
+        })
+        .collect()
+}
+
+/// Writes outcomes in batches; returns the run's counts and the largest cursor value settled.
+async fn settle_stage(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::Receiver<Settled>,
+    batch_size: usize,
+    interval: Duration,
+) -> Result<(RunCounts, Option<Value>), (RunCounts, String)> {
+    let mut counts = RunCounts::default();
+    let mut delivered = Vec::new();
+    let mut dead = Vec::new();
+    let mut dirty = false;
+    let mut max_cursor: Option<Value> = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let flush_now = tokio::select! {
+            item = rx.recv() => match item {
+                Some(s) => {
+                    if let Some(c) = s.cursor()
+                        && max_cursor.as_ref().is_none_or(|m| crate::cursor::cmp(c, m).is_gt())
+                    {
+                        max_cursor = Some(c.clone());
+                    }
+                    let p = &ctx.progress;
+                    match s {
+                        Settled::Delivered { entry, .. } => {
+                            counts.delivered += 1;
+                            Progress::add(&p.delivered, 1);
+                            delivered.push(entry);
+                        }
+                        Settled::Skipped { .. } => {
+                            counts.skipped += 1;
+                            Progress::add(&p.skipped, 1);
+                        }
+                        Settled::Filtered { .. } => {
+                            counts.filtered += 1;
+                            Progress::add(&p.filtered, 1);
+                        }
+                        Settled::Dead { entry, .. } => {
+                            counts.dead_lettered += 1;
+                            Progress::add(&p.dead_lettered, 1);
+                            dead.push(*entry);
+                        }
+                    }
+                    dirty = true;
+                    delivered.len() + dead.len() >= batch_size
+                }
+                None => break,
+            },
+            _ = tick.tick() => dirty,
+        };
+        if flush_now {
+            counts.fetched = counts.settled();
+            let batch = Settle {
+                run_id: ctx.run_id,
+                flow: ctx.flow.clone(),
+                env: ctx.env.clone(),
+                delivered: std::mem::take(&mut delivered),
+                dead: std::mem::take(&mut dead),
+                counts,
+                cursor: None,
+            };
+            if let Err(e) = write_settle(&ctx, &batch).await {
+                return Err((counts, e));
+            }
+            dirty = false;
+        }
+    }
+    counts.fetched = counts.settled();
+    if dirty {
+        let batch = Settle {
+            run_id: ctx.run_id,
+            flow: ctx.flow.clone(),
+            env: ctx.env.clone(),
+            delivered,
+            dead,
+            counts,
+            cursor: None,
+        };
+        write_settle(&ctx, &batch).await.map_err(|e| (counts, e))?;
+    }
+    Ok((counts, max_cursor))
+}
+
+/// Writes one settle batch, retrying while the store reports a transient failure.
+async fn write_settle(ctx: &Ctx, batch: &Settle) -> Result<(), String> {
+    let mut wait = Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match ctx.store.settle(batch).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && attempt < SETTLE_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "State store write failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "could not record {} delivered and {} dead-lettered records in the state store: {e}; delivered records will be recognised by the destination's dedupe on the next run",
+                    batch.delivered.len(),
+                    batch.dead.len()
+                ));
+            }
+        }
+    }
+}

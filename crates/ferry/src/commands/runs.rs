@@ -1,0 +1,233 @@
+//! `ferry run`, `runs`, `show-run`, `flows`, `history`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use ferry_engine::{Progress, RunOptions, RunRequest};
+use ferry_store::{RunStatus, Trigger};
+
+use crate::cli::Output;
+use crate::context::{Ctx, author};
+use crate::exit::CliError;
+use crate::report;
+
+/// Deploys (when given a changed file) and runs a flow; exit 1 when the run failed.
+pub async fn run(ctx: &Ctx, flow: &str, progress: bool) -> Result<u8> {
+    let store = ctx.store().await?;
+    let env = ctx.run_env()?;
+    let (loaded, revision) = if Path::new(flow).exists() {
+        let loaded =
+            ferry_spec::load_file(Path::new(flow)).map_err(|e| CliError::input(e.to_string()))?;
+        let d = ferry_engine::deploy(
+            &store,
+            &loaded,
+            &env.name,
+            "deployed by `ferry run`",
+            &author(),
+        )
+        .await?;
+        if d.created && ctx.output() == Output::Text {
+            eprintln!(
+                "deployed {} revision {} ({})",
+                loaded.flow.name,
+                d.revision.number,
+                &d.revision.hash[..12]
+            );
+        }
+        (loaded, d.revision.number)
+    } else {
+        let rev = store
+            .active_revision(flow, &env.name)
+            .await?
+            .ok_or_else(|| {
+                CliError::input(format!(
+                    "`{flow}` is neither a file nor a flow deployed in environment `{}`",
+                    env.name
+                ))
+            })?;
+        let loaded = ferry_spec::from_canonical(&rev.spec).map_err(|e| {
+            CliError::input(format!(
+                "stored revision {} of {flow} cannot be read: {e}",
+                rev.number
+            ))
+        })?;
+        (loaded, rev.number)
+    };
+    let record = run_loaded(ctx, store, env, loaded, revision, Trigger::Manual, progress).await?;
+    Ok(if record.status == RunStatus::Succeeded {
+        0
+    } else {
+        1
+    })
+}
+
+/// Runs a loaded revision with a progress bar and prints the summary.
+pub async fn run_loaded(
+    ctx: &Ctx,
+    store: Arc<dyn ferry_store::StateStore>,
+    env: ferry_connect::RunEnv,
+    loaded: ferry_spec::LoadedFlow,
+    revision: i64,
+    trigger: Trigger,
+    show_progress: bool,
+) -> Result<ferry_store::RunRecord> {
+    let progress = Arc::new(Progress::default());
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\nstopping: no new pages are fetched; records in flight are finished and recorded"
+            );
+            let _ = cancel_tx.send(true);
+        }
+    });
+    let bar = report::ProgressView::start(
+        progress.clone(),
+        show_progress && ctx.output() == Output::Text,
+    );
+    let opts = RunOptions {
+        progress: progress.clone(),
+        cancel: Some(cancel_rx),
+        ..RunOptions::default()
+    };
+    let req = RunRequest {
+        flow: Arc::new(loaded),
+        revision,
+        env,
+        trigger,
+    };
+    let started = std::time::Instant::now();
+    let result = ferry_engine::execute(store, req.clone(), opts).await;
+    bar.finish().await;
+    ctrl_c.abort();
+    let record = result.context("running the flow")?;
+    report::summary(
+        ctx.output(),
+        &record,
+        &req.flow.hash,
+        started.elapsed(),
+        progress.retries(),
+    );
+    Ok(record)
+}
+
+pub async fn list(ctx: &Ctx, flow: Option<&str>, limit: u32) -> Result<u8> {
+    let store = ctx.store().await?;
+    let runs = store.runs(flow, limit).await?;
+    if ctx.output() == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(0);
+    }
+    if runs.is_empty() {
+        println!("no runs yet");
+        return Ok(0);
+    }
+    println!(
+        "{:<36}  {:<24} {:>4}  {:<10} {:<8} {:>8} {:>9} {:>7} {:>8} {:>5}  STARTED",
+        "RUN",
+        "FLOW",
+        "REV",
+        "STATUS",
+        "TRIGGER",
+        "FETCHED",
+        "DELIVERED",
+        "SKIPPED",
+        "FILTERED",
+        "DLQ"
+    );
+    for r in runs {
+        println!(
+            "{:<36}  {:<24} {:>4}  {:<10} {:<8} {:>8} {:>9} {:>7} {:>8} {:>5}  {}",
+            r.id,
+            r.flow,
+            r.revision,
+            r.status.to_string(),
+            r.trigger.to_string(),
+            r.counts.fetched,
+            r.counts.delivered,
+            r.counts.skipped,
+            r.counts.filtered,
+            r.counts.dead_lettered,
+            r.started_at.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(0)
+}
+
+pub async fn show(ctx: &Ctx, id: &str) -> Result<u8> {
+    let id = uuid::Uuid::parse_str(id)
+        .map_err(|_| CliError::input(format!("`{id}` is not a run id")))?;
+    let store = ctx.store().await?;
+    let run = store
+        .run(id)
+        .await?
+        .ok_or_else(|| CliError::input(format!("no run {id}")))?;
+    println!("{}", serde_json::to_string_pretty(&run)?);
+    Ok(0)
+}
+
+pub async fn flows(ctx: &Ctx) -> Result<u8> {
+    let store = ctx.store().await?;
+    let flows = store.flows(&ctx.global.env).await?;
+    if ctx.output() == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&flows)?);
+        return Ok(0);
+    }
+    if flows.is_empty() {
+        println!("no flows deployed in environment `{}`", ctx.global.env);
+        return Ok(0);
+    }
+    println!(
+        "{:<30} {:>6} {:<14} {:>9}  LAST RUN",
+        "FLOW", "ACTIVE", "HASH", "REVISIONS"
+    );
+    for f in flows {
+        let last = f
+            .last_run
+            .map(|r| {
+                format!(
+                    "{} {} ({})",
+                    r.status,
+                    r.started_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.id
+                )
+            })
+            .unwrap_or_else(|| "never".into());
+        println!(
+            "{:<30} {:>6} {:<14} {:>9}  {last}",
+            f.name,
+            f.active.number,
+            &f.active.hash[..12],
+            f.revisions
+        );
+    }
+    Ok(0)
+}
+
+pub async fn history(ctx: &Ctx, flow: &str) -> Result<u8> {
+    let store = ctx.store().await?;
+    let revs = store.revisions(flow).await?;
+    if revs.is_empty() {
+        return Err(CliError::input(format!("no flow `{flow}`")).into());
+    }
+    if ctx.output() == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&revs)?);
+        return Ok(0);
+    }
+    println!(
+        "{:>4}  {:<14} {:<20} {:<12} MESSAGE",
+        "REV", "HASH", "CREATED", "AUTHOR"
+    );
+    for r in revs {
+        println!(
+            "{:>4}  {:<14} {:<20} {:<12} {}",
+            r.number,
+            &r.hash[..12],
+            r.created_at.format("%Y-%m-%d %H:%M:%S"),
+            r.author,
+            r.message
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,113 @@
+//! What every command needs: the state store, the run environment, the output format.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use ferry_connect::{RunEnv, Secrets};
+use ferry_store::StateStore;
+
+use crate::cli::{Global, Output};
+use crate::exit::CliError;
+
+/// File name of the embedded state database inside the state directory.
+pub const STATE_FILE: &str = "state.db";
+
+pub struct Ctx {
+    pub global: Global,
+}
+
+impl Ctx {
+    pub fn output(&self) -> Output {
+        self.global.output
+    }
+
+    /// The database URL in use.
+    pub fn database_url(&self) -> String {
+        match &self.global.database {
+            Some(u) => u.clone(),
+            None => format!("sqlite:{}", self.global.state.join(STATE_FILE).display()),
+        }
+    }
+
+    pub async fn store(&self) -> Result<Arc<dyn StateStore>> {
+        let url = self.database_url();
+        ferry_store::open(&url)
+            .await
+            .with_context(|| format!("opening the state store {}", redact(&url)))
+    }
+
+    /// The environment flows run in: --var values, then the process environment; secrets from
+    /// --secrets, then the process environment.
+    pub fn run_env(&self) -> Result<RunEnv> {
+        let secrets = match &self.global.secrets {
+            Some(p) => Secrets::from_file(p).map_err(|e| CliError::input(e.to_string()))?,
+            None => Secrets::from_process_env(),
+        };
+        let mut env = RunEnv::new(self.global.env.clone(), secrets);
+        for kv in &self.global.vars {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| CliError::input(format!("--var `{kv}` is not NAME=VALUE")))?;
+            env.set_var(k.trim(), v);
+        }
+        Ok(env)
+    }
+}
+
+/// A database URL without its password.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Flow files named by paths: files as given, folders searched (not recursively) for
+/// `*.yaml` / `*.yml`, sorted.
+pub fn flow_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading folder {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| is_flow_file(f))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(CliError::input(format!(
+                    "{}: no .yaml or .yml flow files in this folder",
+                    p.display()
+                ))
+                .into());
+            }
+            out.extend(found);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(CliError::input(format!("{}: no such file or folder", p.display())).into());
+        }
+    }
+    Ok(out)
+}
+
+fn is_flow_file(p: &Path) -> bool {
+    p.is_file()
+        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        && p.file_name().and_then(|n| n.to_str()) != Some("ferry.yaml")
+}
+
+/// The OS user, for revision authorship.
+pub fn author() -> String {
+    std::env::var("FERRY_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}

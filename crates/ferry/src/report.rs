@@ -1,0 +1,119 @@
+//! Live progress and run summaries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_engine::Progress;
+use ferry_store::RunRecord;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::cli::Output;
+
+/// A progress bar fed from a run's counters; drawn only on a terminal.
+pub struct ProgressView {
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ProgressView {
+    pub fn start(progress: Arc<Progress>, enabled: bool) -> Self {
+        use std::io::IsTerminal;
+        if !enabled || !std::io::stderr().is_terminal() {
+            return ProgressView {
+                task: None,
+                stop: None,
+            };
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                let c = progress.counts();
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!(
+                    "fetched {} · delivered {} · skipped {} · filtered {} · dead-lettered {} · {:.0} records/s",
+                    c.fetched,
+                    c.delivered,
+                    c.skipped,
+                    c.filtered,
+                    c.dead_lettered,
+                    c.settled() as f64 / secs
+                ));
+                bar.tick();
+                tokio::select! {
+                    _ = &mut rx => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            bar.finish_and_clear();
+        });
+        ProgressView {
+            task: Some(task),
+            stop: Some(tx),
+        }
+    }
+
+    pub async fn finish(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Prints what a run did.
+pub fn summary(output: Output, r: &RunRecord, hash: &str, took: Duration, retries: u64) {
+    let secs = took.as_secs_f64().max(0.001);
+    let rate = r.counts.settled() as f64 / secs;
+    if output == Output::Json {
+        let v = json!({"run": r, "duration_ms": took.as_millis() as u64, "records_per_second": rate.round(), "retries": retries, "peak_rss_kib": peak_rss_kib()});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    let c = &r.counts;
+    println!("run       {}", r.id);
+    println!("flow      {} (environment {})", r.flow, r.env);
+    println!("revision  {} ({})", r.revision, &hash[..12.min(hash.len())]);
+    println!("status    {}", r.status);
+    println!(
+        "records   fetched {} = delivered {} + skipped {} + filtered {} + dead-lettered {}",
+        c.fetched, c.delivered, c.skipped, c.filtered, c.dead_lettered
+    );
+    if retries > 0 {
+        println!("retries   {retries}");
+    }
+    let cur = |v: &Option<serde_json::Value>| {
+        v.as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "none".into())
+    };
+    println!(
+        "cursor    {} -> {}",
+        cur(&r.cursor_before),
+        cur(&r.cursor_after)
+    );
+    println!("duration  {:.2}s ({:.0} records/s)", secs, rate);
+    if let Some(kib) = peak_rss_kib() {
+        println!("memory    peak RSS {:.1} MiB", kib as f64 / 1024.0);
+    }
+    if let Some(e) = &r.error {
+        println!("error     {e}");
+    }
+}
+
+/// Peak resident memory of this process (Linux), in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

@@ -1,0 +1,184 @@
+//! The real `ferry` binary: exit codes, error messages, the demo, a run against the sandbox.
+
+mod common;
+
+use std::time::Duration;
+
+use ferry_e2e::{run_ferry, text, workspace};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn fixture(name: &str) -> String {
+    workspace()
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn validate_accepts_the_example_flows() {
+    let out = run_ferry(&["validate", "flows"], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("orders-to-warehouse"));
+}
+
+#[test]
+fn validate_reports_every_bad_file_with_position_and_path() {
+    let files = [
+        "bad-yaml.yaml",
+        "unknown-key.yaml",
+        "bad-jsonpath.yaml",
+        "literal-secret.yaml",
+    ];
+    let paths: Vec<String> = files.iter().map(|f| fixture(f)).collect();
+    let mut args = vec!["validate"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = run_ferry(&args, &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("bad-yaml.yaml:4:") || s.contains("bad-yaml.yaml:5:"),
+        "{s}"
+    );
+    assert!(s.contains("invalid YAML"), "{s}");
+    assert!(
+        s.contains("unknown-key.yaml:8:5: destination.http.retries: unknown field `retries`"),
+        "{s}"
+    );
+    assert!(
+        s.contains("bad-jsonpath.yaml:5:5: source.http.records: invalid JSONPath"),
+        "{s}"
+    );
+    assert!(
+        s.contains("bad-jsonpath.yaml:8:5: map.fields.total: invalid JSONPath"),
+        "{s}"
+    );
+    assert!(
+        s.contains("literal-secret.yaml:6:7: source.http.auth.bearer: a literal credential"),
+        "{s}"
+    );
+    assert!(!s.contains("sk_live_do_not_print_me"), "{s}");
+    assert!(s.contains("4 of 4 flow files have problems"), "{s}");
+
+    let out = run_ferry(
+        &["validate", "--output", "json", &paths[1]],
+        &[],
+        &workspace(),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+    assert_eq!(v[0]["errors"][0]["path"], "destination.http.retries");
+    assert_eq!(v[0]["errors"][0]["line"], 8);
+}
+
+#[test]
+fn missing_files_and_bad_arguments_exit_2() {
+    let out = run_ferry(&["validate", "no/such/file.yaml"], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = run_ferry(&["frobnicate"], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn flow_tests_pass_and_a_wrong_expectation_fails_with_a_diff() {
+    let out = run_ferry(&["test", "flows"], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 passed, 0 failed"),
+        "{}",
+        text(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = ferry_e2e::example_flow().replace("total_cents: 1230", "total_cents: 1231");
+    let path = dir.path().join("f.yaml");
+    std::fs::write(&path, broken).unwrap();
+    let out = run_ferry(&["test", path.to_str().unwrap()], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("$.total_cents: expected 1231, got 1230"), "{s}");
+}
+
+#[test]
+fn the_demo_runs_on_a_fresh_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ferry(
+        &["demo", "--records", "3000", "--no-progress"],
+        &[],
+        dir.path(),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("revision  1 ("), "{s}");
+    assert!(s.contains("status    succeeded"), "{s}");
+    assert!(s.contains(" 0 applied twice"), "{s}");
+    assert!(dir.path().join(".ferry/demo/state.db").exists());
+    let out = run_ferry(
+        &["--state", ".ferry/demo", "runs", "--output", "json"],
+        &[],
+        dir.path(),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    assert_eq!(runs[0]["revision"], 1);
+    assert_eq!(runs[0]["trigger"], "demo");
+}
+
+#[test]
+fn ferry_run_against_the_sandbox_deploys_runs_and_lists() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = rt
+        .block_on(ferry_sandbox::Sandbox::start(
+            ferry_sandbox::SandboxConfig {
+                records: 800,
+                source_token: Some(common::TOKEN.into()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let flow = workspace().join("flows/orders-to-warehouse.yaml");
+    let base = sandbox.base_url();
+    let sink = format!("{base}/api/sink");
+    let envs = [
+        ("SHOP_URL", base.as_str()),
+        ("WMS_URL", sink.as_str()),
+        ("SHOP_TOKEN", common::TOKEN),
+    ];
+    let out = run_ferry(&["run", flow.to_str().unwrap()], &envs, dir.path(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let all = text(&out);
+    assert!(!all.contains(common::TOKEN), "the secret leaked: {all}");
+    assert!(all.contains("fetched 800 = delivered"), "{all}");
+
+    // unchanged file: no new revision; the cursor holds, nothing is sent again
+    let out = run_ferry(
+        &["run", flow.to_str().unwrap(), "--output", "json"],
+        &envs,
+        dir.path(),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["run"]["revision"], 1);
+    assert_eq!(v["run"]["counts"]["delivered"], 0);
+
+    let out = run_ferry(&["history", "orders-to-warehouse"], &[], dir.path(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+
+    // a source that is down: the run fails with exit 1
+    rt.block_on(sandbox.shutdown());
+    let out = run_ferry(&["run", "orders-to-warehouse"], &envs, dir.path(), LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("status    failed"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,0 +1,134 @@
+//! Shared pieces of the end-to-end tests (included with `mod common;`).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use chrono::TimeZone;
+use ferry_connect::{RunEnv, Secrets};
+use ferry_engine::{RunOptions, RunRequest};
+use ferry_sandbox::{Sandbox, SandboxConfig};
+use ferry_spec::LoadedFlow;
+use ferry_store::{RunRecord, StateStore, Trigger};
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "e2e-test-token-0123456789";
+
+pub struct World {
+    pub sandbox: Sandbox,
+    pub store: Arc<dyn StateStore>,
+    pub flow: LoadedFlow,
+    pub revision: i64,
+    pub env: RunEnv,
+    pub _dir: tempfile::TempDir,
+}
+
+/// A sandbox with `records` orders, a fresh SQLite store, and the example flow deployed.
+pub async fn world(records: u64, flow_text: Option<&str>) -> World {
+    let sandbox = Sandbox::start(SandboxConfig {
+        records,
+        source_token: Some(TOKEN.into()),
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ferry_store::open(&format!("sqlite:{}", dir.path().join("state.db").display()))
+        .await
+        .expect("store opens");
+    let text = flow_text
+        .map(str::to_string)
+        .unwrap_or_else(ferry_e2e::example_flow);
+    let flow = ferry_spec::load_str(&text, None).expect("flow loads");
+    let d = ferry_engine::deploy(&store, &flow, "test", "e2e", "tests")
+        .await
+        .expect("deploy");
+    let env = RunEnv::isolated("test", Secrets::from_map([("SHOP_TOKEN", TOKEN)]))
+        .with_var("SHOP_URL", sandbox.base_url())
+        .with_var("WMS_URL", format!("{}/api/sink", sandbox.base_url()));
+    World {
+        sandbox,
+        store,
+        flow,
+        revision: d.revision.number,
+        env,
+        _dir: dir,
+    }
+}
+
+impl World {
+    pub async fn run(&self) -> RunRecord {
+        let req = RunRequest {
+            flow: Arc::new(self.flow.clone()),
+            revision: self.revision,
+            env: self.env.clone(),
+            trigger: Trigger::Manual,
+        };
+        tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            ferry_engine::execute(self.store.clone(), req, RunOptions::default()),
+        )
+        .await
+        .expect("run finishes within 2 minutes")
+        .expect("run is recorded")
+    }
+}
+
+/// The example flow's mapping written by hand, to check what the sink received.
+/// `None` when the flow filters the record out.
+pub fn expected_mapping(src: &Value) -> Option<Value> {
+    if src["state"] == "draft" {
+        return None;
+    }
+    let email = src["buyer"]["email"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .to_lowercase();
+    let name = format!(
+        "{} {}",
+        src["buyer"]["first"].as_str().unwrap(),
+        src["buyer"]["last"].as_str().unwrap()
+    );
+    let total = src["total"].as_str().unwrap();
+    let (units, cents) = total.split_once('.').unwrap_or((total, "0"));
+    let cents = format!("{cents:0<2}");
+    let total_cents: i64 = units.parse::<i64>().unwrap() * 100 + cents[..2].parse::<i64>().unwrap();
+    let currency = src["currency"]
+        .as_str()
+        .map(|c| c.to_uppercase())
+        .unwrap_or_else(|| "EUR".into());
+    let created = src["created"].as_i64().unwrap();
+    let placed_on = chrono_tz::Europe::Berlin
+        .timestamp_opt(created, 0)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let priority = if src["shipping"] == "express" {
+        "high"
+    } else {
+        "normal"
+    };
+    let items: Vec<Value> = src["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let qty = match &i["qty"] {
+                Value::Number(n) => n.as_i64().unwrap(),
+                Value::String(s) => s.parse::<i64>().unwrap(),
+                other => panic!("qty {other}"),
+            };
+            json!({"sku": i["sku"], "qty": qty})
+        })
+        .collect();
+    Some(json!({
+        "order_ref": src["number"],
+        "customer": {"email": email, "name": name},
+        "total_cents": total_cents,
+        "currency": currency,
+        "placed_on": placed_on,
+        "priority": priority,
+        "channel": "webshop",
+        "items": items,
+    }))
+}
