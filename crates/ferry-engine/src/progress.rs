@@ -14,6 +14,8 @@ pub struct Progress {
     pub dead_lettered: AtomicU64,
     pub pages: AtomicU64,
     pub retries: AtomicU64,
+    /// Records not delivered because the run stopped; fetched again by the next run.
+    pub handed_back: AtomicU64,
 }
 
 impl Progress {

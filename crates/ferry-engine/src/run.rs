@@ -21,7 +21,10 @@ use chrono::Utc;
 use ferry_connect::RunEnv;
 use ferry_connect::http::{HttpDelivery, HttpPager};
 use ferry_map::{CompiledMap, Mapped};
-use ferry_resilience::{JitteredBackoff, Outcome, RetryDecision, RetryPolicy, decide};
+use ferry_resilience::{
+    BreakerConfig, BudgetConfig, JitteredBackoff, Outcome, RateLimit, Registry, RetryDecision,
+    RetryPolicy, decide,
+};
 use ferry_spec::{JsonPath, LoadedFlow, Template};
 use ferry_store::{
     Attempt, LedgerEntry, NewDeadLetter, NewRun, RunCounts, RunRecord, RunStatus, Settle, Stage,
@@ -108,7 +111,14 @@ enum Settled {
         cursor: Option<Value>,
         entry: Box<NewDeadLetter>,
     },
+    /// Not delivered because the run is stopping (deadline, Ctrl-C, SIGTERM): neither in the
+    /// ledger nor dead-lettered; the cursor has not moved past it, so the next run fetches it
+    /// again.
+    HandedBack,
 }
+
+/// Error class marking a record handed back to the next run.
+const HANDED_BACK: &str = "handed_back";
 
 impl Settled {
     fn cursor(&self) -> Option<&Value> {
@@ -117,7 +127,96 @@ impl Settled {
             | Settled::Skipped { cursor }
             | Settled::Filtered { cursor }
             | Settled::Dead { cursor, .. } => cursor.as_ref(),
+            Settled::HandedBack => None,
         }
+    }
+}
+
+/// The resilience layers around every request, built once per run from the flow's policy.
+pub(crate) struct Guards {
+    pub(crate) policy: RetryPolicy,
+    pub(crate) breaker: Option<BreakerConfig>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) budget: BudgetConfig,
+    /// Set when the run is stopping.
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Guards {
+    /// Builds the layers from a flow's policy.
+    pub(crate) fn from_flow(
+        flow: &ferry_spec::Flow,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Guards, String> {
+        let p = &flow.policy;
+        let r = &p.retry;
+        let policy = RetryPolicy::try_new(
+            r.attempts,
+            r.initial.get(),
+            r.max.get(),
+            match r.jitter {
+                ferry_spec::Jitter::Full => ferry_resilience::Jitter::Full,
+                ferry_spec::Jitter::Equal => ferry_resilience::Jitter::Equal,
+                ferry_spec::Jitter::None => ferry_resilience::Jitter::None,
+            },
+            r.max_elapsed.get(),
+        )
+        .map_err(|e| format!("policy.retry: {e}"))?;
+        let b = &p.circuit_breaker;
+        let breaker = if b.enabled {
+            Some(
+                BreakerConfig::try_new(
+                    b.failure_rate,
+                    b.slow_call_rate,
+                    b.slow_call_duration.get(),
+                    b.min_calls,
+                    b.window,
+                    b.open_for.get(),
+                    b.half_open_calls,
+                )
+                .map_err(|e| format!("policy.circuit_breaker: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let rate_limit = match p.rate_limit {
+            Some(rl) => Some(
+                RateLimit::try_new(rl.per_second, rl.burst())
+                    .map_err(|e| format!("policy.rate_limit: {e}"))?,
+            ),
+            None => None,
+        };
+        let budget = BudgetConfig::try_new(p.retry_budget, 10, Duration::from_secs(10))
+            .map_err(|e| format!("policy.retry_budget: {e}"))?;
+        Ok(Guards {
+            policy,
+            breaker,
+            rate_limit,
+            budget,
+            stop,
+            deadline: p.deadline.map(|d| Instant::now() + d.get()),
+        })
+    }
+
+    /// True when a record may wait `wait` more: the run is not stopping and the wait ends
+    /// before the deadline.
+    pub(crate) fn may_wait(&self, wait: Duration) -> bool {
+        !*self.stop.borrow() && self.deadline.is_none_or(|d| Instant::now() + wait < d)
+    }
+}
+
+/// The destination a URL belongs to: scheme, host and port. Breakers, rate limits and retry
+/// budgets are shared per destination.
+pub(crate) fn destination_key(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}:{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port_or_known_default().unwrap_or(0)
+        ),
+        Err(_) => url.to_string(),
     }
 }
 
@@ -214,21 +313,50 @@ pub async fn execute(
         })?),
         None => None,
     };
-    let policy = RetryPolicy::try_new(
-        flow.policy.retry.attempts,
-        flow.policy.retry.initial.get(),
-        flow.policy.retry.max.get(),
-        match flow.policy.retry.jitter {
-            ferry_spec::Jitter::Full => ferry_resilience::Jitter::Full,
-            ferry_spec::Jitter::Equal => ferry_resilience::Jitter::Equal,
-            ferry_spec::Jitter::None => ferry_resilience::Jitter::None,
-        },
-        flow.policy.retry.max_elapsed.get(),
-    )
-    .map_err(|e| EngineError::Flow {
-        flow: flow.name.clone(),
-        reason: format!("policy.retry: {e}"),
-    })?;
+    // One stop signal for the stages: set by the caller's cancel (Ctrl-C, SIGTERM) or by the
+    // run's deadline.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let guards =
+        Arc::new(
+            Guards::from_flow(flow, stop_rx.clone()).map_err(|reason| EngineError::Flow {
+                flow: flow.name.clone(),
+                reason,
+            })?,
+        );
+    let stop_reason = Arc::new(std::sync::Mutex::new(None::<String>));
+    let stopper = {
+        let mut cancel = opts.cancel.clone();
+        let deadline = guards.deadline;
+        let reason = stop_reason.clone();
+        tokio::spawn(async move {
+            let cancelled = async {
+                match cancel.as_mut() {
+                    Some(c) => {
+                        while !*c.borrow() {
+                            if c.changed().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let expired = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let why = tokio::select! {
+                _ = cancelled => "the run was asked to stop",
+                _ = expired => "the run reached its deadline (policy.deadline)",
+            };
+            if let Ok(mut r) = reason.lock() {
+                *r = Some(why.to_string());
+            }
+            let _ = stop_tx.send(true);
+        })
+    };
 
     let env_name = req.env.name.clone();
     store
@@ -300,7 +428,7 @@ pub async fn execute(
         pager,
         fetched_tx,
         ctx.progress.clone(),
-        opts.cancel.clone(),
+        Some(stop_rx.clone()),
     ));
     let map_task = tokio::spawn(map_stage(
         ctx.clone(),
@@ -318,7 +446,7 @@ pub async fn execute(
     let deliver_task = tokio::spawn(deliver_stage(
         ctx.clone(),
         sink,
-        policy,
+        guards.clone(),
         sink_spec.concurrency as usize,
         sink_spec.batch.map(|b| b as usize),
         work_rx,
@@ -335,6 +463,12 @@ pub async fn execute(
     let _ = map_task.await;
     let _ = deliver_task.await;
     let settled = settle_task.await;
+    stopper.abort();
+    let stopped = stop_reason.lock().ok().and_then(|r| r.clone());
+    let handed_back = ctx
+        .progress
+        .handed_back
+        .load(std::sync::atomic::Ordering::Relaxed);
 
     let (source_error, cancelled) = match source_result {
         Ok(SourceEnd::Done) => (None, false),
@@ -356,13 +490,21 @@ pub async fn execute(
         (RunStatus::Failed, Some(e), stored_cursor.clone())
     } else if let Some(e) = source_error {
         (RunStatus::Failed, Some(e), stored_cursor.clone())
-    } else if cancelled {
+    } else if cancelled || handed_back > 0 || stopped.is_some() {
+        // Records are handed back as soon as their next wait would cross the deadline, which
+        // can be before the deadline's own timer fires.
+        let why = stopped.unwrap_or_else(|| {
+            if guards.deadline.is_some() {
+                "the run reached its deadline (policy.deadline)".to_string()
+            } else {
+                "the run was asked to stop".to_string()
+            }
+        });
         (
             RunStatus::Incomplete,
-            Some(
-                "stopped before the source was read to the end; the next run carries on"
-                    .to_string(),
-            ),
+            Some(format!(
+                "{why}: stopped cleanly with {handed_back} records handed back undelivered; the cursor stays where it was and the next run carries on"
+            )),
             stored_cursor.clone(),
         )
     } else {
@@ -619,7 +761,7 @@ impl Job {
 async fn deliver_stage(
     ctx: Arc<Ctx>,
     sink: Arc<HttpDelivery>,
-    policy: RetryPolicy,
+    guards: Arc<Guards>,
     concurrency: usize,
     batch: Option<usize>,
     mut rx: mpsc::Receiver<Work>,
@@ -660,7 +802,7 @@ async fn deliver_stage(
                     ctx.clone(),
                     sink.clone(),
                     slots.clone(),
-                    policy.clone(),
+                    guards.clone(),
                     job,
                 ));
             }
@@ -769,20 +911,59 @@ async fn deliver_job(
     ctx: Arc<Ctx>,
     sink: Arc<HttpDelivery>,
     slots: Arc<Semaphore>,
-    policy: RetryPolicy,
+    guards: Arc<Guards>,
     job: Job,
 ) -> Vec<(String, Settled)> {
+    let policy = &guards.policy;
     let started = Instant::now();
-    let mut backoff = JitteredBackoff::for_policy(&policy);
+    let mut backoff = JitteredBackoff::for_policy(policy);
     let mut attempts: Vec<Attempt> = Vec::new();
-    let result: Result<u16, (String, String)> = loop {
+    let dest = destination_key(&job.url);
+    let registry = Registry::global();
+    let breaker = guards.breaker.as_ref().map(|c| registry.breaker(&dest, c));
+    let limiter = guards.rate_limit.map(|l| registry.limiter(&dest, l));
+    let budget = registry.budget_with(&dest, guards.budget);
+    budget.deposit();
+    let result: Result<u16, (String, String)> = 'outer: loop {
+        if let Some(l) = &limiter {
+            l.acquire().await;
+        }
+        // While the breaker is open the record waits (an outage must not flood the
+        // dead-letter queue), unless the run is stopping: then it is handed back.
+        let permit = match &breaker {
+            Some(b) => loop {
+                match b.try_acquire() {
+                    Ok(p) => break Some(p),
+                    Err(open) => {
+                        let wait = open.retry_in.max(Duration::from_millis(10));
+                        if !guards.may_wait(wait) {
+                            break 'outer Err((
+                                HANDED_BACK.into(),
+                                format!("destination {dest} unavailable (circuit breaker open)"),
+                            ));
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            },
+            None => None,
+        };
         let attempt = {
-            let _permit = slots.acquire().await;
+            let _slot = slots.acquire().await;
             sink.send(&job.url, &job.key, job.body.clone()).await
         };
         match attempt.outcome {
-            Outcome::Success => break Ok(attempt.status.unwrap_or(200)),
+            Outcome::Success => {
+                if let Some(p) = permit {
+                    p.success(attempt.took);
+                }
+                break Ok(attempt.status.unwrap_or(200));
+            }
             Outcome::Fail { reason } => {
+                // The destination answered: it is healthy, the record is not.
+                if let Some(p) = permit {
+                    p.success(attempt.took);
+                }
                 attempts.push(Attempt {
                     at: Utc::now(),
                     status: attempt.status,
@@ -794,17 +975,37 @@ async fn deliver_job(
                 reason,
                 retry_after,
             } => {
+                if let Some(p) = permit {
+                    p.failure(attempt.took);
+                }
                 attempts.push(Attempt {
                     at: Utc::now(),
                     status: attempt.status,
                     error: reason.clone(),
                 });
                 let n = attempts.len() as u32;
-                match decide(&policy, n, started.elapsed(), retry_after, &mut backoff) {
+                match decide(policy, n, started.elapsed(), retry_after, &mut backoff) {
                     RetryDecision::RetryAfter(wait) => {
+                        if !guards.may_wait(wait) {
+                            break Err((HANDED_BACK.into(), reason));
+                        }
                         Progress::add(&ctx.progress.retries, 1);
                         tracing::debug!(key = %job.key, attempt = n, wait_ms = wait.as_millis() as u64, reason = %reason, "Retrying delivery");
                         tokio::time::sleep(wait).await;
+                        // Over the retry budget: wait further instead of adding to a storm.
+                        while !budget.try_withdraw() {
+                            if started.elapsed() + wait > policy.max_elapsed()
+                                || !guards.may_wait(wait)
+                            {
+                                break 'outer Err((
+                                    "retries_exhausted".into(),
+                                    format!(
+                                        "{reason}; gave up: the retry budget of {dest} stayed exhausted (policy.retry_budget)"
+                                    ),
+                                ));
+                            }
+                            tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
+                        }
                     }
                     RetryDecision::GiveUp(why) => {
                         break Err((
@@ -832,6 +1033,7 @@ async fn deliver_job(
                         delivered_at: now,
                     },
                 },
+                Err((class, _)) if class == HANDED_BACK => Settled::HandedBack,
                 Err((class, error)) => {
                     let entry = ctx.dead(
                         Some(w.idem.clone()),
@@ -892,6 +1094,9 @@ async fn settle_stage(
                             counts.dead_lettered += 1;
                             Progress::add(&p.dead_lettered, 1);
                             dead.push(*entry);
+                        }
+                        Settled::HandedBack => {
+                            Progress::add(&p.handed_back, 1);
                         }
                     }
                     dirty = true;

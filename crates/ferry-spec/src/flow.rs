@@ -154,6 +154,9 @@ pub struct HttpSource {
     /// Stop after this many pages (a safety net against endless pagination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pages: Option<u64>,
+    /// Most page requests per second to this source, shared by every run reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 fn default_records() -> String {
@@ -597,12 +600,120 @@ fn default_concurrency() -> u32 {
     DEFAULT_CONCURRENCY
 }
 
-/// Delivery policies.
+/// Delivery policies. The layers apply in this order around each request: rate limit →
+/// circuit breaker → retry (within the retry budget) → timeout → request.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     #[serde(default)]
     pub retry: RetrySpec,
+    /// Circuit breaker of the destination, shared by every run in the process that delivers to
+    /// the same host and port (the first configuration seen for a destination is used).
+    #[serde(default)]
+    pub circuit_breaker: BreakerSpec,
+    /// Most requests per second to the destination, shared by every run delivering there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Retries to the destination may be at most this share of recent requests (plus a few
+    /// per second), so a struggling API is not buried under retries.
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget: f64,
+    /// A run still going after this long stops cleanly as `incomplete`; records not yet
+    /// delivered are handed back to the next run (the cursor does not move past them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Dur>,
+}
+
+fn default_retry_budget() -> f64 {
+    0.2
+}
+
+/// Rate limit: a steady rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Requests per second.
+    pub per_second: u32,
+    /// Requests allowed at once above the steady rate (default: one second's worth, at most 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl RateLimitSpec {
+    /// The burst in effect.
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or_else(|| self.per_second.clamp(1, 10))
+    }
+}
+
+/// Circuit breaker settings (resilience4j semantics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    /// Set false to deliver without a breaker.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Open when this share of the recent calls failed (0 to 1).
+    #[serde(default = "half")]
+    pub failure_rate: f64,
+    /// Open when this share of the recent calls were slow (0 to 1).
+    #[serde(default = "all")]
+    pub slow_call_rate: f64,
+    /// A call slower than this is slow.
+    #[serde(default = "default_slow_call")]
+    pub slow_call_duration: Dur,
+    /// Rates are judged once this many calls are in the window.
+    #[serde(default = "default_min_calls")]
+    pub min_calls: u32,
+    /// Number of recent calls judged.
+    #[serde(default = "default_window")]
+    pub window: u32,
+    /// How long the breaker stays open before trial calls.
+    #[serde(default = "default_open_for")]
+    pub open_for: Dur,
+    /// Trial calls let through when half-open.
+    #[serde(default = "default_half_open")]
+    pub half_open_calls: u32,
+}
+
+impl Default for BreakerSpec {
+    fn default() -> Self {
+        BreakerSpec {
+            enabled: true,
+            failure_rate: half(),
+            slow_call_rate: all(),
+            slow_call_duration: default_slow_call(),
+            min_calls: default_min_calls(),
+            window: default_window(),
+            open_for: default_open_for(),
+            half_open_calls: default_half_open(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn half() -> f64 {
+    0.5
+}
+fn all() -> f64 {
+    1.0
+}
+fn default_slow_call() -> Dur {
+    Dur::from_secs(60)
+}
+fn default_min_calls() -> u32 {
+    20
+}
+fn default_window() -> u32 {
+    100
+}
+fn default_open_for() -> Dur {
+    Dur::from_secs(30)
+}
+fn default_half_open() -> u32 {
+    3
 }
 
 /// Retries of a failed delivery.

@@ -559,6 +559,70 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
     if r.max_elapsed.get().is_zero() {
         c.err("policy.retry.max_elapsed", "must be more than 0s");
     }
+    let b = &flow.policy.circuit_breaker;
+    for (k, v) in [
+        ("failure_rate", b.failure_rate),
+        ("slow_call_rate", b.slow_call_rate),
+    ] {
+        if !(v > 0.0 && v <= 1.0) {
+            c.err(
+                format!("policy.circuit_breaker.{k}"),
+                "a share between 0 (exclusive) and 1, e.g. 0.5",
+            );
+        }
+    }
+    if b.window == 0 || b.window > 10_000 {
+        c.err("policy.circuit_breaker.window", "from 1 to 10000 calls");
+    }
+    if b.min_calls == 0 || b.min_calls > b.window {
+        c.err(
+            "policy.circuit_breaker.min_calls",
+            format!("from 1 to `window` ({})", b.window),
+        );
+    }
+    if b.half_open_calls == 0 || b.half_open_calls > b.window {
+        c.err(
+            "policy.circuit_breaker.half_open_calls",
+            format!("from 1 to `window` ({})", b.window),
+        );
+    }
+    if b.open_for.get().is_zero() || b.open_for.get() > std::time::Duration::from_secs(86_400) {
+        c.err(
+            "policy.circuit_breaker.open_for",
+            "more than 0s and at most 24h",
+        );
+    }
+    if b.slow_call_duration.get().is_zero() {
+        c.err(
+            "policy.circuit_breaker.slow_call_duration",
+            "must be more than 0s",
+        );
+    }
+    if !(flow.policy.retry_budget > 0.0 && flow.policy.retry_budget <= 10.0) {
+        c.err(
+            "policy.retry_budget",
+            "a ratio of retries to requests, more than 0 and at most 10 (e.g. 0.2)",
+        );
+    }
+    if flow.policy.deadline.is_some_and(|d| d.get().is_zero()) {
+        c.err("policy.deadline", "must be more than 0s");
+    }
+    for (at, rl) in [
+        ("policy.rate_limit", flow.policy.rate_limit),
+        ("source.http.rate_limit", src.rate_limit),
+    ] {
+        if let Some(rl) = rl {
+            if rl.per_second == 0 || rl.per_second > 1_000_000 {
+                c.err(
+                    format!("{at}.per_second"),
+                    "from 1 to 1000000 requests per second",
+                );
+            }
+            if rl.burst == Some(0) {
+                c.err(format!("{at}.burst"), "at least 1");
+            }
+        }
+    }
 
     for (i, t) in flow.tests.iter().enumerate() {
         let n = [

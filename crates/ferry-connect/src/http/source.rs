@@ -75,6 +75,7 @@ pub struct HttpPager {
     max_page_bytes: u64,
     secret_params: Vec<String>,
     seen: HashSet<String>,
+    limiter: Option<std::sync::Arc<ferry_resilience::RateLimiter>>,
 }
 
 impl std::fmt::Debug for HttpPager {
@@ -199,7 +200,22 @@ impl HttpPager {
             }
             Some(Pagination::LinkHeader(l)) => Paging::Link { rel: l.rel.clone() },
         };
+        let limiter = match spec.rate_limit {
+            Some(rl) => {
+                let limit = ferry_resilience::RateLimit::try_new(rl.per_second, rl.burst())
+                    .map_err(|e| ConnectError::Client(format!("source.http.rate_limit: {e}")))?;
+                let key = format!(
+                    "{}://{}:{}",
+                    base.scheme(),
+                    base.host_str().unwrap_or(""),
+                    base.port_or_known_default().unwrap_or(0)
+                );
+                Some(ferry_resilience::Registry::global().limiter(&key, limit))
+            }
+            None => None,
+        };
         Ok(HttpPager {
+            limiter,
             client,
             auth,
             headers,
@@ -386,6 +402,9 @@ impl HttpPager {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            if let Some(l) = &self.limiter {
+                l.acquire().await;
+            }
             let mut req = self.client.get(url.clone());
             for (k, v) in &self.headers {
                 req = req.header(k, v);

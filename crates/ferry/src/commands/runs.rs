@@ -75,12 +75,11 @@ pub async fn run_loaded(
     let progress = Arc::new(Progress::default());
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
     let ctrl_c = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\nstopping: no new pages are fetched; records in flight are finished and recorded"
-            );
-            let _ = cancel_tx.send(true);
-        }
+        stop_signal().await;
+        eprintln!(
+            "\nstopping: no new pages are fetched; records in flight are finished or handed back, and recorded"
+        );
+        let _ = cancel_tx.send(true);
     });
     let bar = report::ProgressView::start(
         progress.clone(),
@@ -230,4 +229,27 @@ pub async fn history(ctx: &Ctx, flow: &str) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

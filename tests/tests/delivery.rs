@@ -1,0 +1,233 @@
+//! Delivery under faults: retries, Retry-After, lost acks, permanent rejections, the circuit
+//! breaker, the run deadline — against the sandbox over 127.0.0.1 with real SQLite.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use ferry_sandbox::SinkFaults;
+use ferry_store::{DlqFilter, RunStatus};
+
+use common::{expected_mapping, world};
+
+/// Order ids the sink applied, with how many distinct keys applied each.
+fn applied_ids(w: &common::World) -> HashMap<u64, u32> {
+    let mut out = HashMap::new();
+    for a in w.sandbox.sink().applied() {
+        assert_eq!(
+            a.times_applied, 1,
+            "key {} applied {} times",
+            a.key, a.times_applied
+        );
+        let id: u64 = a.body["order_ref"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("A-")
+            .parse()
+            .unwrap();
+        *out.entry(id).or_insert(0) += 1;
+    }
+    out
+}
+
+fn with_policy(policy: &str) -> String {
+    ferry_e2e::example_flow().replace(
+        "policy:\n  retry: { attempts: 6, initial: 100ms, max: 5s, jitter: full }",
+        &format!("policy:\n{policy}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_sink_gets_every_record_exactly_once_and_the_dlq_gets_exactly_the_rejected() {
+    let records = 4000u64;
+    let flow = with_policy("  retry: { attempts: 8, initial: 50ms, max: 3s, jitter: full }");
+    assert!(flow.contains("attempts: 8"));
+    let w = world(records, Some(&flow)).await;
+    w.sandbox.sink().set_faults(SinkFaults {
+        seed: 7,
+        rate_5xx: 0.05,
+        rate_5xx_retry_after: 0.5,
+        rate_429: 0.01,
+        retry_after_secs: 1,
+        retry_after_http_date: true,
+        rate_lost_ack: 0.01,
+        reject_every_nth: Some(997),
+        reject_status: 422,
+        ..SinkFaults::default()
+    });
+    let run = w.run().await;
+    let c = run.counts;
+    assert_eq!(c.fetched, records);
+    assert_eq!(
+        c.fetched,
+        c.delivered + c.skipped + c.filtered + c.dead_lettered
+    );
+
+    let mut want_rejected = HashSet::new();
+    let applied = applied_ids(&w);
+    for id in 1..=records {
+        let src = w.sandbox.source().record(id).unwrap();
+        if expected_mapping(&src).is_none() {
+            assert!(!applied.contains_key(&id));
+            continue;
+        }
+        if id % 997 == 0 {
+            want_rejected.insert(id);
+            assert!(!applied.contains_key(&id), "rejected {id} was applied");
+        } else {
+            assert_eq!(applied.get(&id), Some(&1), "record {id}");
+        }
+    }
+    let stats = w.sandbox.sink().stats();
+    assert!(
+        stats.faults_5xx > 50 && stats.faults_429 > 10 && stats.lost_acks > 10,
+        "{stats:?}"
+    );
+    assert!(run.status == RunStatus::Succeeded, "{:?}", run.error);
+
+    let dlq = w
+        .store
+        .dead_letters(&DlqFilter {
+            flow: Some(w.flow.flow.name.clone()),
+            limit: 1000,
+            ..DlqFilter::default()
+        })
+        .await
+        .unwrap();
+    let got: HashSet<u64> = dlq
+        .iter()
+        .map(|d| d.source_record["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want_rejected);
+    assert_eq!(c.dead_lettered, want_rejected.len() as u64);
+    for d in &dlq {
+        assert_eq!(d.attempts.len(), 1, "a permanent 4xx is not retried");
+        assert_eq!(d.attempts[0].status, Some(422));
+        assert!(d.error.contains(d.key.as_deref().unwrap()), "{}", d.error);
+        assert_eq!(d.run_id, run.id);
+        assert_eq!(d.revision, w.revision);
+        assert!(d.mapped_record.is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_during_an_outage_without_flooding_the_dlq() {
+    let flow = with_policy(
+        "  retry: { attempts: 10, initial: 50ms, max: 500ms, jitter: full }\n  circuit_breaker: { min_calls: 10, window: 20, open_for: 400ms }",
+    );
+    let w = world(1500, Some(&flow)).await;
+    w.sandbox.sink().set_down(true);
+    let sandbox_sink = w.sandbox.sink().clone();
+    let heal = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        sandbox_sink.set_down(false);
+    });
+    let run = w.run().await;
+    heal.await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.counts.dead_lettered, 0, "{:?}", run.counts);
+    let dest = format!("http://127.0.0.1:{}", w.sandbox.addr().port());
+    let breakers = ferry_resilience::Registry::global().breakers();
+    let (_, state) = breakers
+        .iter()
+        .find(|(k, _)| *k == dest)
+        .expect("a breaker for the sink");
+    assert_eq!(state.as_str(), "closed");
+    let breaker = ferry_resilience::Registry::global()
+        .breaker(&dest, &ferry_resilience::BreakerConfig::default());
+    assert!(
+        breaker.transitions() >= 2,
+        "the breaker opened and closed again"
+    );
+    let applied = applied_ids(&w);
+    assert_eq!(applied.len() as u64, run.counts.delivered);
+    assert!(applied.values().all(|n| *n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_deadline_stops_incomplete_and_the_next_run_finishes() {
+    let flow = with_policy(
+        "  retry: { attempts: 10, initial: 50ms, max: 500ms, jitter: full }\n  circuit_breaker: { min_calls: 5, window: 10, open_for: 300ms }\n  deadline: 2s",
+    );
+    let w = world(600, Some(&flow)).await;
+    w.sandbox.sink().set_down(true);
+    let run = w.run().await;
+    assert_eq!(run.status, RunStatus::Incomplete, "{:?}", run.error);
+    assert!(
+        run.error.as_deref().unwrap().contains("deadline"),
+        "{:?}",
+        run.error
+    );
+    assert_eq!(run.counts.dead_lettered, 0);
+    assert_eq!(run.cursor_after, None, "the cursor stays");
+    assert_eq!(
+        run.counts.fetched,
+        run.counts.delivered + run.counts.skipped + run.counts.filtered + run.counts.dead_lettered
+    );
+
+    w.sandbox.sink().set_down(false);
+    let next = w.run().await;
+    assert_eq!(next.status, RunStatus::Succeeded, "{:?}", next.error);
+    let applied = applied_ids(&w);
+    for id in 1..=600u64 {
+        let src = w.sandbox.source().record(id).unwrap();
+        if expected_mapping(&src).is_some() {
+            assert_eq!(applied.get(&id), Some(&1), "record {id}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_record_under_the_same_key_is_refused_locally() {
+    // A key without the content: a record that changes at the source keeps its key.
+    let flow = ferry_e2e::example_flow().replace(
+        "idempotency_key: \"order-{{ source.id }}-{{ source.changed_at }}\"",
+        "idempotency_key: \"order-{{ source.id }}\"",
+    );
+    let w = world(200, Some(&flow)).await;
+    assert_eq!(w.run().await.status, RunStatus::Succeeded);
+    let requests_before = w.sandbox.sink().stats().requests;
+    // change the mapped content of one record without changing its key
+    let changed = ferry_e2e::example_flow().replace(
+        "channel: { const: \"webshop\" }",
+        "channel: { const: \"shop\" }",
+    );
+    let mut w = w;
+    w.flow = ferry_spec::load_str(
+        &changed.replace(
+            "idempotency_key: \"order-{{ source.id }}-{{ source.changed_at }}\"",
+            "idempotency_key: \"order-{{ source.id }}\"",
+        ),
+        None,
+    )
+    .unwrap();
+    w.sandbox.source().touch(&[10]);
+    let run = w.run().await;
+    // record 10 (touched) and the record at the old cursor come back with new content
+    assert_eq!(run.counts.delivered, 0, "{:?}", run.counts);
+    assert!(run.counts.dead_lettered >= 1, "{:?}", run.counts);
+    let dlq = w
+        .store
+        .dead_letters(&DlqFilter {
+            flow: Some(w.flow.flow.name.clone()),
+            ..DlqFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dlq.len() as u64, run.counts.dead_lettered);
+    assert!(dlq.iter().all(|d| d.error_class == "key_conflict"));
+    let d10 = dlq.iter().find(|d| d.key.as_deref() == Some("order-10"));
+    if expected_mapping(&w.sandbox.source().record(10).unwrap()).is_some() {
+        assert!(
+            d10.unwrap().error.contains("refused locally"),
+            "{}",
+            d10.unwrap().error
+        );
+    }
+    assert_eq!(
+        w.sandbox.sink().stats().requests,
+        requests_before,
+        "nothing was sent"
+    );
+}
