@@ -7,6 +7,8 @@
 //! - [`cursor`]: ordering of incremental cursor values;
 //! - [`progress`]: live counters for progress bars;
 //! - [`deploy`]: turning a flow file into the active revision of an environment;
+//! - [`replay`]: the dead-letter queue's operator surface: replay (a run of its own), dry run,
+//!   edit, discard;
 //! - [`error`]: what keeps a run from starting.
 //!
 //! The key decision: a run's effects are made exactly once by pairing at-least-once delivery
@@ -18,9 +20,15 @@ pub mod deploy;
 pub mod error;
 pub mod keys;
 pub mod progress;
+pub mod replay;
 pub mod run;
 
 pub use deploy::{DeployResult, deploy};
 pub use error::EngineError;
 pub use progress::Progress;
+pub use replay::{
+    DryRun, DryRunEntry, DryRunOutcome, EntryOutcome, ReplayError, ReplayOptions, ReplayReport,
+    ReplayRequest, ReplayedEntry, Selection, SetField, apply_sets, discard, dry_run, edit,
+    ids_by_flow, replay,
+};
 pub use run::{RunOptions, RunRequest, execute};

@@ -1,8 +1,9 @@
 //! The run executor: source → map → deliver → settle, all stages at once.
 //!
 //! ```text
-//! source (pages) ─[1024]─▶ map (compiled once) ─[1024]─▶ deliver (N in flight, retries)
-//!        └──────────────────────┴── filtered / failed mapping ──┴─[4096]─▶ settle (batched)
+//! fetch (one page ahead) ─[1 page]─▶ source ─[256]─▶ map (compiled once) ─[256]─▶
+//!   screen (ledger, in batches) ─[256]─▶ deliver (N in flight, retries, breaker, limits)
+//!   └── filtered / failed mapping / skipped / delivered / dead ──[2048]─▶ settle (batched)
 //! ```
 //! Memory is bounded by the channel capacities and the delivery stage's pending limit, not by the
 //! size of the run. Every fetched record ends in exactly one outcome: delivered, skipped (already
@@ -30,8 +31,6 @@ use ferry_store::{
     Attempt, LedgerEntry, NewDeadLetter, NewRun, RunCounts, RunRecord, RunStatus, Settle, Stage,
     StateStore, Trigger,
 };
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
@@ -42,9 +41,11 @@ use crate::keys::{RecordVars, idempotency_key, record_key, sha256_hex};
 use crate::progress::Progress;
 
 /// Records buffered between the source and the map stage, and between map and delivery.
-const STAGE_CAPACITY: usize = 1024;
+const STAGE_CAPACITY: usize = 256;
 /// Settled outcomes buffered before the settle stage.
-const SETTLE_CAPACITY: usize = 4096;
+const SETTLE_CAPACITY: usize = 2048;
+/// Records that may wait for a retry in the delivery stage besides those in flight.
+const MAX_WAITING_RECORDS: usize = 2048;
 /// Keys looked up in the ledger at once.
 const LOOKUP_CHUNK: usize = 512;
 /// Attempts to write a settle batch before the run fails.
@@ -84,19 +85,31 @@ impl Default for RunOptions {
     }
 }
 
-/// A record ready for delivery.
-struct Work {
-    source: Value,
-    mapped: Value,
-    idem: String,
-    url: String,
-    body: Bytes,
-    body_hash: String,
-    cursor: Option<Value>,
+/// A record ready for delivery. The source record is kept serialized and the mapped record only
+/// as the request body: a few hundred bytes instead of a few kilobytes of `Value` trees per
+/// record waiting in the delivery stage; they are parsed back only for a dead letter.
+pub(crate) struct Work {
+    pub(crate) source: Bytes,
+    pub(crate) idem: String,
+    pub(crate) url: String,
+    pub(crate) body: Bytes,
+    pub(crate) body_hash: String,
+    pub(crate) cursor: Option<Value>,
+}
+
+impl Work {
+    /// The source record.
+    pub(crate) fn source_value(&self) -> Value {
+        serde_json::from_slice(&self.source).unwrap_or(Value::Null)
+    }
+    /// The mapped record (the request body).
+    pub(crate) fn mapped_value(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
 }
 
 /// The outcome of one record.
-enum Settled {
+pub(crate) enum Settled {
     Delivered {
         cursor: Option<Value>,
         entry: LedgerEntry,
@@ -240,13 +253,13 @@ impl Failure {
 }
 
 /// What every stage needs to know.
-struct Ctx {
-    run_id: Uuid,
-    flow: String,
-    env: String,
-    revision: i64,
-    store: Arc<dyn StateStore>,
-    progress: Arc<Progress>,
+pub(crate) struct Ctx {
+    pub(crate) run_id: Uuid,
+    pub(crate) flow: String,
+    pub(crate) env: String,
+    pub(crate) revision: i64,
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) progress: Arc<Progress>,
 }
 
 impl Ctx {
@@ -443,13 +456,23 @@ pub async fn execute(
         work_tx,
         settle_tx.clone(),
     ));
+    let inflight = Inflight::default();
+    let (ready_tx, ready_rx) = mpsc::channel::<Work>(STAGE_CAPACITY);
+    let screen_task = tokio::spawn(screen_stage(
+        ctx.clone(),
+        work_rx,
+        ready_tx,
+        settle_tx.clone(),
+        inflight.clone(),
+    ));
     let deliver_task = tokio::spawn(deliver_stage(
         ctx.clone(),
         sink,
         guards.clone(),
         sink_spec.concurrency as usize,
         sink_spec.batch.map(|b| b as usize),
-        work_rx,
+        inflight,
+        ready_rx,
         settle_tx,
     ));
     let settle_task = tokio::spawn(settle_stage(
@@ -461,6 +484,7 @@ pub async fn execute(
 
     let source_result = source_task.await;
     let _ = map_task.await;
+    let _ = screen_task.await;
     let _ = deliver_task.await;
     let settled = settle_task.await;
     stopper.abort();
@@ -565,44 +589,69 @@ enum SourceEnd {
     Failed(String),
 }
 
+/// Reads pages and hands their records on. The next page is fetched while the records of the
+/// current one are still being handed on (one page ahead), so a page's latency does not leave
+/// delivery idle.
 async fn source_stage(
     mut pager: HttpPager,
     tx: mpsc::Sender<Value>,
     progress: Arc<Progress>,
     cancel: Option<watch::Receiver<bool>>,
 ) -> SourceEnd {
-    loop {
-        if cancel.as_ref().is_some_and(|c| *c.borrow()) {
-            return SourceEnd::Cancelled;
-        }
-        match pager.next_page().await {
-            Ok(Some(page)) => {
-                Progress::add(&progress.pages, 1);
-                tracing::debug!(
-                    page = page.number,
-                    records = page.records.len(),
-                    "Page fetched"
-                );
-                for rec in page.records {
-                    Progress::add(&progress.fetched, 1);
-                    if tx.send(rec).await.is_err() {
-                        return SourceEnd::Failed("the map stage stopped".into());
+    let stopped = move || cancel.as_ref().is_some_and(|c| *c.borrow());
+    let (page_tx, mut page_rx) = mpsc::channel(1);
+    let fetcher = {
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            loop {
+                if stopped() {
+                    return SourceEnd::Cancelled;
+                }
+                match pager.next_page().await {
+                    Ok(Some(page)) => {
+                        if page_tx.send(page).await.is_err() {
+                            return SourceEnd::Failed("the source stage stopped".into());
+                        }
                     }
+                    Ok(None) => return SourceEnd::Done,
+                    Err(e) => return SourceEnd::Failed(e.to_string()),
                 }
             }
-            Ok(None) => return SourceEnd::Done,
-            Err(e) => return SourceEnd::Failed(e.to_string()),
+        })
+    };
+    while let Some(page) = page_rx.recv().await {
+        Progress::add(&progress.pages, 1);
+        tracing::debug!(
+            page = page.number,
+            records = page.records.len(),
+            "Page fetched"
+        );
+        for rec in page.records {
+            Progress::add(&progress.fetched, 1);
+            if tx.send(rec).await.is_err() {
+                fetcher.abort();
+                return SourceEnd::Failed("the map stage stopped".into());
+            }
         }
+        if stopped() {
+            // What was fetched is handed on; no new page is read.
+            fetcher.abort();
+            return SourceEnd::Cancelled;
+        }
+    }
+    match fetcher.await {
+        Ok(end) => end,
+        Err(e) => SourceEnd::Failed(format!("source stage crashed: {e}")),
     }
 }
 
 /// What the map stage needs, compiled once per run.
-struct MapStage {
-    map: CompiledMap,
-    cursor_path: Option<JsonPath>,
-    key_template: Option<Template>,
-    sink: Arc<HttpDelivery>,
-    batched: bool,
+pub(crate) struct MapStage {
+    pub(crate) map: CompiledMap,
+    pub(crate) cursor_path: Option<JsonPath>,
+    pub(crate) key_template: Option<Template>,
+    pub(crate) sink: Arc<HttpDelivery>,
+    pub(crate) batched: bool,
 }
 
 async fn map_stage(
@@ -630,7 +679,7 @@ async fn map_stage(
 }
 
 /// Maps one record and prepares its request, or says how it settled instead.
-fn prepare(
+pub(crate) fn prepare(
     ctx: &Ctx,
     stage: &MapStage,
     source: Value,
@@ -706,9 +755,9 @@ fn prepare(
             return Err(Box::new(Settled::Dead { cursor, entry }));
         }
     };
+    drop(mapped);
     Ok(Work {
-        source,
-        mapped,
+        source: Bytes::from(serde_json::to_vec(&source).unwrap_or_default()),
         idem,
         url,
         body,
@@ -758,33 +807,36 @@ impl Job {
     }
 }
 
-async fn deliver_stage(
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the stage wiring: each argument is a channel or a shared handle"
+)]
+pub(crate) async fn deliver_stage(
     ctx: Arc<Ctx>,
     sink: Arc<HttpDelivery>,
     guards: Arc<Guards>,
     concurrency: usize,
     batch: Option<usize>,
+    inflight: Inflight,
     mut rx: mpsc::Receiver<Work>,
     settle_tx: mpsc::Sender<Settled>,
 ) {
     // Requests in flight are bounded by `slots`; records waiting for a retry hold no slot, so a
-    // slow retry never blocks fresh records. `max_pending` bounds memory.
+    // slow retry never blocks fresh records. `max_pending` bounds memory: it leaves room for
+    // the records waiting out a `Retry-After` (at 10 000 records/s, 5 % waiting 1 s is 500)
+    // on top of those in flight.
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let per_job = batch.unwrap_or(1);
-    let max_pending = (concurrency * 4 + 64).div_ceil(per_job).max(2);
-    let mut pending = FuturesUnordered::new();
-    let mut inflight: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let max_pending = (concurrency * 8 + MAX_WAITING_RECORDS)
+        .div_ceil(per_job)
+        .max(2);
+    // Each job is its own task, so deliveries progress while this loop waits on the ledger.
+    let mut pending = tokio::task::JoinSet::new();
     let mut buf: Vec<Work> = Vec::new();
     let mut open = true;
     loop {
         if !buf.is_empty() {
-            let chunk = std::mem::take(&mut buf);
-            let (ready, done) = screen(&ctx, chunk, &mut inflight).await;
-            for s in done {
-                if settle_tx.send(s).await.is_err() {
-                    return;
-                }
-            }
+            let ready = std::mem::take(&mut buf);
             let jobs: Vec<Job> = match batch {
                 None => ready.into_iter().map(Job::single).collect(),
                 Some(n) => {
@@ -798,7 +850,7 @@ async fn deliver_stage(
                 }
             };
             for job in jobs {
-                pending.push(deliver_job(
+                pending.spawn(deliver_job(
                     ctx.clone(),
                     sink.clone(),
                     slots.clone(),
@@ -813,9 +865,22 @@ async fn deliver_stage(
         let room = pending.len() < max_pending;
         tokio::select! {
             biased;
-            Some(results) = pending.next(), if !pending.is_empty() => {
-                for (key, s) in results {
-                    inflight.remove(&key);
+            Some(joined) = pending.join_next(), if !pending.is_empty() => {
+                let results = match joined {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // A delivery task panicked: its records are neither delivered nor
+                        // dead-lettered; stopping here leaves the cursor in place.
+                        tracing::error!(error = %e, "Delivery task failed");
+                        return;
+                    }
+                };
+                if let Ok(mut map) = inflight.lock() {
+                    for (key, _) in &results {
+                        map.remove(key);
+                    }
+                }
+                for (_, s) in results {
                     if settle_tx.send(s).await.is_err() {
                         return;
                     }
@@ -840,11 +905,41 @@ async fn deliver_stage(
 
 /// Sorts out records that must not be sent: already in the ledger (skipped, or refused when the
 /// body differs) or sharing a key with a record in flight.
-async fn screen(
-    ctx: &Ctx,
-    chunk: Vec<Work>,
-    inflight: &mut std::collections::HashMap<String, String>,
-) -> (Vec<Work>, Vec<Settled>) {
+/// Keys of records in the delivery stage, with their body hashes.
+pub(crate) type Inflight = Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;
+
+/// Screens records against the ledger in batches, in its own task so that lookups overlap with
+/// deliveries; while a lookup runs, the next batch gathers in the channel.
+pub(crate) async fn screen_stage(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::Receiver<Work>,
+    ready_tx: mpsc::Sender<Work>,
+    settle_tx: mpsc::Sender<Settled>,
+    inflight: Inflight,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut chunk = vec![first];
+        while chunk.len() < LOOKUP_CHUNK {
+            match rx.try_recv() {
+                Ok(w) => chunk.push(w),
+                Err(_) => break,
+            }
+        }
+        let (ready, done) = screen(&ctx, chunk, &inflight).await;
+        for s in done {
+            if settle_tx.send(s).await.is_err() {
+                return;
+            }
+        }
+        for w in ready {
+            if ready_tx.send(w).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn screen(ctx: &Ctx, chunk: Vec<Work>, inflight: &Inflight) -> (Vec<Work>, Vec<Settled>) {
     let keys: Vec<String> = chunk.iter().map(|w| w.idem.clone()).collect();
     let hits = match ctx.store.ledger_lookup(&ctx.flow, &ctx.env, &keys).await {
         Ok(h) => h,
@@ -857,6 +952,10 @@ async fn screen(
     };
     let mut ready = Vec::with_capacity(chunk.len());
     let mut done = Vec::new();
+    let mut inflight = match inflight.lock() {
+        Ok(m) => m,
+        Err(poisoned) => poisoned.into_inner(),
+    };
     for w in chunk {
         if let Some(hit) = hits.get(&w.idem) {
             if hit.body_hash == w.body_hash {
@@ -866,10 +965,11 @@ async fn screen(
                     "idempotency key `{}` was delivered before with a different body (run {}, revision {}); refused locally and not sent: change the key template or replay with a new key",
                     w.idem, hit.run_id, hit.revision
                 );
+                let (source, mapped) = (w.source_value(), w.mapped_value());
                 let entry = ctx.dead(
                     Some(w.idem),
-                    w.source,
-                    Some(w.mapped),
+                    source,
+                    Some(mapped),
                     Failure::new(Stage::Deliver, "key_conflict", err, Vec::new()),
                 );
                 done.push(Settled::Dead {
@@ -886,10 +986,11 @@ async fn screen(
                     "two records of this run have idempotency key `{}` with different bodies; the second was not sent",
                     w.idem
                 );
+                let (source, mapped) = (w.source_value(), w.mapped_value());
                 let entry = ctx.dead(
                     Some(w.idem),
-                    w.source,
-                    Some(w.mapped),
+                    source,
+                    Some(mapped),
                     Failure::new(Stage::Deliver, "key_conflict", err, Vec::new()),
                 );
                 done.push(Settled::Dead {
@@ -926,7 +1027,7 @@ async fn deliver_job(
     budget.deposit();
     let result: Result<u16, (String, String)> = 'outer: loop {
         if let Some(l) = &limiter {
-            l.acquire().await;
+            Box::pin(l.acquire()).await;
         }
         // While the breaker is open the record waits (an outage must not flood the
         // dead-letter queue), unless the run is stopping: then it is handed back.
@@ -950,7 +1051,9 @@ async fn deliver_job(
         };
         let attempt = {
             let _slot = slots.acquire().await;
-            sink.send(&job.url, &job.key, job.body.clone()).await
+            // Boxed: the request future is large and lives only while the request is in flight,
+            // so a record waiting for its turn or its retry stays small.
+            Box::pin(sink.send(&job.url, &job.key, job.body.clone())).await
         };
         match attempt.outcome {
             Outcome::Success => {
@@ -1035,10 +1138,11 @@ async fn deliver_job(
                 },
                 Err((class, _)) if class == HANDED_BACK => Settled::HandedBack,
                 Err((class, error)) => {
+                    let (source, mapped) = (w.source_value(), w.mapped_value());
                     let entry = ctx.dead(
                         Some(w.idem.clone()),
-                        w.source,
-                        Some(w.mapped),
+                        source,
+                        Some(mapped),
                         Failure::new(Stage::Deliver, class, error.clone(), attempts.clone()),
                     );
                     Settled::Dead {

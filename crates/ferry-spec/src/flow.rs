@@ -602,7 +602,7 @@ fn default_concurrency() -> u32 {
 
 /// Delivery policies. The layers apply in this order around each request: rate limit →
 /// circuit breaker → retry (within the retry budget) → timeout → request.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     #[serde(default)]
@@ -626,6 +626,18 @@ pub struct Policy {
 
 fn default_retry_budget() -> f64 {
     0.2
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            retry: RetrySpec::default(),
+            circuit_breaker: BreakerSpec::default(),
+            rate_limit: None,
+            retry_budget: default_retry_budget(),
+            deadline: None,
+        }
+    }
 }
 
 /// Rate limit: a steady rate and a burst.

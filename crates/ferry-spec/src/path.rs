@@ -28,6 +28,8 @@ pub struct JsonPath {
     text: Arc<str>,
     query: Arc<JpQuery>,
     fast: Option<Arc<[Step]>>,
+    /// For `<singular path>[*]`: the singular part, so the selected elements can be moved out.
+    wildcard_of: Option<Arc<[Step]>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +83,12 @@ impl JsonPath {
         let query = parse_json_path(text).map_err(|e| err(clean_parse_error(&e.to_string())))?;
         check_function_types(&query.segments).map_err(err)?;
         let fast = singular_steps(&query).map(Arc::from);
+        let wildcard_of = wildcard_steps(&query).map(Arc::from);
         Ok(JsonPath {
             text: Arc::from(text),
             query: Arc::new(query),
             fast,
+            wildcard_of,
         })
     }
 
@@ -110,6 +114,43 @@ impl JsonPath {
     }
 
     /// The first node the query selects, if any.
+    /// Moves the selected nodes out of `value` when the query is a singular path followed by
+    /// `[*]` (`$.orders[*]`), leaving an empty array or object behind; `None` for other queries
+    /// (use [`JsonPath::select`] then). Saves copying every record of a page.
+    pub fn take_all(&self, value: &mut Value) -> Option<Vec<Value>> {
+        let steps = self.wildcard_of.as_ref()?;
+        let mut v = value;
+        for step in steps.iter() {
+            v = match (step, v) {
+                (Step::Name(n), Value::Object(m)) => match m.get_mut(n.as_str()) {
+                    Some(x) => x,
+                    None => return Some(Vec::new()),
+                },
+                (Step::Index(i), Value::Array(a)) => {
+                    let len = a.len();
+                    let idx = if *i < 0 {
+                        match len.checked_sub(usize::try_from(i.unsigned_abs()).ok()?) {
+                            Some(x) => x,
+                            None => return Some(Vec::new()),
+                        }
+                    } else {
+                        usize::try_from(*i).ok()?
+                    };
+                    match a.get_mut(idx) {
+                        Some(x) => x,
+                        None => return Some(Vec::new()),
+                    }
+                }
+                _ => return Some(Vec::new()),
+            };
+        }
+        Some(match v {
+            Value::Array(a) => std::mem::take(a),
+            Value::Object(m) => std::mem::take(m).into_iter().map(|(_, x)| x).collect(),
+            _ => Vec::new(),
+        })
+    }
+
     pub fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
         match &self.fast {
             Some(steps) => walk(steps, value),
@@ -315,6 +356,19 @@ fn is_singular_segment(segment: &Segment) -> bool {
     }
 }
 
+fn wildcard_steps(q: &JpQuery) -> Option<Vec<Step>> {
+    let (last, rest) = q.segments.split_last()?;
+    let is_wildcard = match last {
+        Segment::Selector(Selector::Wildcard) => true,
+        Segment::Selectors(s) => s.len() == 1 && matches!(s[0], Selector::Wildcard),
+        _ => false,
+    };
+    if !is_wildcard {
+        return None;
+    }
+    singular_steps(&JpQuery::new(rest.to_vec()))
+}
+
 fn shorten(text: &str) -> String {
     if text.len() <= 80 {
         return text.to_string();
@@ -355,6 +409,29 @@ mod tests {
         assert_eq!(p.first(&doc), Some(&json!(3)));
         assert_eq!(JsonPath::parse("$.a.b[-9]").unwrap().first(&doc), None);
         assert_eq!(JsonPath::parse("$.a.b.c").unwrap().first(&doc), None);
+    }
+
+    #[test]
+    fn wildcards_over_a_singular_path_move_their_elements_out() {
+        let p = JsonPath::parse("$.page.orders[*]").unwrap();
+        let mut doc = json!({"page": {"orders": [{"id": 1}, {"id": 2}]}, "next": "x"});
+        let want: Vec<Value> = p.select(&doc).into_iter().cloned().collect();
+        assert_eq!(p.take_all(&mut doc), Some(want));
+        assert_eq!(doc, json!({"page": {"orders": []}, "next": "x"}));
+        let mut doc = json!({"a": {"x": 1, "y": 2}});
+        assert_eq!(
+            JsonPath::parse("$.a[*]").unwrap().take_all(&mut doc),
+            Some(vec![json!(1), json!(2)])
+        );
+        assert_eq!(
+            JsonPath::parse("$.missing[*]").unwrap().take_all(&mut doc),
+            Some(vec![])
+        );
+        assert_eq!(JsonPath::parse("$..a[*]").unwrap().take_all(&mut doc), None);
+        assert_eq!(
+            JsonPath::parse("$[*]").unwrap().take_all(&mut json!([3])),
+            Some(vec![json!(3)])
+        );
     }
 
     #[test]

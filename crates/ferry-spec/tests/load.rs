@@ -179,3 +179,11 @@ fn hostile_input_is_refused_cleanly() {
         assert!(load_str(t, None).is_err(), "{t:?}");
     }
 }
+
+#[test]
+fn a_flow_without_a_policy_gets_the_default_policy() {
+    let f = load_str(MINIMAL, None).unwrap();
+    assert_eq!(f.flow.policy, ferry_spec::Policy::default());
+    assert!(f.flow.policy.circuit_breaker.enabled);
+    assert_eq!(f.flow.policy.retry_budget, 0.2);
+}

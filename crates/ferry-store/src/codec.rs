@@ -19,7 +19,46 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
-use crate::model::{Attempt, ParseEnumError, RunCounts};
+use crate::model::{Attempt, DlqAction, DlqState, ParseEnumError, RunCounts};
+
+/// Longest discard reason kept, in bytes; a longer one is refused.
+pub(crate) const MAX_REASON_BYTES: usize = 4096;
+
+/// One event for a dead letter's history, as both backends insert it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Event<'a> {
+    pub id: Uuid,
+    /// When (millisecond precision).
+    pub at: DateTime<Utc>,
+    pub action: DlqAction,
+    pub from: DlqState,
+    pub to: DlqState,
+    /// Already cleaned of NUL.
+    pub note: &'a str,
+    pub run_id: Option<Uuid>,
+    pub actor: Option<&'a str>,
+}
+
+/// A discard reason as stored: trimmed, NUL replaced; empty or oversized reasons are refused.
+pub(crate) fn check_reason(op: &'static str, reason: &str) -> Result<String> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(StoreError::InvalidInput {
+            op,
+            detail: "a discard needs a reason (say why the record will never be delivered)".into(),
+        });
+    }
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(StoreError::InvalidInput {
+            op,
+            detail: format!(
+                "the discard reason is {} bytes long; keep it under {MAX_REASON_BYTES}",
+                reason.len()
+            ),
+        });
+    }
+    Ok(clean_text(reason).into_owned())
+}
 
 /// The replacement for NUL in stored text.
 const NUL_REPLACEMENT: char = '\u{FFFD}';

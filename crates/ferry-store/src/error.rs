@@ -142,6 +142,19 @@ pub enum StoreError {
         status: crate::model::RunStatus,
     },
 
+    /// An operator action that needs a pending dead letter found it replayed or discarded.
+    #[error(
+        "state store operation `{op}`: dead letter {id} is {state}, not pending; only pending entries can be edited, replayed or discarded (see its history with `ferry dlq show {id}`)"
+    )]
+    DeadLetterNotPending {
+        /// The store operation.
+        op: &'static str,
+        /// The entry.
+        id: uuid::Uuid,
+        /// Its state in the store.
+        state: crate::model::DlqState,
+    },
+
     /// A stored value could not be read back.
     #[error(
         "state store operation `{op}`: stored {column} is unreadable ({detail}); the database was edited by hand or is damaged"
@@ -182,6 +195,7 @@ impl StoreError {
             | StoreError::MigrationMismatch { .. }
             | StoreError::NotFound { .. }
             | StoreError::RunFinished { .. }
+            | StoreError::DeadLetterNotPending { .. }
             | StoreError::BadData { .. }
             | StoreError::InvalidInput { .. } => false,
         }

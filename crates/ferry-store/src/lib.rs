@@ -44,9 +44,10 @@ use std::sync::Arc;
 
 pub use error::{Result, StoreError};
 pub use model::{
-    Attempt, DEFAULT_DLQ_LIMIT, DeadLetter, DeadLetterEvent, DeployOutcome, DlqFilter, DlqState,
-    FlowSummary, LedgerEntry, LedgerHit, NewDeadLetter, NewRun, ParseEnumError, RevisionInfo,
-    RunCounts, RunRecord, RunStatus, Settle, Stage, Trigger,
+    Attempt, DEFAULT_DLQ_LIMIT, DeadLetter, DeadLetterEvent, DeadLetterFailure, DeadLetterReplay,
+    DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, LedgerEntry, LedgerHit,
+    NewDeadLetter, NewRun, ParseEnumError, ReplaySettle, RevisionInfo, RunCounts, RunRecord,
+    RunStatus, Settle, Stage, Trigger,
 };
 pub use store::StateStore;
 pub use target::redact;

@@ -118,6 +118,22 @@ text_enum!(
 );
 
 text_enum!(
+    /// What one event in a dead letter's history records.
+    DlqAction, "dead-letter action", {
+        /// A plain state change ([`StateStore::set_dead_letter_state`](crate::StateStore::set_dead_letter_state)).
+        State => "state",
+        /// The source record was edited; the entry stays pending.
+        Edit => "edit",
+        /// An operator discarded the entry, with a reason.
+        Discard => "discard",
+        /// A replay resolved the entry: delivered, found in the ledger, or filtered.
+        Replay => "replay",
+        /// A replay failed again; the entry stays pending with the new error.
+        ReplayFailed => "replay_failed",
+    }
+);
+
+text_enum!(
     /// What has been done about a dead letter.
     DlqState, "dead-letter state", {
         /// Waiting for an operator.
@@ -326,6 +342,9 @@ pub struct DeadLetter {
     pub source_record: Value,
     /// The mapped record, if mapping got that far.
     pub mapped_record: Option<Value>,
+    /// The source record as an operator edited it for replay (`ferry dlq edit`); replays use
+    /// it instead of `source_record`, which is never changed.
+    pub edited_record: Option<Value>,
     /// Where it failed.
     pub stage: Stage,
     /// The last error.
@@ -344,19 +363,84 @@ pub struct DeadLetter {
     pub updated_at: DateTime<Utc>,
 }
 
-/// One state change of a dead letter.
+/// One event in a dead letter's history: a state change, an edit, a discard, a replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeadLetterEvent {
     /// When.
     pub at: DateTime<Utc>,
+    /// What happened.
+    pub action: DlqAction,
     /// State before.
     pub from: DlqState,
-    /// State after.
+    /// State after (the same as `from` for an edit or a failed replay).
     pub to: DlqState,
-    /// Operator's or engine's note.
+    /// Operator's or engine's note: the discard reason, the fields edited, the new error.
     pub note: String,
-    /// The replay run, if the change came from one.
+    /// The replay run, if the event came from one.
     pub run_id: Option<Uuid>,
+    /// Who did it (`FERRY_USER`, else `USER`), when known.
+    pub actor: Option<String>,
+}
+
+/// A replay's new failure of a dead-lettered record. The entry stays pending: its error, error
+/// class and stage are replaced, the mapped record too when the replay got that far, and the
+/// attempts are appended to the ones it had.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterFailure {
+    /// Where it failed this time.
+    pub stage: Stage,
+    /// The new error.
+    pub error: String,
+    /// Its low-cardinality class.
+    pub error_class: String,
+    /// The record as the replay's revision mapped it, if mapping got that far.
+    pub mapped_record: Option<Value>,
+    /// The replay's delivery attempts, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// What a replay did to one dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeadLetterReplay {
+    /// Resolved (delivered, already in the ledger, or filtered by the replay's revision): the
+    /// entry becomes `replayed` with this note.
+    Resolved {
+        /// The entry.
+        id: Uuid,
+        /// How it was resolved ("delivered by replay run …", "already delivered", …).
+        note: String,
+    },
+    /// Failed again: the entry stays as it is (pending), with the failure recorded.
+    Failed {
+        /// The entry.
+        id: Uuid,
+        /// What happened, for the history.
+        note: String,
+        /// The new failure.
+        failure: DeadLetterFailure,
+    },
+}
+
+impl DeadLetterReplay {
+    /// The entry concerned.
+    pub fn id(&self) -> Uuid {
+        match self {
+            DeadLetterReplay::Resolved { id, .. } | DeadLetterReplay::Failed { id, .. } => *id,
+        }
+    }
+}
+
+/// One batch of a replay run, written in a single transaction: the settle batch (ledger rows
+/// of the records delivered, the run's counts) and what happened to each dead letter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplaySettle {
+    /// Ledger rows, counts (and, never in practice, a cursor) of the replay run.
+    pub batch: Settle,
+    /// One outcome per dead letter settled in this batch; each becomes a history event
+    /// carrying `batch.run_id`.
+    pub entries: Vec<DeadLetterReplay>,
+    /// Who started the replay.
+    pub actor: String,
 }
 
 /// Default number of dead letters one listing returns.
@@ -445,6 +529,10 @@ mod tests {
         for s in DlqState::ALL {
             assert_eq!(s.as_str().parse::<DlqState>(), Ok(*s));
         }
+        for a in DlqAction::ALL {
+            assert_eq!(a.as_str().parse::<DlqAction>(), Ok(*a));
+        }
+        assert_eq!(DlqAction::ReplayFailed.as_str(), "replay_failed");
         assert_eq!(Trigger::Schedule.to_string(), "schedule");
         assert_eq!(
             serde_json::to_value(RunStatus::Incomplete).ok(),

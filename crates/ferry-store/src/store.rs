@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::model::{
     DeadLetter, DeadLetterEvent, DeployOutcome, DlqFilter, DlqState, FlowSummary, LedgerHit,
-    NewRun, RevisionInfo, RunCounts, RunRecord, RunStatus, Settle,
+    NewRun, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus, Settle,
 };
 
 /// ferry's state: revisions, runs, cursors, the idempotency ledger and the dead-letter queue.
@@ -116,6 +116,39 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         run_id: Option<Uuid>,
     ) -> Result<()>;
 
-    /// The state changes of an entry, oldest first (empty for an unknown id).
+    /// The events of an entry (state changes, edits, discards, replays), oldest first (empty
+    /// for an unknown id).
     async fn dead_letter_history(&self, id: Uuid) -> Result<Vec<DeadLetterEvent>>;
+
+    /// Stores an operator's edited copy of a pending entry's source record (replays use it
+    /// instead of the original, which is kept unchanged) and appends an `edit` event with the
+    /// note and the actor. A later edit replaces the earlier copy.
+    ///
+    /// Errors: [`StoreError::NotFound`](crate::StoreError::NotFound) for an unknown id,
+    /// [`StoreError::DeadLetterNotPending`](crate::StoreError::DeadLetterNotPending) when the
+    /// entry was replayed or discarded; nothing is written then.
+    async fn set_dead_letter_edit(
+        &self,
+        id: Uuid,
+        edited_source: &Value,
+        note: &str,
+        actor: &str,
+    ) -> Result<()>;
+
+    /// Discards a pending entry: state `discarded`, the reason as its note, and a `discard`
+    /// event with the actor. The entry is kept. An empty reason is refused
+    /// ([`StoreError::InvalidInput`](crate::StoreError::InvalidInput)); an unknown id or an
+    /// entry that is not pending is refused as in [`StateStore::set_dead_letter_edit`].
+    async fn discard_dead_letter(&self, id: Uuid, reason: &str, actor: &str) -> Result<()>;
+
+    /// ONE transaction: the replay run's settle batch, exactly as [`StateStore::settle`] (the
+    /// run must still be running), plus each dead letter's outcome: a resolved entry becomes
+    /// `replayed` with a `replay` event; a failed one keeps its state, takes the new error,
+    /// class, stage and (when given) mapped record, has the attempts appended and gets a
+    /// `replay_failed` event. Events carry the run id and `batch.actor`.
+    ///
+    /// Retrying a batch after a lost commit is harmless: an entry that already has an event
+    /// of this run is left as it is (attempts are not appended twice). An unknown entry id
+    /// rolls the whole batch back with [`StoreError::NotFound`](crate::StoreError::NotFound).
+    async fn settle_replay(&self, batch: &ReplaySettle) -> Result<()>;
 }

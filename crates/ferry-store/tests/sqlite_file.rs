@@ -251,3 +251,59 @@ async fn bad_addresses_are_clear_errors() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters() {
+    // A state file as the first ferry release left it: migration 1 only, one dead letter with
+    // one history event.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.db");
+    std::fs::File::create(&path).unwrap();
+    let initial = include_str!("../src/sqlite/migrations/0001_initial.sql");
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql(initial).execute(&mut conn).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE ferry_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+             checksum TEXT NOT NULL, applied_at TEXT NOT NULL);
+         INSERT INTO dead_letters VALUES ('0190a000-0000-7000-8000-000000000001', 'orders', 'dev',
+             '0190a000-0000-7000-8000-000000000002', 1, 'k1', '{\"id\":1}', NULL, 'map', 'boom',
+             'mapping', '[]', 'pending', NULL, '2024-01-01T00:00:00.000Z',
+             '2024-01-01T00:00:00.000Z');
+         INSERT INTO dead_letter_events (entry_id, at, from_state, to_state, note, run_id)
+             VALUES ('0190a000-0000-7000-8000-000000000001', '2024-01-01T00:00:01.000Z',
+             'pending', 'pending', 'looked at it', NULL);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO ferry_migrations VALUES (1, 'initial', ?, '2024-01-01T00:00:00.000Z')",
+    )
+    .bind(ferry_spec::canonical::content_hash(initial))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let store = open(path.to_str().unwrap()).await.unwrap();
+    assert_eq!(count_migrations(&path).await, 2);
+    let id = uuid::Uuid::parse_str("0190a000-0000-7000-8000-000000000001").unwrap();
+    let entry = store.dead_letter(id).await.unwrap().unwrap();
+    assert_eq!(entry.edited_record, None);
+    assert_eq!(entry.source_record, serde_json::json!({"id": 1}));
+    let history = store.dead_letter_history(id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].action, ferry_store::DlqAction::State);
+    assert_eq!(history[0].actor, None);
+    // The new columns work on the upgraded file.
+    store
+        .set_dead_letter_edit(id, &serde_json::json!({"id": 1, "x": 2}), "fix", "ann")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.dead_letter(id).await.unwrap().unwrap().edited_record,
+        Some(serde_json::json!({"id": 1, "x": 2}))
+    );
+}

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ferry_store::{DEFAULT_DLQ_LIMIT, DlqState};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -116,6 +117,11 @@ pub enum Command {
         #[arg(long)]
         token_env: Option<String>,
     },
+    /// Dead letters: list, show, edit, replay (a run of its own) and discard them.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Start the sandbox, deploy the example flow and run it twice (full, then incremental).
     Demo {
         /// Number of source records.
@@ -128,4 +134,74 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+}
+
+/// `ferry dlq …`. Entries are those of --env unless an id is given.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters of --env, newest first.
+    List {
+        /// Only this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        /// Only entries created since this time: RFC 3339 (2024-05-01T12:00:00Z) or a duration
+        /// back from now (90s, 30m, 2h, 7d).
+        #[arg(long, value_name = "TIME|DURATION")]
+        since: Option<String>,
+        /// Only this error class (rejected, retries_exhausted, mapping, …).
+        #[arg(long)]
+        error_class: Option<String>,
+        /// Only entries in this state: pending, replayed or discarded. (Named `--status`
+        /// because `--state` is the global state directory.)
+        #[arg(long = "status", value_name = "STATE", value_parser = parse_dlq_state)]
+        status: Option<DlqState>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = DEFAULT_DLQ_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
+    /// Show one entry: records, error, every attempt, and its history.
+    Show { id: String },
+    /// Fix the source record of a pending entry before a replay (the original is kept).
+    Edit {
+        id: String,
+        /// PATH=VALUE (repeatable): a dotted path (buyer.email, items.0.qty) and a value, read
+        /// as JSON when it is JSON, else as text.
+        #[arg(long = "set", value_name = "PATH=VALUE", required = true)]
+        sets: Vec<String>,
+    },
+    /// Replay pending entries as a run of their own; exits 1 when some still fail.
+    Replay {
+        /// Entry ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// The flow whose entries --all replays.
+        #[arg(long, requires = "all")]
+        flow: Option<String>,
+        /// Every pending entry of --flow in --env.
+        #[arg(long, requires = "flow")]
+        all: bool,
+        /// Map and deliver with this revision instead of the flow's active one.
+        #[arg(long)]
+        revision: Option<i64>,
+        /// Show what would be delivered (a diff against the mapped record that failed) and
+        /// write and send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Don't show the live progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Discard pending entries for good (they are kept, with the reason).
+    Discard {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Why these records will never be delivered.
+        #[arg(long, required = true)]
+        reason: String,
+    },
+}
+
+fn parse_dlq_state(s: &str) -> Result<DlqState, String> {
+    s.parse()
+        .map_err(|e: ferry_store::ParseEnumError| e.to_string())
 }

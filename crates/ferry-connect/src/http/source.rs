@@ -275,12 +275,18 @@ impl HttpPager {
         let shown = self.display(&url);
         self.seen.insert(url.as_str().to_string());
         let (headers, body) = self.fetch(&url, number, &shown).await?;
-        let doc: Value = serde_json::from_slice(&body).map_err(|e| ConnectError::Malformed {
-            page: number,
-            url: shown.clone(),
-            reason: e.to_string(),
-        })?;
-        let records: Vec<Value> = self.records.select(&doc).into_iter().cloned().collect();
+        let mut doc: Value =
+            serde_json::from_slice(&body).map_err(|e| ConnectError::Malformed {
+                page: number,
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        drop(body);
+        // `$.orders[*]` moves the records out of the page instead of copying them.
+        let records: Vec<Value> = match self.records.take_all(&mut doc) {
+            Some(r) => r,
+            None => self.records.select(&doc).into_iter().cloned().collect(),
+        };
         let next = self.next_url(&url, &doc, &headers, records.len() as u64, number, &shown)?;
         if let Some(n) = &next
             && self.seen.contains(n.as_str())

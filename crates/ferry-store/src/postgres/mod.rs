@@ -25,24 +25,32 @@ use sqlx::{Connection, PgConnection, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use crate::codec::{
-    attempts_text, bad, check_key, clean_text, counts_from_i64, counts_to_i64, json_text, millis,
-    now, parse_attempts, parse_enum, parse_json, parse_json_opt,
+    Event, attempts_text, bad, check_key, check_reason, clean_text, counts_from_i64, counts_to_i64,
+    json_text, millis, now, parse_attempts, parse_enum, parse_json, parse_json_opt,
 };
 use crate::error::{Result, StoreError};
 use crate::migrate::{Migration, check_applied};
 use crate::model::{
-    DeadLetter, DeadLetterEvent, DeployOutcome, DlqFilter, DlqState, FlowSummary, LedgerHit,
-    NewRun, RevisionInfo, RunCounts, RunRecord, RunStatus, Settle,
+    DeadLetter, DeadLetterEvent, DeadLetterReplay, DeployOutcome, DlqAction, DlqFilter, DlqState,
+    FlowSummary, LedgerHit, NewRun, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
+    Settle,
 };
 use crate::store::StateStore;
 use crate::target::redact;
 
 /// The PostgreSQL schema, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "dead_letter_edits",
+        sql: include_str!("migrations/0002_dead_letter_edits.sql"),
+    },
+];
 
 /// Connections per process.
 const MAX_CONNECTIONS: u32 = 10;
@@ -72,7 +80,8 @@ macro_rules! dlq_cols {
     () => {
         "id, flow, env, run_id, revision, key, source_record::text AS source_record, \
          mapped_record::text AS mapped_record, stage, error, error_class, \
-         attempts::text AS attempts, state, state_note, created_at, updated_at"
+         attempts::text AS attempts, state, state_note, created_at, updated_at, \
+         edited_record::text AS edited_record"
     };
 }
 
@@ -280,6 +289,11 @@ fn dead_letter_from_row(op: &'static str, row: &PgRow) -> Result<DeadLetter> {
             "dead_letters.mapped_record",
             get::<Option<String>>(row, op, "mapped_record")?.as_deref(),
         )?,
+        edited_record: parse_json_opt(
+            op,
+            "dead_letters.edited_record",
+            get::<Option<String>>(row, op, "edited_record")?.as_deref(),
+        )?,
         stage: parse_enum(op, "dead_letters.stage", &get::<String>(row, op, "stage")?)?,
         error: get(row, op, "error")?,
         error_class: get(row, op, "error_class")?,
@@ -316,6 +330,165 @@ async fn run_not_updatable(
             Err(e) => e,
         },
     }
+}
+
+/// The writes of one settle batch, inside the caller's transaction: ledger rows, dead letters,
+/// the run's counts (the run must still be running) and the cursor when given.
+async fn settle_in(
+    tx: &mut Transaction<'static, Postgres>,
+    op: &'static str,
+    batch: &Settle,
+) -> Result<()> {
+    for entry in &batch.delivered {
+        check_key(op, &entry.key)?;
+    }
+    let counts = counts_to_i64(op, &batch.counts)?;
+
+    for chunk in batch.delivered.chunks(MAX_ROWS_PER_INSERT) {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) ",
+        );
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(&batch.flow)
+                .push_bind(&batch.env)
+                .push_bind(&e.key)
+                .push_bind(&e.body_hash)
+                .push_bind(e.run_id)
+                .push_bind(e.revision)
+                .push_bind(i32::from(e.status))
+                .push_bind(millis(e.delivered_at));
+        });
+        qb.push(" ON CONFLICT (flow, env, key) DO NOTHING");
+        qb.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::query(op))?;
+    }
+
+    for chunk in batch.dead.chunks(MAX_ROWS_PER_INSERT) {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO dead_letters (id, flow, env, run_id, revision, key, source_record, \
+                 mapped_record, stage, error, error_class, attempts, state, state_note, created_at, \
+                 updated_at) ",
+        );
+        qb.push_values(chunk, |mut b, d| {
+            let created = millis(d.created_at);
+            b.push_bind(d.id)
+                .push_bind(&d.flow)
+                .push_bind(&d.env)
+                .push_bind(d.run_id)
+                .push_bind(d.revision)
+                .push_bind(d.key.as_deref().map(|k| clean_text(k).into_owned()))
+                .push_bind(json_text(&d.source_record))
+                .push_unseparated("::jsonb")
+                .push_bind(d.mapped_record.as_ref().map(json_text))
+                .push_unseparated("::jsonb")
+                .push_bind(d.stage.as_str())
+                .push_bind(clean_text(&d.error).into_owned())
+                .push_bind(clean_text(&d.error_class).into_owned())
+                .push_bind(attempts_text(&d.attempts))
+                .push_unseparated("::jsonb")
+                .push_bind(DlqState::Pending.as_str())
+                .push_bind(None::<String>)
+                .push_bind(created)
+                .push_bind(created);
+        });
+        // A retry of a batch whose commit went through is harmless.
+        qb.push(" ON CONFLICT (id) DO NOTHING");
+        qb.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::query(op))?;
+    }
+
+    let updated = sqlx::query(
+            "UPDATE runs SET fetched = $1, delivered = $2, skipped = $3, filtered = $4, dead_lettered = $5
+             WHERE id = $6 AND status = 'running'",
+        )
+        .bind(counts[0])
+        .bind(counts[1])
+        .bind(counts[2])
+        .bind(counts[3])
+        .bind(counts[4])
+        .bind(batch.run_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::query(op))?;
+    if updated.rows_affected() == 0 {
+        return Err(run_not_updatable(tx, op, batch.run_id).await);
+    }
+
+    if let Some(cursor) = &batch.cursor {
+        sqlx::query(
+                "INSERT INTO cursors (flow, env, value, updated_at) VALUES ($1, $2, $3::jsonb, $4)
+                 ON CONFLICT (flow, env) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(&batch.flow)
+            .bind(&batch.env)
+            .bind(json_text(cursor))
+            .bind(now())
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::query(op))?;
+    }
+    Ok(())
+}
+
+/// The state of a dead letter, locked for the rest of the transaction.
+async fn entry_state(
+    tx: &mut Transaction<'static, Postgres>,
+    op: &'static str,
+    id: Uuid,
+) -> Result<DlqState> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM dead_letters WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::query(op))?;
+    match state {
+        Some(s) => parse_enum(op, "dead_letters.state", &s),
+        None => Err(StoreError::NotFound {
+            op,
+            what: format!("dead letter {id}"),
+        }),
+    }
+}
+
+/// The state of a dead letter that must be pending for an operator action.
+async fn pending_entry(
+    tx: &mut Transaction<'static, Postgres>,
+    op: &'static str,
+    id: Uuid,
+) -> Result<DlqState> {
+    match entry_state(tx, op, id).await? {
+        DlqState::Pending => Ok(DlqState::Pending),
+        state => Err(StoreError::DeadLetterNotPending { op, id, state }),
+    }
+}
+
+/// Appends one event to a dead letter's history.
+async fn insert_event(
+    tx: &mut Transaction<'static, Postgres>,
+    op: &'static str,
+    e: Event<'_>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO dead_letter_events (entry_id, at, action, from_state, to_state, note, run_id, actor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(e.id)
+    .bind(e.at)
+    .bind(e.action.as_str())
+    .bind(e.from.as_str())
+    .bind(e.to.as_str())
+    .bind(e.note)
+    .bind(e.run_id)
+    .bind(e.actor.map(|a| clean_text(a).into_owned()))
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::query(op))?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -548,99 +721,8 @@ impl StateStore for PgStore {
 
     async fn settle(&self, batch: &Settle) -> Result<()> {
         const OP: &str = "settle";
-        for entry in &batch.delivered {
-            check_key(OP, &entry.key)?;
-        }
-        let counts = counts_to_i64(OP, &batch.counts)?;
         let mut tx = self.tx(OP).await?;
-
-        for chunk in batch.delivered.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) ",
-            );
-            qb.push_values(chunk, |mut b, e| {
-                b.push_bind(&batch.flow)
-                    .push_bind(&batch.env)
-                    .push_bind(&e.key)
-                    .push_bind(&e.body_hash)
-                    .push_bind(e.run_id)
-                    .push_bind(e.revision)
-                    .push_bind(i32::from(e.status))
-                    .push_bind(millis(e.delivered_at));
-            });
-            qb.push(" ON CONFLICT (flow, env, key) DO NOTHING");
-            qb.build()
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
-        }
-
-        for chunk in batch.dead.chunks(MAX_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO dead_letters (id, flow, env, run_id, revision, key, source_record, \
-                 mapped_record, stage, error, error_class, attempts, state, state_note, created_at, \
-                 updated_at) ",
-            );
-            qb.push_values(chunk, |mut b, d| {
-                let created = millis(d.created_at);
-                b.push_bind(d.id)
-                    .push_bind(&d.flow)
-                    .push_bind(&d.env)
-                    .push_bind(d.run_id)
-                    .push_bind(d.revision)
-                    .push_bind(d.key.as_deref().map(|k| clean_text(k).into_owned()))
-                    .push_bind(json_text(&d.source_record))
-                    .push_unseparated("::jsonb")
-                    .push_bind(d.mapped_record.as_ref().map(json_text))
-                    .push_unseparated("::jsonb")
-                    .push_bind(d.stage.as_str())
-                    .push_bind(clean_text(&d.error).into_owned())
-                    .push_bind(clean_text(&d.error_class).into_owned())
-                    .push_bind(attempts_text(&d.attempts))
-                    .push_unseparated("::jsonb")
-                    .push_bind(DlqState::Pending.as_str())
-                    .push_bind(None::<String>)
-                    .push_bind(created)
-                    .push_bind(created);
-            });
-            // A retry of a batch whose commit went through is harmless.
-            qb.push(" ON CONFLICT (id) DO NOTHING");
-            qb.build()
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
-        }
-
-        let updated = sqlx::query(
-            "UPDATE runs SET fetched = $1, delivered = $2, skipped = $3, filtered = $4, dead_lettered = $5
-             WHERE id = $6 AND status = 'running'",
-        )
-        .bind(counts[0])
-        .bind(counts[1])
-        .bind(counts[2])
-        .bind(counts[3])
-        .bind(counts[4])
-        .bind(batch.run_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        if updated.rows_affected() == 0 {
-            return Err(run_not_updatable(&mut tx, OP, batch.run_id).await);
-        }
-
-        if let Some(cursor) = &batch.cursor {
-            sqlx::query(
-                "INSERT INTO cursors (flow, env, value, updated_at) VALUES ($1, $2, $3::jsonb, $4)
-                 ON CONFLICT (flow, env) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
-            )
-            .bind(&batch.flow)
-            .bind(&batch.env)
-            .bind(json_text(cursor))
-            .bind(now())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(OP))?;
-        }
+        settle_in(&mut tx, OP, batch).await?;
         tx.commit().await.map_err(StoreError::query(OP))?;
         tracing::debug!(
             run_id = %batch.run_id,
@@ -848,19 +930,7 @@ impl StateStore for PgStore {
     ) -> Result<()> {
         const OP: &str = "set_dead_letter_state";
         let mut tx = self.tx(OP).await?;
-        let from: Option<String> =
-            sqlx::query_scalar("SELECT state FROM dead_letters WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
-        let Some(from) = from else {
-            return Err(StoreError::NotFound {
-                op: OP,
-                what: format!("dead letter {id}"),
-            });
-        };
-        let from: DlqState = parse_enum(OP, "dead_letters.state", &from)?;
+        let from = entry_state(&mut tx, OP, id).await?;
         let at = now();
         let note = clean_text(note).into_owned();
         sqlx::query(
@@ -873,19 +943,21 @@ impl StateStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::query(OP))?;
-        sqlx::query(
-            "INSERT INTO dead_letter_events (entry_id, at, from_state, to_state, note, run_id)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+        insert_event(
+            &mut tx,
+            OP,
+            Event {
+                id,
+                at,
+                action: DlqAction::State,
+                from,
+                to: state,
+                note: &note,
+                run_id,
+                actor: None,
+            },
         )
-        .bind(id)
-        .bind(at)
-        .bind(from.as_str())
-        .bind(state.as_str())
-        .bind(&note)
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
+        .await?;
         tx.commit().await.map_err(StoreError::query(OP))?;
         Ok(())
     }
@@ -893,7 +965,7 @@ impl StateStore for PgStore {
     async fn dead_letter_history(&self, id: Uuid) -> Result<Vec<DeadLetterEvent>> {
         const OP: &str = "dead_letter_history";
         let rows = sqlx::query(
-            "SELECT at, from_state, to_state, note, run_id FROM dead_letter_events
+            "SELECT at, action, from_state, to_state, note, run_id, actor FROM dead_letter_events
              WHERE entry_id = $1 ORDER BY id",
         )
         .bind(id)
@@ -904,6 +976,11 @@ impl StateStore for PgStore {
             .map(|row| {
                 Ok(DeadLetterEvent {
                     at: get::<DateTime<Utc>>(row, OP, "at")?,
+                    action: parse_enum(
+                        OP,
+                        "dead_letter_events.action",
+                        &get::<String>(row, OP, "action")?,
+                    )?,
                     from: parse_enum(
                         OP,
                         "dead_letter_events.from_state",
@@ -916,9 +993,176 @@ impl StateStore for PgStore {
                     )?,
                     note: get(row, OP, "note")?,
                     run_id: get(row, OP, "run_id")?,
+                    actor: get(row, OP, "actor")?,
                 })
             })
             .collect()
+    }
+
+    async fn set_dead_letter_edit(
+        &self,
+        id: Uuid,
+        edited_source: &Value,
+        note: &str,
+        actor: &str,
+    ) -> Result<()> {
+        const OP: &str = "set_dead_letter_edit";
+        let mut tx = self.tx(OP).await?;
+        let from = pending_entry(&mut tx, OP, id).await?;
+        let at = now();
+        sqlx::query(
+            "UPDATE dead_letters SET edited_record = $1::jsonb, updated_at = $2 WHERE id = $3",
+        )
+        .bind(json_text(edited_source))
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        insert_event(
+            &mut tx,
+            OP,
+            Event {
+                id,
+                at,
+                action: DlqAction::Edit,
+                from,
+                to: from,
+                note: &clean_text(note),
+                run_id: None,
+                actor: Some(actor),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn discard_dead_letter(&self, id: Uuid, reason: &str, actor: &str) -> Result<()> {
+        const OP: &str = "discard_dead_letter";
+        let reason = check_reason(OP, reason)?;
+        let mut tx = self.tx(OP).await?;
+        let from = pending_entry(&mut tx, OP, id).await?;
+        let at = now();
+        sqlx::query(
+            "UPDATE dead_letters SET state = $1, state_note = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(DlqState::Discarded.as_str())
+        .bind(&reason)
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        insert_event(
+            &mut tx,
+            OP,
+            Event {
+                id,
+                at,
+                action: DlqAction::Discard,
+                from,
+                to: DlqState::Discarded,
+                note: &reason,
+                run_id: None,
+                actor: Some(actor),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn settle_replay(&self, batch: &ReplaySettle) -> Result<()> {
+        const OP: &str = "settle_replay";
+        let run_id = batch.batch.run_id;
+        let mut tx = self.tx(OP).await?;
+        settle_in(&mut tx, OP, &batch.batch).await?;
+        for entry in &batch.entries {
+            let id = entry.id();
+            let row = sqlx::query(
+                "SELECT state, attempts::text AS attempts,
+                        EXISTS (SELECT 1 FROM dead_letter_events e
+                                WHERE e.entry_id = d.id AND e.run_id = $2) AS seen
+                 FROM dead_letters d WHERE d.id = $1 FOR UPDATE",
+            )
+            .bind(id)
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::query(OP))?
+            .ok_or_else(|| StoreError::NotFound {
+                op: OP,
+                what: format!("dead letter {id}"),
+            })?;
+            if get::<bool>(&row, OP, "seen")? {
+                // This batch was committed before and its acknowledgement lost.
+                continue;
+            }
+            let from: DlqState =
+                parse_enum(OP, "dead_letters.state", &get::<String>(&row, OP, "state")?)?;
+            let at = now();
+            let (action, to, note) = match entry {
+                DeadLetterReplay::Resolved { note, .. } => {
+                    let note = clean_text(note).into_owned();
+                    sqlx::query(
+                        "UPDATE dead_letters SET state = $1, state_note = $2, updated_at = $3 WHERE id = $4",
+                    )
+                    .bind(DlqState::Replayed.as_str())
+                    .bind(&note)
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query(OP))?;
+                    (DlqAction::Replay, DlqState::Replayed, note)
+                }
+                DeadLetterReplay::Failed { note, failure, .. } => {
+                    let mut attempts = parse_attempts(OP, &get::<String>(&row, OP, "attempts")?)?;
+                    attempts.extend(failure.attempts.iter().cloned());
+                    sqlx::query(
+                        "UPDATE dead_letters SET stage = $1, error = $2, error_class = $3,
+                             mapped_record = COALESCE($4::jsonb, mapped_record),
+                             attempts = $5::jsonb, updated_at = $6
+                         WHERE id = $7",
+                    )
+                    .bind(failure.stage.as_str())
+                    .bind(clean_text(&failure.error).into_owned())
+                    .bind(clean_text(&failure.error_class).into_owned())
+                    .bind(failure.mapped_record.as_ref().map(json_text))
+                    .bind(attempts_text(&attempts))
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query(OP))?;
+                    (DlqAction::ReplayFailed, from, clean_text(note).into_owned())
+                }
+            };
+            insert_event(
+                &mut tx,
+                OP,
+                Event {
+                    id,
+                    at,
+                    action,
+                    from,
+                    to,
+                    note: &note,
+                    run_id: Some(run_id),
+                    actor: Some(&batch.actor),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        tracing::debug!(
+            run_id = %run_id,
+            delivered = batch.batch.delivered.len(),
+            entries = batch.entries.len(),
+            "Settled replay batch"
+        );
+        Ok(())
     }
 }
 

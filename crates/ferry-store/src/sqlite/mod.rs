@@ -28,23 +28,32 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::codec::{
-    attempts_text, bad, check_key, clean_text, counts_from_i64, counts_to_i64, json_text, millis,
-    now, parse_attempts, parse_enum, parse_json, parse_json_opt, parse_ts, parse_uuid, ts_text,
+    Event, attempts_text, bad, check_key, check_reason, clean_text, counts_from_i64, counts_to_i64,
+    json_text, millis, now, parse_attempts, parse_enum, parse_json, parse_json_opt, parse_ts,
+    parse_uuid, ts_text,
 };
 use crate::error::{Result, StoreError, sqlite_is_corrupt};
 use crate::migrate::{Migration, check_applied};
 use crate::model::{
-    DeadLetter, DeadLetterEvent, DeployOutcome, DlqFilter, DlqState, FlowSummary, LedgerHit,
-    NewRun, RevisionInfo, RunCounts, RunRecord, RunStatus, Settle,
+    DeadLetter, DeadLetterEvent, DeadLetterReplay, DeployOutcome, DlqAction, DlqFilter, DlqState,
+    FlowSummary, LedgerHit, NewRun, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
+    Settle,
 };
 use crate::store::StateStore;
 
 /// The SQLite schema, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "dead_letter_edits",
+        sql: include_str!("migrations/0002_dead_letter_edits.sql"),
+    },
+];
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,11 +84,17 @@ macro_rules! run_cols {
          dead_lettered, cursor_before, cursor_after, error, started_at, finished_at"
     };
 }
-/// Columns of `dead_letters`.
+/// Columns of `dead_letters` written when an entry is created.
 macro_rules! dlq_cols {
     () => {
         "id, flow, env, run_id, revision, key, source_record, mapped_record, stage, error, \
          error_class, attempts, state, state_note, created_at, updated_at"
+    };
+}
+/// Columns of `dead_letters` read back: those written at creation plus the operator's edit.
+macro_rules! dlq_read_cols {
+    () => {
+        concat!(dlq_cols!(), ", edited_record")
     };
 }
 
@@ -342,6 +357,11 @@ fn dead_letter_from_row(op: &'static str, row: &SqliteRow) -> Result<DeadLetter>
             "dead_letters.mapped_record",
             get::<Option<String>>(row, op, "mapped_record")?.as_deref(),
         )?,
+        edited_record: parse_json_opt(
+            op,
+            "dead_letters.edited_record",
+            get::<Option<String>>(row, op, "edited_record")?.as_deref(),
+        )?,
         stage: parse_enum(op, "dead_letters.stage", &get::<String>(row, op, "stage")?)?,
         error: get(row, op, "error")?,
         error_class: get(row, op, "error_class")?,
@@ -391,6 +411,158 @@ async fn run_not_updatable(
             Err(e) => e,
         },
     }
+}
+
+/// The writes of one settle batch, inside the caller's transaction: ledger rows, dead letters,
+/// the run's counts (the run must still be running) and the cursor when given.
+async fn settle_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    op: &'static str,
+    batch: &Settle,
+) -> Result<()> {
+    for entry in &batch.delivered {
+        check_key(op, &entry.key)?;
+    }
+    let counts = counts_to_i64(op, &batch.counts)?;
+
+    for chunk in batch.delivered.chunks(rows_per_insert(8)) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) ",
+        );
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(&batch.flow)
+                .push_bind(&batch.env)
+                .push_bind(&e.key)
+                .push_bind(&e.body_hash)
+                .push_bind(e.run_id.to_string())
+                .push_bind(e.revision)
+                .push_bind(i64::from(e.status))
+                .push_bind(ts_text(millis(e.delivered_at)));
+        });
+        qb.push(" ON CONFLICT (flow, env, key) DO NOTHING");
+        qb.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::query(op))?;
+    }
+
+    for chunk in batch.dead.chunks(rows_per_insert(16)) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(concat!("INSERT INTO dead_letters (", dlq_cols!(), ") "));
+        qb.push_values(chunk, |mut b, d| {
+            let created = ts_text(millis(d.created_at));
+            b.push_bind(d.id.to_string())
+                .push_bind(&d.flow)
+                .push_bind(&d.env)
+                .push_bind(d.run_id.to_string())
+                .push_bind(d.revision)
+                .push_bind(d.key.as_deref().map(|k| clean_text(k).into_owned()))
+                .push_bind(json_text(&d.source_record))
+                .push_bind(d.mapped_record.as_ref().map(json_text))
+                .push_bind(d.stage.as_str())
+                .push_bind(clean_text(&d.error).into_owned())
+                .push_bind(clean_text(&d.error_class).into_owned())
+                .push_bind(attempts_text(&d.attempts))
+                .push_bind(DlqState::Pending.as_str())
+                .push_bind(None::<String>)
+                .push_bind(created.clone())
+                .push_bind(created);
+        });
+        // A retry of a batch whose commit went through is harmless.
+        qb.push(" ON CONFLICT (id) DO NOTHING");
+        qb.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::query(op))?;
+    }
+
+    let updated = sqlx::query(
+        "UPDATE runs SET fetched = ?, delivered = ?, skipped = ?, filtered = ?, dead_lettered = ?
+             WHERE id = ? AND status = 'running'",
+    )
+    .bind(counts[0])
+    .bind(counts[1])
+    .bind(counts[2])
+    .bind(counts[3])
+    .bind(counts[4])
+    .bind(batch.run_id.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::query(op))?;
+    if updated.rows_affected() == 0 {
+        return Err(run_not_updatable(tx, op, batch.run_id).await);
+    }
+
+    if let Some(cursor) = &batch.cursor {
+        sqlx::query(
+                "INSERT INTO cursors (flow, env, value, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (flow, env) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(&batch.flow)
+            .bind(&batch.env)
+            .bind(json_text(cursor))
+            .bind(ts_text(now()))
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::query(op))?;
+    }
+    Ok(())
+}
+
+/// The state of a dead letter, read inside a write transaction.
+async fn entry_state(
+    tx: &mut Transaction<'static, Sqlite>,
+    op: &'static str,
+    id: Uuid,
+) -> Result<DlqState> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM dead_letters WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(StoreError::query(op))?;
+    match state {
+        Some(s) => parse_enum(op, "dead_letters.state", &s),
+        None => Err(StoreError::NotFound {
+            op,
+            what: format!("dead letter {id}"),
+        }),
+    }
+}
+
+/// The state of a dead letter that must be pending for an operator action.
+async fn pending_entry(
+    tx: &mut Transaction<'static, Sqlite>,
+    op: &'static str,
+    id: Uuid,
+) -> Result<DlqState> {
+    match entry_state(tx, op, id).await? {
+        DlqState::Pending => Ok(DlqState::Pending),
+        state => Err(StoreError::DeadLetterNotPending { op, id, state }),
+    }
+}
+
+/// Appends one event to a dead letter's history.
+async fn insert_event(
+    tx: &mut Transaction<'static, Sqlite>,
+    op: &'static str,
+    e: Event<'_>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO dead_letter_events (entry_id, at, action, from_state, to_state, note, run_id, actor)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.id.to_string())
+    .bind(ts_text(e.at))
+    .bind(e.action.as_str())
+    .bind(e.from.as_str())
+    .bind(e.to.as_str())
+    .bind(e.note)
+    .bind(e.run_id.map(|r| r.to_string()))
+    .bind(e.actor.map(|a| clean_text(a).into_owned()))
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::query(op))?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -617,93 +789,8 @@ impl StateStore for SqliteStore {
 
     async fn settle(&self, batch: &Settle) -> Result<()> {
         const OP: &str = "settle";
-        for entry in &batch.delivered {
-            check_key(OP, &entry.key)?;
-        }
-        let counts = counts_to_i64(OP, &batch.counts)?;
         let mut tx = self.write_tx(OP).await?;
-
-        for chunk in batch.delivered.chunks(rows_per_insert(8)) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) ",
-            );
-            qb.push_values(chunk, |mut b, e| {
-                b.push_bind(&batch.flow)
-                    .push_bind(&batch.env)
-                    .push_bind(&e.key)
-                    .push_bind(&e.body_hash)
-                    .push_bind(e.run_id.to_string())
-                    .push_bind(e.revision)
-                    .push_bind(i64::from(e.status))
-                    .push_bind(ts_text(millis(e.delivered_at)));
-            });
-            qb.push(" ON CONFLICT (flow, env, key) DO NOTHING");
-            qb.build()
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
-        }
-
-        for chunk in batch.dead.chunks(rows_per_insert(16)) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new(concat!("INSERT INTO dead_letters (", dlq_cols!(), ") "));
-            qb.push_values(chunk, |mut b, d| {
-                let created = ts_text(millis(d.created_at));
-                b.push_bind(d.id.to_string())
-                    .push_bind(&d.flow)
-                    .push_bind(&d.env)
-                    .push_bind(d.run_id.to_string())
-                    .push_bind(d.revision)
-                    .push_bind(d.key.as_deref().map(|k| clean_text(k).into_owned()))
-                    .push_bind(json_text(&d.source_record))
-                    .push_bind(d.mapped_record.as_ref().map(json_text))
-                    .push_bind(d.stage.as_str())
-                    .push_bind(clean_text(&d.error).into_owned())
-                    .push_bind(clean_text(&d.error_class).into_owned())
-                    .push_bind(attempts_text(&d.attempts))
-                    .push_bind(DlqState::Pending.as_str())
-                    .push_bind(None::<String>)
-                    .push_bind(created.clone())
-                    .push_bind(created);
-            });
-            // A retry of a batch whose commit went through is harmless.
-            qb.push(" ON CONFLICT (id) DO NOTHING");
-            qb.build()
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
-        }
-
-        let updated = sqlx::query(
-            "UPDATE runs SET fetched = ?, delivered = ?, skipped = ?, filtered = ?, dead_lettered = ?
-             WHERE id = ? AND status = 'running'",
-        )
-        .bind(counts[0])
-        .bind(counts[1])
-        .bind(counts[2])
-        .bind(counts[3])
-        .bind(counts[4])
-        .bind(batch.run_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        if updated.rows_affected() == 0 {
-            return Err(run_not_updatable(&mut tx, OP, batch.run_id).await);
-        }
-
-        if let Some(cursor) = &batch.cursor {
-            sqlx::query(
-                "INSERT INTO cursors (flow, env, value, updated_at) VALUES (?, ?, ?, ?)
-                 ON CONFLICT (flow, env) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            )
-            .bind(&batch.flow)
-            .bind(&batch.env)
-            .bind(json_text(cursor))
-            .bind(ts_text(now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(OP))?;
-        }
+        settle_in(&mut tx, OP, batch).await?;
         tx.commit().await.map_err(StoreError::query(OP))?;
         tracing::debug!(
             run_id = %batch.run_id,
@@ -865,7 +952,7 @@ impl StateStore for SqliteStore {
         const OP: &str = "dead_letters";
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(concat!(
             "SELECT ",
-            dlq_cols!(),
+            dlq_read_cols!(),
             " FROM dead_letters WHERE 1 = 1"
         ));
         if let Some(flow) = &filter.flow {
@@ -898,7 +985,7 @@ impl StateStore for SqliteStore {
         const OP: &str = "dead_letter";
         let row = sqlx::query(concat!(
             "SELECT ",
-            dlq_cols!(),
+            dlq_read_cols!(),
             " FROM dead_letters WHERE id = ?"
         ))
         .bind(id.to_string())
@@ -917,44 +1004,34 @@ impl StateStore for SqliteStore {
     ) -> Result<()> {
         const OP: &str = "set_dead_letter_state";
         let mut tx = self.write_tx(OP).await?;
-        let from: Option<String> =
-            sqlx::query_scalar("SELECT state FROM dead_letters WHERE id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
-        let Some(from) = from else {
-            return Err(StoreError::NotFound {
-                op: OP,
-                what: format!("dead letter {id}"),
-            });
-        };
-        let from: DlqState = parse_enum(OP, "dead_letters.state", &from)?;
-        let at = ts_text(now());
+        let from = entry_state(&mut tx, OP, id).await?;
+        let at = now();
         let note = clean_text(note).into_owned();
         sqlx::query(
             "UPDATE dead_letters SET state = ?, state_note = ?, updated_at = ? WHERE id = ?",
         )
         .bind(state.as_str())
         .bind(&note)
-        .bind(&at)
+        .bind(ts_text(at))
         .bind(id.to_string())
         .execute(&mut *tx)
         .await
         .map_err(StoreError::query(OP))?;
-        sqlx::query(
-            "INSERT INTO dead_letter_events (entry_id, at, from_state, to_state, note, run_id)
-             VALUES (?, ?, ?, ?, ?, ?)",
+        insert_event(
+            &mut tx,
+            OP,
+            Event {
+                id,
+                at,
+                action: DlqAction::State,
+                from,
+                to: state,
+                note: &note,
+                run_id,
+                actor: None,
+            },
         )
-        .bind(id.to_string())
-        .bind(&at)
-        .bind(from.as_str())
-        .bind(state.as_str())
-        .bind(&note)
-        .bind(run_id.map(|r| r.to_string()))
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
+        .await?;
         tx.commit().await.map_err(StoreError::query(OP))?;
         Ok(())
     }
@@ -962,7 +1039,7 @@ impl StateStore for SqliteStore {
     async fn dead_letter_history(&self, id: Uuid) -> Result<Vec<DeadLetterEvent>> {
         const OP: &str = "dead_letter_history";
         let rows = sqlx::query(
-            "SELECT at, from_state, to_state, note, run_id FROM dead_letter_events
+            "SELECT at, action, from_state, to_state, note, run_id, actor FROM dead_letter_events
              WHERE entry_id = ? ORDER BY id",
         )
         .bind(id.to_string())
@@ -973,6 +1050,11 @@ impl StateStore for SqliteStore {
             .map(|row| {
                 Ok(DeadLetterEvent {
                     at: parse_ts(OP, "dead_letter_events.at", &get::<String>(row, OP, "at")?)?,
+                    action: parse_enum(
+                        OP,
+                        "dead_letter_events.action",
+                        &get::<String>(row, OP, "action")?,
+                    )?,
                     from: parse_enum(
                         OP,
                         "dead_letter_events.from_state",
@@ -987,9 +1069,175 @@ impl StateStore for SqliteStore {
                     run_id: get::<Option<String>>(row, OP, "run_id")?
                         .map(|s| parse_uuid(OP, "dead_letter_events.run_id", &s))
                         .transpose()?,
+                    actor: get(row, OP, "actor")?,
                 })
             })
             .collect()
+    }
+
+    async fn set_dead_letter_edit(
+        &self,
+        id: Uuid,
+        edited_source: &Value,
+        note: &str,
+        actor: &str,
+    ) -> Result<()> {
+        const OP: &str = "set_dead_letter_edit";
+        let mut tx = self.write_tx(OP).await?;
+        let from = pending_entry(&mut tx, OP, id).await?;
+        let at = now();
+        sqlx::query("UPDATE dead_letters SET edited_record = ?, updated_at = ? WHERE id = ?")
+            .bind(json_text(edited_source))
+            .bind(ts_text(at))
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(OP))?;
+        insert_event(
+            &mut tx,
+            OP,
+            Event {
+                id,
+                at,
+                action: DlqAction::Edit,
+                from,
+                to: from,
+                note: &clean_text(note),
+                run_id: None,
+                actor: Some(actor),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn discard_dead_letter(&self, id: Uuid, reason: &str, actor: &str) -> Result<()> {
+        const OP: &str = "discard_dead_letter";
+        let reason = check_reason(OP, reason)?;
+        let mut tx = self.write_tx(OP).await?;
+        let from = pending_entry(&mut tx, OP, id).await?;
+        let at = now();
+        sqlx::query(
+            "UPDATE dead_letters SET state = ?, state_note = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(DlqState::Discarded.as_str())
+        .bind(&reason)
+        .bind(ts_text(at))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        insert_event(
+            &mut tx,
+            OP,
+            Event {
+                id,
+                at,
+                action: DlqAction::Discard,
+                from,
+                to: DlqState::Discarded,
+                note: &reason,
+                run_id: None,
+                actor: Some(actor),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    async fn settle_replay(&self, batch: &ReplaySettle) -> Result<()> {
+        const OP: &str = "settle_replay";
+        let run_id = batch.batch.run_id;
+        let mut tx = self.write_tx(OP).await?;
+        settle_in(&mut tx, OP, &batch.batch).await?;
+        for entry in &batch.entries {
+            let id = entry.id();
+            let seen: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM dead_letter_events WHERE entry_id = ? AND run_id = ? LIMIT 1",
+            )
+            .bind(id.to_string())
+            .bind(run_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::query(OP))?;
+            if seen.is_some() {
+                // This batch was committed before and its acknowledgement lost.
+                continue;
+            }
+            let row = sqlx::query("SELECT state, attempts FROM dead_letters WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?
+                .ok_or_else(|| StoreError::NotFound {
+                    op: OP,
+                    what: format!("dead letter {id}"),
+                })?;
+            let from: DlqState =
+                parse_enum(OP, "dead_letters.state", &get::<String>(&row, OP, "state")?)?;
+            let at = now();
+            let (action, to, note) = match entry {
+                DeadLetterReplay::Resolved { note, .. } => {
+                    let note = clean_text(note).into_owned();
+                    sqlx::query(
+                        "UPDATE dead_letters SET state = ?, state_note = ?, updated_at = ? WHERE id = ?",
+                    )
+                    .bind(DlqState::Replayed.as_str())
+                    .bind(&note)
+                    .bind(ts_text(at))
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query(OP))?;
+                    (DlqAction::Replay, DlqState::Replayed, note)
+                }
+                DeadLetterReplay::Failed { note, failure, .. } => {
+                    let mut attempts = parse_attempts(OP, &get::<String>(&row, OP, "attempts")?)?;
+                    attempts.extend(failure.attempts.iter().cloned());
+                    sqlx::query(
+                        "UPDATE dead_letters SET stage = ?, error = ?, error_class = ?,
+                             mapped_record = COALESCE(?, mapped_record), attempts = ?, updated_at = ?
+                         WHERE id = ?",
+                    )
+                    .bind(failure.stage.as_str())
+                    .bind(clean_text(&failure.error).into_owned())
+                    .bind(clean_text(&failure.error_class).into_owned())
+                    .bind(failure.mapped_record.as_ref().map(json_text))
+                    .bind(attempts_text(&attempts))
+                    .bind(ts_text(at))
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query(OP))?;
+                    (DlqAction::ReplayFailed, from, clean_text(note).into_owned())
+                }
+            };
+            insert_event(
+                &mut tx,
+                OP,
+                Event {
+                    id,
+                    at,
+                    action,
+                    from,
+                    to,
+                    note: &note,
+                    run_id: Some(run_id),
+                    actor: Some(&batch.actor),
+                },
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        tracing::debug!(
+            run_id = %run_id,
+            delivered = batch.batch.delivered.len(),
+            entries = batch.entries.len(),
+            "Settled replay batch"
+        );
+        Ok(())
     }
 }
 

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ferry_store::{
-    Attempt, DlqFilter, DlqState, LedgerEntry, NewDeadLetter, NewRun, RunCounts, RunStatus, Settle,
-    Stage, StateStore, StoreError, Trigger,
+    Attempt, DeadLetterFailure, DeadLetterReplay, DlqAction, DlqFilter, DlqState, LedgerEntry,
+    NewDeadLetter, NewRun, ReplaySettle, RunCounts, RunStatus, Settle, Stage, StateStore,
+    StoreError, Trigger,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -1155,4 +1156,386 @@ pub async fn hostile_values_are_stored_safely_or_refused(store: Store) {
     deploy(&store, evil, "dev", "h").await;
     assert_eq!(store.revisions(evil).await.unwrap().len(), 1);
     assert!(store.revisions("x").await.unwrap().is_empty());
+}
+
+pub async fn dead_letter_edit_keeps_the_original_and_records_who(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    let d = dead(&run, 1, Stage::Map, "mapping");
+    store
+        .settle(&settle(&run, vec![], vec![d.clone()]))
+        .await
+        .unwrap();
+    let fresh = store.dead_letter(d.id).await.unwrap().unwrap();
+    assert_eq!(fresh.edited_record, None, "no edit yet");
+
+    let edited = json!({"id": 1, "buyer": {"email": "fixed@x.io"}, "items": [1, 2]});
+    store
+        .set_dead_letter_edit(d.id, &edited, "set buyer.email = \"fixed@x.io\"", "ann")
+        .await
+        .unwrap();
+    let got = store.dead_letter(d.id).await.unwrap().unwrap();
+    assert_eq!(got.edited_record, Some(edited.clone()));
+    assert_eq!(got.source_record, d.source_record, "the original is kept");
+    assert_eq!(got.state, DlqState::Pending);
+    assert!(got.updated_at >= got.created_at);
+    // Listings carry the edit too.
+    let listed = store.dead_letters(&DlqFilter::default()).await.unwrap();
+    assert_eq!(listed[0].edited_record, Some(edited));
+
+    // A second edit replaces the first copy; both are in the history.
+    let again = json!({"id": 1, "buyer": {"email": "again@x.io\u{0}"}});
+    store
+        .set_dead_letter_edit(d.id, &again, "second", "bob")
+        .await
+        .unwrap();
+    let got = store.dead_letter(d.id).await.unwrap().unwrap();
+    assert_eq!(
+        got.edited_record,
+        Some(json!({"id": 1, "buyer": {"email": "again@x.io\u{FFFD}"}}))
+    );
+    let history = store.dead_letter_history(d.id).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].action, DlqAction::Edit);
+    assert_eq!(
+        (history[0].from, history[0].to),
+        (DlqState::Pending, DlqState::Pending)
+    );
+    assert_eq!(history[0].note, "set buyer.email = \"fixed@x.io\"");
+    assert_eq!(history[0].actor.as_deref(), Some("ann"));
+    assert_eq!(history[1].actor.as_deref(), Some("bob"));
+    assert_eq!(history[0].run_id, None);
+
+    // Plain state changes are `state` events without an actor.
+    store
+        .set_dead_letter_state(d.id, DlqState::Replayed, "by hand", None)
+        .await
+        .unwrap();
+    let history = store.dead_letter_history(d.id).await.unwrap();
+    assert_eq!(
+        (history[2].action, history[2].actor.as_deref()),
+        (DlqAction::State, None)
+    );
+
+    // Not pending any more: refused, nothing written.
+    let err = store
+        .set_dead_letter_edit(d.id, &json!({"x": 1}), "late", "ann")
+        .await
+        .expect_err("replayed entry");
+    assert!(
+        matches!(
+            err,
+            StoreError::DeadLetterNotPending {
+                state: DlqState::Replayed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not pending"), "{err}");
+    assert!(!err.is_transient());
+    assert_eq!(store.dead_letter_history(d.id).await.unwrap().len(), 3);
+    let missing = Uuid::now_v7();
+    let err = store
+        .set_dead_letter_edit(missing, &json!({}), "x", "ann")
+        .await
+        .expect_err("unknown entry");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+}
+
+pub async fn discard_needs_a_pending_entry_and_a_reason(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    let d = dead(&run, 1, Stage::Deliver, "rejected");
+    store
+        .settle(&settle(&run, vec![], vec![d.clone()]))
+        .await
+        .unwrap();
+
+    for reason in ["", "   \n"] {
+        let err = store
+            .discard_dead_letter(d.id, reason, "ann")
+            .await
+            .expect_err("empty reason");
+        assert!(matches!(err, StoreError::InvalidInput { .. }), "{err}");
+        assert!(err.to_string().contains("reason"), "{err}");
+    }
+    let err = store
+        .discard_dead_letter(d.id, &"x".repeat(10_000), "ann")
+        .await
+        .expect_err("oversized reason");
+    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err}");
+    assert_eq!(
+        store.dead_letter(d.id).await.unwrap().unwrap().state,
+        DlqState::Pending
+    );
+    assert!(store.dead_letter_history(d.id).await.unwrap().is_empty());
+
+    store
+        .discard_dead_letter(d.id, "  customer deleted the order  ", "ann")
+        .await
+        .unwrap();
+    let got = store.dead_letter(d.id).await.unwrap().unwrap();
+    assert_eq!(got.state, DlqState::Discarded);
+    assert_eq!(
+        got.state_note.as_deref(),
+        Some("customer deleted the order")
+    );
+    let history = store.dead_letter_history(d.id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].action, DlqAction::Discard);
+    assert_eq!(
+        (history[0].from, history[0].to),
+        (DlqState::Pending, DlqState::Discarded)
+    );
+    assert_eq!(history[0].note, "customer deleted the order");
+    assert_eq!(history[0].actor.as_deref(), Some("ann"));
+    // Kept, and listed as discarded.
+    let discarded = store
+        .dead_letters(&DlqFilter {
+            state: Some(DlqState::Discarded),
+            ..DlqFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(discarded.len(), 1);
+
+    let err = store
+        .discard_dead_letter(d.id, "again", "ann")
+        .await
+        .expect_err("already discarded");
+    assert!(
+        matches!(
+            err,
+            StoreError::DeadLetterNotPending {
+                state: DlqState::Discarded,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = store
+        .discard_dead_letter(Uuid::now_v7(), "gone", "ann")
+        .await
+        .expect_err("unknown entry");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+}
+
+fn replay_run(flow: &str, env: &str, started_at: DateTime<Utc>) -> NewRun {
+    NewRun {
+        trigger: Trigger::Replay,
+        revision: 2,
+        hash: "h2".into(),
+        cursor_before: None,
+        ..new_run(flow, env, started_at)
+    }
+}
+
+fn failure(n: i64) -> DeadLetterFailure {
+    DeadLetterFailure {
+        stage: Stage::Deliver,
+        error: format!("HTTP 422 for key-{n} again"),
+        error_class: "rejected".into(),
+        mapped_record: Some(json!({"order_ref": format!("A-{n}"), "v": 2})),
+        attempts: vec![Attempt {
+            at: t(500),
+            status: Some(422),
+            error: "unprocessable".into(),
+        }],
+    }
+}
+
+pub async fn settle_replay_resolves_and_fails_entries_in_one_transaction(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    let (d1, d2, d3) = (
+        dead(&run, 1, Stage::Deliver, "rejected"),
+        dead(&run, 2, Stage::Deliver, "rejected"),
+        dead(&run, 3, Stage::Map, "mapping"),
+    );
+    store
+        .settle(&settle(
+            &run,
+            vec![],
+            vec![d1.clone(), d2.clone(), d3.clone()],
+        ))
+        .await
+        .unwrap();
+
+    let replay = replay_run("orders", "dev", t(400));
+    store.create_run(&replay).await.unwrap();
+    let mut batch = settle(&replay, vec![entry("key-1", "b1", &replay)], vec![]);
+    batch.counts = RunCounts {
+        fetched: 3,
+        delivered: 1,
+        filtered: 1,
+        dead_lettered: 1,
+        ..RunCounts::default()
+    };
+    let mut no_map = failure(3);
+    no_map.mapped_record = None;
+    no_map.stage = Stage::Map;
+    no_map.attempts.clear();
+    let rs = ReplaySettle {
+        batch,
+        entries: vec![
+            DeadLetterReplay::Resolved {
+                id: d1.id,
+                note: "delivered by replay run".into(),
+            },
+            DeadLetterReplay::Failed {
+                id: d2.id,
+                note: "failed again".into(),
+                failure: failure(2),
+            },
+            DeadLetterReplay::Failed {
+                id: d3.id,
+                note: "still fails mapping".into(),
+                failure: no_map,
+            },
+        ],
+        actor: "ann".into(),
+    };
+    store.settle_replay(&rs).await.unwrap();
+
+    // Ledger row and counts as in a settle.
+    let hits = store
+        .ledger_lookup("orders", "dev", &["key-1".into()])
+        .await
+        .unwrap();
+    assert_eq!(hits["key-1"].run_id, replay.id);
+    assert_eq!(hits["key-1"].revision, 2);
+    assert_eq!(
+        store.run(replay.id).await.unwrap().unwrap().counts,
+        rs.batch.counts
+    );
+
+    let e1 = store.dead_letter(d1.id).await.unwrap().unwrap();
+    assert_eq!(e1.state, DlqState::Replayed);
+    assert_eq!(e1.state_note.as_deref(), Some("delivered by replay run"));
+    let h1 = store.dead_letter_history(d1.id).await.unwrap();
+    assert_eq!(h1.len(), 1);
+    assert_eq!(
+        (h1[0].action, h1[0].from, h1[0].to, h1[0].run_id),
+        (
+            DlqAction::Replay,
+            DlqState::Pending,
+            DlqState::Replayed,
+            Some(replay.id)
+        )
+    );
+    assert_eq!(h1[0].actor.as_deref(), Some("ann"));
+
+    // Failed again: still pending, one entry, new error, attempts appended.
+    let e2 = store.dead_letter(d2.id).await.unwrap().unwrap();
+    assert_eq!(e2.state, DlqState::Pending);
+    assert_eq!(e2.error, "HTTP 422 for key-2 again");
+    assert_eq!(e2.error_class, "rejected");
+    assert_eq!(e2.attempts.len(), 3);
+    assert_eq!(e2.attempts[..2], d2.attempts[..]);
+    assert_eq!(e2.attempts[2].status, Some(422));
+    assert_eq!(e2.mapped_record, failure(2).mapped_record);
+    assert_eq!(e2.source_record, d2.source_record);
+    assert_eq!((e2.run_id, e2.revision), (run.id, 1), "first failure kept");
+    let h2 = store.dead_letter_history(d2.id).await.unwrap();
+    assert_eq!(
+        (h2[0].action, h2[0].from, h2[0].to, h2[0].note.as_str()),
+        (
+            DlqAction::ReplayFailed,
+            DlqState::Pending,
+            DlqState::Pending,
+            "failed again"
+        )
+    );
+    // A failure without a mapped record keeps the one the entry had.
+    let e3 = store.dead_letter(d3.id).await.unwrap().unwrap();
+    assert_eq!(e3.mapped_record, d3.mapped_record);
+    assert_eq!(e3.attempts, d3.attempts);
+    assert_eq!(e3.stage, Stage::Map);
+    assert_eq!(
+        store
+            .dead_letters(&DlqFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        3,
+        "no second entry for a record that failed again"
+    );
+
+    // The same batch again (its commit acknowledgement was lost): nothing changes.
+    store.settle_replay(&rs).await.unwrap();
+    assert_eq!(
+        store
+            .dead_letter(d2.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts
+            .len(),
+        3
+    );
+    assert_eq!(store.dead_letter_history(d2.id).await.unwrap().len(), 1);
+    assert_eq!(store.dead_letter_history(d1.id).await.unwrap().len(), 1);
+
+    // All or nothing: an unknown entry rolls back the ledger rows and counts of its batch.
+    let mut bad = settle(&replay, vec![entry("key-9", "b9", &replay)], vec![]);
+    bad.counts.fetched = 99;
+    let err = store
+        .settle_replay(&ReplaySettle {
+            batch: bad,
+            entries: vec![DeadLetterReplay::Resolved {
+                id: Uuid::now_v7(),
+                note: "x".into(),
+            }],
+            actor: "ann".into(),
+        })
+        .await
+        .expect_err("unknown entry");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    assert!(
+        store
+            .ledger_lookup("orders", "dev", &["key-9".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.run(replay.id).await.unwrap().unwrap().counts.fetched,
+        3
+    );
+
+    // A finished replay run takes no more batches, and nothing of the batch is written.
+    store
+        .finish_run(
+            replay.id,
+            RunStatus::Succeeded,
+            &rs.batch.counts,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let d4 = dead(&run, 4, Stage::Deliver, "rejected");
+    let late_run = new_run("orders", "dev", t(600));
+    store.create_run(&late_run).await.unwrap();
+    store
+        .settle(&settle(&late_run, vec![], vec![d4.clone()]))
+        .await
+        .unwrap();
+    let err = store
+        .settle_replay(&ReplaySettle {
+            batch: settle(&replay, vec![], vec![]),
+            entries: vec![DeadLetterReplay::Resolved {
+                id: d4.id,
+                note: "late".into(),
+            }],
+            actor: "ann".into(),
+        })
+        .await
+        .expect_err("finished run");
+    assert!(matches!(err, StoreError::RunFinished { .. }), "{err}");
+    assert_eq!(
+        store.dead_letter(d4.id).await.unwrap().unwrap().state,
+        DlqState::Pending
+    );
 }

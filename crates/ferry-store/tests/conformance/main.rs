@@ -47,4 +47,7 @@ conformance!(
     dead_letter_filters,
     dead_letter_state_history,
     hostile_values_are_stored_safely_or_refused,
+    dead_letter_edit_keeps_the_original_and_records_who,
+    discard_needs_a_pending_entry_and_a_reason,
+    settle_replay_resolves_and_fails_entries_in_one_transaction,
 );

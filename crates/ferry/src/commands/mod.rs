@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod deploy;
+pub mod dlq;
 pub mod flowtest;
 pub mod runs;
 pub mod sandbox;
@@ -33,6 +34,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
             records,
             token_env,
         } => sandbox::serve(&listen, records, token_env).await,
+        Command::Dlq { command } => dlq::dlq(&ctx, command).await,
         Command::Demo {
             records,
             flow,

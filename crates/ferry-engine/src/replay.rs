@@ -1,0 +1,1413 @@
+//! The dead-letter queue's operator surface: replay, its dry run, edits and discards.
+//!
+//! A **replay is a run**: trigger `replay`, tagged with the revision it used (the flow's active
+//! revision in the entries' environment unless the operator picks one), created and finished
+//! like any run, with counts that add up (`fetched` = entries replayed = delivered + skipped +
+//! filtered + dead-lettered). Each entry's source record — the operator's edited copy if there
+//! is one, else the original — is mapped again by the chosen revision and delivered through the
+//! same machinery as a run (the run's `prepare`, its ledger screen and its delivery stage: the
+//! sink's concurrency, the retry policy, breaker and rate limit of the revision), with the
+//! entry's **original idempotency key** when it failed at delivery, so a record the
+//! destination did apply (a lost acknowledgement) is answered from the destination's dedupe
+//! instead of applied twice. Entries that failed before a key existed
+//! (mapping, validation) get the key a normal run would compute.
+//!
+//! Outcomes: delivered → ledger row and entry `replayed`, in ONE settle transaction
+//! ([`StateStore::settle_replay`]); key already in the ledger → `replayed`, "already
+//! delivered"; filtered by the revision → `replayed`, "filtered by revision N"; failed again →
+//! the entry stays `pending` with the new error and its attempts appended (never a second
+//! entry for the same record), counted as dead-lettered in the replay run. Entries sharing a
+//! key and body are sent once; the others count as skipped.
+//!
+//! How outcomes find their entry: the run's stages carry, with each record, the cursor value
+//! it had in the source. A replay never moves the cursor, so it uses that slot for a tag (the
+//! index of the entry's group) and reads it back from each outcome.
+//!
+//! Everything an operator does is recorded in the entry's history with who did it (the
+//! `actor`: `FERRY_USER`, else `USER`, as the CLI passes it), when, and what.
+//!
+//! What it costs: the entries of one replay are held in memory (a DLQ holds hundreds or
+//! thousands of records, not a source's millions); a replay must not run at the same time as
+//! a run of the same flow and environment, because a run starting marks runs left `running`
+//! in its flow and environment as failed.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ferry_connect::RunEnv;
+use ferry_connect::http::HttpDelivery;
+use ferry_map::CompiledMap;
+use ferry_spec::{Change, LoadedFlow, Template};
+use ferry_store::{
+    DeadLetter, DeadLetterFailure, DeadLetterReplay, DlqFilter, DlqState, LedgerEntry, NewRun,
+    ReplaySettle, RunCounts, RunRecord, RunStatus, Settle, Stage, StateStore, StoreError, Trigger,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::progress::Progress;
+use crate::run::{Ctx, Guards, Inflight, MapStage, Settled, deliver_stage, prepare, screen_stage};
+
+/// Records queued for delivery at once.
+const WORK_CAPACITY: usize = 1024;
+/// Outcomes queued for the settle writer.
+const OUTCOME_CAPACITY: usize = 4096;
+/// Attempts to write a settle batch before the replay fails.
+const SETTLE_ATTEMPTS: u32 = 8;
+/// Longest field path of `--set`, in bytes.
+pub const MAX_SET_PATH_BYTES: usize = 1024;
+/// Most segments in a `--set` field path.
+pub const MAX_SET_PATH_SEGMENTS: usize = 64;
+/// Largest `--set` value, in bytes of its text.
+pub const MAX_SET_VALUE_BYTES: usize = 1 << 20;
+/// Longest rendering of one value in an edit's history note, in characters.
+const NOTE_VALUE_CHARS: usize = 200;
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// These entries (each must be pending and belong to the request's flow and environment).
+    Ids(Vec<Uuid>),
+    /// Every pending entry of the flow in the environment.
+    AllPending,
+}
+
+/// What to replay, and with which revision.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    /// The flow the entries belong to.
+    pub flow: String,
+    /// The environment the entries belong to, with its variables and secrets.
+    pub env: RunEnv,
+    /// Which entries.
+    pub selection: Selection,
+    /// The revision to map and deliver with; `None`: the flow's active revision in `env`.
+    pub revision: Option<i64>,
+    /// Who asks (recorded in every entry's history).
+    pub actor: String,
+}
+
+/// How to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Live counters, for progress bars.
+    pub progress: Arc<Progress>,
+    /// Set to true to stop: entries not yet sent stay pending, untouched.
+    pub cancel: Option<watch::Receiver<bool>>,
+    /// Outcomes written to the store per transaction.
+    pub settle_batch: usize,
+    /// Longest time an outcome waits before it is written.
+    pub settle_interval: Duration,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            progress: Arc::new(Progress::default()),
+            cancel: None,
+            settle_batch: 500,
+            settle_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What a replay did to one entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum EntryOutcome {
+    /// Delivered now; the entry is `replayed`.
+    Delivered,
+    /// Its key was in the ledger (or sent for another entry of this replay); `replayed`.
+    AlreadyDelivered,
+    /// The revision's filter dropped it; `replayed`.
+    Filtered,
+    /// Failed again; still `pending`, with this error.
+    Failed {
+        /// Where it failed.
+        stage: Stage,
+        /// The new error.
+        error: String,
+    },
+    /// Not sent because the replay stopped (cancelled, or the revision's deadline passed);
+    /// still `pending`, unchanged.
+    NotAttempted,
+}
+
+/// One entry of a replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplayedEntry {
+    /// The dead letter.
+    pub id: Uuid,
+    /// What happened to it.
+    #[serde(flatten)]
+    pub outcome: EntryOutcome,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    /// The flow.
+    pub flow: String,
+    /// The revision used.
+    pub revision: i64,
+    /// The replay run; `None` when there was nothing to replay (no run is recorded then).
+    pub run: Option<RunRecord>,
+    /// Every selected entry, in the order replayed (oldest first).
+    pub entries: Vec<ReplayedEntry>,
+}
+
+impl ReplayReport {
+    /// Entries left pending: failed again, or not attempted.
+    pub fn still_pending(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.outcome,
+                    EntryOutcome::Failed { .. } | EntryOutcome::NotAttempted
+                )
+            })
+            .count()
+    }
+}
+
+/// What a replay would do to one entry, as a dry run sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum DryRunOutcome {
+    /// It would be sent: this record, with this key, to this URL.
+    Deliver {
+        /// The idempotency key it would carry.
+        key: String,
+        /// The request URL.
+        url: String,
+        /// The record the revision maps now.
+        record: Value,
+        /// The changes from the mapped record that failed (an empty object when mapping never
+        /// got that far) to `record`.
+        changes: Vec<Change>,
+    },
+    /// Its key (with the same body) is in the ledger: it would be marked replayed, not sent.
+    AlreadyDelivered {
+        /// The key.
+        key: String,
+    },
+    /// The revision's filter would drop it.
+    Filtered,
+    /// It would fail again before any request.
+    Fails {
+        /// Where.
+        stage: Stage,
+        /// The error it would hit.
+        error: String,
+    },
+}
+
+/// One entry of a dry run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DryRunEntry {
+    /// The dead letter.
+    pub id: Uuid,
+    /// What a replay would do.
+    #[serde(flatten)]
+    pub outcome: DryRunOutcome,
+}
+
+/// What a replay would do, without writing or sending anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    /// The flow.
+    pub flow: String,
+    /// The revision it would use.
+    pub revision: i64,
+    /// Every selected entry, oldest first.
+    pub entries: Vec<DryRunEntry>,
+}
+
+/// Why a DLQ operation was refused or could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// No dead letter has this id.
+    #[error("no dead letter {0}; list them with `ferry dlq list`")]
+    UnknownEntry(Uuid),
+    /// The entry was replayed or discarded already.
+    #[error(
+        "dead letter {id} is {state}, not pending; only pending entries can be replayed, edited or discarded (see `ferry dlq show {id}`)"
+    )]
+    NotPending {
+        /// The entry.
+        id: Uuid,
+        /// Its state.
+        state: DlqState,
+    },
+    /// The entry belongs to another flow or environment than the request.
+    #[error(
+        "dead letter {id} belongs to flow `{flow}` in environment `{env}`, not `{expected_flow}` in `{expected_env}`; replay it with --env {env}"
+    )]
+    OtherFlow {
+        /// The entry.
+        id: Uuid,
+        /// Its flow.
+        flow: String,
+        /// Its environment.
+        env: String,
+        /// The flow asked for.
+        expected_flow: String,
+        /// The environment asked for.
+        expected_env: String,
+    },
+    /// `--revision` with entries of several flows.
+    #[error(
+        "the entries belong to {0} flows; --revision names a revision of one flow, so replay one flow at a time"
+    )]
+    RevisionForSeveralFlows(usize),
+    /// The flow has no active revision in the environment.
+    #[error(
+        "flow `{flow}` has no active revision in environment `{env}`: deploy it, or pick one with --revision"
+    )]
+    NotDeployed {
+        /// The flow.
+        flow: String,
+        /// The environment.
+        env: String,
+    },
+    /// `--revision N` names no revision of the flow.
+    #[error("flow `{flow}` has no revision {revision}; see `ferry history {flow}`")]
+    UnknownRevision {
+        /// The flow.
+        flow: String,
+        /// The number asked for.
+        revision: i64,
+    },
+    /// The revision cannot be used: unreadable, its map does not compile, its destination
+    /// cannot be prepared (a missing secret, a bad header).
+    #[error("flow `{flow}` revision {revision}: {reason}")]
+    Revision {
+        /// The flow.
+        flow: String,
+        /// The revision.
+        revision: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `--set PATH=VALUE` that cannot be applied.
+    #[error("--set `{arg}`: {reason}")]
+    BadSet {
+        /// The argument as given (shortened).
+        arg: String,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+    /// A discard without a reason.
+    #[error("a discard needs a reason: say with --reason why the record will never be delivered")]
+    NoReason,
+    /// The state store failed.
+    #[error("state store: {0}")]
+    Store(StoreError),
+}
+
+impl ReplayError {
+    /// True when the operator asked for something that cannot be done (exit code 2): an
+    /// unknown entry, one that is not pending, a bad revision or `--set`, a missing reason.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ReplayError::Store(StoreError::InvalidInput { .. }) => true,
+            ReplayError::Store(_) => false,
+            _ => true,
+        }
+    }
+}
+
+impl From<StoreError> for ReplayError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DeadLetterNotPending { id, state, .. } => {
+                ReplayError::NotPending { id, state }
+            }
+            other => ReplayError::Store(other),
+        }
+    }
+}
+
+/// One `--set PATH=VALUE`: a dotted path into the source record (`buyer.email`, `items.0.qty`)
+/// and a value (JSON if it parses as JSON, else the text as a string).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetField {
+    /// The path's segments; on arrays a segment is an index.
+    pub path: Vec<String>,
+    /// The value to set.
+    pub value: Value,
+}
+
+impl fmt::Display for SetField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} = {}",
+            self.path.join("."),
+            shorten(&self.value.to_string(), NOTE_VALUE_CHARS)
+        )
+    }
+}
+
+impl FromStr for SetField {
+    type Err = ReplayError;
+
+    fn from_str(arg: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: String| ReplayError::BadSet {
+            arg: shorten(arg, 80),
+            reason,
+        };
+        let Some((path, value)) = arg.split_once('=') else {
+            return Err(bad(
+                "expected PATH=VALUE, e.g. buyer.email=ann@example.com or items.0.qty=2".into(),
+            ));
+        };
+        let path = path.trim();
+        if path.is_empty() {
+            return Err(bad("the path before `=` is empty".into()));
+        }
+        if path.len() > MAX_SET_PATH_BYTES {
+            return Err(bad(format!(
+                "the path is {} bytes long; at most {MAX_SET_PATH_BYTES}",
+                path.len()
+            )));
+        }
+        let segments: Vec<String> = path.split('.').map(str::to_string).collect();
+        if segments.len() > MAX_SET_PATH_SEGMENTS {
+            return Err(bad(format!(
+                "the path has {} segments; at most {MAX_SET_PATH_SEGMENTS}",
+                segments.len()
+            )));
+        }
+        if segments.iter().any(String::is_empty) {
+            return Err(bad(
+                "the path has an empty segment; separate names with single dots (a.b.0)".into(),
+            ));
+        }
+        if value.len() > MAX_SET_VALUE_BYTES {
+            return Err(bad(format!(
+                "the value is {} bytes long; at most {MAX_SET_VALUE_BYTES}",
+                value.len()
+            )));
+        }
+        let value =
+            serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+        Ok(SetField {
+            path: segments,
+            value,
+        })
+    }
+}
+
+/// `record` with every `--set` applied in order. Missing (or null) objects on the way are
+/// created; an array segment must be an index of an existing element, or the array's length to
+/// append; a path through a string, number or boolean is refused.
+pub fn apply_sets(record: &Value, sets: &[SetField]) -> Result<Value, ReplayError> {
+    let mut out = record.clone();
+    for set in sets {
+        set_path(&mut out, &set.path, set.value.clone()).map_err(|reason| ReplayError::BadSet {
+            arg: shorten(&set.to_string(), 80),
+            reason,
+        })?;
+    }
+    Ok(out)
+}
+
+fn set_path(root: &mut Value, path: &[String], value: Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("the path is empty".into());
+    };
+    let mut cur = root;
+    for (depth, seg) in parents.iter().enumerate() {
+        if cur.is_null() {
+            *cur = Value::Object(Map::new());
+        }
+        let here = path[..depth].join(".");
+        cur = match cur {
+            Value::Object(m) => m
+                .entry(seg.clone())
+                .or_insert_with(|| Value::Object(Map::new())),
+            Value::Array(a) => {
+                let len = a.len();
+                let i = index(seg, &here)?;
+                a.get_mut(i).ok_or_else(|| {
+                    format!("`{here}` has {len} elements, so there is no element {i}")
+                })?
+            }
+            other => {
+                return Err(format!(
+                    "`{}` is {}, so it has no field `{seg}`",
+                    display_path(&here),
+                    kind(other)
+                ));
+            }
+        };
+    }
+    if cur.is_null() {
+        *cur = Value::Object(Map::new());
+    }
+    let here = parents.join(".");
+    match cur {
+        Value::Object(m) => {
+            m.insert(last.clone(), value);
+            Ok(())
+        }
+        Value::Array(a) => {
+            let i = index(last, &here)?;
+            match i.cmp(&a.len()) {
+                std::cmp::Ordering::Less => {
+                    a[i] = value;
+                    Ok(())
+                }
+                std::cmp::Ordering::Equal => {
+                    a.push(value);
+                    Ok(())
+                }
+                std::cmp::Ordering::Greater => Err(format!(
+                    "`{here}` has {} elements: set an existing one (0 to {}) or append at {}",
+                    a.len(),
+                    a.len().saturating_sub(1),
+                    a.len()
+                )),
+            }
+        }
+        other => Err(format!(
+            "`{}` is {}, so it has no field `{last}`",
+            display_path(&here),
+            kind(other)
+        )),
+    }
+}
+
+fn index(seg: &str, here: &str) -> Result<usize, String> {
+    seg.parse::<usize>().map_err(|_| {
+        format!(
+            "`{}` is an array, so `{seg}` must be an index (0, 1, …)",
+            display_path(here)
+        )
+    })
+}
+
+fn display_path(p: &str) -> &str {
+    if p.is_empty() { "the record" } else { p }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `text` cut to at most `max` characters, with `…` when cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+/// Stores an edited copy of a pending entry's source record (the original is kept) and
+/// records the edit, by `actor`, in its history. Later edits build on the earlier copy.
+/// Returns the entry as stored now.
+pub async fn edit(
+    store: &Arc<dyn StateStore>,
+    id: Uuid,
+    sets: &[SetField],
+    actor: &str,
+) -> Result<DeadLetter, ReplayError> {
+    if sets.is_empty() {
+        return Err(ReplayError::BadSet {
+            arg: String::new(),
+            reason: "nothing to set: give at least one --set PATH=VALUE".into(),
+        });
+    }
+    let entry = pending(store, id).await?;
+    let base = entry.edited_record.as_ref().unwrap_or(&entry.source_record);
+    let edited = apply_sets(base, sets)?;
+    let note = sets
+        .iter()
+        .map(|s| format!("set {s}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    store
+        .set_dead_letter_edit(id, &edited, &note, actor)
+        .await
+        .map_err(|e| entry_error(e, id))?;
+    tracing::info!(entry = %id, actor, "Edited dead letter");
+    store
+        .dead_letter(id)
+        .await?
+        .ok_or(ReplayError::UnknownEntry(id))
+}
+
+/// Discards pending entries with a reason, recorded with `actor` in each history. Every id is
+/// checked before any is discarded: one unknown or non-pending id refuses them all.
+pub async fn discard(
+    store: &Arc<dyn StateStore>,
+    ids: &[Uuid],
+    reason: &str,
+    actor: &str,
+) -> Result<(), ReplayError> {
+    if reason.trim().is_empty() {
+        return Err(ReplayError::NoReason);
+    }
+    let ids = dedupe(ids);
+    for id in &ids {
+        pending(store, *id).await?;
+    }
+    for id in ids {
+        store
+            .discard_dead_letter(id, reason, actor)
+            .await
+            .map_err(|e| entry_error(e, id))?;
+        tracing::info!(entry = %id, actor, "Discarded dead letter");
+    }
+    Ok(())
+}
+
+/// Groups entry ids by flow, checking each exists, is pending and belongs to `env`. Flows come
+/// in order of first appearance.
+pub async fn ids_by_flow(
+    store: &Arc<dyn StateStore>,
+    ids: &[Uuid],
+    env: &str,
+) -> Result<Vec<(String, Vec<Uuid>)>, ReplayError> {
+    let mut out: Vec<(String, Vec<Uuid>)> = Vec::new();
+    for id in dedupe(ids) {
+        let e = pending(store, id).await?;
+        if e.env != env {
+            return Err(ReplayError::OtherFlow {
+                id,
+                flow: e.flow.clone(),
+                env: e.env,
+                expected_flow: e.flow,
+                expected_env: env.to_string(),
+            });
+        }
+        match out.iter_mut().find(|(f, _)| *f == e.flow) {
+            Some((_, list)) => list.push(id),
+            None => out.push((e.flow, vec![id])),
+        }
+    }
+    Ok(out)
+}
+
+fn dedupe(ids: &[Uuid]) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+}
+
+async fn pending(store: &Arc<dyn StateStore>, id: Uuid) -> Result<DeadLetter, ReplayError> {
+    let e = store
+        .dead_letter(id)
+        .await?
+        .ok_or(ReplayError::UnknownEntry(id))?;
+    if e.state != DlqState::Pending {
+        return Err(ReplayError::NotPending { id, state: e.state });
+    }
+    Ok(e)
+}
+
+fn entry_error(e: StoreError, id: Uuid) -> ReplayError {
+    match e {
+        StoreError::NotFound { .. } => ReplayError::UnknownEntry(id),
+        other => other.into(),
+    }
+}
+
+/// The revision a replay uses, loaded and compiled.
+struct Target {
+    loaded: LoadedFlow,
+    number: i64,
+    map: CompiledMap,
+    key_template: Option<Template>,
+}
+
+async fn target(
+    store: &Arc<dyn StateStore>,
+    flow: &str,
+    env: &str,
+    revision: Option<i64>,
+) -> Result<Target, ReplayError> {
+    let rev = match revision {
+        Some(n) => store
+            .revision(flow, n)
+            .await?
+            .ok_or_else(|| ReplayError::UnknownRevision {
+                flow: flow.to_string(),
+                revision: n,
+            })?,
+        None => {
+            store
+                .active_revision(flow, env)
+                .await?
+                .ok_or_else(|| ReplayError::NotDeployed {
+                    flow: flow.to_string(),
+                    env: env.to_string(),
+                })?
+        }
+    };
+    let bad = |reason: String| ReplayError::Revision {
+        flow: flow.to_string(),
+        revision: rev.number,
+        reason,
+    };
+    let loaded = ferry_spec::from_canonical(&rev.spec)
+        .map_err(|e| bad(format!("the stored revision cannot be read: {e}")))?;
+    let spec = &loaded.flow;
+    let map = CompiledMap::compile(&spec.map).map_err(|errs| {
+        bad(errs
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect::<Vec<_>>()
+            .join("; "))
+    })?;
+    let key_template = match &spec.http_sink().idempotency_key {
+        Some(t) => Some(
+            Template::parse(t)
+                .map_err(|e| bad(format!("destination.http.idempotency_key: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Target {
+        number: rev.number,
+        loaded,
+        map,
+        key_template,
+    })
+}
+
+/// The selected entries, oldest first, each checked to be pending and of the flow and env.
+async fn select(
+    store: &Arc<dyn StateStore>,
+    req: &ReplayRequest,
+) -> Result<Vec<DeadLetter>, ReplayError> {
+    let mut entries = match &req.selection {
+        Selection::Ids(ids) => {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in dedupe(ids) {
+                let e = pending(store, id).await?;
+                if e.flow != req.flow || e.env != req.env.name {
+                    return Err(ReplayError::OtherFlow {
+                        id,
+                        flow: e.flow,
+                        env: e.env,
+                        expected_flow: req.flow.clone(),
+                        expected_env: req.env.name.clone(),
+                    });
+                }
+                out.push(e);
+            }
+            out
+        }
+        Selection::AllPending => {
+            store
+                .dead_letters(&DlqFilter {
+                    flow: Some(req.flow.clone()),
+                    env: Some(req.env.name.clone()),
+                    state: Some(DlqState::Pending),
+                    limit: u32::MAX,
+                    ..DlqFilter::default()
+                })
+                .await?
+        }
+    };
+    entries.sort_by_key(|e| (e.created_at, e.id));
+    Ok(entries)
+}
+
+/// The source record a replay maps: the operator's edit, else the original.
+fn replay_source(e: &DeadLetter) -> Value {
+    e.edited_record
+        .clone()
+        .unwrap_or_else(|| e.source_record.clone())
+}
+
+/// The key a replay sends: the original one when the entry failed at delivery (it was sent
+/// with it, and the destination may have applied it), else the one just computed.
+fn replay_key(e: &DeadLetter, computed: String) -> String {
+    match (&e.key, e.stage) {
+        (Some(k), Stage::Deliver) => k.clone(),
+        _ => computed,
+    }
+}
+
+/// Shows what a replay would do to each selected entry, writing and sending nothing (the
+/// ledger is read to tell what was delivered meanwhile).
+pub async fn dry_run(
+    store: Arc<dyn StateStore>,
+    req: &ReplayRequest,
+) -> Result<DryRun, ReplayError> {
+    let t = target(&store, &req.flow, &req.env.name, req.revision).await?;
+    let entries = select(&store, req).await?;
+    let sink_spec = t.loaded.flow.http_sink();
+    let sink = HttpDelivery::new(sink_spec, &req.env).map_err(|e| ReplayError::Revision {
+        flow: req.flow.clone(),
+        revision: t.number,
+        reason: e.to_string(),
+    })?;
+    let ctx = Ctx {
+        // Nothing is written: the id only labels the dead letters `prepare` describes.
+        run_id: Uuid::nil(),
+        flow: req.flow.clone(),
+        env: req.env.name.clone(),
+        revision: t.number,
+        store: store.clone(),
+        progress: Arc::new(Progress::default()),
+    };
+    let stage = MapStage {
+        map: t.map,
+        cursor_path: None,
+        key_template: t.key_template,
+        sink: Arc::new(sink),
+        batched: sink_spec.batch.is_some(),
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    let mut keyed: Vec<(usize, String, String)> = Vec::new();
+    for e in &entries {
+        let outcome = match prepare(&ctx, &stage, replay_source(e), None) {
+            Ok(w) => {
+                let mapped = w.mapped_value();
+                let key = replay_key(e, w.idem);
+                let before = e
+                    .mapped_record
+                    .clone()
+                    .unwrap_or_else(|| Value::Object(Map::new()));
+                keyed.push((out.len(), key.clone(), w.body_hash));
+                DryRunOutcome::Deliver {
+                    changes: ferry_spec::diff::diff(&before, &mapped),
+                    key,
+                    url: w.url,
+                    record: mapped,
+                }
+            }
+            Err(settled) => match *settled {
+                Settled::Dead { entry, .. } => DryRunOutcome::Fails {
+                    stage: entry.stage,
+                    error: entry.error,
+                },
+                Settled::Filtered { .. } => DryRunOutcome::Filtered,
+                // `prepare` settles nothing else; say so rather than guess.
+                _ => DryRunOutcome::Fails {
+                    stage: Stage::Map,
+                    error: "the record could not be prepared".into(),
+                },
+            },
+        };
+        out.push(DryRunEntry { id: e.id, outcome });
+    }
+    let keys: Vec<String> = keyed.iter().map(|(_, k, _)| k.clone()).collect();
+    let hits = store.ledger_lookup(&req.flow, &req.env.name, &keys).await?;
+    for (i, key, body_hash) in keyed {
+        if let Some(hit) = hits.get(&key) {
+            out[i].outcome = if hit.body_hash == body_hash {
+                DryRunOutcome::AlreadyDelivered { key }
+            } else {
+                DryRunOutcome::Fails {
+                    stage: Stage::Deliver,
+                    error: format!(
+                        "idempotency key `{key}` was delivered before with a different body (run {}, revision {}); it would be refused locally and not sent",
+                        hit.run_id, hit.revision
+                    ),
+                }
+            };
+        }
+    }
+    Ok(DryRun {
+        flow: req.flow.clone(),
+        revision: t.number,
+        entries: out,
+    })
+}
+
+/// Replays dead letters as a run of their own (see the module docs). Refuses, before anything
+/// is written, unknown entries, entries not pending or of another flow or environment, and an
+/// unusable revision. Returns the finished run and each entry's outcome; with nothing to replay
+/// no run is recorded.
+pub async fn replay(
+    store: Arc<dyn StateStore>,
+    req: ReplayRequest,
+    opts: ReplayOptions,
+) -> Result<ReplayReport, ReplayError> {
+    let t = target(&store, &req.flow, &req.env.name, req.revision).await?;
+    let entries = select(&store, &req).await?;
+    if entries.is_empty() {
+        return Ok(ReplayReport {
+            flow: req.flow,
+            revision: t.number,
+            run: None,
+            entries: Vec::new(),
+        });
+    }
+    let spec = &t.loaded.flow;
+    let sink_spec = spec.http_sink();
+    let bad = |reason: String| ReplayError::Revision {
+        flow: req.flow.clone(),
+        revision: t.number,
+        reason,
+    };
+    let sink = Arc::new(HttpDelivery::new(sink_spec, &req.env).map_err(|e| bad(e.to_string()))?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let guards = Arc::new(Guards::from_flow(spec, stop_rx.clone()).map_err(bad)?);
+
+    let run_id = Uuid::now_v7();
+    store
+        .create_run(&NewRun {
+            id: run_id,
+            flow: req.flow.clone(),
+            env: req.env.name.clone(),
+            revision: t.number,
+            hash: t.loaded.hash.clone(),
+            trigger: Trigger::Replay,
+            cursor_before: None,
+            started_at: Utc::now(),
+        })
+        .await?;
+    tracing::info!(run_id = %run_id, flow = %req.flow, revision = t.number, env = %req.env.name, entries = entries.len(), actor = %req.actor, "Replay started");
+
+    let stopper = tokio::spawn(stop_when(opts.cancel.clone(), guards.deadline, stop_tx));
+    let ctx = Arc::new(Ctx {
+        run_id,
+        flow: req.flow.clone(),
+        env: req.env.name.clone(),
+        revision: t.number,
+        store: store.clone(),
+        progress: opts.progress.clone(),
+    });
+    let stage = MapStage {
+        map: t.map,
+        cursor_path: None,
+        key_template: t.key_template,
+        sink: sink.clone(),
+        batched: sink_spec.batch.is_some(),
+    };
+
+    // Map every entry first; records with the same key and body become one request.
+    let mut groups: Vec<Vec<Uuid>> = Vec::with_capacity(entries.len());
+    let mut work = Vec::new();
+    let mut early = Vec::new();
+    let mut by_key: HashMap<(String, String), usize> = HashMap::new();
+    for e in &entries {
+        Progress::add(&ctx.progress.fetched, 1);
+        let tag = groups.len();
+        match prepare(&ctx, &stage, replay_source(e), Some(Value::from(tag))) {
+            Ok(mut w) => {
+                w.idem = replay_key(e, std::mem::take(&mut w.idem));
+                match by_key.entry((w.idem.clone(), w.body_hash.clone())) {
+                    std::collections::hash_map::Entry::Occupied(o) => groups[*o.get()].push(e.id),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(tag);
+                        groups.push(vec![e.id]);
+                        work.push(w);
+                    }
+                }
+            }
+            Err(settled) => {
+                groups.push(vec![e.id]);
+                early.push(*settled);
+            }
+        }
+    }
+    let groups = Arc::new(groups);
+
+    let (work_tx, work_rx) = mpsc::channel(WORK_CAPACITY);
+    let (settle_tx, settle_rx) = mpsc::channel(OUTCOME_CAPACITY);
+    let inflight = Inflight::default();
+    let (ready_tx, ready_rx) = mpsc::channel(WORK_CAPACITY);
+    let screen_task = tokio::spawn(screen_stage(
+        ctx.clone(),
+        work_rx,
+        ready_tx,
+        settle_tx.clone(),
+        inflight.clone(),
+    ));
+    let deliver_task = tokio::spawn(deliver_stage(
+        ctx.clone(),
+        sink,
+        guards,
+        sink_spec.concurrency as usize,
+        sink_spec.batch.map(|b| b as usize),
+        inflight,
+        ready_rx,
+        settle_tx.clone(),
+    ));
+    let writer = Writer {
+        ctx: ctx.clone(),
+        groups: groups.clone(),
+        actor: req.actor.clone(),
+    };
+    let settle_task =
+        tokio::spawn(writer.run(settle_rx, opts.settle_batch.max(1), opts.settle_interval));
+    for s in early {
+        if settle_tx.send(s).await.is_err() {
+            break;
+        }
+    }
+    drop(settle_tx);
+    for w in work {
+        if *stop_rx.borrow() || work_tx.send(w).await.is_err() {
+            break;
+        }
+    }
+    drop(work_tx);
+    let _ = screen_task.await;
+    let _ = deliver_task.await;
+    let written = settle_task.await;
+    stopper.abort();
+
+    let (counts, outcomes, error) = match written {
+        Ok(Ok(w)) => (w.counts, w.outcomes, None),
+        Ok(Err((w, e))) => (w.counts, w.outcomes, Some(e)),
+        Err(e) => (
+            RunCounts::default(),
+            HashMap::new(),
+            Some(format!("the replay's settle stage crashed: {e}")),
+        ),
+    };
+    let report_entries: Vec<ReplayedEntry> = entries
+        .iter()
+        .map(|e| ReplayedEntry {
+            id: e.id,
+            outcome: outcomes
+                .get(&e.id)
+                .cloned()
+                .unwrap_or(EntryOutcome::NotAttempted),
+        })
+        .collect();
+    let not_attempted = report_entries
+        .iter()
+        .filter(|e| e.outcome == EntryOutcome::NotAttempted)
+        .count();
+    let (status, error) = match error {
+        Some(e) => (RunStatus::Failed, Some(e)),
+        None if not_attempted > 0 => (
+            RunStatus::Incomplete,
+            Some(format!(
+                "the replay stopped (cancelled, or the revision's policy.deadline passed) with {not_attempted} entries not sent; they stay pending"
+            )),
+        ),
+        None => (RunStatus::Succeeded, None),
+    };
+    store
+        .finish_run(run_id, status, &counts, None, error.as_deref())
+        .await?;
+    tracing::info!(run_id = %run_id, status = %status, delivered = counts.delivered, skipped = counts.skipped, filtered = counts.filtered, failed_again = counts.dead_lettered, not_attempted, "Replay finished");
+    let run = store.run(run_id).await?;
+    Ok(ReplayReport {
+        flow: req.flow,
+        revision: t.number,
+        run,
+        entries: report_entries,
+    })
+}
+
+/// Sets `stop` when `cancel` turns true or the deadline passes.
+async fn stop_when(
+    cancel: Option<watch::Receiver<bool>>,
+    deadline: Option<tokio::time::Instant>,
+    stop: watch::Sender<bool>,
+) {
+    let cancelled = async {
+        match cancel {
+            Some(mut c) => {
+                while !*c.borrow() {
+                    if c.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let expired = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = cancelled => {}
+        _ = expired => {}
+    }
+    let _ = stop.send(true);
+}
+
+/// What the settle writer has recorded.
+#[derive(Default)]
+struct Written {
+    counts: RunCounts,
+    outcomes: HashMap<Uuid, EntryOutcome>,
+}
+
+/// Turns outcomes into ledger rows and dead-letter updates, written in batches.
+struct Writer {
+    ctx: Arc<Ctx>,
+    groups: Arc<Vec<Vec<Uuid>>>,
+    actor: String,
+}
+
+/// One batch being gathered.
+#[derive(Default)]
+struct Pending {
+    delivered: Vec<LedgerEntry>,
+    entries: Vec<DeadLetterReplay>,
+}
+
+impl Writer {
+    async fn run(
+        self,
+        mut rx: mpsc::Receiver<Settled>,
+        batch_size: usize,
+        interval: Duration,
+    ) -> Result<Written, (Written, String)> {
+        let mut w = Written::default();
+        let mut batch = Pending::default();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let flush = tokio::select! {
+                item = rx.recv() => match item {
+                    Some(s) => {
+                        self.take(s, &mut w, &mut batch);
+                        batch.entries.len() >= batch_size
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => !batch.entries.is_empty(),
+            };
+            if flush && let Err(e) = self.write(&mut w, std::mem::take(&mut batch)).await {
+                return Err((w, e));
+            }
+        }
+        if !batch.entries.is_empty()
+            && let Err(e) = self.write(&mut w, batch).await
+        {
+            return Err((w, e));
+        }
+        Ok(w)
+    }
+
+    /// Adds one outcome to the batch.
+    fn take(&self, s: Settled, w: &mut Written, batch: &mut Pending) {
+        let ctx = &self.ctx;
+        let group = match &s {
+            Settled::Delivered { cursor, .. }
+            | Settled::Skipped { cursor }
+            | Settled::Filtered { cursor }
+            | Settled::Dead { cursor, .. } => cursor
+                .as_ref()
+                .and_then(Value::as_u64)
+                .and_then(|i| self.groups.get(usize::try_from(i).ok()?)),
+            // A record the run handed back was not sent: its entry stays as it is.
+            _ => return,
+        };
+        let Some(ids) = group.filter(|g| !g.is_empty()) else {
+            tracing::error!("A replay outcome without its entry tag; the entry stays pending");
+            return;
+        };
+        let p = &ctx.progress;
+        let n = ids.len() as u64;
+        let resolve = |batch: &mut Pending, w: &mut Written, id: Uuid, note: String, o| {
+            batch.entries.push(DeadLetterReplay::Resolved { id, note });
+            w.outcomes.insert(id, o);
+        };
+        match s {
+            Settled::Delivered { entry, .. } => {
+                w.counts.delivered += 1;
+                w.counts.skipped += n - 1;
+                Progress::add(&p.delivered, 1);
+                Progress::add(&p.skipped, n - 1);
+                batch.delivered.push(entry);
+                let note = format!(
+                    "delivered by replay run {} with revision {}",
+                    ctx.run_id, ctx.revision
+                );
+                resolve(batch, w, ids[0], note, EntryOutcome::Delivered);
+                for id in &ids[1..] {
+                    resolve(
+                        batch,
+                        w,
+                        *id,
+                        "already delivered".into(),
+                        EntryOutcome::AlreadyDelivered,
+                    );
+                }
+            }
+            Settled::Skipped { .. } => {
+                w.counts.skipped += n;
+                Progress::add(&p.skipped, n);
+                for id in ids {
+                    resolve(
+                        batch,
+                        w,
+                        *id,
+                        "already delivered".into(),
+                        EntryOutcome::AlreadyDelivered,
+                    );
+                }
+            }
+            Settled::Filtered { .. } => {
+                w.counts.filtered += n;
+                Progress::add(&p.filtered, n);
+                for id in ids {
+                    resolve(
+                        batch,
+                        w,
+                        *id,
+                        format!("filtered by revision {}", ctx.revision),
+                        EntryOutcome::Filtered,
+                    );
+                }
+            }
+            Settled::Dead { entry, .. } => {
+                w.counts.dead_lettered += n;
+                Progress::add(&p.dead_lettered, n);
+                let note = format!(
+                    "replay run {} with revision {} failed again at {}: {}",
+                    ctx.run_id, ctx.revision, entry.stage, entry.error
+                );
+                for id in ids {
+                    batch.entries.push(DeadLetterReplay::Failed {
+                        id: *id,
+                        note: note.clone(),
+                        failure: DeadLetterFailure {
+                            stage: entry.stage,
+                            error: entry.error.clone(),
+                            error_class: entry.error_class.clone(),
+                            mapped_record: entry.mapped_record.clone(),
+                            attempts: entry.attempts.clone(),
+                        },
+                    });
+                    w.outcomes.insert(
+                        *id,
+                        EntryOutcome::Failed {
+                            stage: entry.stage,
+                            error: entry.error.clone(),
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes one batch, retrying while the store reports a transient failure.
+    async fn write(&self, w: &mut Written, batch: Pending) -> Result<(), String> {
+        w.counts.fetched = w.counts.settled();
+        let rs = ReplaySettle {
+            batch: Settle {
+                run_id: self.ctx.run_id,
+                flow: self.ctx.flow.clone(),
+                env: self.ctx.env.clone(),
+                delivered: batch.delivered,
+                dead: Vec::new(),
+                counts: w.counts,
+                cursor: None,
+            },
+            entries: batch.entries,
+            actor: self.actor.clone(),
+        };
+        let mut wait = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.ctx.store.settle_replay(&rs).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() && attempt < SETTLE_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "State store write failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    // Not recorded: those entries stay pending, and a later replay sends them
+                    // again under the same keys, which the destination dedupes.
+                    for e in &rs.entries {
+                        w.outcomes.remove(&e.id());
+                    }
+                    return Err(format!(
+                        "could not record the outcome of {} dead letters in the state store: {e}; they stay pending and a later replay is answered by the destination's dedupe",
+                        rs.entries.len()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(arg: &str) -> SetField {
+        arg.parse().unwrap()
+    }
+
+    #[test]
+    fn set_values_are_json_or_text() {
+        assert_eq!(set("a=2").value, json!(2));
+        assert_eq!(set("a=true").value, json!(true));
+        assert_eq!(set("a=null").value, json!(null));
+        assert_eq!(set("a={\"b\":[1]}").value, json!({"b": [1]}));
+        assert_eq!(set("a=ann@x.io").value, json!("ann@x.io"));
+        assert_eq!(set("a=\"2\"").value, json!("2"));
+        assert_eq!(set("a=").value, json!(""));
+        assert_eq!(set("a=x=y").value, json!("x=y"), "split at the first `=`");
+        assert_eq!(set(" buyer.email =x").path, vec!["buyer", "email"]);
+    }
+
+    #[test]
+    fn bad_set_arguments_are_refused_with_the_reason() {
+        for (arg, want) in [
+            ("noequals", "expected PATH=VALUE"),
+            ("=1", "empty"),
+            ("a..b=1", "empty segment"),
+            (".a=1", "empty segment"),
+            ("a.=1", "empty segment"),
+        ] {
+            let err = arg.parse::<SetField>().unwrap_err();
+            assert!(err.to_string().contains(want), "{arg}: {err}");
+            assert!(err.is_bad_input());
+        }
+        let long = format!("{}=1", "a".repeat(MAX_SET_PATH_BYTES + 1));
+        assert!(long.parse::<SetField>().is_err());
+        let deep = format!("{}=1", vec!["a"; MAX_SET_PATH_SEGMENTS + 1].join("."));
+        assert!(deep.parse::<SetField>().is_err());
+        let big = format!("a={}", "x".repeat(MAX_SET_VALUE_BYTES + 1));
+        let err = big.parse::<SetField>().unwrap_err();
+        assert!(
+            err.to_string().len() < 400,
+            "the error does not echo it all"
+        );
+    }
+
+    #[test]
+    fn sets_edit_nested_fields_and_array_elements() {
+        let rec =
+            json!({"id": 7, "buyer": {"email": " bad "}, "items": [{"qty": "x"}, {"qty": 1}]});
+        let out = apply_sets(
+            &rec,
+            &[
+                set("buyer.email=ann@x.io"),
+                set("items.0.qty=2"),
+                set("items.2={\"qty\":5}"),
+                set("new.deep.field=1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(out["buyer"]["email"], "ann@x.io");
+        assert_eq!(out["items"][0]["qty"], 2);
+        assert_eq!(out["items"][2]["qty"], 5, "the length appends");
+        assert_eq!(out["new"]["deep"]["field"], 1);
+        assert_eq!(out["id"], 7);
+        assert_eq!(rec["buyer"]["email"], " bad ", "the input is not changed");
+        // A null parent becomes an object.
+        let out = apply_sets(&json!({"buyer": null}), &[set("buyer.email=a")]).unwrap();
+        assert_eq!(out, json!({"buyer": {"email": "a"}}));
+    }
+
+    #[test]
+    fn impossible_sets_name_the_path() {
+        let rec = json!({"id": 7, "items": [1], "name": "x"});
+        for (arg, want) in [
+            ("id.x=1", "`id` is a number"),
+            ("name.first=1", "`name` is a string"),
+            ("items.x=1", "must be an index"),
+            ("items.5=1", "has 1 elements"),
+            ("items.3.qty=1", "no element 3"),
+            ("items.-1=1", "must be an index"),
+        ] {
+            let err = apply_sets(&rec, &[set(arg)]).unwrap_err();
+            assert!(err.to_string().contains(want), "{arg}: {err}");
+            assert!(err.is_bad_input());
+        }
+        let err = apply_sets(&json!([1, 2]), &[set("a=1")]).unwrap_err();
+        assert!(err.to_string().contains("the record"), "{err}");
+        let err = apply_sets(&json!("text"), &[set("a=1")]).unwrap_err();
+        assert!(err.to_string().contains("is a string"), "{err}");
+    }
+
+    #[test]
+    fn records_as_deep_as_the_store_keeps_them_are_edited() {
+        // Stored records are parsed by serde_json, which stops at 128 levels.
+        let mut v = json!(1);
+        for _ in 0..120 {
+            v = json!({ "n": v });
+        }
+        let depth = MAX_SET_PATH_SEGMENTS - 1;
+        let path = vec!["n"; depth].join(".");
+        let out = apply_sets(&v, &[set(&format!("{path}.x=2"))]).unwrap();
+        let mut cur = &out;
+        for _ in 0..depth {
+            cur = &cur["n"];
+        }
+        assert_eq!(cur["x"], json!(2));
+        assert_eq!(Some(&cur["n"]), v.pointer(&"/n".repeat(depth + 1)));
+    }
+
+    #[test]
+    fn replays_use_the_original_key_only_after_a_delivery_failure() {
+        let mut e = DeadLetter {
+            id: Uuid::now_v7(),
+            flow: "f".into(),
+            env: "e".into(),
+            run_id: Uuid::now_v7(),
+            revision: 1,
+            key: Some("orig".into()),
+            source_record: json!({"id": 1}),
+            mapped_record: None,
+            edited_record: None,
+            stage: Stage::Deliver,
+            error: "x".into(),
+            error_class: "rejected".into(),
+            attempts: Vec::new(),
+            created_at: Utc::now(),
+            state: DlqState::Pending,
+            state_note: None,
+            updated_at: Utc::now(),
+        };
+        assert_eq!(replay_key(&e, "new".into()), "orig");
+        assert_eq!(replay_source(&e), json!({"id": 1}));
+        e.edited_record = Some(json!({"id": 1, "fixed": true}));
+        assert_eq!(replay_source(&e), json!({"id": 1, "fixed": true}));
+        // A map failure stores the record key, not an idempotency key.
+        e.stage = Stage::Map;
+        assert_eq!(replay_key(&e, "new".into()), "new");
+        e.stage = Stage::Deliver;
+        e.key = None;
+        assert_eq!(replay_key(&e, "new".into()), "new");
+    }
+
+    #[test]
+    fn errors_say_which_are_bad_input() {
+        assert!(ReplayError::UnknownEntry(Uuid::nil()).is_bad_input());
+        assert!(ReplayError::NoReason.is_bad_input());
+        let store_down = ReplayError::Store(StoreError::NotFound {
+            op: "x",
+            what: "y".into(),
+        });
+        assert!(!store_down.is_bad_input());
+        let e: ReplayError = StoreError::DeadLetterNotPending {
+            op: "x",
+            id: Uuid::nil(),
+            state: DlqState::Discarded,
+        }
+        .into();
+        assert!(matches!(e, ReplayError::NotPending { .. }));
+        assert!(e.to_string().contains("discarded, not pending"), "{e}");
+    }
+}
