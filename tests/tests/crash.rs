@@ -197,3 +197,118 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
     assert_eq!(c["dead_lettered"], 0);
     assert_eq!(per_order.len() as u64, RECORDS - filtered, "lost records");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_run_cleanly_and_the_next_run_finishes_it() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = format!("http://{listen}");
+    let _sandbox = Guard(
+        Command::new(ferry_bin())
+            .args(["sandbox", "--listen", &listen, "--records", "20000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "sandbox did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = ferry_connect::http::client::build_client(
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+        4,
+    )
+    .unwrap();
+    // slow enough that the run is still going when SIGTERM comes
+    let r = client
+        .post(format!("{base}/_sandbox/sink/faults"))
+        .json(&serde_json::json!({"latency_ms": 20, "seed": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let dir = tempfile::tempdir().unwrap();
+    let flow = workspace().join("flows/orders-to-warehouse.yaml");
+    let sink = format!("{base}/api/sink");
+    let state = dir.path().display().to_string();
+    let args = [
+        "--state",
+        state.as_str(),
+        "run",
+        flow.to_str().unwrap(),
+        "--no-progress",
+    ];
+    let spawn = || {
+        Command::new(ferry_bin())
+            .args(args)
+            .env("SHOP_URL", &base)
+            .env("WMS_URL", &sink)
+            .env("SHOP_TOKEN", "x")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let asked = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(20), "stopping took {took:?}");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("stopping"), "{all}");
+    assert!(all.contains("status    incomplete"), "{all}");
+    assert!(all.contains("the cursor stays where it was"), "{all}");
+
+    // the next run finishes: every order applied once
+    let r = client
+        .post(format!("{base}/_sandbox/sink/faults"))
+        .json(&serde_json::json!({"seed": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let out = spawn().wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut per_order: HashMap<String, u32> = HashMap::new();
+    let mut offset = 0;
+    loop {
+        let page = get(
+            &client,
+            &format!("{base}/_sandbox/sink/records?limit=10000&offset={offset}"),
+        )
+        .await;
+        let recs = page["records"].as_array().unwrap();
+        if recs.is_empty() {
+            break;
+        }
+        for r in recs {
+            *per_order
+                .entry(r["body"]["order_ref"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        offset += recs.len();
+    }
+    assert!(per_order.values().all(|n| *n == 1), "duplicated effects");
+    let last = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(last.contains("fetched 20000 ="), "{last}");
+    let filtered: u64 = last
+        .split("filtered ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert_eq!(per_order.len() as u64, 20_000 - filtered);
+}

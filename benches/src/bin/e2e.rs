@@ -200,7 +200,12 @@ fn rss(records: u64) {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let flow = dir.path().join("flow.yaml");
-    std::fs::write(&flow, flow_text(32)).expect("flow");
+    // The example flow as it is (pages of 200 records).
+    std::fs::write(
+        &flow,
+        flow_text(32).replace("page_size: 1000", "page_size: 200"),
+    )
+    .expect("flow");
     let started = Instant::now();
     let out = Command::new(&bin)
         .args([

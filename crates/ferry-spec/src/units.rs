@@ -32,7 +32,7 @@ impl Dur {
             return Err("empty duration; write e.g. `30s`, `250ms`, `5m`".into());
         }
         if let Ok(secs) = t.parse::<u64>() {
-            return Ok(Dur(Duration::from_secs(secs)));
+            return Dur::from_secs_checked(secs).ok_or_else(|| format!("`{text}` is out of range"));
         }
         let mut total: u128 = 0;
         let mut rest = t;
@@ -43,7 +43,8 @@ impl Dur {
                     "`{text}` is not a duration: expected a number followed by ms, s, m, h or d (e.g. `30s`)"
                 ));
             }
-            if digits > 12 {
+            // Up to u64::MAX: every duration `Display` writes must read back.
+            if digits > 20 {
                 return Err(format!("`{text}` is out of range"));
             }
             let n: u128 = rest[..digits]
@@ -74,6 +75,12 @@ impl Dur {
         }
         let ms = u64::try_from(total).map_err(|_| format!("`{text}` is out of range"))?;
         Ok(Dur(Duration::from_millis(ms)))
+    }
+
+    /// Whole seconds, refused when the milliseconds do not fit in a u64: every duration this
+    /// crate reads stays in the range [`Dur::parse`] reads back from `Display`.
+    fn from_secs_checked(secs: u64) -> Option<Self> {
+        secs.checked_mul(1_000).map(Dur::from_millis)
     }
 }
 
@@ -113,12 +120,13 @@ impl<'de> Deserialize<'de> for Dur {
                 Dur::parse(v).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
-                Ok(Dur(Duration::from_secs(v)))
+                Dur::from_secs_checked(v)
+                    .ok_or_else(|| E::custom(format!("{v} seconds is out of range")))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                u64::try_from(v)
-                    .map(|s| Dur(Duration::from_secs(s)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                let secs =
+                    u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+                self.visit_u64(secs)
             }
         }
         d.deserialize_any(V)
@@ -133,7 +141,8 @@ impl ByteSize {
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
         let digits = t.chars().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 || digits > 15 {
+        // Up to u64::MAX: every size `Display` writes must read back.
+        if digits == 0 || digits > 20 {
             return Err(format!(
                 "`{text}` is not a size: expected a number and a unit such as `16MiB`"
             ));

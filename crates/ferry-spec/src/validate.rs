@@ -248,27 +248,32 @@ impl Checker {
         if fields.len() > MAX_FIELDS {
             self.err(at, format!("more than {MAX_FIELDS} fields"));
         }
-        let names: Vec<&String> = fields.keys().collect();
-        for name in &names {
+        // `a` and `a.b` cannot both be set: `a` would be a value and an object at once. Each
+        // name is checked against its own dotted prefixes (a map lookup each), not against every
+        // other name: a file with many fields must not cost quadratic time.
+        let mut conflicts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for other in fields.keys() {
+            for (dot, _) in other.match_indices('.') {
+                let prefix = &other[..dot];
+                if fields.contains_key(prefix) {
+                    conflicts.entry(prefix).or_default().push(other);
+                }
+            }
+        }
+        for name in fields.keys() {
             if name.is_empty() || name.split('.').any(str::is_empty) {
                 self.err(
                     format!("{at}.{name}"),
                     "an output path is names separated by single dots (`customer.email`)",
                 );
             }
-            // `a` and `a.b` cannot both be set: `a` would be a value and an object at once.
-            for other in &names {
-                if other.len() > name.len()
-                    && other.starts_with(name.as_str())
-                    && other.as_bytes()[name.len()] == b'.'
-                {
-                    self.err(
-                        format!("{at}.{other}"),
-                        format!(
-                            "conflicts with `{name}`: a field cannot be both a value and an object"
-                        ),
-                    );
-                }
+            for other in conflicts.remove(name.as_str()).unwrap_or_default() {
+                self.err(
+                    format!("{at}.{other}"),
+                    format!(
+                        "conflicts with `{name}`: a field cannot be both a value and an object"
+                    ),
+                );
             }
         }
         for (name, spec) in fields {

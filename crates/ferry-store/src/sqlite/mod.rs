@@ -441,6 +441,9 @@ async fn settle_in(
         });
         qb.push(" ON CONFLICT (flow, env, key) DO NOTHING");
         qb.build()
+            // Variable-length statements: not kept in the per-connection statement cache,
+            // where every distinct list length would hold a prepared statement.
+            .persistent(false)
             .execute(&mut **tx)
             .await
             .map_err(StoreError::query(op))?;
@@ -471,6 +474,9 @@ async fn settle_in(
         // A retry of a batch whose commit went through is harmless.
         qb.push(" ON CONFLICT (id) DO NOTHING");
         qb.build()
+            // Variable-length statements: not kept in the per-connection statement cache,
+            // where every distinct list length would hold a prepared statement.
+            .persistent(false)
             .execute(&mut **tx)
             .await
             .map_err(StoreError::query(op))?;
@@ -927,6 +933,9 @@ impl StateStore for SqliteStore {
             qb.push(")");
             let rows = qb
                 .build()
+                // Variable-length statements: not kept in the per-connection statement cache,
+                // where every distinct list length would hold a prepared statement.
+                .persistent(false)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::query(OP))?;
@@ -975,6 +984,9 @@ impl StateStore for SqliteStore {
             .push_bind(i64::from(filter.limit));
         let rows = qb
             .build()
+            // Variable-length statements: not kept in the per-connection statement cache,
+            // where every distinct list length would hold a prepared statement.
+            .persistent(false)
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::query(OP))?;
