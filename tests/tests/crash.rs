@@ -35,29 +35,18 @@ fn next(seed: &mut u64) -> u64 {
     *seed
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> serde_json::Value {
-    client.get(url).send().await.unwrap().json().await.unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
-    let seed0: u64 = std::env::var("FERRY_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_cafe);
-    eprintln!("crash test seed: {seed0} (set FERRY_CRASH_SEED to replay)");
-    let mut seed = seed0;
+/// A `ferry sandbox` process on a free port with `records` orders, and a client for it.
+async fn start_sandbox(records: u64) -> (Guard, String, reqwest::Client) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let base = format!("http://{listen}");
-    let _sandbox = Guard(
+    let guard = Guard(
         Command::new(ferry_bin())
             .args([
                 "sandbox",
                 "--listen",
                 &listen,
                 "--records",
-                &RECORDS.to_string(),
+                &records.to_string(),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -78,14 +67,65 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
         4,
     )
     .unwrap();
-    // a little latency so that kills land mid-delivery
+    (guard, format!("http://{listen}"), client)
+}
+
+/// Sets the sandbox sink's faults.
+async fn set_sink_faults(client: &reqwest::Client, base: &str, faults: serde_json::Value) {
     let r = client
         .post(format!("{base}/_sandbox/sink/faults"))
-        .json(&serde_json::json!({"latency_ms": 1, "seed": 1}))
+        .json(&faults)
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success(), "{:?}", r.text().await);
+}
+
+/// How many distinct keys the sink applied per order reference.
+async fn applied_per_order(client: &reqwest::Client, base: &str) -> HashMap<String, u32> {
+    let mut per_order: HashMap<String, u32> = HashMap::new();
+    let mut offset = 0;
+    loop {
+        let page = get(
+            client,
+            &format!("{base}/_sandbox/sink/records?limit=10000&offset={offset}"),
+        )
+        .await;
+        let recs = page["records"].as_array().unwrap();
+        if recs.is_empty() {
+            break;
+        }
+        for r in recs {
+            assert_eq!(r["times_applied"], 1);
+            *per_order
+                .entry(r["body"]["order_ref"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        offset += recs.len();
+    }
+    per_order
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
+    let seed0: u64 = std::env::var("FERRY_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_cafe);
+    eprintln!("crash test seed: {seed0} (set FERRY_CRASH_SEED to replay)");
+    let mut seed = seed0;
+    let (_sandbox, base, client) = start_sandbox(RECORDS).await;
+    // a little latency so that kills land mid-delivery
+    set_sink_faults(
+        &client,
+        &base,
+        serde_json::json!({"latency_ms": 1, "seed": 1}),
+    )
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let flow = workspace().join("flows/orders-to-warehouse.yaml");
@@ -145,26 +185,7 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
     );
 
     // every non-draft order applied exactly once
-    let mut per_order: HashMap<String, u32> = HashMap::new();
-    let mut offset = 0;
-    loop {
-        let page = get(
-            &client,
-            &format!("{base}/_sandbox/sink/records?limit=10000&offset={offset}"),
-        )
-        .await;
-        let recs = page["records"].as_array().unwrap();
-        if recs.is_empty() {
-            break;
-        }
-        for r in recs {
-            assert_eq!(r["times_applied"], 1);
-            *per_order
-                .entry(r["body"]["order_ref"].as_str().unwrap().to_string())
-                .or_insert(0) += 1;
-        }
-        offset += recs.len();
-    }
+    let per_order = applied_per_order(&client, &base).await;
     let dup: Vec<_> = per_order.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dup.is_empty(), "duplicated effects: {dup:?}");
     // the drafts are the only records not applied: count them from the run records
@@ -200,39 +221,14 @@ async fn sigkill_at_random_points_loses_nothing_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_a_run_cleanly_and_the_next_run_finishes_it() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let base = format!("http://{listen}");
-    let _sandbox = Guard(
-        Command::new(ferry_bin())
-            .args(["sandbox", "--listen", &listen, "--records", "20000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "sandbox did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = ferry_connect::http::client::build_client(
-        Duration::from_secs(5),
-        Duration::from_secs(30),
-        4,
-    )
-    .unwrap();
+    let (_sandbox, base, client) = start_sandbox(20_000).await;
     // slow enough that the run is still going when SIGTERM comes
-    let r = client
-        .post(format!("{base}/_sandbox/sink/faults"))
-        .json(&serde_json::json!({"latency_ms": 20, "seed": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    set_sink_faults(
+        &client,
+        &base,
+        serde_json::json!({"latency_ms": 20, "seed": 1}),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let flow = workspace().join("flows/orders-to-warehouse.yaml");
     let sink = format!("{base}/api/sink");
@@ -273,34 +269,10 @@ async fn sigterm_stops_a_run_cleanly_and_the_next_run_finishes_it() {
     assert!(all.contains("the cursor stays where it was"), "{all}");
 
     // the next run finishes: every order applied once
-    let r = client
-        .post(format!("{base}/_sandbox/sink/faults"))
-        .json(&serde_json::json!({"seed": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    set_sink_faults(&client, &base, serde_json::json!({"seed": 1})).await;
     let out = spawn().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let mut per_order: HashMap<String, u32> = HashMap::new();
-    let mut offset = 0;
-    loop {
-        let page = get(
-            &client,
-            &format!("{base}/_sandbox/sink/records?limit=10000&offset={offset}"),
-        )
-        .await;
-        let recs = page["records"].as_array().unwrap();
-        if recs.is_empty() {
-            break;
-        }
-        for r in recs {
-            *per_order
-                .entry(r["body"]["order_ref"].as_str().unwrap().to_string())
-                .or_insert(0) += 1;
-        }
-        offset += recs.len();
-    }
+    let per_order = applied_per_order(&client, &base).await;
     assert!(per_order.values().all(|n| *n == 1), "duplicated effects");
     let last = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(last.contains("fetched 20000 ="), "{last}");

@@ -40,32 +40,42 @@ pub struct LoadedFlow {
 
 /// Reads and checks a flow file.
 pub fn load_file(path: &Path) -> Result<LoadedFlow, SpecErrors> {
+    let text = read_text_file(path, MAX_FLOW_FILE_BYTES, "flow files are")?;
+    load_str(&text, Some(path.to_path_buf()))
+}
+
+/// Reads a UTF-8 text file of at most `max` bytes (checked before reading); `limit_subject`
+/// completes the message "…; <limit_subject> at most N bytes".
+pub(crate) fn read_text_file(
+    path: &Path,
+    max: usize,
+    limit_subject: &str,
+) -> Result<String, SpecErrors> {
     let file = Some(path.to_path_buf());
     let meta = std::fs::metadata(path)
         .map_err(|e| SpecErrors::single(file.clone(), ".", format!("cannot read the file: {e}")))?;
-    if meta.len() > MAX_FLOW_FILE_BYTES as u64 {
+    if meta.len() > max as u64 {
         return Err(SpecErrors::single(
             file,
             ".",
             format!(
-                "the file is {} bytes; flow files are at most {MAX_FLOW_FILE_BYTES} bytes",
+                "the file is {} bytes; {limit_subject} at most {max} bytes",
                 meta.len()
             ),
         ));
     }
     let bytes = std::fs::read(path)
         .map_err(|e| SpecErrors::single(file.clone(), ".", format!("cannot read the file: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         SpecErrors::single(
-            file.clone(),
+            file,
             ".",
             format!(
                 "the file is not UTF-8 (invalid byte at offset {})",
                 e.utf8_error().valid_up_to()
             ),
         )
-    })?;
-    load_str(&text, file)
+    })
 }
 
 /// Reads and checks a flow from YAML text; `file` is used in error messages.

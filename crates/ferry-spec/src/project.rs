@@ -273,32 +273,8 @@ fn list_or(names: impl IntoIterator<Item = impl AsRef<str>>, none: &str) -> Stri
 
 /// Reads and checks a project file.
 pub fn load_project_file(path: &Path) -> Result<Project, SpecErrors> {
-    let file = Some(path.to_path_buf());
-    let meta = std::fs::metadata(path)
-        .map_err(|e| SpecErrors::single(file.clone(), ".", format!("cannot read the file: {e}")))?;
-    if meta.len() > MAX_PROJECT_FILE_BYTES as u64 {
-        return Err(SpecErrors::single(
-            file,
-            ".",
-            format!(
-                "the file is {} bytes; a project file is at most {MAX_PROJECT_FILE_BYTES} bytes",
-                meta.len()
-            ),
-        ));
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| SpecErrors::single(file.clone(), ".", format!("cannot read the file: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        SpecErrors::single(
-            file.clone(),
-            ".",
-            format!(
-                "the file is not UTF-8 (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })?;
-    load_project_str(&text, file)
+    let text = crate::load::read_text_file(path, MAX_PROJECT_FILE_BYTES, "a project file is")?;
+    load_project_str(&text, Some(path.to_path_buf()))
 }
 
 /// Reads and checks a project from YAML text; `file` is used in error messages.
