@@ -93,29 +93,8 @@ pub struct ReplayRequest {
     pub actor: String,
 }
 
-/// How to replay.
-#[derive(Debug, Clone)]
-pub struct ReplayOptions {
-    /// Live counters, for progress bars.
-    pub progress: Arc<Progress>,
-    /// Set to true to stop: entries not yet sent stay pending, untouched.
-    pub cancel: Option<watch::Receiver<bool>>,
-    /// Outcomes written to the store per transaction.
-    pub settle_batch: usize,
-    /// Longest time an outcome waits before it is written.
-    pub settle_interval: Duration,
-}
-
-impl Default for ReplayOptions {
-    fn default() -> Self {
-        ReplayOptions {
-            progress: Arc::new(Progress::default()),
-            cancel: None,
-            settle_batch: 500,
-            settle_interval: Duration::from_millis(200),
-        }
-    }
-}
+/// How to replay: the same options as a run (progress, cancel, settle batching).
+pub type ReplayOptions = crate::run::RunOptions;
 
 /// What a replay did to one entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -80,53 +80,8 @@ pub(crate) fn read_text_file(
 
 /// Reads and checks a flow from YAML text; `file` is used in error messages.
 pub fn load_str(text: &str, file: Option<PathBuf>) -> Result<LoadedFlow, SpecErrors> {
-    if text.len() > MAX_FLOW_FILE_BYTES {
-        return Err(SpecErrors::single(
-            file,
-            ".",
-            format!(
-                "the flow is {} bytes; flow files are at most {MAX_FLOW_FILE_BYTES} bytes",
-                text.len()
-            ),
-        ));
-    }
-    let depth = rough_depth(text);
-    if depth > MAX_FLOW_DEPTH {
-        return Err(SpecErrors::single(
-            file,
-            ".",
-            format!("nested {depth} levels deep; flow files nest at most {MAX_FLOW_DEPTH} levels"),
-        ));
-    }
-    let tree: Located = serde_saphyr::from_str(text).map_err(|e| {
-        let location = e.location().and_then(|l| {
-            (l.line() > 0).then(|| Location {
-                line: l.line(),
-                column: l.column(),
-            })
-        });
-        SpecErrors(vec![SpecError {
-            file: file.clone(),
-            location,
-            path: ".".into(),
-            message: format!("invalid YAML: {}", first_line(&e.to_string())),
-        }])
-    })?;
-    let mut index = Index::default();
-    let value = tree
-        .into_json(String::new(), &mut index, 0)
-        .map_err(|m| SpecErrors::single(file.clone(), ".", m))?;
-    let flow: Flow = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        let location = index.locate_error(&path, &message);
-        SpecErrors(vec![SpecError {
-            file: file.clone(),
-            location,
-            path,
-            message,
-        }])
-    })?;
+    let (value, index) = read_yaml(text, &file, MAX_FLOW_FILE_BYTES, "flow files")?;
+    let flow: Flow = deserialize_located(&value, &index, &file)?;
     let problems = crate::validate::validate(&flow);
     if !problems.is_empty() {
         return Err(SpecErrors(
@@ -148,6 +103,74 @@ pub fn load_str(text: &str, file: Option<PathBuf>) -> Result<LoadedFlow, SpecErr
         canonical,
         hash,
         file,
+    })
+}
+
+/// The shared first steps of reading a YAML document (flow or project file): size and nesting
+/// caps, parsing, and conversion to JSON with every node's position. `kind` names the files in
+/// messages ("flow files").
+pub(crate) fn read_yaml(
+    text: &str,
+    file: &Option<PathBuf>,
+    max: usize,
+    kind: &str,
+) -> Result<(Value, Index), SpecErrors> {
+    if text.len() > max {
+        return Err(SpecErrors::single(
+            file.clone(),
+            ".",
+            format!(
+                "the text is {} bytes; {kind} are at most {max} bytes",
+                text.len()
+            ),
+        ));
+    }
+    let depth = rough_depth(text);
+    if depth > MAX_FLOW_DEPTH {
+        return Err(SpecErrors::single(
+            file.clone(),
+            ".",
+            format!("nested {depth} levels deep; {kind} nest at most {MAX_FLOW_DEPTH} levels"),
+        ));
+    }
+    let tree: Located = serde_saphyr::from_str(text).map_err(|e| {
+        let location = e.location().and_then(|l| {
+            (l.line() > 0).then(|| Location {
+                line: l.line(),
+                column: l.column(),
+            })
+        });
+        SpecErrors(vec![SpecError {
+            file: file.clone(),
+            location,
+            path: ".".into(),
+            message: format!("invalid YAML: {}", first_line(&e.to_string())),
+        }])
+    })?;
+    let mut index = Index::default();
+    let value = tree
+        .into_json(String::new(), &mut index, 0)
+        .map_err(|m| SpecErrors::single(file.clone(), ".", m))?;
+    Ok((value, index))
+}
+
+/// Deserializes a typed document, placing a type error (unknown key, wrong type) at its line
+/// and column.
+pub(crate) fn deserialize_located<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    index: &Index,
+    file: &Option<PathBuf>,
+) -> Result<T, SpecErrors> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let location = index.locate_error(&path, &message);
+        SpecErrors(vec![SpecError {
+            file: file.clone(),
+            location,
+            path,
+            message,
+        }])
     })
 }
 

@@ -45,9 +45,8 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Location, SpecError, SpecErrors};
+use crate::error::{SpecError, SpecErrors};
 use crate::flow::{Auth, Destination, Flow, Param, SecretRef, Source};
-use crate::load::{Index, Located, MAX_FLOW_DEPTH, first_line, rough_depth};
 use crate::template::{Root, Template};
 use crate::validate::Problem;
 
@@ -279,44 +278,8 @@ pub fn load_project_file(path: &Path) -> Result<Project, SpecErrors> {
 
 /// Reads and checks a project from YAML text; `file` is used in error messages.
 pub fn load_project_str(text: &str, file: Option<PathBuf>) -> Result<Project, SpecErrors> {
-    if text.len() > MAX_PROJECT_FILE_BYTES {
-        return Err(SpecErrors::single(
-            file,
-            ".",
-            format!(
-                "the project file is {} bytes; it may be at most {MAX_PROJECT_FILE_BYTES} bytes",
-                text.len()
-            ),
-        ));
-    }
-    let depth = rough_depth(text);
-    if depth > MAX_FLOW_DEPTH {
-        return Err(SpecErrors::single(
-            file,
-            ".",
-            format!(
-                "nested {depth} levels deep; a project file nests at most {MAX_FLOW_DEPTH} levels"
-            ),
-        ));
-    }
-    let tree: Located = serde_saphyr::from_str(text).map_err(|e| {
-        let location = e.location().and_then(|l| {
-            (l.line() > 0).then(|| Location {
-                line: l.line(),
-                column: l.column(),
-            })
-        });
-        SpecErrors(vec![SpecError {
-            file: file.clone(),
-            location,
-            path: ".".into(),
-            message: format!("invalid YAML: {}", first_line(&e.to_string())),
-        }])
-    })?;
-    let mut index = Index::default();
-    let value = tree
-        .into_json(String::new(), &mut index, 0)
-        .map_err(|m| SpecErrors::single(file.clone(), ".", m))?;
+    let (value, index) =
+        crate::load::read_yaml(text, &file, MAX_PROJECT_FILE_BYTES, "project files")?;
     if value.is_null() {
         return Err(SpecErrors::single(
             file,
@@ -324,17 +287,7 @@ pub fn load_project_str(text: &str, file: Option<PathBuf>) -> Result<Project, Sp
             "the project file is empty: declare `environments:` (and `promotion:` edges between them)",
         ));
     }
-    let project: Project = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        let location = index.locate_error(&path, &message);
-        SpecErrors(vec![SpecError {
-            file: file.clone(),
-            location,
-            path,
-            message,
-        }])
-    })?;
+    let project: Project = crate::load::deserialize_located(&value, &index, &file)?;
     let problems = project.validate();
     if !problems.is_empty() {
         return Err(SpecErrors(
