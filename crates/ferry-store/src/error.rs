@@ -155,6 +155,37 @@ pub enum StoreError {
         state: crate::model::DlqState,
     },
 
+    /// A named thing to be created (a snapshot) already exists.
+    #[error("{what} already exists; names are never reused, pick another name")]
+    AlreadyExists {
+        /// What exists ("snapshot \"before-upgrade\" of environment prod").
+        what: String,
+    },
+
+    /// A promotion named a revision that never ran in the environment it is promoted from.
+    #[error(
+        "revision {revision} of flow {flow} was never active in environment {env}, so it cannot be promoted from there; promote a revision that ran in {env} (see its activation history), or deploy it there first"
+    )]
+    NeverActive {
+        /// The flow.
+        flow: String,
+        /// The revision given.
+        revision: i64,
+        /// The environment it was to be promoted from.
+        env: String,
+    },
+
+    /// An approval or rejection found the promotion already decided.
+    #[error(
+        "promotion {id} is {state}, not pending; a promotion is approved or rejected only once (request a new promotion to change the target environment again)"
+    )]
+    PromotionNotPending {
+        /// The promotion.
+        id: uuid::Uuid,
+        /// Its state in the store.
+        state: crate::model::PromotionState,
+    },
+
     /// A stored value could not be read back.
     #[error(
         "state store operation `{op}`: stored {column} is unreadable ({detail}); the database was edited by hand or is damaged"
@@ -196,6 +227,9 @@ impl StoreError {
             | StoreError::NotFound { .. }
             | StoreError::RunFinished { .. }
             | StoreError::DeadLetterNotPending { .. }
+            | StoreError::AlreadyExists { .. }
+            | StoreError::NeverActive { .. }
+            | StoreError::PromotionNotPending { .. }
             | StoreError::BadData { .. }
             | StoreError::InvalidInput { .. } => false,
         }
@@ -310,6 +344,28 @@ mod tests {
         assert!(pg_state_is_transient("57P01"));
         assert!(!pg_state_is_transient("23505"));
         assert!(!pg_state_is_transient("42P01"));
+    }
+
+    #[test]
+    fn lifecycle_errors_say_what_to_do() {
+        let e = StoreError::AlreadyExists {
+            what: "snapshot \"v1\" of environment prod".into(),
+        };
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("pick another name"), "{e}");
+        let e = StoreError::NeverActive {
+            flow: "orders".into(),
+            revision: 3,
+            env: "staging".into(),
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("never active in environment staging"), "{msg}");
+        assert!(msg.contains("cannot be promoted"), "{msg}");
+        let e = StoreError::PromotionNotPending {
+            id: uuid::Uuid::nil(),
+            state: crate::model::PromotionState::Rejected,
+        };
+        assert!(e.to_string().contains("is rejected, not pending"), "{e}");
     }
 
     #[test]

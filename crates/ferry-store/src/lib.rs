@@ -3,13 +3,16 @@
 //!
 //! # Layout
 //! - [`store`]: the [`StateStore`] trait — the whole contract, documented method by method;
-//! - [`model`]: the records it reads and writes (revisions, runs, ledger entries, dead letters);
+//! - [`model`]: the records it reads and writes (revisions, runs, ledger entries, dead letters,
+//!   and the flow lifecycle: activations, snapshots, promotions, audit entries);
 //! - [`error`]: [`StoreError`], with [`StoreError::is_transient`] for retry decisions;
 //! - `target`: reading a `--database` address into a backend;
 //! - `migrate`: numbered, checksummed schema migrations, applied at open;
 //! - `sqlite`: the embedded default, one file in a state directory;
 //! - `postgres`: cluster mode, shared by many workers;
-//! - `codec`: conversions shared by both backends.
+//! - `codec`: conversions shared by both backends;
+//! - `lifecycle`: the flow lifecycle's input rules and audit details, shared by both backends
+//!   (each backend's SQL for it is in its own `lifecycle.rs`).
 //!
 //! Open a store with [`open`]; everything else goes through the trait object.
 //!
@@ -22,8 +25,13 @@
 //! of records keep that to a small fraction of a run (one transaction of 1 000 ledger rows
 //! takes about 10 ms on SQLite in a debug build).
 //!
+//! The flow lifecycle follows the same rule: a change of the revision an environment runs is
+//! written in the same transaction as its activation row and its audit row, and a deploy of
+//! several flows ([`StateStore::deploy_many`]) is one transaction, so an environment never
+//! runs half of a release.
+//!
 //! Both backends implement the same semantics, are written by hand in plain SQL with bound
-//! parameters only, and are checked by one conformance suite (`tests/conformance.rs`).
+//! parameters only, and are checked by one conformance suite (`tests/conformance/`, `tests/lifecycle.rs`).
 //!
 //! # Durability
 //! SQLite runs in WAL mode with `synchronous=NORMAL`: a commit survives a crash of the ferry
@@ -35,6 +43,7 @@ pub mod model;
 pub mod store;
 
 mod codec;
+mod lifecycle;
 mod migrate;
 mod postgres;
 mod sqlite;
@@ -44,10 +53,12 @@ use std::sync::Arc;
 
 pub use error::{Result, StoreError};
 pub use model::{
-    Attempt, DEFAULT_DLQ_LIMIT, DeadLetter, DeadLetterEvent, DeadLetterFailure, DeadLetterReplay,
-    DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, LedgerEntry, LedgerHit,
-    NewDeadLetter, NewRun, ParseEnumError, ReplaySettle, RevisionInfo, RunCounts, RunRecord,
-    RunStatus, Settle, Stage, Trigger,
+    Activation, Attempt, AuditEntry, AuditFilter, DEFAULT_AUDIT_LIMIT, DEFAULT_DLQ_LIMIT,
+    DeadLetter, DeadLetterEvent, DeadLetterFailure, DeadLetterReplay, DeployItem, DeployOutcome,
+    DlqAction, DlqFilter, DlqState, FlowSummary, LedgerEntry, LedgerHit, MAX_SNAPSHOT_NAME_CHARS,
+    NewAudit, NewDeadLetter, NewPromotion, NewRun, ParseEnumError, Promotion, PromotionState,
+    ReplaySettle, RevisionInfo, RevisionRef, RunCounts, RunRecord, RunStatus, Settle, Snapshot,
+    SnapshotFlow, Stage, Trigger,
 };
 pub use store::StateStore;
 pub use target::redact;

@@ -1,8 +1,10 @@
 //! The records the state store keeps, as plain types shared by every backend.
 //!
 //! These are the nouns of DESIGN.md (revision, run, ledger entry, dead letter) as the engine,
-//! the CLI and the HTTP API see them. The types operators list (`RunRecord`, `RevisionInfo`,
-//! `DeadLetter`, `FlowSummary`, `DeadLetterEvent`) serialise to JSON for `--output json`.
+//! the CLI and the HTTP API see them, plus the flow lifecycle around revisions (activations,
+//! snapshots, promotions, the audit log). The types operators list (`RunRecord`,
+//! `RevisionInfo`, `DeadLetter`, `FlowSummary`, `DeadLetterEvent`, `Activation`, `AuditEntry`,
+//! `Snapshot`, `Promotion`) serialise to JSON for `--output json`.
 //! Enums are stored as their lower-case names, which is also how they print and parse.
 //!
 //! Timestamps are kept with millisecond precision by every backend: a value read back equals
@@ -145,6 +147,29 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Where a promotion of a revision from one environment to another stands.
+    PromotionState, "promotion state", {
+        /// Waiting for an approval; nothing was activated yet.
+        Pending => "pending",
+        /// Went live at once (no approval asked for).
+        Active => "active",
+        /// Approved, and went live then.
+        Approved => "approved",
+        /// Refused, with a reason; the target environment was left as it was.
+        Rejected => "rejected",
+    }
+);
+
+/// A revision that another one was made from (revert, restore, merge, clone).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RevisionRef {
+    /// Flow name (may differ from the new revision's flow: a clone or a merge).
+    pub flow: String,
+    /// Revision number within that flow.
+    pub revision: i64,
+}
+
 /// One immutable snapshot of a flow's canonical spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RevisionInfo {
@@ -162,6 +187,9 @@ pub struct RevisionInfo {
     pub author: String,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// The revision its content came from, when it was made from another one (a revert, a
+    /// restore from a snapshot, a merge, a clone); `None` for content deployed from a file.
+    pub origin: Option<RevisionRef>,
 }
 
 /// What a deploy did.
@@ -171,6 +199,205 @@ pub struct DeployOutcome {
     pub revision: RevisionInfo,
     /// False when the environment already ran this exact content (nothing was written).
     pub created: bool,
+}
+
+/// One flow of an all-or-nothing deploy ([`StateStore::deploy_many`](crate::StateStore::deploy_many)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployItem {
+    /// Flow name.
+    pub flow: String,
+    /// Canonical JSON of the flow.
+    pub spec: String,
+    /// Content hash of `spec`.
+    pub hash: String,
+    /// Deploy message.
+    pub message: String,
+    /// The revision the content came from, if any; it must exist.
+    pub origin: Option<RevisionRef>,
+}
+
+/// One change of the revision an environment runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Activation {
+    /// Flow name.
+    pub flow: String,
+    /// Environment.
+    pub env: String,
+    /// The revision made active.
+    pub number: i64,
+    /// The revision active before, if any.
+    pub previous: Option<i64>,
+    /// What did it: "deploy", "revert", "restore", "promote", "approve", … ("migrate" for the
+    /// pointers that existed when the activation history was introduced).
+    pub action: String,
+    /// Who did it.
+    pub actor: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// An entry for the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAudit {
+    /// Who did it.
+    pub actor: String,
+    /// What was done ("deploy", "undeploy", "snapshot", "promote", …).
+    pub action: String,
+    /// The flow concerned, if one.
+    pub flow: Option<String>,
+    /// The environment concerned, if one.
+    pub env: Option<String>,
+    /// The revision concerned, if one.
+    pub revision: Option<i64>,
+    /// Anything else worth keeping, as a JSON value (an object by convention).
+    pub detail: Value,
+}
+
+/// An entry of the audit log as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    /// Increasing id: later entries have larger ids.
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who did it.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// The flow concerned, if one.
+    pub flow: Option<String>,
+    /// The environment concerned, if one.
+    pub env: Option<String>,
+    /// The revision concerned, if one.
+    pub revision: Option<i64>,
+    /// Details of the action.
+    pub detail: Value,
+}
+
+/// Default number of audit entries one listing returns.
+pub const DEFAULT_AUDIT_LIMIT: u32 = 100;
+
+/// Which audit entries to list. Every `Some` narrows the listing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditFilter {
+    /// Only this flow.
+    pub flow: Option<String>,
+    /// Only this environment.
+    pub env: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only entries recorded at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many entries (newest first). Default [`DEFAULT_AUDIT_LIMIT`].
+    pub limit: u32,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        AuditFilter {
+            flow: None,
+            env: None,
+            action: None,
+            since: None,
+            limit: DEFAULT_AUDIT_LIMIT,
+        }
+    }
+}
+
+/// Longest snapshot name, in characters.
+pub const MAX_SNAPSHOT_NAME_CHARS: usize = 100;
+
+/// What an environment ran at one moment: each active flow's revision and cursor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Environment.
+    pub env: String,
+    /// Name, unique within the environment.
+    pub name: String,
+    /// When it was taken.
+    pub created_at: DateTime<Utc>,
+    /// Who took it.
+    pub actor: String,
+    /// Why (may be empty).
+    pub note: String,
+    /// The flows active in `env` then, by name.
+    pub flows: Vec<SnapshotFlow>,
+}
+
+/// One flow in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotFlow {
+    /// Flow name.
+    pub flow: String,
+    /// The revision that was active.
+    pub revision: i64,
+    /// Its content hash.
+    pub hash: String,
+    /// The cursor of (flow, env) then; `None` when none was set.
+    pub cursor: Option<Value>,
+}
+
+/// A request to run a revision of one environment in another
+/// ([`StateStore::create_promotion`](crate::StateStore::create_promotion)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPromotion {
+    /// Promotion id (UUIDv7 recommended).
+    pub id: Uuid,
+    /// Flow name.
+    pub flow: String,
+    /// The environment the revision ran in.
+    pub from_env: String,
+    /// The environment it goes to.
+    pub to_env: String,
+    /// The revision promoted; it must have been active in `from_env`.
+    pub source_revision: i64,
+    /// Canonical JSON to run in `to_env` (the source's content, possibly with per-environment
+    /// values applied).
+    pub spec: String,
+    /// Content hash of `spec`.
+    pub hash: String,
+    /// Message of the revision created when `spec` is new content.
+    pub message: String,
+    /// Who asked for it (author of a new revision, `requested_by` of the promotion).
+    pub author: String,
+    /// True: wait for an approval ([`StateStore::decide_promotion`](crate::StateStore::decide_promotion));
+    /// false: go live at once.
+    pub pending: bool,
+    /// Anything else worth keeping (a diff summary, the checks that ran), as JSON.
+    pub detail: Value,
+}
+
+/// A promotion as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Promotion {
+    /// Promotion id.
+    pub id: Uuid,
+    /// Flow name.
+    pub flow: String,
+    /// The environment the revision ran in.
+    pub from_env: String,
+    /// The environment it goes to.
+    pub to_env: String,
+    /// The revision promoted.
+    pub source_revision: i64,
+    /// The revision that runs (or will run, once approved) in `to_env`: the source revision
+    /// itself when the content is the same, else a revision with the promoted content.
+    pub revision: i64,
+    /// Where it stands.
+    pub state: PromotionState,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Who approved or rejected it (the requester for one that went live at once).
+    pub decided_by: Option<String>,
+    /// When it was decided.
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Why (required for a rejection).
+    pub reason: Option<String>,
+    /// The request's detail.
+    pub detail: Value,
 }
 
 /// How many records of a run reached each outcome.
@@ -532,6 +759,9 @@ mod tests {
         for a in DlqAction::ALL {
             assert_eq!(a.as_str().parse::<DlqAction>(), Ok(*a));
         }
+        for s in PromotionState::ALL {
+            assert_eq!(s.as_str().parse::<PromotionState>(), Ok(*s));
+        }
         assert_eq!(DlqAction::ReplayFailed.as_str(), "replay_failed");
         assert_eq!(Trigger::Schedule.to_string(), "schedule");
         assert_eq!(
@@ -565,6 +795,16 @@ mod tests {
             ..RunCounts::default()
         };
         assert_eq!(big.settled(), u64::MAX);
+    }
+
+    #[test]
+    fn audit_filter_defaults_and_refuses_unknown_fields() {
+        assert_eq!(AuditFilter::default().limit, DEFAULT_AUDIT_LIMIT);
+        let f: AuditFilter = serde_json::from_str(r#"{"action":"deploy"}"#).unwrap();
+        assert_eq!(f.action.as_deref(), Some("deploy"));
+        assert_eq!(f.limit, 100);
+        let err = serde_json::from_str::<AuditFilter>(r#"{"acton":"deploy"}"#).unwrap_err();
+        assert!(err.to_string().contains("acton"));
     }
 
     #[test]

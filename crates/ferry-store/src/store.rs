@@ -2,7 +2,13 @@
 //!
 //! The engine, server and CLI hold an `Arc<dyn StateStore>` and never see SQL. Each backend
 //! (embedded SQLite, PostgreSQL for cluster mode) implements every method with the same
-//! semantics; one conformance test suite (`tests/conformance.rs`) runs against both.
+//! semantics; one conformance test suite (`tests/conformance/`, and `tests/lifecycle.rs` for the
+//! flow lifecycle) runs against both.
+//!
+//! The flow lifecycle (deploys of several flows at once, activation history, snapshots,
+//! promotions with approvals, the audit log) follows one rule: every change of the revision an
+//! environment runs is written together with its activation row and its audit row, in the
+//! same transaction, so the history never misses a change that happened.
 
 use std::collections::HashMap;
 
@@ -11,8 +17,9 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{
-    DeadLetter, DeadLetterEvent, DeployOutcome, DlqFilter, DlqState, FlowSummary, LedgerHit,
-    NewRun, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus, Settle,
+    Activation, AuditEntry, AuditFilter, DeadLetter, DeadLetterEvent, DeployItem, DeployOutcome,
+    DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit, NewPromotion, NewRun, Promotion,
+    PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus, Settle, Snapshot,
 };
 
 /// ferry's state: revisions, runs, cursors, the idempotency ledger and the dead-letter queue.
@@ -27,7 +34,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// New revision (number = previous max + 1 for the flow, starting at 1) and makes it
     /// active in env — unless env's active revision already has this hash (then
     /// created=false, nothing written). Flows are global; the active pointer is per
-    /// (flow, env).
+    /// (flow, env). A new revision has no origin; the change is recorded in the activation
+    /// history and the audit log (action `deploy`, actor `author`). Exactly
+    /// [`StateStore::deploy_many`] with one item and action `deploy`.
     async fn deploy(
         &self,
         flow: &str,
@@ -151,4 +160,137 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// of this run is left as it is (attempts are not appended twice). An unknown entry id
     /// rolls the whole batch back with [`StoreError::NotFound`](crate::StoreError::NotFound).
     async fn settle_replay(&self, batch: &ReplaySettle) -> Result<()>;
+
+    /// ONE transaction for all items, in order; any error rolls every item back. Per item:
+    /// when env's active revision of the flow already has the item's hash, created=false and
+    /// nothing is written. Otherwise a new revision (number = max + 1: history stays linear,
+    /// so a revert is a new revision with old content) with the item's origin, the flow row if
+    /// missing, the revision made active in env, an activation row and an audit row, both
+    /// with `action` ("deploy", "revert", "restore", "merge", "clone", …) and actor `author`.
+    /// The audit detail is `{"message", "hash", "previous": number or null, "origin":
+    /// {"flow", "revision"} or null}`.
+    ///
+    /// Errors: [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) for an empty
+    /// action, an empty flow name or environment, or one with NUL;
+    /// [`StoreError::NotFound`](crate::StoreError::NotFound) for an origin that does not
+    /// exist. Outcomes are in the order of `items`.
+    async fn deploy_many(
+        &self,
+        env: &str,
+        items: &[DeployItem],
+        author: &str,
+        action: &str,
+    ) -> Result<Vec<DeployOutcome>>;
+
+    /// Every change of the active revision of `flow` (in `env`, or in every environment),
+    /// oldest first.
+    async fn activations(&self, flow: &str, env: Option<&str>) -> Result<Vec<Activation>>;
+
+    /// ONE transaction: makes revision `number` of `flow` (which must exist:
+    /// [`StoreError::NotFound`](crate::StoreError::NotFound) otherwise) the active one in env,
+    /// with an activation row and an audit row carrying `action` and `actor` (audit detail
+    /// `{"previous": number or null}`). Returns false, with nothing written, when it already
+    /// is the active one.
+    async fn activate(
+        &self,
+        flow: &str,
+        env: &str,
+        number: i64,
+        actor: &str,
+        action: &str,
+    ) -> Result<bool>;
+
+    /// ONE transaction: removes the active revision of (flow, env), so the flow no longer runs
+    /// there (its revisions, cursor and ledger are kept), and writes an audit row (action
+    /// `undeploy`, the revision that was active). Returns false, with nothing written, when
+    /// none was active.
+    async fn deactivate(&self, flow: &str, env: &str, actor: &str) -> Result<bool>;
+
+    /// Appends an entry to the audit log; returns its id. An empty action is refused
+    /// ([`StoreError::InvalidInput`](crate::StoreError::InvalidInput)).
+    async fn record_audit(&self, entry: &NewAudit) -> Result<i64>;
+
+    /// Audit entries matching the filter, newest first (by id), at most `filter.limit`.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
+
+    /// ONE transaction: records every flow active in env with its active revision, that
+    /// revision's hash and the current cursor of (flow, env), under `name`, plus an audit row
+    /// (action `snapshot`, detail `{"name", "flows": count}`). An environment with no flows
+    /// gives an empty snapshot.
+    ///
+    /// Errors: [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) for a name that
+    /// is empty, longer than [`MAX_SNAPSHOT_NAME_CHARS`](crate::model::MAX_SNAPSHOT_NAME_CHARS)
+    /// characters or contains control characters;
+    /// [`StoreError::AlreadyExists`](crate::StoreError::AlreadyExists) when env already has a
+    /// snapshot of that name. Nothing is written then.
+    async fn create_snapshot(
+        &self,
+        env: &str,
+        name: &str,
+        actor: &str,
+        note: &str,
+    ) -> Result<Snapshot>;
+
+    /// The snapshots of env, newest first, each with its flows.
+    async fn snapshots(&self, env: &str) -> Result<Vec<Snapshot>>;
+
+    /// One snapshot of env.
+    async fn snapshot(&self, env: &str, name: &str) -> Result<Option<Snapshot>>;
+
+    /// ONE transaction: promotes a revision of `from_env` to `to_env`.
+    ///
+    /// The revision used in `to_env` is the source revision when `p.hash` is its hash, else
+    /// the newest revision of the flow with exactly `p.hash`, else a new revision (max + 1,
+    /// `p.spec`, `p.message`, author `p.author`, no origin). When `p.pending` is false it goes
+    /// live at once (activation action `promote`; no activation row when it already runs
+    /// there) and the promotion is `active`, decided by `p.author`; otherwise it is `pending`
+    /// and nothing is activated until [`StateStore::decide_promotion`]. An audit row (action
+    /// `promote`, env `to_env`) records the id, both environments, both revisions and the
+    /// state.
+    ///
+    /// Errors: [`StoreError::NotFound`](crate::StoreError::NotFound) when the source revision
+    /// does not exist; [`StoreError::NeverActive`](crate::StoreError::NeverActive) when it was
+    /// never active in `from_env` (per [`StateStore::activations`]);
+    /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) when both environments
+    /// are the same. Nothing is written then.
+    async fn create_promotion(&self, p: &NewPromotion) -> Result<Promotion>;
+
+    /// ONE transaction: approves (the promotion's revision becomes active in its `to_env`,
+    /// activation action `approve`; state `approved`) or rejects (state `rejected`, `to_env`
+    /// unchanged) a pending promotion, recording who, when and why, with an audit row
+    /// (`approve` or `reject`).
+    ///
+    /// Errors: [`StoreError::NotFound`](crate::StoreError::NotFound) for an unknown id,
+    /// [`StoreError::PromotionNotPending`](crate::StoreError::PromotionNotPending) for one
+    /// already decided, [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) for a
+    /// rejection without a reason. Nothing is written then.
+    async fn decide_promotion(
+        &self,
+        id: Uuid,
+        approve: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Promotion>;
+
+    /// One promotion.
+    async fn promotion(&self, id: Uuid) -> Result<Option<Promotion>>;
+
+    /// Promotions of one flow or of all, in one state or in any, newest first.
+    async fn promotions(
+        &self,
+        flow: Option<&str>,
+        state: Option<PromotionState>,
+    ) -> Result<Vec<Promotion>>;
+
+    /// The newest run (by start time) of revision `revision` of `flow` in env that is no
+    /// longer `running`: where the cursor stood when that revision last ran.
+    async fn last_run_of_revision(
+        &self,
+        flow: &str,
+        env: &str,
+        revision: i64,
+    ) -> Result<Option<RunRecord>>;
+
+    /// Every flow ever deployed (in any environment), sorted by name.
+    async fn flow_names(&self) -> Result<Vec<String>>;
 }

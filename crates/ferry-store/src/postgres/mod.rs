@@ -6,7 +6,9 @@
 //! support; note that `JSONB` does not keep object key order.
 //!
 //! Concurrency: a deploy locks its flow's row in `flows` (`SELECT … FOR UPDATE`) so two workers
-//! never compute the same revision number; a dead-letter state change locks the entry; `settle`
+//! never compute the same revision number, and so does every other change of a flow's active
+//! revision (activate, deactivate, promotions), so the activation history's `previous` is
+//! exact; a dead-letter state change locks the entry; `settle`
 //! and `finish_run` only touch a run that is still `running`, so a worker presumed dead cannot
 //! write into a run that `fail_stale_runs` closed. Migrations take a transaction-scoped
 //! advisory lock per schema, so workers starting together migrate once.
@@ -29,11 +31,13 @@ use crate::codec::{
     json_text, millis, now, parse_attempts, parse_enum, parse_json, parse_json_opt,
 };
 use crate::error::{Result, StoreError};
+use crate::lifecycle::origin_from_columns;
 use crate::migrate::{Migration, check_applied};
 use crate::model::{
-    DeadLetter, DeadLetterEvent, DeadLetterReplay, DeployOutcome, DlqAction, DlqFilter, DlqState,
-    FlowSummary, LedgerHit, NewRun, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
-    Settle,
+    Activation, AuditEntry, AuditFilter, DeadLetter, DeadLetterEvent, DeadLetterReplay, DeployItem,
+    DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit, NewPromotion,
+    NewRun, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
+    Settle, Snapshot,
 };
 use crate::store::StateStore;
 use crate::target::redact;
@@ -49,6 +53,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "dead_letter_edits",
         sql: include_str!("migrations/0002_dead_letter_edits.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "lifecycle",
+        sql: include_str!("migrations/0003_lifecycle.sql"),
     },
 ];
 
@@ -66,7 +75,8 @@ const MIGRATION_LOCK: i32 = 33_779;
 
 macro_rules! rev_cols {
     () => {
-        "r.flow, r.number, r.hash, r.spec, r.message, r.author, r.created_at"
+        "r.flow, r.number, r.hash, r.spec, r.message, r.author, r.created_at, r.origin_flow, \
+         r.origin_revision"
     };
 }
 macro_rules! run_cols {
@@ -84,6 +94,9 @@ macro_rules! dlq_cols {
          edited_record::text AS edited_record"
     };
 }
+
+// After the column macros, which it uses.
+mod lifecycle;
 
 /// State in PostgreSQL.
 #[derive(Debug)]
@@ -232,6 +245,11 @@ fn revision_from_row(op: &'static str, row: &PgRow) -> Result<RevisionInfo> {
         message: get(row, op, "message")?,
         author: get(row, op, "author")?,
         created_at: get(row, op, "created_at")?,
+        origin: origin_from_columns(
+            op,
+            get(row, op, "origin_flow")?,
+            get(row, op, "origin_revision")?,
+        )?,
     })
 }
 
@@ -512,90 +530,14 @@ impl StateStore for PgStore {
         message: &str,
         author: &str,
     ) -> Result<DeployOutcome> {
-        const OP: &str = "deploy";
-        let at = now();
-        let mut tx = self.tx(OP).await?;
-        // The flow's row is the lock that serialises deploys of one flow.
-        sqlx::query(
-            "INSERT INTO flows (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(flow)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        sqlx::query("SELECT name FROM flows WHERE name = $1 FOR UPDATE")
-            .bind(flow)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(OP))?;
-        let active = sqlx::query(concat!(
-            "SELECT ",
-            rev_cols!(),
-            " FROM active_revisions a JOIN revisions r ON r.flow = a.flow AND r.number = a.number
-              WHERE a.flow = $1 AND a.env = $2"
-        ))
-        .bind(flow)
-        .bind(env)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        if let Some(row) = active {
-            let revision = revision_from_row(OP, &row)?;
-            if revision.hash == hash {
-                return Ok(DeployOutcome {
-                    revision,
-                    created: false,
-                });
-            }
-        }
-        let number: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE flow = $1",
-        )
-        .bind(flow)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        let revision = RevisionInfo {
+        let item = DeployItem {
             flow: flow.to_string(),
-            number,
+            spec: spec.to_string(),
             hash: hash.to_string(),
-            spec: clean_text(spec).into_owned(),
-            message: clean_text(message).into_owned(),
-            author: clean_text(author).into_owned(),
-            created_at: at,
+            message: message.to_string(),
+            origin: None,
         };
-        sqlx::query(
-            "INSERT INTO revisions (flow, number, hash, spec, message, author, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(flow)
-        .bind(number)
-        .bind(hash)
-        .bind(&revision.spec)
-        .bind(&revision.message)
-        .bind(&revision.author)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        sqlx::query(
-            "INSERT INTO active_revisions (flow, env, number, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (flow, env) DO UPDATE SET number = EXCLUDED.number, updated_at = EXCLUDED.updated_at",
-        )
-        .bind(flow)
-        .bind(env)
-        .bind(number)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        tx.commit().await.map_err(StoreError::query(OP))?;
-        tracing::info!(flow, env, revision = number, "Deployed new revision");
-        Ok(DeployOutcome {
-            revision,
-            created: true,
-        })
+        self.deploy_one(env, &item, author).await
     }
 
     async fn revision(&self, flow: &str, number: i64) -> Result<Option<RevisionInfo>> {
@@ -1172,6 +1114,103 @@ impl StateStore for PgStore {
             "Settled replay batch"
         );
         Ok(())
+    }
+
+    // The flow lifecycle: see `lifecycle.rs`.
+
+    async fn deploy_many(
+        &self,
+        env: &str,
+        items: &[DeployItem],
+        author: &str,
+        action: &str,
+    ) -> Result<Vec<DeployOutcome>> {
+        self.deploy_items("deploy_many", env, items, author, action)
+            .await
+    }
+
+    async fn activations(&self, flow: &str, env: Option<&str>) -> Result<Vec<Activation>> {
+        PgStore::activations(self, flow, env).await
+    }
+
+    async fn activate(
+        &self,
+        flow: &str,
+        env: &str,
+        number: i64,
+        actor: &str,
+        action: &str,
+    ) -> Result<bool> {
+        PgStore::activate(self, flow, env, number, actor, action).await
+    }
+
+    async fn deactivate(&self, flow: &str, env: &str, actor: &str) -> Result<bool> {
+        PgStore::deactivate(self, flow, env, actor).await
+    }
+
+    async fn record_audit(&self, entry: &NewAudit) -> Result<i64> {
+        PgStore::record_audit(self, entry).await
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        PgStore::audit(self, filter).await
+    }
+
+    async fn create_snapshot(
+        &self,
+        env: &str,
+        name: &str,
+        actor: &str,
+        note: &str,
+    ) -> Result<Snapshot> {
+        PgStore::create_snapshot(self, env, name, actor, note).await
+    }
+
+    async fn snapshots(&self, env: &str) -> Result<Vec<Snapshot>> {
+        PgStore::snapshots(self, env).await
+    }
+
+    async fn snapshot(&self, env: &str, name: &str) -> Result<Option<Snapshot>> {
+        PgStore::snapshot(self, env, name).await
+    }
+
+    async fn create_promotion(&self, p: &NewPromotion) -> Result<Promotion> {
+        PgStore::create_promotion(self, p).await
+    }
+
+    async fn decide_promotion(
+        &self,
+        id: Uuid,
+        approve: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Promotion> {
+        PgStore::decide_promotion(self, id, approve, actor, reason).await
+    }
+
+    async fn promotion(&self, id: Uuid) -> Result<Option<Promotion>> {
+        PgStore::promotion(self, id).await
+    }
+
+    async fn promotions(
+        &self,
+        flow: Option<&str>,
+        state: Option<PromotionState>,
+    ) -> Result<Vec<Promotion>> {
+        PgStore::promotions(self, flow, state).await
+    }
+
+    async fn last_run_of_revision(
+        &self,
+        flow: &str,
+        env: &str,
+        revision: i64,
+    ) -> Result<Option<RunRecord>> {
+        PgStore::last_run_of_revision(self, flow, env, revision).await
+    }
+
+    async fn flow_names(&self) -> Result<Vec<String>> {
+        PgStore::flow_names(self).await
     }
 }
 

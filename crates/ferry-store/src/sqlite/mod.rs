@@ -33,11 +33,13 @@ use crate::codec::{
     parse_uuid, ts_text,
 };
 use crate::error::{Result, StoreError, sqlite_is_corrupt};
+use crate::lifecycle::origin_from_columns;
 use crate::migrate::{Migration, check_applied};
 use crate::model::{
-    DeadLetter, DeadLetterEvent, DeadLetterReplay, DeployOutcome, DlqAction, DlqFilter, DlqState,
-    FlowSummary, LedgerHit, NewRun, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
-    Settle,
+    Activation, AuditEntry, AuditFilter, DeadLetter, DeadLetterEvent, DeadLetterReplay, DeployItem,
+    DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit, NewPromotion,
+    NewRun, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
+    Settle, Snapshot,
 };
 use crate::store::StateStore;
 
@@ -52,6 +54,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "dead_letter_edits",
         sql: include_str!("migrations/0002_dead_letter_edits.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "lifecycle",
+        sql: include_str!("migrations/0003_lifecycle.sql"),
     },
 ];
 
@@ -74,7 +81,8 @@ const _: () = assert!(
 /// Columns of `revisions`, in the order `revision_from_row` reads them.
 macro_rules! rev_cols {
     () => {
-        "r.flow, r.number, r.hash, r.spec, r.message, r.author, r.created_at"
+        "r.flow, r.number, r.hash, r.spec, r.message, r.author, r.created_at, r.origin_flow, \
+         r.origin_revision"
     };
 }
 /// Columns of `runs`.
@@ -97,6 +105,9 @@ macro_rules! dlq_read_cols {
         concat!(dlq_cols!(), ", edited_record")
     };
 }
+
+// After the column macros, which it uses.
+mod lifecycle;
 
 /// State in a SQLite file (or in memory, for tests).
 #[derive(Debug)]
@@ -289,6 +300,11 @@ fn revision_from_row(op: &'static str, row: &SqliteRow) -> Result<RevisionInfo> 
         message: get(row, op, "message")?,
         author: get(row, op, "author")?,
         created_at: parse_ts(op, "created_at", &get::<String>(row, op, "created_at")?)?,
+        origin: origin_from_columns(
+            op,
+            get(row, op, "origin_flow")?,
+            get(row, op, "origin_revision")?,
+        )?,
     })
 }
 
@@ -586,84 +602,14 @@ impl StateStore for SqliteStore {
         message: &str,
         author: &str,
     ) -> Result<DeployOutcome> {
-        const OP: &str = "deploy";
-        let q = StoreError::query(OP);
-        let mut tx = self.write_tx(OP).await?;
-        let active = sqlx::query(concat!(
-            "SELECT ",
-            rev_cols!(),
-            " FROM active_revisions a JOIN revisions r ON r.flow = a.flow AND r.number = a.number
-              WHERE a.flow = ? AND a.env = ?"
-        ))
-        .bind(flow)
-        .bind(env)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        if let Some(row) = active {
-            let revision = revision_from_row(OP, &row)?;
-            if revision.hash == hash {
-                return Ok(DeployOutcome {
-                    revision,
-                    created: false,
-                });
-            }
-        }
-        let at = now();
-        sqlx::query(
-            "INSERT INTO flows (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(flow)
-        .bind(ts_text(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        let number: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE flow = ?")
-                .bind(flow)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
-        let revision = RevisionInfo {
+        let item = DeployItem {
             flow: flow.to_string(),
-            number,
+            spec: spec.to_string(),
             hash: hash.to_string(),
-            spec: clean_text(spec).into_owned(),
-            message: clean_text(message).into_owned(),
-            author: clean_text(author).into_owned(),
-            created_at: at,
+            message: message.to_string(),
+            origin: None,
         };
-        sqlx::query(
-            "INSERT INTO revisions (flow, number, hash, spec, message, author, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(flow)
-        .bind(number)
-        .bind(hash)
-        .bind(&revision.spec)
-        .bind(&revision.message)
-        .bind(&revision.author)
-        .bind(ts_text(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        sqlx::query(
-            "INSERT INTO active_revisions (flow, env, number, updated_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (flow, env) DO UPDATE SET number = excluded.number, updated_at = excluded.updated_at",
-        )
-        .bind(flow)
-        .bind(env)
-        .bind(number)
-        .bind(ts_text(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::query(OP))?;
-        tx.commit().await.map_err(q)?;
-        tracing::info!(flow, env, revision = number, "Deployed new revision");
-        Ok(DeployOutcome {
-            revision,
-            created: true,
-        })
+        self.deploy_one(env, &item, author).await
     }
 
     async fn revision(&self, flow: &str, number: i64) -> Result<Option<RevisionInfo>> {
@@ -1250,6 +1196,103 @@ impl StateStore for SqliteStore {
             "Settled replay batch"
         );
         Ok(())
+    }
+
+    // The flow lifecycle: see `lifecycle.rs`.
+
+    async fn deploy_many(
+        &self,
+        env: &str,
+        items: &[DeployItem],
+        author: &str,
+        action: &str,
+    ) -> Result<Vec<DeployOutcome>> {
+        self.deploy_items("deploy_many", env, items, author, action)
+            .await
+    }
+
+    async fn activations(&self, flow: &str, env: Option<&str>) -> Result<Vec<Activation>> {
+        SqliteStore::activations(self, flow, env).await
+    }
+
+    async fn activate(
+        &self,
+        flow: &str,
+        env: &str,
+        number: i64,
+        actor: &str,
+        action: &str,
+    ) -> Result<bool> {
+        SqliteStore::activate(self, flow, env, number, actor, action).await
+    }
+
+    async fn deactivate(&self, flow: &str, env: &str, actor: &str) -> Result<bool> {
+        SqliteStore::deactivate(self, flow, env, actor).await
+    }
+
+    async fn record_audit(&self, entry: &NewAudit) -> Result<i64> {
+        SqliteStore::record_audit(self, entry).await
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        SqliteStore::audit(self, filter).await
+    }
+
+    async fn create_snapshot(
+        &self,
+        env: &str,
+        name: &str,
+        actor: &str,
+        note: &str,
+    ) -> Result<Snapshot> {
+        SqliteStore::create_snapshot(self, env, name, actor, note).await
+    }
+
+    async fn snapshots(&self, env: &str) -> Result<Vec<Snapshot>> {
+        SqliteStore::snapshots(self, env).await
+    }
+
+    async fn snapshot(&self, env: &str, name: &str) -> Result<Option<Snapshot>> {
+        SqliteStore::snapshot(self, env, name).await
+    }
+
+    async fn create_promotion(&self, p: &NewPromotion) -> Result<Promotion> {
+        SqliteStore::create_promotion(self, p).await
+    }
+
+    async fn decide_promotion(
+        &self,
+        id: Uuid,
+        approve: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Promotion> {
+        SqliteStore::decide_promotion(self, id, approve, actor, reason).await
+    }
+
+    async fn promotion(&self, id: Uuid) -> Result<Option<Promotion>> {
+        SqliteStore::promotion(self, id).await
+    }
+
+    async fn promotions(
+        &self,
+        flow: Option<&str>,
+        state: Option<PromotionState>,
+    ) -> Result<Vec<Promotion>> {
+        SqliteStore::promotions(self, flow, state).await
+    }
+
+    async fn last_run_of_revision(
+        &self,
+        flow: &str,
+        env: &str,
+        revision: i64,
+    ) -> Result<Option<RunRecord>> {
+        SqliteStore::last_run_of_revision(self, flow, env, revision).await
+    }
+
+    async fn flow_names(&self) -> Result<Vec<String>> {
+        SqliteStore::flow_names(self).await
     }
 }
 
