@@ -19,6 +19,7 @@ pub mod cursor;
 pub mod deploy;
 pub mod error;
 pub mod keys;
+pub mod lifecycle;
 pub mod progress;
 pub mod replay;
 pub mod run;
@@ -31,4 +32,4 @@ pub use replay::{
     ReplayRequest, ReplayedEntry, Selection, SetField, apply_sets, discard, dry_run, edit,
     ids_by_flow, replay,
 };
-pub use run::{RunOptions, RunRequest, execute};
+pub use run::{RunOptions, RunRequest, Window, execute};

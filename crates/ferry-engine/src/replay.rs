@@ -47,7 +47,7 @@ use ferry_store::{
     ReplaySettle, RunCounts, RunRecord, RunStatus, Settle, Stage, StateStore, StoreError, Trigger,
 };
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -527,6 +527,15 @@ pub async fn edit(
         .await
         .map_err(|e| entry_error(e, id))?;
     tracing::info!(entry = %id, actor, "Edited dead letter");
+    audit_dlq(
+        store,
+        actor,
+        "dlq_edit",
+        &entry.flow,
+        &entry.env,
+        json!({"entry": id, "note": note}),
+    )
+    .await?;
     store
         .dead_letter(id)
         .await?
@@ -554,7 +563,40 @@ pub async fn discard(
             .await
             .map_err(|e| entry_error(e, id))?;
         tracing::info!(entry = %id, actor, "Discarded dead letter");
+        if let Some(e) = store.dead_letter(id).await? {
+            audit_dlq(
+                store,
+                actor,
+                "dlq_discard",
+                &e.flow,
+                &e.env,
+                json!({"entry": id, "reason": reason}),
+            )
+            .await?;
+        }
     }
+    Ok(())
+}
+
+/// Records a dead-letter action in the audit log.
+async fn audit_dlq(
+    store: &Arc<dyn StateStore>,
+    actor: &str,
+    action: &str,
+    flow: &str,
+    env: &str,
+    detail: Value,
+) -> Result<(), ReplayError> {
+    store
+        .record_audit(&ferry_store::NewAudit {
+            actor: actor.to_string(),
+            action: action.to_string(),
+            flow: Some(flow.to_string()),
+            env: Some(env.to_string()),
+            revision: None,
+            detail,
+        })
+        .await?;
     Ok(())
 }
 
@@ -754,6 +796,7 @@ pub async fn dry_run(
         key_template: t.key_template,
         sink: Arc::new(sink),
         batched: sink_spec.batch.is_some(),
+        until: None,
     };
     let mut out = Vec::with_capacity(entries.len());
     let mut keyed: Vec<(usize, String, String)> = Vec::new();
@@ -873,6 +916,7 @@ pub async fn replay(
         key_template: t.key_template,
         sink: sink.clone(),
         batched: sink_spec.batch.is_some(),
+        until: None,
     };
 
     // Map every entry first; records with the same key and body become one request.
@@ -986,6 +1030,15 @@ pub async fn replay(
         .await?;
     tracing::info!(run_id = %run_id, status = %status, delivered = counts.delivered, skipped = counts.skipped, filtered = counts.filtered, failed_again = counts.dead_lettered, not_attempted, "Replay finished");
     let run = store.run(run_id).await?;
+    audit_dlq(
+        &store,
+        &req.actor,
+        "dlq_replay",
+        &req.flow,
+        &req.env.name,
+        json!({"run": run_id, "revision": t.number, "entries": report_entries.len(), "status": status.to_string()}),
+    )
+    .await?;
     Ok(ReplayReport {
         flow: req.flow,
         revision: t.number,

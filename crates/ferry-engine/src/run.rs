@@ -72,6 +72,18 @@ pub struct RunOptions {
     pub settle_batch: usize,
     /// Longest time an outcome waits before it is written.
     pub settle_interval: Duration,
+    /// A backfill: read the source from `from` (instead of the stored cursor), treat records
+    /// whose cursor value is past `to` as filtered, and never move the stored cursor.
+    pub window: Option<Window>,
+}
+
+/// The cursor window of a backfill run (`ferry backfill FLOW --from T1 --to T2`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// The `{{ cursor }}` the source is read from.
+    pub from: Value,
+    /// The largest cursor value delivered; later records are counted as filtered.
+    pub to: Value,
 }
 
 impl Default for RunOptions {
@@ -81,6 +93,7 @@ impl Default for RunOptions {
             cancel: None,
             settle_batch: 1000,
             settle_interval: Duration::from_millis(200),
+            window: None,
         }
     }
 }
@@ -380,9 +393,12 @@ pub async fn execute(
         )
         .await?;
     let stored_cursor = store.cursor(&flow.name, &env_name).await?;
-    let cursor_before = stored_cursor
-        .clone()
-        .or_else(|| src.cursor.as_ref().and_then(|c| c.start.clone()));
+    let cursor_before = match &opts.window {
+        Some(w) => Some(w.from.clone()),
+        None => stored_cursor
+            .clone()
+            .or_else(|| src.cursor.as_ref().and_then(|c| c.start.clone())),
+    };
     let run_id = Uuid::now_v7();
     store
         .create_run(&NewRun {
@@ -451,6 +467,7 @@ pub async fn execute(
             key_template,
             sink: sink.clone(),
             batched: sink_spec.batch.is_some(),
+            until: opts.window.as_ref().map(|w| w.to.clone()),
         },
         fetched_rx,
         work_tx,
@@ -534,6 +551,8 @@ pub async fn execute(
     } else {
         // Every record is settled: the cursor may move to the largest value seen.
         let next = match (&max_cursor, &cursor_before) {
+            // A backfill never moves the live cursor.
+            _ if opts.window.is_some() => None,
             (Some(m), Some(b)) if crate::cursor::cmp(m, b).is_gt() => Some(m.clone()),
             (Some(m), None) => Some(m.clone()),
             _ => None,
@@ -652,6 +671,8 @@ pub(crate) struct MapStage {
     pub(crate) key_template: Option<Template>,
     pub(crate) sink: Arc<HttpDelivery>,
     pub(crate) batched: bool,
+    /// A backfill's upper bound: records with a later cursor value are filtered.
+    pub(crate) until: Option<Value>,
 }
 
 async fn map_stage(
@@ -668,9 +689,17 @@ async fn map_stage(
             .and_then(|p| p.first(&source))
             .filter(|v| !v.is_null())
             .cloned();
-        let out = match prepare(&ctx, &stage, source, cursor) {
-            Ok(work) => work_tx.send(work).await.is_ok(),
-            Err(settled) => settle_tx.send(*settled).await.is_ok(),
+        let past_window = match (&stage.until, &cursor) {
+            (Some(until), Some(c)) => crate::cursor::cmp(c, until).is_gt(),
+            _ => false,
+        };
+        let out = if past_window {
+            settle_tx.send(Settled::Filtered { cursor }).await.is_ok()
+        } else {
+            match prepare(&ctx, &stage, source, cursor) {
+                Ok(work) => work_tx.send(work).await.is_ok(),
+                Err(settled) => settle_tx.send(*settled).await.is_ok(),
+            }
         };
         if !out {
             return;

@@ -34,6 +34,10 @@ pub struct Global {
         default_value = "default"
     )]
     pub env: String,
+    /// Project file with environments and the promotion topology (default: ./ferry.yaml when
+    /// it exists).
+    #[arg(long, global = true, env = "FERRY_PROJECT")]
+    pub project: Option<PathBuf>,
     /// A variable for `{{ env.NAME }}` templates (repeatable): NAME=VALUE.
     #[arg(long = "var", global = true, value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
@@ -104,8 +108,108 @@ pub enum Command {
     ShowRun { id: String },
     /// List deployed flows with their active revisions.
     Flows,
-    /// List a flow's revisions.
+    /// List a flow's revisions, with where each is or was active.
     History { flow: String },
+    /// Structural diff of two revisions of a flow, or of a revision and a flow file, by field
+    /// path. B defaults to the revision active in --env.
+    Diff {
+        flow: String,
+        /// A revision number or a flow file.
+        a: String,
+        /// A revision number or a flow file (default: the active revision).
+        b: Option<String>,
+    },
+    /// Make an earlier revision's content active again, as a new revision (after a snapshot).
+    Revert {
+        flow: String,
+        /// The revision whose content comes back.
+        #[arg(long)]
+        to: i64,
+        /// Also put the cursor back to where it stood after that revision's last run here.
+        #[arg(long)]
+        with_cursor: bool,
+        #[arg(short, long, default_value = "")]
+        message: String,
+    },
+    /// Snapshots of an environment's active revisions and cursors.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Copy a flow into a new, independent flow that remembers where it came from.
+    Clone { flow: String, new_name: String },
+    /// Three-way merge of a clone back into the flow it was cloned from.
+    Merge {
+        source: String,
+        /// The flow to merge into.
+        #[arg(long)]
+        into: String,
+        /// Settle every conflict this way.
+        #[arg(long, value_enum)]
+        take: Option<TakeArg>,
+        /// Settle one conflicting path: PATH=ours|theirs (repeatable).
+        #[arg(long = "take-path", value_name = "PATH=ours|theirs")]
+        take_paths: Vec<String>,
+    },
+    /// Who changed what, when: deploys, reverts, restores, merges, promotions, approvals,
+    /// cursor moves and dead-letter actions.
+    Audit {
+        #[arg(long)]
+        flow: Option<String>,
+        /// Only this action (deploy, revert, promote, approve, dlq_replay, …).
+        #[arg(long)]
+        action: Option<String>,
+        /// RFC 3339 time or a duration back from now (2h, 7d).
+        #[arg(long, value_name = "TIME|DURATION")]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Promote a flow's active revision from an environment along the project's topology.
+    Promote {
+        flow: String,
+        #[arg(long)]
+        from: String,
+        /// Only this target (default: every edge that takes the flow).
+        #[arg(long)]
+        to: Option<String>,
+        /// Promote this revision instead of the active one (it must have been active in --from).
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// Approve a pending promotion: its revision goes live in the target environment.
+    Approve { id: String },
+    /// Reject a pending promotion.
+    Reject {
+        id: String,
+        #[arg(long, required = true)]
+        reason: String,
+    },
+    /// Promotions, newest first, with their state.
+    Promotions {
+        #[arg(long)]
+        flow: Option<String>,
+        /// pending, active, approved or rejected.
+        #[arg(long = "status")]
+        status: Option<String>,
+    },
+    /// Inspect and move a flow's incremental cursor in --env.
+    Cursor {
+        #[command(subcommand)]
+        command: CursorCommand,
+    },
+    /// Run a flow over a past cursor window without moving its live cursor.
+    Backfill {
+        flow: String,
+        /// Cursor value to read from (as the source's `{{ cursor }}`).
+        #[arg(long)]
+        from: String,
+        /// Last cursor value to deliver; later records are counted as filtered.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// Serve the sandbox source and sink APIs for people to try flows against.
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8088")]
@@ -133,6 +237,49 @@ pub enum Command {
         /// Don't show the live progress bar.
         #[arg(long)]
         no_progress: bool,
+    },
+}
+
+/// Which side wins a merge conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TakeArg {
+    Ours,
+    Theirs,
+}
+
+/// `ferry snapshot …` (of --env).
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Record every active revision and cursor of --env under a name.
+    Create {
+        name: String,
+        #[arg(short, long, default_value = "")]
+        message: String,
+    },
+    /// Snapshots of --env, newest first.
+    List,
+    /// One snapshot's flows, revisions and cursors.
+    Show { name: String },
+    /// Bring every flow of the snapshot back to its content then, as new revisions.
+    Restore { name: String },
+}
+
+/// `ferry cursor …` (of --env).
+#[derive(Debug, Subcommand)]
+pub enum CursorCommand {
+    /// The stored cursor.
+    Show { flow: String },
+    /// Set the cursor to a value (JSON when it parses as JSON, else text).
+    Set { flow: String, value: String },
+    /// Move the cursor back: to where it stood before a run, or to the flow's start.
+    Rewind {
+        flow: String,
+        /// The run whose starting cursor to go back to.
+        #[arg(long, conflicts_with = "start")]
+        to_run: Option<String>,
+        /// Clear the cursor: the next run starts from the flow's configured start.
+        #[arg(long)]
+        start: bool,
     },
 }
 

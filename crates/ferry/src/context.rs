@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use ferry_connect::{RunEnv, Secrets};
+use ferry_spec::Project;
 use ferry_store::StateStore;
 
 use crate::cli::{Global, Output};
@@ -37,21 +38,109 @@ impl Ctx {
             .with_context(|| format!("opening the state store {}", redact(&url)))
     }
 
+    /// The project file: --project, else `./ferry.yaml` when it exists, else none.
+    pub fn project(&self) -> Result<Option<Project>> {
+        let path = match &self.global.project {
+            Some(p) => p.clone(),
+            None => {
+                let p = PathBuf::from("ferry.yaml");
+                if !p.exists() {
+                    return Ok(None);
+                }
+                p
+            }
+        };
+        let project =
+            ferry_spec::load_project_file(&path).map_err(|e| CliError::input(e.to_string()))?;
+        let problems = project.validate();
+        if !problems.is_empty() {
+            return Err(CliError::input(format!(
+                "{}: {}",
+                path.display(),
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+            .into());
+        }
+        Ok(Some(project))
+    }
+
+    /// The project file, checking that it defines --env (when it defines environments).
+    pub fn project_for_env(&self) -> Result<Option<Project>> {
+        let Some(project) = self.project()? else {
+            return Ok(None);
+        };
+        let path = self
+            .global
+            .project
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("ferry.yaml"));
+        if !project.environments.is_empty() && project.environment(&self.global.env).is_none() {
+            return Err(CliError::input(format!(
+                "environment `{}` is not defined in {}: it defines {}",
+                self.global.env,
+                path.display(),
+                project
+                    .environments
+                    .keys()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .into());
+        }
+        Ok(Some(project))
+    }
+
+    /// The environment one flow runs in: the project's variables for --env, then those a
+    /// promotion edge set for the flow's active revision, then --var (each overriding the
+    /// one before); names none of them sets come from the process environment.
+    pub async fn flow_env(&self, store: &Arc<dyn StateStore>, flow: &str) -> Result<RunEnv> {
+        let mut env = self.base_env()?;
+        if let Some(project) = self.project_for_env()?
+            && let Some(e) = project.environment(&self.global.env)
+        {
+            for (k, v) in &e.variables {
+                env.set_var(k.clone(), v.clone());
+            }
+        }
+        let promoted = ferry_engine::lifecycle::promoted_variables(store, flow, &self.global.env)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        for (k, v) in promoted {
+            env.set_var(k, v);
+        }
+        self.apply_vars(&mut env)?;
+        Ok(env)
+    }
+
     /// The environment flows run in: --var values, then the process environment; secrets from
     /// --secrets, then the process environment.
     pub fn run_env(&self) -> Result<RunEnv> {
+        let mut env = self.base_env()?;
+        self.apply_vars(&mut env)?;
+        Ok(env)
+    }
+
+    fn base_env(&self) -> Result<RunEnv> {
         let secrets = match &self.global.secrets {
             Some(p) => Secrets::from_file(p).map_err(|e| CliError::input(e.to_string()))?,
             None => Secrets::from_process_env(),
         };
-        let mut env = RunEnv::new(self.global.env.clone(), secrets);
+        Ok(RunEnv::new(self.global.env.clone(), secrets))
+    }
+
+    fn apply_vars(&self, env: &mut RunEnv) -> Result<()> {
         for kv in &self.global.vars {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| CliError::input(format!("--var `{kv}` is not NAME=VALUE")))?;
             env.set_var(k.trim(), v);
         }
-        Ok(env)
+        Ok(())
     }
 }
 

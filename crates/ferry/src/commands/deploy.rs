@@ -1,11 +1,14 @@
-//! `ferry deploy`: every file is validated first; if any is invalid, nothing is deployed.
+//! `ferry deploy`: every file is validated first; if any is invalid, nothing is deployed, and
+//! the valid ones are deployed together in one transaction (all or nothing).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
+use ferry_engine::lifecycle;
 use serde_json::json;
 
 use crate::cli::Output;
+use crate::commands::lifecycle::cli_error;
 use crate::context::{Ctx, author, flow_files};
 use crate::exit::CliError;
 
@@ -26,54 +29,54 @@ pub async fn deploy(ctx: &Ctx, paths: &[PathBuf], message: &str, dry_run: bool) 
         ))
         .into());
     }
-    let mut names = std::collections::HashSet::new();
-    for l in &loaded {
-        if !names.insert(l.flow.name.clone()) {
-            return Err(CliError::input(format!(
-                "nothing deployed: two files define flow `{}`",
-                l.flow.name
-            ))
-            .into());
-        }
-    }
+    // With a project file, the environment must be one it defines.
+    ctx.project_for_env()?;
     let store = ctx.store().await?;
     let env = &ctx.global.env;
-    let mut out = Vec::new();
-    for l in &loaded {
-        let active = store.active_revision(&l.flow.name, env).await?;
-        let changed = active.as_ref().is_none_or(|a| a.hash != l.hash);
-        if dry_run {
-            out.push(json!({"flow": l.flow.name, "changed": changed, "active": active.map(|a| a.number)}));
-            if ctx.output() == Output::Text {
-                println!(
-                    "{:<30} {}",
-                    l.flow.name,
-                    if changed {
-                        "would get a new revision"
-                    } else {
-                        "unchanged"
-                    }
-                );
-            }
-            continue;
+    if dry_run {
+        let plan = lifecycle::plan(&store, env, &loaded)
+            .await
+            .map_err(cli_error)?;
+        if ctx.output() == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+            return Ok(0);
         }
-        let r = ferry_engine::deploy(&store, l, env, message, &author()).await?;
+        for p in &plan {
+            match (p.changed, p.active) {
+                (false, Some(n)) => println!("{:<30} unchanged (revision {n})", p.flow),
+                (true, None) => println!("{:<30} new flow: would get revision 1 in {env}", p.flow),
+                (true, Some(n)) => {
+                    println!("{:<30} would replace revision {n} in {env}:", p.flow);
+                    for line in ferry_spec::diff::render_text(&p.changes).lines() {
+                        println!("    {line}");
+                    }
+                }
+                (false, None) => {}
+            }
+        }
+        return Ok(0);
+    }
+    let outcomes = lifecycle::deploy_all(&store, env, &loaded, message, &author())
+        .await
+        .map_err(cli_error)?;
+    let mut out = Vec::new();
+    for r in &outcomes {
         if ctx.output() == Output::Text {
             if r.created {
                 println!(
                     "{:<30} revision {} ({}) active in {env}",
-                    l.flow.name,
+                    r.revision.flow,
                     r.revision.number,
                     &r.revision.hash[..12]
                 );
             } else {
                 println!(
                     "{:<30} unchanged (revision {})",
-                    l.flow.name, r.revision.number
+                    r.revision.flow, r.revision.number
                 );
             }
         }
-        out.push(json!({"flow": l.flow.name, "created": r.created, "revision": r.revision.number, "hash": r.revision.hash}));
+        out.push(json!({"flow": r.revision.flow, "created": r.created, "revision": r.revision.number, "hash": r.revision.hash}));
     }
     if ctx.output() == Output::Json {
         println!("{}", serde_json::to_string_pretty(&out)?);

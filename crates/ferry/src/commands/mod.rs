@@ -4,6 +4,7 @@ pub mod demo;
 pub mod deploy;
 pub mod dlq;
 pub mod flowtest;
+pub mod lifecycle;
 pub mod runs;
 pub mod sandbox;
 pub mod validate;
@@ -29,6 +30,45 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::ShowRun { id } => runs::show(&ctx, &id).await,
         Command::Flows => runs::flows(&ctx).await,
         Command::History { flow } => runs::history(&ctx, &flow).await,
+        Command::Diff { flow, a, b } => lifecycle::diff(&ctx, &flow, &a, b.as_deref()).await,
+        Command::Revert {
+            flow,
+            to,
+            with_cursor,
+            message,
+        } => lifecycle::revert(&ctx, &flow, to, with_cursor, &message).await,
+        Command::Snapshot { command } => lifecycle::snapshot(&ctx, command).await,
+        Command::Clone { flow, new_name } => lifecycle::clone(&ctx, &flow, &new_name).await,
+        Command::Merge {
+            source,
+            into,
+            take,
+            take_paths,
+        } => lifecycle::merge(&ctx, &source, &into, take, &take_paths).await,
+        Command::Audit {
+            flow,
+            action,
+            since,
+            limit,
+        } => lifecycle::audit(&ctx, flow, action, since, limit).await,
+        Command::Promote {
+            flow,
+            from,
+            to,
+            revision,
+        } => lifecycle::promote(&ctx, &flow, &from, to.as_deref(), revision).await,
+        Command::Approve { id } => lifecycle::decide(&ctx, &id, true, "").await,
+        Command::Reject { id, reason } => lifecycle::decide(&ctx, &id, false, &reason).await,
+        Command::Promotions { flow, status } => {
+            lifecycle::promotions(&ctx, flow.as_deref(), status.as_deref()).await
+        }
+        Command::Cursor { command } => lifecycle::cursor(&ctx, command).await,
+        Command::Backfill {
+            flow,
+            from,
+            to,
+            no_progress,
+        } => lifecycle::backfill(&ctx, &flow, &from, &to, !no_progress).await,
         Command::Sandbox {
             listen,
             records,

@@ -54,6 +54,7 @@ pub async fn run(ctx: &Ctx, flow: &str, progress: bool) -> Result<u8> {
         })?;
         (loaded, rev.number)
     };
+    let env = ctx.flow_env(&store, &loaded.flow.name).await?;
     let record = run_loaded(ctx, store, env, loaded, revision, Trigger::Manual, progress).await?;
     Ok(if record.status == RunStatus::Succeeded {
         0
@@ -72,6 +73,31 @@ pub async fn run_loaded(
     trigger: Trigger,
     show_progress: bool,
 ) -> Result<ferry_store::RunRecord> {
+    run_window(
+        ctx,
+        store,
+        env,
+        loaded,
+        revision,
+        trigger,
+        show_progress,
+        None,
+    )
+    .await
+}
+
+/// [`run_loaded`], over a backfill window when one is given.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_window(
+    ctx: &Ctx,
+    store: Arc<dyn ferry_store::StateStore>,
+    env: ferry_connect::RunEnv,
+    loaded: ferry_spec::LoadedFlow,
+    revision: i64,
+    trigger: Trigger,
+    show_progress: bool,
+    window: Option<ferry_engine::Window>,
+) -> Result<ferry_store::RunRecord> {
     let progress = Arc::new(Progress::default());
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
     let ctrl_c = tokio::spawn(async move {
@@ -88,6 +114,7 @@ pub async fn run_loaded(
     let opts = RunOptions {
         progress: progress.clone(),
         cancel: Some(cancel_rx),
+        window,
         ..RunOptions::default()
     };
     let req = RunRequest {
@@ -210,21 +237,57 @@ pub async fn history(ctx: &Ctx, flow: &str) -> Result<u8> {
     if revs.is_empty() {
         return Err(CliError::input(format!("no flow `{flow}`")).into());
     }
+    let activations = store.activations(flow, None).await?;
+    // Where each revision is active now: the last activation per environment, unless the
+    // flow was undeployed there since.
+    let mut active_in: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+    let mut envs: Vec<&str> = activations.iter().map(|a| a.env.as_str()).collect();
+    envs.sort_unstable();
+    envs.dedup();
+    for env in envs {
+        if let Some(a) = store.active_revision(flow, env).await? {
+            active_in.entry(a.number).or_default().push(env.to_string());
+        }
+    }
     if ctx.output() == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&revs)?);
+        let out: Vec<_> = revs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "number": r.number, "hash": r.hash, "message": r.message,
+                    "author": r.author, "created_at": r.created_at, "origin": r.origin,
+                    "active_in": active_in.get(&r.number).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"flow": flow, "revisions": out, "activations": activations})
+            )?
+        );
         return Ok(0);
     }
     println!(
-        "{:>4}  {:<14} {:<20} {:<12} MESSAGE",
-        "REV", "HASH", "CREATED", "AUTHOR"
+        "{:>4}  {:<14} {:<20} {:<12} {:<16} MESSAGE",
+        "REV", "HASH", "CREATED", "AUTHOR", "ACTIVE IN"
     );
     for r in revs {
+        let origin = r
+            .origin
+            .as_ref()
+            .map(|o| format!(" [from {} revision {}]", o.flow, o.revision))
+            .unwrap_or_default();
         println!(
-            "{:>4}  {:<14} {:<20} {:<12} {}",
+            "{:>4}  {:<14} {:<20} {:<12} {:<16} {}{origin}",
             r.number,
             &r.hash[..12],
             r.created_at.format("%Y-%m-%d %H:%M:%S"),
             r.author,
+            active_in
+                .get(&r.number)
+                .map(|v| v.join(","))
+                .unwrap_or_default(),
             r.message
         );
     }

@@ -1,0 +1,594 @@
+//! `ferry diff`, `revert`, `snapshot`, `clone`, `merge`, `audit`, `promote`, `approve`,
+//! `reject`, `promotions`, `cursor` and `backfill`: the flow lifecycle from the command line.
+//!
+//! The work is done by `ferry_engine::lifecycle` (shared with the control API); this module
+//! parses arguments, maps refusals to exit code 2 and prints text or JSON.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use chrono::Utc;
+use ferry_engine::lifecycle::{self, LifecycleError, Resolution};
+use ferry_spec::{LoadedFlow, Take};
+use ferry_store::{AuditFilter, Promotion, PromotionState, StoreError, Trigger};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::cli::{CursorCommand, Output, SnapshotCommand, TakeArg};
+use crate::commands::dlq::parse_since;
+use crate::context::{Ctx, author};
+use crate::exit::CliError;
+
+/// A lifecycle error as the CLI reports it: refusals and conflicts exit 2, store errors 1.
+pub fn cli_error(e: LifecycleError) -> anyhow::Error {
+    match e {
+        LifecycleError::Store(
+            s @ (StoreError::NeverActive { .. }
+            | StoreError::PromotionNotPending { .. }
+            | StoreError::NotFound { .. }
+            | StoreError::AlreadyExists { .. }
+            | StoreError::InvalidInput { .. }),
+        ) => CliError::input(s.to_string()).into(),
+        LifecycleError::Store(s) => anyhow::Error::new(s),
+        LifecycleError::Conflicts(conflicts) => {
+            let mut msg = format!(
+                "merge stopped: {} path(s) changed differently on both sides; nothing was written\n",
+                conflicts.len()
+            );
+            for c in &conflicts {
+                msg.push_str(&format!(
+                    "  {}\n    base:   {}\n    ours:   {}\n    theirs: {}\n",
+                    c.path,
+                    show(c.base.as_ref()),
+                    show(c.ours.as_ref()),
+                    show(c.theirs.as_ref())
+                ));
+            }
+            msg.push_str("settle them with --take ours|theirs, or --take-path PATH=ours|theirs");
+            CliError::input(msg).into()
+        }
+        LifecycleError::Refused(m) => CliError::input(m).into(),
+    }
+}
+
+fn show(v: Option<&Value>) -> String {
+    v.map_or_else(|| "(absent)".to_string(), |v| v.to_string())
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// One side of a diff: a revision number or a flow file.
+async fn side(ctx: &Ctx, flow: &str, spec: Option<&str>) -> Result<(String, LoadedFlow)> {
+    let store = ctx.store().await?;
+    let env = &ctx.global.env;
+    match spec {
+        None => {
+            let r = lifecycle::active(&store, flow, env)
+                .await
+                .map_err(cli_error)?;
+            Ok((
+                format!("revision {} (active in {env})", r.number),
+                lifecycle::revision_flow(&r).map_err(cli_error)?,
+            ))
+        }
+        Some(s) => {
+            if let Ok(n) = s.trim_start_matches('r').parse::<i64>()
+                && !Path::new(s).exists()
+            {
+                let r = lifecycle::revision(&store, flow, n)
+                    .await
+                    .map_err(cli_error)?;
+                return Ok((
+                    format!("revision {n}"),
+                    lifecycle::revision_flow(&r).map_err(cli_error)?,
+                ));
+            }
+            let path = Path::new(s);
+            if !path.exists() {
+                return Err(CliError::input(format!(
+                    "`{s}` is neither a revision number nor a flow file"
+                ))
+                .into());
+            }
+            let loaded = ferry_spec::load_file(path).map_err(|e| CliError::input(e.to_string()))?;
+            Ok((path.display().to_string(), loaded))
+        }
+    }
+}
+
+pub async fn diff(ctx: &Ctx, flow: &str, a: &str, b: Option<&str>) -> Result<u8> {
+    let (a_name, a_flow) = side(ctx, flow, Some(a)).await?;
+    let (b_name, b_flow) = side(ctx, flow, b).await?;
+    let changes = ferry_spec::diff::diff_flows(&a_flow.flow, &b_flow.flow);
+    if ctx.output() == Output::Json {
+        print_json(&json!({"flow": flow, "a": a_name, "b": b_name, "changes": changes}))?;
+    } else if changes.is_empty() {
+        println!("{flow}: {a_name} and {b_name} are the same flow");
+    } else {
+        println!("{flow}: {a_name} → {b_name}");
+        print!("{}", ferry_spec::diff::render_text(&changes));
+    }
+    Ok(0)
+}
+
+pub async fn revert(
+    ctx: &Ctx,
+    flow: &str,
+    to: i64,
+    with_cursor: bool,
+    message: &str,
+) -> Result<u8> {
+    let store = ctx.store().await?;
+    let env = &ctx.global.env;
+    let r = lifecycle::revert(&store, flow, env, to, with_cursor, message, &author())
+        .await
+        .map_err(cli_error)?;
+    if ctx.output() == Output::Json {
+        print_json(&r)?;
+    } else {
+        println!(
+            "{flow}: revision {} (the content of revision {to}) is active in {env}; snapshot {} taken first",
+            r.outcome.revision.number, r.snapshot
+        );
+        if let Some(c) = &r.cursor {
+            println!(
+                "cursor put back to {}",
+                c.as_ref()
+                    .map_or_else(|| "the flow's start".to_string(), |v| v.to_string())
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub async fn snapshot(ctx: &Ctx, command: SnapshotCommand) -> Result<u8> {
+    let store = ctx.store().await?;
+    let env = ctx.global.env.clone();
+    match command {
+        SnapshotCommand::Create { name, message } => {
+            let s = store
+                .create_snapshot(&env, &name, &author(), &message)
+                .await
+                .map_err(|e| match e {
+                    ferry_store::StoreError::AlreadyExists { .. }
+                    | ferry_store::StoreError::InvalidInput { .. } => {
+                        CliError::input(e.to_string()).into()
+                    }
+                    e => anyhow::Error::new(e),
+                })?;
+            if ctx.output() == Output::Json {
+                print_json(&s)?;
+            } else {
+                println!("snapshot {} of {env}: {} flow(s)", s.name, s.flows.len());
+            }
+        }
+        SnapshotCommand::List => {
+            let list = store.snapshots(&env).await?;
+            if ctx.output() == Output::Json {
+                print_json(&list)?;
+            } else if list.is_empty() {
+                println!("no snapshots of {env}");
+            } else {
+                println!(
+                    "{:<48} {:<20} {:>5}  {:<12} NOTE",
+                    "NAME", "CREATED", "FLOWS", "BY"
+                );
+                for s in list {
+                    println!(
+                        "{:<48} {:<20} {:>5}  {:<12} {}",
+                        s.name,
+                        s.created_at.format("%Y-%m-%d %H:%M:%S"),
+                        s.flows.len(),
+                        s.actor,
+                        s.note
+                    );
+                }
+            }
+        }
+        SnapshotCommand::Show { name } => {
+            let s = store.snapshot(&env, &name).await?.ok_or_else(|| {
+                CliError::input(format!("environment `{env}` has no snapshot `{name}`"))
+            })?;
+            if ctx.output() == Output::Json {
+                print_json(&s)?;
+            } else {
+                println!(
+                    "snapshot {} of {env}, {} by {}{}",
+                    s.name,
+                    s.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    s.actor,
+                    if s.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", s.note)
+                    }
+                );
+                println!("{:<30} {:>4}  {:<14} CURSOR", "FLOW", "REV", "HASH");
+                for f in s.flows {
+                    println!(
+                        "{:<30} {:>4}  {:<14} {}",
+                        f.flow,
+                        f.revision,
+                        &f.hash[..12.min(f.hash.len())],
+                        f.cursor.map_or_else(|| "-".to_string(), |c| c.to_string())
+                    );
+                }
+            }
+        }
+        SnapshotCommand::Restore { name } => {
+            let r = lifecycle::restore(&store, &env, &name, &author())
+                .await
+                .map_err(cli_error)?;
+            if ctx.output() == Output::Json {
+                print_json(&r)?;
+            } else {
+                println!("snapshot {} of {env} taken first", r.snapshot);
+                for o in &r.outcomes {
+                    if o.created {
+                        println!(
+                            "{:<30} revision {} active (content restored)",
+                            o.revision.flow, o.revision.number
+                        );
+                    } else {
+                        println!(
+                            "{:<30} unchanged (revision {})",
+                            o.revision.flow, o.revision.number
+                        );
+                    }
+                }
+                for f in &r.not_in_snapshot {
+                    println!("{f:<30} not in the snapshot; left as it is");
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn clone(ctx: &Ctx, flow: &str, new_name: &str) -> Result<u8> {
+    let store = ctx.store().await?;
+    let env = &ctx.global.env;
+    let o = lifecycle::clone_flow(&store, flow, new_name, env, &author())
+        .await
+        .map_err(cli_error)?;
+    if ctx.output() == Output::Json {
+        print_json(&o)?;
+    } else {
+        println!(
+            "{new_name} revision {} (a clone of {flow}) is active in {env}",
+            o.revision.number
+        );
+    }
+    Ok(0)
+}
+
+pub async fn merge(
+    ctx: &Ctx,
+    source: &str,
+    into: &str,
+    take: Option<TakeArg>,
+    take_paths: &[String],
+) -> Result<u8> {
+    let to_take = |t: TakeArg| match t {
+        TakeArg::Ours => Take::Ours,
+        TakeArg::Theirs => Take::Theirs,
+    };
+    let mut per_path = BTreeMap::new();
+    for tp in take_paths {
+        let (path, side) = tp.rsplit_once('=').ok_or_else(|| {
+            CliError::input(format!("--take-path `{tp}` is not PATH=ours|theirs"))
+        })?;
+        let side = match side.trim() {
+            "ours" => Take::Ours,
+            "theirs" => Take::Theirs,
+            other => {
+                return Err(CliError::input(format!(
+                    "--take-path `{tp}`: `{other}` is neither ours nor theirs"
+                ))
+                .into());
+            }
+        };
+        per_path.insert(path.trim().to_string(), side);
+    }
+    let resolution = Resolution {
+        per_path,
+        overall: take.map(to_take),
+    };
+    let store = ctx.store().await?;
+    let env = &ctx.global.env;
+    let r = lifecycle::merge(&store, source, into, env, &resolution, &author())
+        .await
+        .map_err(cli_error)?;
+    if ctx.output() == Output::Json {
+        print_json(&r)?;
+    } else {
+        println!(
+            "{into} revision {} is active in {env}: {source} revision {} merged against base {} revision {}; snapshot {} taken first",
+            r.outcome.revision.number, r.source_revision, r.base.flow, r.base.revision, r.snapshot
+        );
+        print!("{}", ferry_spec::diff::render_text(&r.changes));
+    }
+    Ok(0)
+}
+
+pub async fn audit(
+    ctx: &Ctx,
+    flow: Option<String>,
+    action: Option<String>,
+    since: Option<String>,
+    limit: u32,
+) -> Result<u8> {
+    let since = since
+        .map(|s| parse_since(&s, Utc::now()))
+        .transpose()
+        .map_err(CliError::input)?;
+    let store = ctx.store().await?;
+    let entries = store
+        .audit(&AuditFilter {
+            flow,
+            env: None,
+            action,
+            since,
+            limit,
+        })
+        .await?;
+    if ctx.output() == Output::Json {
+        print_json(&entries)?;
+        return Ok(0);
+    }
+    if entries.is_empty() {
+        println!("no audit entries");
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<12} {:<12} {:<24} {:<10} {:>4}  DETAIL",
+        "WHEN", "WHO", "ACTION", "FLOW", "ENV", "REV"
+    );
+    for e in entries {
+        println!(
+            "{:<20} {:<12} {:<12} {:<24} {:<10} {:>4}  {}",
+            e.at.format("%Y-%m-%d %H:%M:%S"),
+            e.actor,
+            e.action,
+            e.flow.as_deref().unwrap_or("-"),
+            e.env.as_deref().unwrap_or("-"),
+            e.revision
+                .map_or_else(|| "-".to_string(), |r| r.to_string()),
+            e.detail
+        );
+    }
+    Ok(0)
+}
+
+fn print_promotions(ctx: &Ctx, list: &[Promotion]) -> Result<()> {
+    if ctx.output() == Output::Json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("no promotions");
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<24} {:<10} {:<10} {:>4} {:>4}  {:<9} BY",
+        "PROMOTION", "FLOW", "FROM", "TO", "SRC", "REV", "STATE"
+    );
+    for p in list {
+        println!(
+            "{:<36}  {:<24} {:<10} {:<10} {:>4} {:>4}  {:<9} {}{}",
+            p.id,
+            p.flow,
+            p.from_env,
+            p.to_env,
+            p.source_revision,
+            p.revision,
+            p.state,
+            p.decided_by.as_deref().unwrap_or(&p.requested_by),
+            p.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn promote(
+    ctx: &Ctx,
+    flow: &str,
+    from: &str,
+    to: Option<&str>,
+    revision: Option<i64>,
+) -> Result<u8> {
+    let project = ctx.project()?.ok_or_else(|| {
+        CliError::input(
+            "promotion needs a project file with environments and edges: no ferry.yaml here (or pass --project PATH)",
+        )
+    })?;
+    let store = ctx.store().await?;
+    let list = lifecycle::promote(&store, &project, flow, from, to, revision, &author())
+        .await
+        .map_err(cli_error)?;
+    print_promotions(ctx, &list)?;
+    if ctx.output() == Output::Text {
+        for p in &list {
+            if p.state == PromotionState::Pending {
+                println!(
+                    "{} → {} waits for approval: ferry approve {}",
+                    p.from_env, p.to_env, p.id
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn parse_uuid(id: &str) -> Result<Uuid> {
+    Uuid::parse_str(id.trim())
+        .map_err(|_| CliError::input(format!("`{id}` is not a promotion id (a UUID)")).into())
+}
+
+pub async fn decide(ctx: &Ctx, id: &str, approve: bool, reason: &str) -> Result<u8> {
+    let id = parse_uuid(id)?;
+    let store = ctx.store().await?;
+    let p = lifecycle::decide(&store, id, approve, &author(), reason)
+        .await
+        .map_err(cli_error)?;
+    print_promotions(ctx, std::slice::from_ref(&p))?;
+    Ok(0)
+}
+
+pub async fn promotions(ctx: &Ctx, flow: Option<&str>, status: Option<&str>) -> Result<u8> {
+    let state = status
+        .map(|s| s.parse::<PromotionState>())
+        .transpose()
+        .map_err(|e| CliError::input(e.to_string()))?;
+    let store = ctx.store().await?;
+    let list = store.promotions(flow, state).await?;
+    print_promotions(ctx, &list)?;
+    Ok(0)
+}
+
+/// A cursor value from the command line: JSON when it parses, else text.
+fn cursor_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+pub async fn cursor(ctx: &Ctx, command: CursorCommand) -> Result<u8> {
+    let store = ctx.store().await?;
+    let env = ctx.global.env.clone();
+    let (flow, before, after) = match command {
+        CursorCommand::Show { flow } => {
+            lifecycle::active(&store, &flow, &env)
+                .await
+                .map_err(cli_error)?;
+            let c = store.cursor(&flow, &env).await?;
+            if ctx.output() == Output::Json {
+                print_json(&json!({"flow": flow, "env": env, "cursor": c}))?;
+            } else {
+                println!(
+                    "{flow} in {env}: {}",
+                    c.map_or_else(
+                        || "no cursor (the next run starts from the flow's start)".to_string(),
+                        |v| v.to_string()
+                    )
+                );
+            }
+            return Ok(0);
+        }
+        CursorCommand::Set { flow, value } => {
+            lifecycle::active(&store, &flow, &env)
+                .await
+                .map_err(cli_error)?;
+            let v = cursor_value(&value);
+            let before =
+                lifecycle::set_cursor(&store, &flow, &env, Some(&v), &author(), "cursor set")
+                    .await
+                    .map_err(cli_error)?;
+            (flow, before, Some(v))
+        }
+        CursorCommand::Rewind {
+            flow,
+            to_run,
+            start,
+        } => {
+            lifecycle::active(&store, &flow, &env)
+                .await
+                .map_err(cli_error)?;
+            let target = match (to_run, start) {
+                (Some(id), _) => {
+                    let id = Uuid::parse_str(id.trim())
+                        .map_err(|_| CliError::input(format!("`{id}` is not a run id")))?;
+                    let run = store
+                        .run(id)
+                        .await?
+                        .filter(|r| r.flow == flow && r.env == env)
+                        .ok_or_else(|| {
+                            CliError::input(format!("no run {id} of `{flow}` in `{env}`"))
+                        })?;
+                    run.cursor_before
+                }
+                (None, true) => None,
+                (None, false) => {
+                    return Err(CliError::input(
+                        "say where to rewind to: --to-run RUN_ID or --start",
+                    )
+                    .into());
+                }
+            };
+            let before = lifecycle::set_cursor(
+                &store,
+                &flow,
+                &env,
+                target.as_ref(),
+                &author(),
+                "cursor rewind",
+            )
+            .await
+            .map_err(cli_error)?;
+            (flow, before, target)
+        }
+    };
+    if ctx.output() == Output::Json {
+        print_json(&json!({"flow": flow, "env": env, "before": before, "cursor": after}))?;
+    } else {
+        let fmt = |c: &Option<Value>| {
+            c.as_ref()
+                .map_or_else(|| "(start)".to_string(), |v| v.to_string())
+        };
+        println!("{flow} in {env}: cursor {} → {}", fmt(&before), fmt(&after));
+    }
+    Ok(0)
+}
+
+pub async fn backfill(ctx: &Ctx, flow: &str, from: &str, to: &str, progress: bool) -> Result<u8> {
+    let store = ctx.store().await?;
+    let env_name = ctx.global.env.clone();
+    let rev = lifecycle::active(&store, flow, &env_name)
+        .await
+        .map_err(cli_error)?;
+    let loaded = lifecycle::revision_flow(&rev).map_err(cli_error)?;
+    if loaded.flow.http_source().cursor.is_none() {
+        return Err(CliError::input(format!(
+            "flow `{flow}` has no incremental cursor (source.http.cursor), so it has no window to backfill"
+        ))
+        .into());
+    }
+    let window = ferry_engine::Window {
+        from: cursor_value(from),
+        to: cursor_value(to),
+    };
+    if ferry_engine::cursor::cmp(&window.from, &window.to).is_gt() {
+        return Err(CliError::input(format!("--from {from} is after --to {to}")).into());
+    }
+    let env = ctx.flow_env(&store, flow).await?;
+    store
+        .record_audit(&ferry_store::NewAudit {
+            actor: author(),
+            action: "backfill".into(),
+            flow: Some(flow.to_string()),
+            env: Some(env_name.clone()),
+            revision: Some(rev.number),
+            detail: json!({"from": window.from, "to": window.to}),
+        })
+        .await?;
+    let record = crate::commands::runs::run_window(
+        ctx,
+        store,
+        env,
+        loaded,
+        rev.number,
+        Trigger::Manual,
+        progress,
+        Some(window),
+    )
+    .await?;
+    Ok(if record.status == ferry_store::RunStatus::Succeeded {
+        0
+    } else {
+        1
+    })
+}

@@ -1,0 +1,594 @@
+//! The flow lifecycle through the real `ferry` binary: deploys (all or nothing), diff, revert
+//! with snapshots, clone and merge, promotion along a project topology with a host rewrite and
+//! an approval, label conditions, cursor commands, backfill, and the audit log.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_e2e::{run_ferry, text};
+use ferry_sandbox::{Sandbox, SandboxConfig};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A project directory with a state directory, run as a separate `ferry` process per command.
+struct Project {
+    dir: tempfile::TempDir,
+    envs: Vec<(String, String)>,
+}
+
+impl Project {
+    fn new() -> Self {
+        Project {
+            dir: tempfile::tempdir().unwrap(),
+            envs: vec![("FERRY_USER".into(), "alice".into())],
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn env(&mut self, k: &str, v: &str) {
+        self.envs.push((k.into(), v.into()));
+    }
+
+    /// Runs ferry in the project directory (blocking; call from `spawn_blocking` when a
+    /// sandbox runs on this runtime).
+    fn ferry(&self, args: &[&str]) -> std::process::Output {
+        let envs: Vec<(&str, &str)> = self
+            .envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        run_ferry(args, &envs, self.path(), LIMIT)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ferry(args);
+        assert_eq!(out.status.code(), Some(0), "ferry {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let s = self.ok(&a);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("ferry {args:?}: not JSON ({e}): {s}"))
+    }
+
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.ferry(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "ferry {args:?}: {}",
+            text(&out)
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+/// A small flow; `sink` is the destination base URL (literal, so host rewrites apply to it).
+fn flow(name: &str, sink: &str, extra_field: &str, labels: &str) -> String {
+    format!(
+        r#"name: {name}
+description: lifecycle test flow
+labels: {{ {labels} }}
+source:
+  http:
+    url: "{{{{ env.SHOP_URL }}}}/api/orders"
+    auth:
+      bearer: {{ secret: SHOP_TOKEN }}
+    params:
+      since: "{{{{ cursor }}}}"
+      page_size: 50
+    records: "$.orders[*]"
+    paginate:
+      next_url: "$.links.next"
+    cursor:
+      field: "$.changed_at"
+      start: "2024-01-01T00:00:00Z"
+map:
+  key: "$.id"
+  fields:
+    order_ref: "$.number"
+    email: {{ from: "$.buyer.email", transform: [trim, lower] }}
+{extra_field}
+destination:
+  http:
+    method: PUT
+    url: "{sink}/api/sink/v2/orders/{{{{ record.order_ref }}}}"
+    idempotency_key: "order-{{{{ source.id }}}}-{{{{ source.changed_at }}}}"
+    concurrency: 8
+"#
+    )
+}
+
+const TOKEN: &str = "lifecycle-token-0123456789";
+
+async fn sandbox(records: u64) -> Sandbox {
+    Sandbox::start(SandboxConfig {
+        records,
+        source_token: Some(TOKEN.into()),
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs blocking ferry commands off the runtime the sandboxes serve on.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+fn revisions(p: &Project, flow: &str) -> Vec<Value> {
+    p.json(&["history", flow])["revisions"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn deploy_is_all_or_nothing_and_unchanged_flows_get_no_revision() {
+    let p = Project::new();
+    p.write(
+        "flows/a.yaml",
+        &flow("flow-a", "http://127.0.0.1:9", "", ""),
+    );
+    p.write(
+        "flows/b.yaml",
+        &flow("flow-b", "http://127.0.0.1:9", "", ""),
+    );
+    let out = p.json(&["deploy", "flows", "-m", "first"]);
+    assert_eq!(out.as_array().unwrap().len(), 2);
+    assert!(out.as_array().unwrap().iter().all(|o| o["created"] == true));
+
+    // the same files again, reformatted and with a comment: no new revision
+    let a = flow("flow-a", "http://127.0.0.1:9", "", "");
+    p.write(
+        "flows/a.yaml",
+        &format!("# a comment\n{}", a.replace(": ", ":   ")),
+    );
+    let out = p.json(&["deploy", "flows"]);
+    assert!(
+        out.as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["created"] == false),
+        "{out}"
+    );
+    assert_eq!(revisions(&p, "flow-a").len(), 1);
+
+    // one valid change plus one invalid file: nothing deployed
+    p.write(
+        "flows/a.yaml",
+        &flow("flow-a", "http://127.0.0.1:9", "    note: { const: x }", ""),
+    );
+    p.write("flows/c.yaml", "name: flow-c\nsource: {}\n");
+    let msg = p.fails(&["deploy", "flows"], 2);
+    assert!(msg.contains("nothing deployed"), "{msg}");
+    assert_eq!(revisions(&p, "flow-a").len(), 1);
+    std::fs::remove_file(p.path().join("flows/c.yaml")).unwrap();
+
+    // --dry-run shows the change by field path and writes nothing
+    let plan = p.ok(&["deploy", "flows", "--dry-run"]);
+    assert!(plan.contains("map.fields.note"), "{plan}");
+    assert_eq!(revisions(&p, "flow-a").len(), 1);
+    let out = p.json(&["deploy", "flows", "-m", "add note"]);
+    let created: Vec<_> = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["created"] == true)
+        .collect();
+    assert_eq!(created.len(), 1, "{out}");
+    let revs = revisions(&p, "flow-a");
+    assert_eq!(revs.len(), 2);
+    assert_eq!(revs[1]["author"], "alice");
+    assert_eq!(revs[1]["message"], "add note");
+
+    // diff of the two revisions, and of a revision against a reformatted file: by field path
+    let d = p.json(&["diff", "flow-a", "1", "2"]);
+    let paths: Vec<&str> = d["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["map.fields.note"], "{d}");
+    let file = p.path().join("flows/a.yaml").display().to_string();
+    let d = p.json(&["diff", "flow-a", "2", &file]);
+    assert!(d["changes"].as_array().unwrap().is_empty(), "{d}");
+
+    // the audit log has both deploys
+    let audit = p.json(&["audit", "--flow", "flow-a"]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["deploy", "deploy"], "{audit}");
+    assert!(audit[0]["actor"] == "alice");
+}
+
+#[test]
+fn revert_makes_a_new_revision_with_old_content_after_a_snapshot() {
+    let p = Project::new();
+    let v1 = flow("orders", "http://127.0.0.1:9", "", "");
+    let v2 = flow("orders", "http://127.0.0.1:9", "    note: { const: x }", "");
+    p.write("orders.yaml", &v1);
+    p.ok(&["deploy", "orders.yaml", "-m", "one"]);
+    p.write("orders.yaml", &v2);
+    p.ok(&["deploy", "orders.yaml", "-m", "two"]);
+    let r = p.json(&["revert", "orders", "--to", "1"]);
+    assert_eq!(r["outcome"]["revision"]["number"], 3);
+    let revs = revisions(&p, "orders");
+    assert_eq!(revs.len(), 3);
+    assert_eq!(revs[2]["hash"], revs[0]["hash"], "content of revision 1");
+    assert_eq!(revs[2]["active_in"], serde_json::json!(["default"]));
+    // the snapshot taken first holds revision 2
+    let snaps = p.json(&["snapshot", "list"]);
+    let snap = &snaps[0];
+    assert_eq!(snap["name"], r["snapshot"]);
+    assert_eq!(snap["flows"][0]["revision"], 2);
+    // reverting to what is active is refused
+    let msg = p.fails(&["revert", "orders", "--to", "1"], 2);
+    assert!(msg.contains("nothing to revert"), "{msg}");
+    // restore that snapshot: revision 2's content comes back as revision 4
+    let name = snap["name"].as_str().unwrap().to_string();
+    let r = p.json(&["snapshot", "restore", &name]);
+    assert_eq!(r["outcomes"][0]["revision"]["number"], 4);
+    let revs = revisions(&p, "orders");
+    assert_eq!(revs[3]["hash"], revs[1]["hash"]);
+    // a named snapshot, and a duplicate name refused
+    p.ok(&["snapshot", "create", "before-friday", "-m", "release"]);
+    let msg = p.fails(&["snapshot", "create", "before-friday"], 2);
+    assert!(msg.contains("before-friday"), "{msg}");
+    let audit = p.json(&["audit", "--flow", "orders"]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"revert"), "{actions:?}");
+    assert!(actions.contains(&"restore"), "{actions:?}");
+}
+
+#[test]
+fn clone_edit_and_merge_with_and_without_conflicts() {
+    let p = Project::new();
+    let base = flow("orders", "http://127.0.0.1:9", "", "");
+    p.write("orders.yaml", &base);
+    p.ok(&["deploy", "orders.yaml"]);
+    let c = p.json(&["clone", "orders", "orders-exp"]);
+    assert_eq!(c["revision"]["origin"]["flow"], "orders");
+    assert_eq!(c["revision"]["origin"]["revision"], 1);
+    let msg = p.fails(&["clone", "orders", "orders-exp"], 2);
+    assert!(msg.contains("exists already"), "{msg}");
+
+    // the clone adds a field; the original changes another one: a clean merge
+    p.write(
+        "exp.yaml",
+        &flow(
+            "orders-exp",
+            "http://127.0.0.1:9",
+            "    channel: { const: web }",
+            "",
+        ),
+    );
+    p.ok(&["deploy", "exp.yaml"]);
+    p.write(
+        "orders.yaml",
+        &flow("orders", "http://127.0.0.1:9", "", "team: ops"),
+    );
+    p.ok(&["deploy", "orders.yaml"]);
+    let m = p.json(&["merge", "orders-exp", "--into", "orders"]);
+    assert_eq!(m["base"]["flow"], "orders");
+    assert_eq!(m["base"]["revision"], 1);
+    let merged = m["outcome"]["revision"]["number"].as_i64().unwrap();
+    assert_eq!(merged, 3);
+    let d = p.json(&["diff", "orders", "2", "3"]);
+    let paths: Vec<&str> = d["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["map.fields.channel"], "{d}");
+    let revs = revisions(&p, "orders");
+    assert!(
+        revs[2]["message"]
+            .as_str()
+            .unwrap()
+            .contains("merge orders-exp"),
+        "{revs:?}"
+    );
+
+    // both sides change the same field differently: refused, nothing written
+    p.write(
+        "exp.yaml",
+        &flow(
+            "orders-exp",
+            "http://127.0.0.1:9",
+            "    channel: { const: app }",
+            "",
+        ),
+    );
+    p.ok(&["deploy", "exp.yaml"]);
+    p.write(
+        "orders.yaml",
+        &flow(
+            "orders",
+            "http://127.0.0.1:9",
+            "    channel: { const: shop }",
+            "team: ops",
+        ),
+    );
+    p.ok(&["deploy", "orders.yaml"]);
+    let msg = p.fails(&["merge", "orders-exp", "--into", "orders"], 2);
+    assert!(msg.contains("map.fields.channel"), "{msg}");
+    assert!(msg.contains("nothing was written"), "{msg}");
+    assert_eq!(revisions(&p, "orders").len(), 4);
+    // settled: theirs wins
+    p.ok(&[
+        "merge",
+        "orders-exp",
+        "--into",
+        "orders",
+        "--take",
+        "theirs",
+    ]);
+    let revs = revisions(&p, "orders");
+    assert_eq!(revs.len(), 5);
+    let spec = p.json(&["diff", "orders", "4", "5"]);
+    let changes = spec["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{spec}");
+    assert!(
+        changes[0]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("map.fields.channel"),
+        "{spec}"
+    );
+    assert!(changes[0]["after"].to_string().contains("app"), "{spec}");
+    let audit = p.json(&["audit", "--action", "merge"]);
+    assert_eq!(audit.as_array().unwrap().len(), 2);
+    let audit = p.json(&["audit", "--action", "clone"]);
+    assert_eq!(audit.as_array().unwrap().len(), 1);
+}
+
+fn project_file(shop: &str, staging_sink: &str, prod_us_sink: &str) -> String {
+    let host = |u: &str| u.trim_start_matches("http://").to_string();
+    format!(
+        r#"environments:
+  dev:      {{ variables: {{ SHOP_URL: "{shop}" }}, secrets: [SHOP_TOKEN] }}
+  staging:  {{ variables: {{ SHOP_URL: "{shop}" }}, secrets: [SHOP_TOKEN] }}
+  prod-eu:  {{ variables: {{ SHOP_URL: "{shop}" }}, secrets: [SHOP_TOKEN] }}
+  prod-us:  {{ variables: {{ SHOP_URL: "{shop}" }}, secrets: [SHOP_TOKEN] }}
+  internal: {{ variables: {{ SHOP_URL: "{shop}" }}, secrets: [SHOP_TOKEN] }}
+  bare:     {{ variables: {{}} }}
+promotion:
+  - from: dev
+    to: staging
+  - from: dev
+    to: internal
+    when: {{ labels: {{ internal: "true" }} }}
+  - from: staging
+    to: prod-eu
+  - from: staging
+    to: prod-us
+    rules:
+      rewrite_host: {{ "{staging}": "{prod}" }}
+      approval: true
+  - from: staging
+    to: bare
+"#,
+        staging = host(staging_sink),
+        prod = host(prod_us_sink),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels() {
+    let staging = sandbox(120).await; // source of every environment, sink of staging/prod-eu
+    // the host prod-us is rewritten to: its SHOP_URL variable (same host as the staging sink)
+    // is rewritten too, so prod-us reads this sandbox's 30 orders and delivers them here
+    let prod_us = sandbox(30).await;
+    let mut p = Project::new();
+    p.env("SHOP_TOKEN", TOKEN);
+    p.write(
+        "ferry.yaml",
+        &project_file(
+            &staging.base_url(),
+            &staging.base_url(),
+            &prod_us.base_url(),
+        ),
+    );
+    p.write("orders.yaml", &flow("orders", &staging.base_url(), "", ""));
+    let result = blocking(move || {
+        // an environment the project does not define is refused
+        let msg = p.fails(&["deploy", "orders.yaml", "--env", "qa"], 2);
+        assert!(msg.contains("`qa` is not defined"), "{msg}");
+        p.ok(&["deploy", "orders.yaml", "--env", "dev"]);
+
+        // dev → staging (the only unconditional edge from dev: internal needs a label)
+        let out = p.json(&["promote", "orders", "--from", "dev"]);
+        assert_eq!(out.as_array().unwrap().len(), 1, "{out}");
+        assert_eq!(out[0]["to_env"], "staging");
+        assert_eq!(out[0]["state"], "active");
+        assert_eq!(out[0]["revision"], 1, "same content, same revision");
+        // the conditional edge refuses by name
+        let msg = p.fails(
+            &["promote", "orders", "--from", "dev", "--to", "internal"],
+            2,
+        );
+        assert!(msg.contains("label") && msg.contains("internal"), "{msg}");
+
+        // staging → prod-eu (live) and prod-us (rewritten host, pending); `bare` lacks the
+        // variable and secret, so a fan-out including it is refused as a whole first
+        let msg = p.fails(&["promote", "orders", "--from", "staging"], 2);
+        assert!(
+            msg.contains("SHOP_URL") && msg.contains("SHOP_TOKEN"),
+            "{msg}"
+        );
+        assert!(p.json(&["promotions"]).as_array().unwrap().len() == 1);
+        let eu = p.json(&["promote", "orders", "--from", "staging", "--to", "prod-eu"]);
+        assert_eq!(eu[0]["state"], "active");
+        assert_eq!(eu[0]["revision"], 1);
+        let us = p.json(&["promote", "orders", "--from", "staging", "--to", "prod-us"]);
+        assert_eq!(us[0]["state"], "pending");
+        let us_rev = us[0]["revision"].as_i64().unwrap();
+        assert_eq!(us_rev, 2, "the host rewrite makes a new revision");
+        let us_id = us[0]["id"].as_str().unwrap().to_string();
+        // nothing is active in prod-us while pending
+        let msg = p.fails(&["run", "orders", "--env", "prod-us", "--no-progress"], 2);
+        assert!(msg.contains("prod-us"), "{msg}");
+        let d = p.json(&["diff", "orders", "1", "2"]);
+        assert_eq!(d["changes"][0]["path"], "destination.http.url", "{d}");
+
+        // prod-eu runs at once, against the staging sink
+        p.ok(&["run", "orders", "--env", "prod-eu", "--no-progress"]);
+        // approve prod-us; then it runs revision 2 against the rewritten host
+        let a = p.json(&["approve", &us_id]);
+        assert_eq!(a[0]["state"], "approved");
+        assert_eq!(a[0]["decided_by"], "alice");
+        let msg = p.fails(&["approve", &us_id], 2);
+        assert!(msg.contains("pending"), "{msg}");
+        p.ok(&["run", "orders", "--env", "prod-us", "--no-progress"]);
+        let runs = p.json(&["runs", "--flow", "orders"]);
+        let us_run = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["env"] == "prod-us")
+            .unwrap()
+            .clone();
+        assert_eq!(us_run["revision"], us_rev);
+        assert_eq!(us_run["status"], "succeeded");
+
+        // a promotion can be rejected, with a reason; prod-us keeps what it had
+        let again = p.json(&["promote", "orders", "--from", "staging", "--to", "prod-us"]);
+        let id = again[0]["id"].as_str().unwrap().to_string();
+        let msg = p.fails(&["reject", &id, "--reason", ""], 2);
+        assert!(msg.contains("reason"), "{msg}");
+        let r = p.json(&["reject", &id, "--reason", "not this week"]);
+        assert_eq!(r[0]["state"], "rejected");
+
+        // a revision never active in the source environment cannot be promoted
+        p.write(
+            "orders.yaml",
+            &flow("orders", "http://127.0.0.1:9", "    note: { const: x }", ""),
+        );
+        p.ok(&["deploy", "orders.yaml", "--env", "dev"]);
+        let msg = p.fails(
+            &[
+                "promote",
+                "orders",
+                "--from",
+                "staging",
+                "--to",
+                "prod-eu",
+                "--revision",
+                "3",
+            ],
+            2,
+        );
+        assert!(msg.contains("never active"), "{msg}");
+
+        // the internal path, once the flow carries the label
+        p.write(
+            "orders.yaml",
+            &flow("orders", "http://127.0.0.1:9", "", "internal: \"true\""),
+        );
+        p.ok(&["deploy", "orders.yaml", "--env", "dev"]);
+        let out = p.json(&["promote", "orders", "--from", "dev", "--to", "internal"]);
+        assert_eq!(out[0]["state"], "active");
+
+        // every action is in the audit log
+        let audit = p.json(&["audit", "--flow", "orders", "--limit", "200"]);
+        let actions: std::collections::BTreeSet<&str> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        for a in ["deploy", "promote", "approve", "reject"] {
+            assert!(actions.contains(a), "{a} missing from {actions:?}");
+        }
+        // snapshots are of an environment: one before each promotion that went ahead
+        let snaps = p.json(&["audit", "--action", "snapshot"]);
+        assert!(snaps.as_array().unwrap().len() >= 5, "{snaps}");
+        let pending = p.json(&["promotions", "--status", "pending"]);
+        assert!(pending.as_array().unwrap().is_empty(), "{pending}");
+        p
+    })
+    .await;
+    let _ = result;
+    // prod-us hit the rewritten host only; the staging host got prod-eu's records
+    assert_eq!(prod_us.sink().stats().applied, 30);
+    assert_eq!(staging.sink().stats().applied, 120);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_commands_and_backfill_leave_the_live_cursor_alone() {
+    let sb = sandbox(200).await;
+    let mut p = Project::new();
+    p.env("SHOP_TOKEN", TOKEN);
+    p.env("SHOP_URL", &sb.base_url());
+    p.write("orders.yaml", &flow("orders", &sb.base_url(), "", ""));
+    blocking(move || {
+        p.ok(&["run", "orders.yaml", "--no-progress"]);
+        let c = p.json(&["cursor", "show", "orders"]);
+        let live = c["cursor"].clone();
+        assert!(live.is_string(), "{c}");
+        // backfill a past window: records are re-sent with their keys (skipped by the
+        // ledger), and the live cursor stays
+        let out = p.ok(&[
+            "backfill",
+            "orders",
+            "--from",
+            "2024-01-01T00:00:00Z",
+            "--to",
+            "2024-01-01T06:00:00Z",
+            "--no-progress",
+        ]);
+        assert!(out.contains("succeeded"), "{out}");
+        assert_eq!(p.json(&["cursor", "show", "orders"])["cursor"], live);
+        // set, then rewind to the start
+        let s = p.json(&["cursor", "set", "orders", "2030-01-01T00:00:00Z"]);
+        assert_eq!(s["before"], live);
+        let r = p.json(&["cursor", "rewind", "orders", "--start"]);
+        assert_eq!(r["cursor"], Value::Null);
+        let msg = p.fails(&["cursor", "rewind", "orders"], 2);
+        assert!(msg.contains("--start"), "{msg}");
+        let audit = p.json(&["audit", "--flow", "orders"]);
+        let actions: Vec<&str> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert!(actions.contains(&"backfill"), "{actions:?}");
+        assert_eq!(actions.iter().filter(|a| **a == "cursor").count(), 2);
+    })
+    .await;
+    // every record delivered once in total
+    let stats = sb.sink().stats();
+    assert_eq!(stats.applied, 200);
+}
