@@ -59,6 +59,11 @@ pub struct SinkFaults {
     pub reject_every_nth: Option<u64>,
     /// Status of permanent rejections, 400 to 599 (default 422).
     pub reject_status: u16,
+    /// Once the sink has applied this many records, it keeps applying requests but holds every
+    /// answer (the client sees no acknowledgement) until the faults are changed. Crash tests
+    /// kill the client in this state: records applied at the destination, not yet settled by
+    /// the client. `None` or absent: answers are never held.
+    pub hold_after_applied: Option<u64>,
 }
 
 impl Default for SinkFaults {
@@ -74,6 +79,7 @@ impl Default for SinkFaults {
             latency_ms: 0,
             reject_every_nth: None,
             reject_status: DEFAULT_REJECT_STATUS,
+            hold_after_applied: None,
         }
     }
 }
