@@ -256,12 +256,12 @@ async fn handle(
     };
     sink.apply(fingerprint, record, stored.clone());
     guard.armed = false;
-    if let Some(limit) = faults.hold_after_applied {
-        if counters.applied.load(std::sync::atomic::Ordering::Relaxed) >= limit {
-            // Applied, but the answer waits until the faults change (or the client goes away).
-            while sink.faults_snapshot().hold_after_applied == Some(limit) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+    if let Some(limit) = faults.hold_after_applied
+        && counters.applied.load(std::sync::atomic::Ordering::Relaxed) >= limit
+    {
+        // Applied, but the answer waits until the faults change (or the client goes away).
+        while sink.faults_snapshot().hold_after_applied == Some(limit) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     if decision == Decision::LostAck {
