@@ -74,10 +74,33 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Run the test cases of flow files offline through their field maps; exits 1 on a failure.
+    /// Run the test cases of flow files, and replay their recorded sessions
+    /// (`<stem>.fixtures/*.json`), offline through their field maps; exits 1 on a failure.
     Test {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Write the golden output of every fixture from the replay (`<NAME>.golden.json`)
+        /// instead of comparing with it.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Record real source pages of a flow into a fixture file beside it, secrets stripped, for
+    /// `ferry test` to replay offline. Reads no stored cursor and writes no state.
+    Record {
+        /// The flow file.
+        flow_file: PathBuf,
+        /// Most pages to record.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        pages: u64,
+        /// Fixture name: the file is `<flow dir>/<flow stem>.fixtures/<NAME>.json`.
+        #[arg(long, default_value = crate::fixture::DEFAULT_FIXTURE_NAME)]
+        name: String,
+        /// Start from this cursor value instead of `source.http.cursor.start`.
+        #[arg(long, value_name = "VALUE")]
+        from_cursor: Option<String>,
+        /// Replace an existing fixture of the same name.
+        #[arg(long)]
+        force: bool,
     },
     /// Deploy flow files: each changed flow becomes a new revision, active in --env.
     Deploy {

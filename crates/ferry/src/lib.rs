@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`cli`]: arguments (clap);
 //! - [`commands`]: one module per command family;
+//! - [`fixture`]: recorded API sessions (`ferry record`) and their offline replay (`ferry test`);
 //! - [`context`]: the store, the run environment and the output format every command uses;
 //! - [`report`]: progress bars and run summaries;
 //! - [`exit`]: exit codes (0 ok, 1 failed run or test, 2 bad input).
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod context;
 pub mod exit;
+pub mod fixture;
 pub mod report;
 
 use std::process::ExitCode;

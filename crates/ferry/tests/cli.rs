@@ -11,7 +11,8 @@ fn help_lists_the_commands() {
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
     for cmd in [
-        "validate", "test", "deploy", "run", "runs", "flows", "history", "dlq", "sandbox", "demo",
+        "validate", "test", "record", "deploy", "run", "runs", "flows", "history", "dlq",
+        "sandbox", "demo",
     ] {
         assert!(s.contains(cmd), "{cmd} missing from --help");
     }

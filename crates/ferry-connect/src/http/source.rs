@@ -6,6 +6,11 @@
 //! failures (connect errors, timeouts, 408/425/429/5xx) are retried a few times with full-jitter
 //! backoff and `Retry-After` as a floor; anything else fails the page with the URL and the cause,
 //! and the engine fails the run without moving the cursor.
+//!
+//! `ferry record` reads the same pager page by page with [`HttpPager::next_raw_page`], which
+//! keeps each page body whole (for a fixture file) instead of moving the records out of it, and
+//! `ferry test` replays such bodies offline through [`take_records`], the one function that
+//! turns a page body into records for both the live source and the replay.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -37,6 +42,40 @@ pub struct Page {
     /// URL the page came from (secret parameters redacted).
     pub url: String,
     pub records: Vec<Value>,
+}
+
+/// One page as received, for recording: the whole parsed body, not just its records.
+#[derive(Debug)]
+pub struct RawPage {
+    /// 1-based page number within this read.
+    pub number: u64,
+    /// URL the page came from (secret parameters redacted, user info removed).
+    pub url: String,
+    /// HTTP status of the answer (always 2xx: other answers fail the page).
+    pub status: u16,
+    /// The parsed JSON body.
+    pub body: Value,
+}
+
+/// A page fetched and parsed, before its records are taken out.
+struct Fetched {
+    number: u64,
+    url: Url,
+    shown: String,
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    doc: Value,
+}
+
+/// The records of a page body, selected by the source's `records` JSONPath. `$.orders[*]` moves
+/// the records out of `doc` instead of copying them (leaving an empty array behind), so call this
+/// after anything else that needs the records in place. A pure function: the live source and
+/// `ferry test`'s replay of recorded pages share it.
+pub fn take_records(records: &JsonPath, doc: &mut Value) -> Vec<Value> {
+    match records.take_all(doc) {
+        Some(r) => r,
+        None => records.select(doc).into_iter().cloned().collect(),
+    }
 }
 
 enum Paging {
@@ -256,8 +295,54 @@ impl HttpPager {
         self.page
     }
 
+    /// The configured request headers as they are sent, for a recording: a header whose value
+    /// comes from a secret shows `[redacted]`. Authentication headers are not among them.
+    pub fn recorded_headers(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .map(|(k, v)| {
+                let shown = if v.is_sensitive() {
+                    "[redacted]".to_string()
+                } else {
+                    String::from_utf8_lossy(v.as_bytes()).into_owned()
+                };
+                (k.as_str().to_string(), shown)
+            })
+            .collect()
+    }
+
     /// Fetches the next page; `Ok(None)` when there are no more.
     pub async fn next_page(&mut self) -> Result<Option<Page>, ConnectError> {
+        let Some(mut f) = self.request_next().await? else {
+            return Ok(None);
+        };
+        let records = take_records(&self.records, &mut f.doc);
+        self.advance(&f, records.len() as u64)?;
+        Ok(Some(Page {
+            number: f.number,
+            url: f.shown,
+            records,
+        }))
+    }
+
+    /// Fetches the next page and keeps its body whole; `Ok(None)` when there are no more.
+    /// Pagination moves on exactly as with [`HttpPager::next_page`].
+    pub async fn next_raw_page(&mut self) -> Result<Option<RawPage>, ConnectError> {
+        let Some(f) = self.request_next().await? else {
+            return Ok(None);
+        };
+        let count = self.records.select(&f.doc).len() as u64;
+        self.advance(&f, count)?;
+        Ok(Some(RawPage {
+            number: f.number,
+            url: f.shown,
+            status: f.status,
+            body: f.doc,
+        }))
+    }
+
+    /// Requests the next page and parses its body; `Ok(None)` when pagination has ended.
+    async fn request_next(&mut self) -> Result<Option<Fetched>, ConnectError> {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
@@ -274,35 +359,37 @@ impl HttpPager {
         let number = self.page;
         let shown = self.display(&url);
         self.seen.insert(url.as_str().to_string());
-        let (headers, body) = self.fetch(&url, number, &shown).await?;
-        let mut doc: Value =
-            serde_json::from_slice(&body).map_err(|e| ConnectError::Malformed {
-                page: number,
-                url: shown.clone(),
-                reason: e.to_string(),
-            })?;
+        let (status, headers, body) = self.fetch(&url, number, &shown).await?;
+        let doc: Value = serde_json::from_slice(&body).map_err(|e| ConnectError::Malformed {
+            page: number,
+            url: shown.clone(),
+            reason: e.to_string(),
+        })?;
         drop(body);
-        // `$.orders[*]` moves the records out of the page instead of copying them.
-        let records: Vec<Value> = match self.records.take_all(&mut doc) {
-            Some(r) => r,
-            None => self.records.select(&doc).into_iter().cloned().collect(),
-        };
-        let next = self.next_url(&url, &doc, &headers, records.len() as u64, number, &shown)?;
+        Ok(Some(Fetched {
+            number,
+            url,
+            shown,
+            status,
+            headers,
+            doc,
+        }))
+    }
+
+    /// Works out the page after `f` (`count` records were on it) and refuses a loop.
+    fn advance(&mut self, f: &Fetched, count: u64) -> Result<(), ConnectError> {
+        let next = self.next_url(&f.url, &f.doc, &f.headers, count, f.number, &f.shown)?;
         if let Some(n) = &next
             && self.seen.contains(n.as_str())
         {
             return Err(ConnectError::PaginationLoop {
-                page: number,
-                url: shown,
+                page: f.number,
+                url: f.shown.clone(),
                 next: self.display(n),
             });
         }
         self.next = next;
-        Ok(Some(Page {
-            number,
-            url: shown,
-            records,
-        }))
+        Ok(())
     }
 
     fn next_url(
@@ -398,7 +485,7 @@ impl HttpPager {
         url: &Url,
         page: u64,
         shown: &str,
-    ) -> Result<(reqwest::header::HeaderMap, Vec<u8>), ConnectError> {
+    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), ConnectError> {
         let mut backoff = ferry_resilience::JitteredBackoff::new(
             PAGE_BACKOFF,
             PAGE_BACKOFF_MAX,
@@ -428,7 +515,7 @@ impl HttpPager {
                     if (200..300).contains(&status) {
                         let headers = resp.headers().clone();
                         return match read_capped(&mut resp, self.max_page_bytes).await {
-                            Ok(body) => Ok((headers, body)),
+                            Ok(body) => Ok((status, headers, body)),
                             Err(BodyError::TooLarge) => Err(ConnectError::TooLarge {
                                 page,
                                 url: shown.to_string(),
@@ -553,6 +640,26 @@ mod tests {
         assert_eq!(link_target("<unclosed; rel=next", "next"), None);
         assert_eq!(link_target("", "next"), None);
         assert_eq!(link_target("<a>; rel=next", "next").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn records_are_taken_from_a_page_body() {
+        let moved = JsonPath::parse("$.orders[*]").unwrap();
+        let mut doc = serde_json::json!({"orders": [{"id": 1}, {"id": 2}], "links": {"next": "x"}});
+        assert_eq!(take_records(&moved, &mut doc).len(), 2);
+        // moved out: the rest of the page stays for pagination
+        assert_eq!(
+            doc,
+            serde_json::json!({"orders": [], "links": {"next": "x"}})
+        );
+        let filtered = JsonPath::parse("$.orders[?@.id > 1]").unwrap();
+        let mut doc = serde_json::json!({"orders": [{"id": 1}, {"id": 2}]});
+        assert_eq!(
+            take_records(&filtered, &mut doc),
+            [serde_json::json!({"id": 2})]
+        );
+        let mut not_a_page = serde_json::json!("text");
+        assert!(take_records(&moved, &mut not_a_page).is_empty());
     }
 
     #[test]

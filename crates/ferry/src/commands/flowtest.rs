@@ -1,6 +1,24 @@
-//! `ferry test`: the test cases written beside a flow, run offline through its field map.
+//! `ferry test`: the test cases written beside a flow, and its recorded API sessions, run
+//! offline through its field map.
+//!
+//! Two kinds of case:
+//! - **inline cases** (`tests:` in the flow file): one source record and what is expected of it;
+//! - **fixture cases**: every `<stem>.fixtures/<NAME>.json` beside the flow file (written by
+//!   `ferry record`) is replayed page by page through the flow's current records path and map
+//!   (see [`crate::fixture::replay`]) and compared with `<NAME>.golden.json`. A record whose
+//!   outcome, mapped record or idempotency key differs fails the case with a diff per field; a
+//!   fixture without a golden file fails with a hint to write one.
+//!
+//! `--update` writes the golden file of every fixture from the replay (only when it changed)
+//! and reports which were created, updated or unchanged; fixture cases then never fail. Inline
+//! cases still run and can still fail: `--update` accepts new fixture output, it does not
+//! change what a flow author wrote down.
+//!
+//! Exit codes: 2 when a flow file, a fixture or a golden file cannot be read (bad input, as for
+//! `ferry validate`; the other cases still run and are reported), else 1 when any case failed,
+//! else 0.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use ferry_map::{CompiledMap, Mapped};
@@ -9,10 +27,28 @@ use serde_json::{Value, json};
 
 use crate::cli::Output;
 use crate::context::{Ctx, flow_files};
+use crate::fixture::replay::{
+    MAX_SHOWN_RECORDS, RecordDiff, Replayer, compare, golden_text, read_golden, render_changes,
+    render_position,
+};
+use crate::fixture::{self, fixture_name, golden_path, read_fixture};
 
-pub fn test(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8> {
+/// Counts of fixture cases by result.
+#[derive(Debug, Default)]
+struct FixtureTally {
+    passed: usize,
+    failed: usize,
+    invalid: usize,
+    created: usize,
+    updated: usize,
+    unchanged: usize,
+}
+
+pub fn test(ctx: &Ctx, paths: &[PathBuf], update: bool) -> Result<u8> {
     let files = flow_files(paths)?;
     let (mut passed, mut failed, mut invalid) = (0usize, 0usize, 0usize);
+    let mut fx_tally = FixtureTally::default();
+    let mut any_fixtures = false;
     let mut report = Vec::new();
     let text = ctx.output() == Output::Text;
     for f in &files {
@@ -39,8 +75,28 @@ pub fn test(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8> {
                 continue;
             }
         };
+        let fixtures = match fixture::find_fixtures(f) {
+            Ok(found) => found,
+            Err(e) => {
+                fx_tally.invalid += 1;
+                if text {
+                    println!("error {e}");
+                }
+                report.push(json!({"file": f, "kind": "fixture", "error": e.to_string()}));
+                Vec::new()
+            }
+        };
+        any_fixtures |= !fixtures.is_empty();
         if text {
-            println!("{} ({} cases)", loaded.flow.name, loaded.flow.tests.len());
+            let n = loaded.flow.tests.len();
+            match fixtures.len() {
+                0 => println!("{} ({n} cases)", loaded.flow.name),
+                k => println!(
+                    "{} ({n} cases, {k} fixture{})",
+                    loaded.flow.name,
+                    if k == 1 { "" } else { "s" }
+                ),
+            }
         }
         for (i, case) in loaded.flow.tests.iter().enumerate() {
             let name = case
@@ -62,29 +118,297 @@ pub fn test(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8> {
                     }
                 }
             }
-            report.push(json!({"file": f, "flow": loaded.flow.name, "case": name, "ok": problems.is_empty(), "problems": problems}));
+            report.push(json!({"file": f, "flow": loaded.flow.name, "kind": "case", "case": name, "ok": problems.is_empty(), "problems": problems}));
+        }
+        if fixtures.is_empty() {
+            continue;
+        }
+        let replayer = match Replayer::new(&loaded, &map) {
+            Ok(r) => r,
+            Err(e) => {
+                invalid += 1;
+                if text {
+                    println!("error {}: {e}", f.display());
+                }
+                continue;
+            }
+        };
+        for path in &fixtures {
+            let result = fixture_case(&replayer, path, update);
+            let ok = result.tally(&mut fx_tally);
+            if text {
+                result.print(path);
+            }
+            let mut entry = result.json();
+            entry["file"] = json!(f);
+            entry["flow"] = json!(loaded.flow.name);
+            entry["case"] = json!(format!("fixture {}", fixture_name(path)));
+            entry["kind"] = json!("fixture");
+            entry["fixture"] = json!(path);
+            entry["golden"] = json!(golden_path(path));
+            entry["ok"] = json!(ok);
+            report.push(entry);
         }
     }
+    let bad_input = invalid + fx_tally.invalid;
     if text {
-        println!("{passed} passed, {failed} failed");
+        let mut line = format!("{passed} passed, {failed} failed");
+        if any_fixtures {
+            if update {
+                line.push_str(&format!(
+                    "; fixtures: {} created, {} updated, {} unchanged",
+                    fx_tally.created, fx_tally.updated, fx_tally.unchanged
+                ));
+            } else {
+                line.push_str(&format!(
+                    "; fixtures: {} passed, {} failed",
+                    fx_tally.passed, fx_tally.failed
+                ));
+            }
+        }
+        println!("{line}");
         if invalid > 0 {
             println!("{invalid} flow files could not be read");
+        }
+        if fx_tally.invalid > 0 {
+            println!(
+                "{} fixture or golden file{} could not be read",
+                fx_tally.invalid,
+                if fx_tally.invalid == 1 { "" } else { "s" }
+            );
         }
     } else {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &json!({"passed": passed, "failed": failed, "invalid": invalid, "cases": report})
-            )?
+            serde_json::to_string_pretty(&json!({
+                "passed": passed,
+                "failed": failed,
+                "invalid": invalid,
+                "fixtures": {
+                    "passed": fx_tally.passed,
+                    "failed": fx_tally.failed,
+                    "invalid": fx_tally.invalid,
+                    "created": fx_tally.created,
+                    "updated": fx_tally.updated,
+                    "unchanged": fx_tally.unchanged,
+                },
+                "cases": report
+            }))?
         );
     }
-    Ok(if invalid > 0 {
+    Ok(if bad_input > 0 {
         2
-    } else if failed > 0 {
+    } else if failed + fx_tally.failed > 0 {
         1
     } else {
         0
     })
+}
+
+/// How one fixture case ended.
+#[derive(Debug)]
+enum FixtureResult {
+    /// The replay matches the golden file.
+    Passed { records: usize },
+    /// Some records differ from the golden file.
+    Differs {
+        records: usize,
+        golden: PathBuf,
+        diffs: Vec<RecordDiff>,
+    },
+    /// There is no golden file yet.
+    NoGolden { records: usize },
+    /// `--update` wrote the golden file.
+    Written {
+        records: usize,
+        golden: PathBuf,
+        created: bool,
+        changed: usize,
+    },
+    /// `--update` found the golden file up to date.
+    Unchanged { records: usize },
+    /// The fixture or golden file cannot be read, or the golden file cannot be written.
+    Invalid(String),
+}
+
+/// The hint a fixture without golden output fails with.
+pub const NO_GOLDEN: &str = "no golden output; run `ferry test --update`";
+
+/// Replays one fixture and compares it with (or, with `update`, writes) its golden file.
+fn fixture_case(replayer: &Replayer<'_>, path: &Path, update: bool) -> FixtureResult {
+    let fx = match read_fixture(path) {
+        Ok(f) => f,
+        Err(e) => return FixtureResult::Invalid(e.to_string()),
+    };
+    let actual = replayer.replay(fx, &fixture_name(path));
+    let records = actual.records.len();
+    let golden = golden_path(path);
+    let existing = read_golden(&golden);
+    if !update {
+        return match existing {
+            Err(e) => {
+                FixtureResult::Invalid(format!("{e} (run `ferry test --update` to write it again)"))
+            }
+            Ok(None) => FixtureResult::NoGolden { records },
+            Ok(Some(want)) => {
+                let diffs = compare(&want, &actual);
+                if diffs.is_empty() {
+                    FixtureResult::Passed { records }
+                } else {
+                    FixtureResult::Differs {
+                        records,
+                        golden,
+                        diffs,
+                    }
+                }
+            }
+        };
+    }
+    let (created, changed) = match &existing {
+        Ok(Some(want)) if *want == actual => return FixtureResult::Unchanged { records },
+        Ok(Some(want)) => (false, compare(want, &actual).len()),
+        Ok(None) => (true, records),
+        // An unreadable golden file is replaced.
+        Err(_) => (false, records),
+    };
+    let written = golden_text(&actual)
+        .map_err(|e| e.to_string())
+        .and_then(|t| fixture::write_atomically(&golden, t.as_bytes()).map_err(|e| e.to_string()));
+    match written {
+        Ok(()) => FixtureResult::Written {
+            records,
+            golden,
+            created,
+            changed,
+        },
+        Err(e) => FixtureResult::Invalid(format!("{}: cannot write: {e}", golden.display())),
+    }
+}
+
+impl FixtureResult {
+    /// Counts the result; true when the case is ok.
+    fn tally(&self, t: &mut FixtureTally) -> bool {
+        match self {
+            FixtureResult::Passed { .. } => {
+                t.passed += 1;
+                true
+            }
+            FixtureResult::Differs { .. } | FixtureResult::NoGolden { .. } => {
+                t.failed += 1;
+                false
+            }
+            FixtureResult::Written { created: true, .. } => {
+                t.created += 1;
+                true
+            }
+            FixtureResult::Written { .. } => {
+                t.updated += 1;
+                true
+            }
+            FixtureResult::Unchanged { .. } => {
+                t.unchanged += 1;
+                true
+            }
+            FixtureResult::Invalid(_) => {
+                t.invalid += 1;
+                false
+            }
+        }
+    }
+
+    fn print(&self, path: &Path) {
+        let case = format!("fixture {}", fixture_name(path));
+        match self {
+            FixtureResult::Passed { records } => println!("  ok    {case} ({records} records)"),
+            FixtureResult::Unchanged { records } => {
+                println!("  ok    {case}: golden output unchanged ({records} records)")
+            }
+            FixtureResult::Written {
+                records,
+                golden,
+                created: true,
+                ..
+            } => println!(
+                "  wrote {case}: created {} ({records} records)",
+                golden.display()
+            ),
+            FixtureResult::Written {
+                records,
+                golden,
+                changed,
+                ..
+            } => println!(
+                "  wrote {case}: updated {} ({changed} of {records} records changed)",
+                golden.display()
+            ),
+            FixtureResult::NoGolden { records } => {
+                println!("  FAIL  {case} ({records} records): {NO_GOLDEN}")
+            }
+            FixtureResult::Invalid(e) => println!("  error {case}: {e}"),
+            FixtureResult::Differs {
+                records,
+                golden,
+                diffs,
+            } => {
+                println!(
+                    "  FAIL  {case}: {} of {records} records differ from {}",
+                    diffs.iter().filter(|d| d.page > 0).count(),
+                    golden.display()
+                );
+                for d in diffs.iter().take(MAX_SHOWN_RECORDS) {
+                    println!("        {}:", render_position(d));
+                    for line in render_changes(&d.changes) {
+                        println!("          {line}");
+                    }
+                }
+                if diffs.len() > MAX_SHOWN_RECORDS {
+                    println!(
+                        "        … and {} more (all of them with --output json)",
+                        diffs.len() - MAX_SHOWN_RECORDS
+                    );
+                }
+                println!("        if the new output is right: `ferry test --update`");
+            }
+        }
+    }
+
+    /// The case's fields of the JSON report.
+    fn json(&self) -> Value {
+        match self {
+            FixtureResult::Passed { records } => json!({"status": "passed", "records": records}),
+            FixtureResult::Unchanged { records } => {
+                json!({"status": "unchanged", "records": records})
+            }
+            FixtureResult::Written {
+                records,
+                created,
+                changed,
+                ..
+            } => json!({
+                "status": if *created { "created" } else { "updated" },
+                "records": records,
+                "changed": changed,
+            }),
+            FixtureResult::NoGolden { records } => {
+                json!({"status": "no_golden", "records": records, "problems": [NO_GOLDEN]})
+            }
+            FixtureResult::Invalid(e) => json!({"status": "invalid", "problems": [e]}),
+            FixtureResult::Differs { records, diffs, .. } => json!({
+                "status": "failed",
+                "records": records,
+                "differences": diffs,
+                "problems": diffs
+                    .iter()
+                    .flat_map(|d| {
+                        let at = render_position(d);
+                        render_changes(&d.changes)
+                            .into_iter()
+                            .map(move |l| format!("{at}: {l}"))
+                    })
+                    .collect::<Vec<_>>(),
+            }),
+        }
+    }
 }
 
 fn indent(s: &str) -> String {

@@ -5,6 +5,7 @@ pub mod deploy;
 pub mod dlq;
 pub mod flowtest;
 pub mod lifecycle;
+pub mod record;
 pub mod runs;
 pub mod sandbox;
 pub mod validate;
@@ -19,7 +20,26 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
     let ctx = Ctx { global: cli.global };
     match cli.command {
         Command::Validate { paths } => validate::validate(&ctx, &paths),
-        Command::Test { paths } => flowtest::test(&ctx, &paths),
+        Command::Test { paths, update } => flowtest::test(&ctx, &paths, update),
+        Command::Record {
+            flow_file,
+            pages,
+            name,
+            from_cursor,
+            force,
+        } => {
+            record::record(
+                &ctx,
+                record::RecordArgs {
+                    flow_file: &flow_file,
+                    pages,
+                    name: Some(&name),
+                    from_cursor: from_cursor.as_deref(),
+                    force,
+                },
+            )
+            .await
+        }
         Command::Deploy {
             paths,
             message,
