@@ -20,6 +20,7 @@ pub mod deploy;
 pub mod error;
 pub mod keys;
 pub mod lifecycle;
+pub mod liveness;
 pub mod progress;
 pub mod replay;
 pub mod run;

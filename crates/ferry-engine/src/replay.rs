@@ -899,6 +899,7 @@ pub async fn replay(
             started_at: Utc::now(),
         })
         .await?;
+    let _heartbeat = crate::liveness::start_heartbeat(store.clone(), run_id).await?;
     tracing::info!(run_id = %run_id, flow = %req.flow, revision = t.number, env = %req.env.name, entries = entries.len(), actor = %req.actor, "Replay started");
 
     let stopper = tokio::spawn(stop_when(opts.cancel.clone(), guards.deadline, stop_tx));
@@ -957,6 +958,7 @@ pub async fn replay(
         ready_tx,
         settle_tx.clone(),
         inflight.clone(),
+        stop_rx.clone(),
     ));
     let deliver_task = tokio::spawn(deliver_stage(
         ctx.clone(),

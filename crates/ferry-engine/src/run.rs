@@ -28,8 +28,8 @@ use ferry_resilience::{
 };
 use ferry_spec::{JsonPath, LoadedFlow, Template};
 use ferry_store::{
-    Attempt, LedgerEntry, NewDeadLetter, NewRun, RunCounts, RunRecord, RunStatus, Settle, Stage,
-    StateStore, Trigger,
+    Attempt, Claim, LedgerEntry, NewDeadLetter, NewRun, RunCounts, RunRecord, RunStatus, Settle,
+    Stage, StateStore, Trigger,
 };
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -385,13 +385,7 @@ pub async fn execute(
     };
 
     let env_name = req.env.name.clone();
-    store
-        .fail_stale_runs(
-            &flow.name,
-            &env_name,
-            "the process running it stopped before it finished",
-        )
-        .await?;
+    crate::liveness::reap(&store, &flow.name, &env_name).await?;
     let stored_cursor = store.cursor(&flow.name, &env_name).await?;
     let cursor_before = match &opts.window {
         Some(w) => Some(w.from.clone()),
@@ -412,6 +406,7 @@ pub async fn execute(
             started_at: Utc::now(),
         })
         .await?;
+    let _heartbeat = crate::liveness::start_heartbeat(store.clone(), run_id).await?;
     let span = tracing::info_span!("run", run_id = %run_id, flow = %flow.name, revision = req.revision, env = %env_name);
     let _guard = span.enter();
     tracing::info!(trigger = %req.trigger, "Run started");
@@ -481,6 +476,7 @@ pub async fn execute(
         ready_tx,
         settle_tx.clone(),
         inflight.clone(),
+        stop_rx.clone(),
     ));
     let deliver_task = tokio::spawn(deliver_stage(
         ctx.clone(),
@@ -937,24 +933,89 @@ pub(crate) async fn deliver_stage(
 /// Keys of records in the delivery stage, with their body hashes.
 pub(crate) type Inflight = Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;
 
+/// How long a record whose key another live run holds waits before it is screened again.
+const CLAIM_RECHECK: Duration = Duration::from_millis(200);
+/// After a record waited this long for another run's claim, dead runs are looked for (their
+/// claims are released when they are marked failed).
+const CLAIM_REAP_AFTER: Duration = Duration::from_secs(5);
+
 /// Screens records against the ledger in batches, in its own task so that lookups overlap with
 /// deliveries; while a lookup runs, the next batch gathers in the channel.
+///
+/// Screening claims each key for this run first ([`StateStore::claim_keys`]): a key another
+/// run of the same flow and environment holds right now (another process, a replay) is not
+/// sent; the record waits and is screened again until the other run has delivered it (then it
+/// is skipped) or ended without it (then this run claims it). When the run stops, waiting
+/// records are handed back.
 pub(crate) async fn screen_stage(
     ctx: Arc<Ctx>,
     mut rx: mpsc::Receiver<Work>,
     ready_tx: mpsc::Sender<Work>,
     settle_tx: mpsc::Sender<Settled>,
     inflight: Inflight,
+    stop: watch::Receiver<bool>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut chunk = vec![first];
-        while chunk.len() < LOOKUP_CHUNK {
-            match rx.try_recv() {
-                Ok(w) => chunk.push(w),
-                Err(_) => break,
+    let mut waiting: Vec<Work> = Vec::new();
+    let mut waiting_since: Option<Instant> = None;
+    let mut open = true;
+    loop {
+        let mut chunk = Vec::new();
+        if open {
+            let next = if waiting.is_empty() {
+                rx.recv().await
+            } else {
+                match tokio::time::timeout(CLAIM_RECHECK, rx.recv()).await {
+                    Ok(w) => w,
+                    Err(_) => {
+                        chunk.append(&mut waiting);
+                        None
+                    }
+                }
+            };
+            match next {
+                Some(first) => chunk.push(first),
+                None if chunk.is_empty() => open = false,
+                None => {}
+            }
+            while open && chunk.len() < LOOKUP_CHUNK {
+                match rx.try_recv() {
+                    Ok(w) => chunk.push(w),
+                    Err(_) => break,
+                }
             }
         }
-        let (ready, done) = screen(&ctx, chunk, &inflight).await;
+        if !open {
+            if waiting.is_empty() {
+                return;
+            }
+            tokio::time::sleep(CLAIM_RECHECK).await;
+            chunk.append(&mut waiting);
+        }
+        if *stop.borrow() {
+            // Stopping: records waiting for another run's claim go back to the next run.
+            for _ in chunk.drain(..).chain(waiting.drain(..)) {
+                if settle_tx.send(Settled::HandedBack).await.is_err() {
+                    return;
+                }
+            }
+            if !open {
+                return;
+            }
+            continue;
+        }
+        if waiting_since.is_some_and(|t| t.elapsed() > CLAIM_REAP_AFTER) {
+            if let Err(e) = crate::liveness::reap(&ctx.store, &ctx.flow, &ctx.env).await {
+                tracing::warn!(error = %e, "Looking for dead runs failed");
+            }
+            waiting_since = Some(Instant::now());
+        }
+        let (ready, done, held) = screen(&ctx, chunk, &inflight).await;
+        if held.is_empty() {
+            waiting_since = None;
+        } else {
+            waiting_since.get_or_insert_with(Instant::now);
+            waiting.extend(held);
+        }
         for s in done {
             if settle_tx.send(s).await.is_err() {
                 return;
@@ -968,17 +1029,29 @@ pub(crate) async fn screen_stage(
     }
 }
 
-async fn screen(ctx: &Ctx, chunk: Vec<Work>, inflight: &Inflight) -> (Vec<Work>, Vec<Settled>) {
+/// Sorts out records that must not be sent now: already in the ledger (skipped, or refused
+/// when the body differs), sharing a key with a record in flight in this run, or claimed by
+/// another live run (returned third, to wait).
+async fn screen(
+    ctx: &Ctx,
+    chunk: Vec<Work>,
+    inflight: &Inflight,
+) -> (Vec<Work>, Vec<Settled>, Vec<Work>) {
     let keys: Vec<String> = chunk.iter().map(|w| w.idem.clone()).collect();
-    let hits = match ctx.store.ledger_lookup(&ctx.flow, &ctx.env, &keys).await {
-        Ok(h) => h,
+    let claims = match ctx
+        .store
+        .claim_keys(&ctx.flow, &ctx.env, ctx.run_id, &keys)
+        .await
+    {
+        Ok(c) => c,
         Err(e) => {
             // Without the ledger we cannot tell what was delivered: sending anyway is safe
             // because the destination dedupes on the key we always send.
-            tracing::warn!(error = %e, "Ledger lookup failed; relying on the destination's dedupe for this batch");
+            tracing::warn!(error = %e, "Claiming keys failed; relying on the destination's dedupe for this batch");
             Default::default()
         }
     };
+    let mut held = Vec::new();
     let mut ready = Vec::with_capacity(chunk.len());
     let mut done = Vec::new();
     let mut inflight = match inflight.lock() {
@@ -986,7 +1059,15 @@ async fn screen(ctx: &Ctx, chunk: Vec<Work>, inflight: &Inflight) -> (Vec<Work>,
         Err(poisoned) => poisoned.into_inner(),
     };
     for w in chunk {
-        if let Some(hit) = hits.get(&w.idem) {
+        let hit = match claims.get(&w.idem) {
+            Some(Claim::Delivered(hit)) => Some(hit),
+            Some(Claim::HeldBy(_)) => {
+                held.push(w);
+                continue;
+            }
+            Some(Claim::Claimed) | None => None,
+        };
+        if let Some(hit) = hit {
             if hit.body_hash == w.body_hash {
                 done.push(Settled::Skipped { cursor: w.cursor });
             } else {
@@ -1033,7 +1114,7 @@ async fn screen(ctx: &Ctx, chunk: Vec<Work>, inflight: &Inflight) -> (Vec<Work>,
             }
         }
     }
-    (ready, done)
+    (ready, done, held)
 }
 
 /// Delivers one job with retries; returns each record's outcome with its key.
@@ -1126,9 +1207,12 @@ async fn deliver_job(
                         tokio::time::sleep(wait).await;
                         // Over the retry budget: wait further instead of adding to a storm.
                         while !budget.try_withdraw() {
-                            if started.elapsed() + wait > policy.max_elapsed()
-                                || !guards.may_wait(wait)
-                            {
+                            // The run is stopping (deadline, SIGTERM): the record goes back to
+                            // the next run, not to the dead-letter queue.
+                            if !guards.may_wait(wait) {
+                                break 'outer Err((HANDED_BACK.into(), reason));
+                            }
+                            if started.elapsed() + wait > policy.max_elapsed() {
                                 break 'outer Err((
                                     "retries_exhausted".into(),
                                     format!(

@@ -508,6 +508,27 @@ pub struct LedgerHit {
     pub delivered_at: DateTime<Utc>,
 }
 
+/// What [`StateStore::claim_keys`](crate::StateStore::claim_keys) found for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is this run's to send now.
+    Claimed,
+    /// The key is in the ledger: it was delivered (skip it, or refuse it when the body differs).
+    Delivered(LedgerHit),
+    /// Another run, still running, holds the key: wait for it to settle or to finish.
+    HeldBy(Uuid),
+}
+
+/// A run still marked running, with what is known about its process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunningRun {
+    pub id: Uuid,
+    /// `host:pid` of the process running it, once it sent a heartbeat.
+    pub owner: Option<String>,
+    /// Its last heartbeat; its start when it never sent one.
+    pub alive_at: DateTime<Utc>,
+}
+
 /// One delivery attempt of a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {

@@ -17,9 +17,10 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{
-    Activation, AuditEntry, AuditFilter, DeadLetter, DeadLetterEvent, DeployItem, DeployOutcome,
-    DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit, NewPromotion, NewRun, Promotion,
-    PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus, Settle, Snapshot,
+    Activation, AuditEntry, AuditFilter, Claim, DeadLetter, DeadLetterEvent, DeployItem,
+    DeployOutcome, DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit, NewPromotion, NewRun,
+    Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
+    RunningRun, Settle, Snapshot,
 };
 
 /// ferry's state: revisions, runs, cursors, the idempotency ledger and the dead-letter queue.
@@ -108,6 +109,32 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         env: &str,
         keys: &[String],
     ) -> Result<HashMap<String, LedgerHit>>;
+
+    /// Claims idempotency keys for `run_id` before they are sent, so that two runs of one
+    /// (flow, env) never send one key at the same time. Per key: in the ledger → `Delivered`;
+    /// claimed by another run that is still `running` → `HeldBy` (try again later); otherwise
+    /// the claim is taken (or taken over from a run that is no longer running) → `Claimed`.
+    /// The ledger is read after the claim is written, so a key settled by another run just
+    /// before is reported `Delivered`, never `Claimed`. Claims end with their run
+    /// ([`StateStore::finish_run`], [`StateStore::fail_runs`]).
+    async fn claim_keys(
+        &self,
+        flow: &str,
+        env: &str,
+        run_id: Uuid,
+        keys: &[String],
+    ) -> Result<HashMap<String, Claim>>;
+
+    /// Records that `owner` (`host:pid`) runs `run_id` and is alive now. No-op for a run that
+    /// is not running.
+    async fn heartbeat(&self, run_id: Uuid, owner: &str) -> Result<()>;
+
+    /// The runs of (flow, env) still marked running, with their owners and last heartbeats.
+    async fn running_runs(&self, flow: &str, env: &str) -> Result<Vec<RunningRun>>;
+
+    /// Marks these runs failed with `error` when they are still running, and drops their key
+    /// claims; returns how many were running.
+    async fn fail_runs(&self, ids: &[Uuid], error: &str) -> Result<u64>;
 
     /// Dead letters matching the filter, newest first.
     async fn dead_letters(&self, filter: &DlqFilter) -> Result<Vec<DeadLetter>>;

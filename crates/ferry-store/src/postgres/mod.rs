@@ -34,10 +34,10 @@ use crate::error::{Result, StoreError};
 use crate::lifecycle::origin_from_columns;
 use crate::migrate::{Migration, check_applied};
 use crate::model::{
-    Activation, AuditEntry, AuditFilter, DeadLetter, DeadLetterEvent, DeadLetterReplay, DeployItem,
-    DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit, NewPromotion,
-    NewRun, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
-    Settle, Snapshot,
+    Activation, AuditEntry, AuditFilter, Claim, DeadLetter, DeadLetterEvent, DeadLetterReplay,
+    DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit,
+    NewPromotion, NewRun, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts,
+    RunRecord, RunStatus, RunningRun, Settle, Snapshot,
 };
 use crate::store::StateStore;
 use crate::target::redact;
@@ -58,6 +58,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "lifecycle",
         sql: include_str!("migrations/0003_lifecycle.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "claims",
+        sql: include_str!("migrations/0004_claims.sql"),
     },
 ];
 
@@ -96,6 +101,7 @@ macro_rules! dlq_cols {
 }
 
 // After the column macros, which it uses.
+mod claims;
 mod lifecycle;
 
 /// State in PostgreSQL.
@@ -722,6 +728,11 @@ impl StateStore for PgStore {
         if updated.rows_affected() == 0 {
             return Err(run_not_updatable(&mut tx, OP, id).await);
         }
+        sqlx::query("DELETE FROM ledger_claims WHERE run_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(OP))?;
         tx.commit().await.map_err(StoreError::query(OP))?;
         Ok(())
     }
@@ -821,6 +832,28 @@ impl StateStore for PgStore {
             }
         }
         Ok(hits)
+    }
+
+    async fn claim_keys(
+        &self,
+        flow: &str,
+        env: &str,
+        run_id: Uuid,
+        keys: &[String],
+    ) -> Result<HashMap<String, Claim>> {
+        self.claim(flow, env, run_id, keys).await
+    }
+
+    async fn heartbeat(&self, run_id: Uuid, owner: &str) -> Result<()> {
+        self.beat(run_id, owner).await
+    }
+
+    async fn running_runs(&self, flow: &str, env: &str) -> Result<Vec<RunningRun>> {
+        self.running(flow, env).await
+    }
+
+    async fn fail_runs(&self, ids: &[Uuid], error: &str) -> Result<u64> {
+        self.fail_ids(ids, error).await
     }
 
     async fn dead_letters(&self, filter: &DlqFilter) -> Result<Vec<DeadLetter>> {

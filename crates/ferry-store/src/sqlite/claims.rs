@@ -1,0 +1,189 @@
+//! Key claims and run liveness on SQLite.
+//!
+//! `claim_keys` runs in one `BEGIN IMMEDIATE` transaction: SQLite has one writer at a time, so
+//! "is the key claimed by a running run? if not, take it" cannot interleave with another
+//! process doing the same.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Sqlite};
+use uuid::Uuid;
+
+use super::{LOOKUP_CHUNK, SqliteStore, get};
+use crate::codec::{clean_text, millis, now, parse_ts, parse_uuid, ts_text};
+use crate::error::{Result, StoreError};
+use crate::model::{Claim, LedgerHit, RunningRun};
+
+impl SqliteStore {
+    pub(super) async fn claim(
+        &self,
+        flow: &str,
+        env: &str,
+        run_id: Uuid,
+        keys: &[String],
+    ) -> Result<HashMap<String, Claim>> {
+        const OP: &str = "claim_keys";
+        let mut out = HashMap::with_capacity(keys.len());
+        // A key with NUL can never be stored; there is nothing to claim for it.
+        let keys: Vec<&String> = keys.iter().filter(|k| !k.contains('\0')).collect();
+        let me = run_id.to_string();
+        let at = ts_text(millis(now()));
+        let mut tx = self.write_tx(OP).await?;
+        for chunk in keys.chunks(LOOKUP_CHUNK) {
+            // Held by another running run?
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT c.key, c.run_id FROM ledger_claims c JOIN runs r ON r.id = c.run_id
+                 WHERE r.status = 'running' AND c.flow = ",
+            );
+            qb.push_bind(flow).push(" AND c.env = ").push_bind(env);
+            qb.push(" AND c.run_id <> ").push_bind(&me);
+            qb.push(" AND c.key IN (");
+            let mut list = qb.separated(", ");
+            for key in chunk {
+                list.push_bind(key.as_str());
+            }
+            qb.push(")");
+            let rows = qb
+                .build()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+            for row in rows {
+                let key: String = get(&row, OP, "key")?;
+                let holder = parse_uuid(
+                    OP,
+                    "ledger_claims.run_id",
+                    &get::<String>(&row, OP, "run_id")?,
+                )?;
+                out.insert(key, Claim::HeldBy(holder));
+            }
+            let free: Vec<&&String> = chunk
+                .iter()
+                .filter(|k| !out.contains_key(k.as_str()))
+                .collect();
+            if !free.is_empty() {
+                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "INSERT INTO ledger_claims (flow, env, key, run_id, claimed_at) ",
+                );
+                qb.push_values(free.iter(), |mut b, k| {
+                    b.push_bind(flow)
+                        .push_bind(env)
+                        .push_bind(k.as_str())
+                        .push_bind(&me)
+                        .push_bind(&at);
+                });
+                qb.push(
+                " ON CONFLICT (flow, env, key) DO UPDATE SET run_id = excluded.run_id, claimed_at = excluded.claimed_at",
+            );
+                qb.build()
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query(OP))?;
+                for k in free {
+                    out.insert((*k).clone(), Claim::Claimed);
+                }
+            }
+            // The ledger last: a key settled by another run is reported delivered.
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT key, body_hash, run_id, revision, delivered_at FROM ledger WHERE flow = ",
+            );
+            qb.push_bind(flow).push(" AND env = ").push_bind(env);
+            qb.push(" AND key IN (");
+            let mut list = qb.separated(", ");
+            for key in chunk {
+                list.push_bind(key.as_str());
+            }
+            qb.push(")");
+            let rows = qb
+                .build()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+            for row in rows {
+                let key: String = get(&row, OP, "key")?;
+                let hit = LedgerHit {
+                    body_hash: get(&row, OP, "body_hash")?,
+                    run_id: parse_uuid(OP, "ledger.run_id", &get::<String>(&row, OP, "run_id")?)?,
+                    revision: get(&row, OP, "revision")?,
+                    delivered_at: parse_ts(
+                        OP,
+                        "ledger.delivered_at",
+                        &get::<String>(&row, OP, "delivered_at")?,
+                    )?,
+                };
+                out.insert(key, Claim::Delivered(hit));
+            }
+        }
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        Ok(out)
+    }
+
+    pub(super) async fn beat(&self, run_id: Uuid, owner: &str) -> Result<()> {
+        const OP: &str = "heartbeat";
+        sqlx::query(
+            "UPDATE runs SET owner = ?, heartbeat_at = ? WHERE id = ? AND status = 'running'",
+        )
+        .bind(clean_text(owner).into_owned())
+        .bind(ts_text(millis(now())))
+        .bind(run_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        Ok(())
+    }
+
+    pub(super) async fn running(&self, flow: &str, env: &str) -> Result<Vec<RunningRun>> {
+        const OP: &str = "running_runs";
+        let rows = sqlx::query(
+            "SELECT id, owner, COALESCE(heartbeat_at, started_at) AS alive_at FROM runs
+             WHERE flow = ? AND env = ? AND status = 'running' ORDER BY started_at",
+        )
+        .bind(flow)
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query(OP))?;
+        rows.iter()
+            .map(|row| {
+                let alive: String = get(row, OP, "alive_at")?;
+                Ok(RunningRun {
+                    id: parse_uuid(OP, "runs.id", &get::<String>(row, OP, "id")?)?,
+                    owner: get(row, OP, "owner")?,
+                    alive_at: parse_ts(OP, "runs.heartbeat_at", &alive)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn fail_ids(&self, ids: &[Uuid], error: &str) -> Result<u64> {
+        const OP: &str = "fail_runs";
+        let mut tx = self.write_tx(OP).await?;
+        let at: DateTime<Utc> = now();
+        let mut failed = 0;
+        for id in ids {
+            let id = id.to_string();
+            let done = sqlx::query(
+                "UPDATE runs SET status = 'failed', error = ?, finished_at = ?
+                 WHERE id = ? AND status = 'running'",
+            )
+            .bind(clean_text(error).into_owned())
+            .bind(ts_text(at))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query(OP))?;
+            failed += done.rows_affected();
+            sqlx::query("DELETE FROM ledger_claims WHERE run_id = ?")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+        }
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        Ok(failed)
+    }
+}

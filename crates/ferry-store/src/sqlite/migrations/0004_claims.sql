@@ -1,0 +1,16 @@
+-- Key claims: before a record is sent, its run claims the idempotency key, so two runs of one
+-- flow and environment (two processes, a replay beside a run) never send the same key at once.
+-- A claim counts only while its run is running; finish_run deletes a run's claims.
+CREATE TABLE ledger_claims (
+    flow        TEXT NOT NULL,
+    env         TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    run_id      TEXT NOT NULL,
+    claimed_at  TEXT NOT NULL,
+    PRIMARY KEY (flow, env, key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX ledger_claims_run ON ledger_claims (run_id);
+
+-- Liveness of running runs: which process runs it (host:pid) and when it last said so.
+ALTER TABLE runs ADD COLUMN owner TEXT;
+ALTER TABLE runs ADD COLUMN heartbeat_at TEXT;

@@ -1,0 +1,318 @@
+//! Key claims and run liveness, on both backends: the semantics case by case, and the race of
+//! the reliability plan's T3 — 3 "processes" (separate stores, each with its own connection
+//! pool, on one database) × 8 tasks each, racing to deliver the same 10 000 keys: every key is
+//! sent exactly once.
+
+#[path = "conformance/harness.rs"]
+mod harness;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use ferry_store::{Claim, LedgerEntry, NewRun, RunCounts, RunStatus, Settle, StateStore, Trigger};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+type Store = Arc<dyn StateStore>;
+
+async fn new_run(store: &Store) -> Uuid {
+    let id = Uuid::now_v7();
+    store
+        .create_run(&NewRun {
+            id,
+            flow: "orders".into(),
+            env: "dev".into(),
+            revision: 1,
+            hash: "h".into(),
+            trigger: Trigger::Manual,
+            cursor_before: None,
+            started_at: Utc::now(),
+        })
+        .await
+        .expect("create run");
+    id
+}
+
+async fn settle(store: &Store, run: Uuid, keys: &[String]) {
+    store
+        .settle(&Settle {
+            run_id: run,
+            flow: "orders".into(),
+            env: "dev".into(),
+            delivered: keys
+                .iter()
+                .map(|k| LedgerEntry {
+                    key: k.clone(),
+                    body_hash: "b".into(),
+                    run_id: run,
+                    revision: 1,
+                    status: 201,
+                    delivered_at: Utc::now(),
+                })
+                .collect(),
+            dead: Vec::new(),
+            counts: RunCounts::default(),
+            cursor: None,
+        })
+        .await
+        .expect("settle");
+}
+
+fn keys(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+async fn claims_follow_runs(store: Store) {
+    let a = new_run(&store).await;
+    let b = new_run(&store).await;
+    let got = store
+        .claim_keys("orders", "dev", a, &keys(&["k1", "k2"]))
+        .await
+        .unwrap();
+    assert_eq!(got["k1"], Claim::Claimed);
+    assert_eq!(got["k2"], Claim::Claimed);
+    // a claims again: still its own
+    let got = store
+        .claim_keys("orders", "dev", a, &keys(&["k1"]))
+        .await
+        .unwrap();
+    assert_eq!(got["k1"], Claim::Claimed);
+    // b: k1 is a's, k3 is free; other flows and environments are separate
+    let got = store
+        .claim_keys("orders", "dev", b, &keys(&["k1", "k3"]))
+        .await
+        .unwrap();
+    assert_eq!(got["k1"], Claim::HeldBy(a));
+    assert_eq!(got["k3"], Claim::Claimed);
+    let got = store
+        .claim_keys("orders", "prod", b, &keys(&["k1"]))
+        .await
+        .unwrap();
+    assert_eq!(got["k1"], Claim::Claimed);
+    // a delivers k1: b sees it delivered
+    settle(&store, a, &keys(&["k1"])).await;
+    let got = store
+        .claim_keys("orders", "dev", b, &keys(&["k1", "k2"]))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&got["k1"], Claim::Delivered(hit) if hit.run_id == a),
+        "{got:?}"
+    );
+    assert_eq!(got["k2"], Claim::HeldBy(a));
+    // a ends without k2: b may take it
+    store
+        .finish_run(a, RunStatus::Incomplete, &RunCounts::default(), None, None)
+        .await
+        .unwrap();
+    let got = store
+        .claim_keys("orders", "dev", b, &keys(&["k2"]))
+        .await
+        .unwrap();
+    assert_eq!(got["k2"], Claim::Claimed);
+    // a run marked failed (its process died) releases its claims too
+    let c = new_run(&store).await;
+    let got = store
+        .claim_keys("orders", "dev", c, &keys(&["k4"]))
+        .await
+        .unwrap();
+    assert_eq!(got["k4"], Claim::Claimed);
+    assert_eq!(
+        store
+            .claim_keys("orders", "dev", b, &keys(&["k4"]))
+            .await
+            .unwrap()["k4"],
+        Claim::HeldBy(c)
+    );
+    assert_eq!(store.fail_runs(&[c], "process died").await.unwrap(), 1);
+    assert_eq!(store.fail_runs(&[c], "again").await.unwrap(), 0);
+    assert_eq!(
+        store
+            .claim_keys("orders", "dev", b, &keys(&["k4"]))
+            .await
+            .unwrap()["k4"],
+        Claim::Claimed
+    );
+    // a key with NUL can never be claimed or stored: not in the answer
+    let got = store
+        .claim_keys("orders", "dev", b, &keys(&["bad\0key"]))
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+}
+
+async fn heartbeats_and_running_runs(store: Store) {
+    let a = new_run(&store).await;
+    let b = new_run(&store).await;
+    let running = store.running_runs("orders", "dev").await.unwrap();
+    assert_eq!(running.len(), 2);
+    assert!(running.iter().all(|r| r.owner.is_none()));
+    store.heartbeat(a, "host-1:42").await.unwrap();
+    let running = store.running_runs("orders", "dev").await.unwrap();
+    let ra = running.iter().find(|r| r.id == a).unwrap();
+    assert_eq!(ra.owner.as_deref(), Some("host-1:42"));
+    assert!(ra.alive_at <= Utc::now());
+    store
+        .finish_run(b, RunStatus::Succeeded, &RunCounts::default(), None, None)
+        .await
+        .unwrap();
+    // a finished run takes no heartbeat and is not listed
+    store.heartbeat(b, "host-1:43").await.unwrap();
+    let running = store.running_runs("orders", "dev").await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert!(
+        store
+            .running_runs("orders", "prod")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::harness::run_case(crate::harness::sqlite().await, crate::$case).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(backend) = crate::harness::postgres(stringify!($case)).await {
+                        crate::harness::run_case(backend, crate::$case).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both!(claims_follow_runs, heartbeats_and_running_runs);
+
+const PROCESSES: usize = 3;
+const TASKS: usize = 8;
+const KEYS: usize = 10_000;
+const CHUNK: usize = 250;
+/// SQLite is one writer at a time on one machine (the embedded default): its race is smaller,
+/// two processes with two tasks each, so that writers do not wait out the busy timeout.
+const SQLITE_PROCESSES: usize = 2;
+const SQLITE_TASKS: usize = 2;
+
+/// One task: a run of its own that walks all keys (from its own offset) in chunks, claims
+/// them, "sends" the ones it claimed (counted), settles them, and comes back for the ones
+/// another run held until each is delivered.
+async fn racer(store: Store, offset: usize, sends: Arc<Mutex<HashMap<String, u32>>>) -> usize {
+    let run = new_run(&store).await;
+    let all: Vec<String> = (0..KEYS)
+        .map(|i| format!("order-{}", (i + offset) % KEYS))
+        .collect();
+    let mut pending: Vec<String> = all;
+    let mut rounds = 0;
+    while !pending.is_empty() {
+        rounds += 1;
+        assert!(rounds < 10_000, "the race did not settle");
+        let mut held = Vec::new();
+        for chunk in pending.chunks(CHUNK) {
+            let got = store
+                .claim_keys("orders", "dev", run, chunk)
+                .await
+                .expect("claim");
+            let mine: Vec<String> = chunk
+                .iter()
+                .filter(|k| got.get(*k) == Some(&Claim::Claimed))
+                .cloned()
+                .collect();
+            held.extend(
+                chunk
+                    .iter()
+                    .filter(|k| matches!(got.get(*k), Some(Claim::HeldBy(_))))
+                    .cloned(),
+            );
+            {
+                let mut s = sends.lock().unwrap();
+                for k in &mine {
+                    *s.entry(k.clone()).or_insert(0) += 1;
+                }
+            }
+            settle(&store, run, &mine).await;
+        }
+        pending = held;
+        if !pending.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    store
+        .finish_run(run, RunStatus::Succeeded, &RunCounts::default(), None, None)
+        .await
+        .expect("finish");
+    rounds
+}
+
+async fn race(stores: Vec<Store>, tasks_each: usize) {
+    let sends = Arc::new(Mutex::new(HashMap::new()));
+    let mut tasks = Vec::new();
+    let racers = stores.len() * tasks_each;
+    for (p, store) in stores.iter().enumerate() {
+        for t in 0..tasks_each {
+            let offset = (p * tasks_each + t) * (KEYS / racers);
+            tasks.push(tokio::spawn(racer(store.clone(), offset, sends.clone())));
+        }
+    }
+    for t in tasks {
+        tokio::time::timeout(std::time::Duration::from_secs(300), t)
+            .await
+            .expect("the race finished within 5 minutes")
+            .expect("racer");
+    }
+    let sends = sends.lock().unwrap();
+    assert_eq!(sends.len(), KEYS, "every key was sent");
+    let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "keys sent twice: {twice:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn race_sqlite_two_processes_two_tasks_ten_thousand_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db").display().to_string();
+    let mut stores = Vec::new();
+    for _ in 0..SQLITE_PROCESSES {
+        stores.push(ferry_store::open(&path).await.unwrap());
+    }
+    race(stores, SQLITE_TASKS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t3_race_postgres_three_processes_eight_tasks_ten_thousand_keys() {
+    if harness::pg_skipped("t3_race_postgres") {
+        return;
+    }
+    let base = harness::pg_base_url();
+    let schema = format!("ferry_t3_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&base)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options[search_path]={schema}");
+    let mut stores = Vec::new();
+    for _ in 0..PROCESSES {
+        stores.push(ferry_store::open(&url).await.unwrap());
+    }
+    let outcome = tokio::spawn(race(stores, TASKS)).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
