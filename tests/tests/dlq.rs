@@ -385,6 +385,22 @@ async fn an_edited_record_is_replayed_alone_and_the_original_is_kept() {
         .await
         .unwrap_err();
     assert!(matches!(err, ReplayError::NotPending { .. }), "{err}");
+    // The edit and the replay are in the audit log, with who did them.
+    let audit = w
+        .store
+        .audit(&ferry_store::AuditFilter {
+            flow: Some(w.flow.flow.name.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let edit = audit
+        .iter()
+        .find(|e| e.action == "dlq_edit")
+        .expect("dlq_edit audited");
+    assert_eq!(edit.actor, "e2e-operator");
+    assert_eq!(edit.detail["entry"], target.id.to_string());
+    assert!(audit.iter().any(|e| e.action == "dlq_replay"), "{audit:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,6 +441,17 @@ async fn a_discarded_entry_is_kept_with_its_reason_and_cannot_be_replayed() {
     assert_eq!(h[0].action, DlqAction::Discard);
     assert_eq!(h[0].note, "test order placed by QA");
     assert_eq!(h[0].actor.as_deref(), Some("ann"));
+    let audit = w
+        .store
+        .audit(&ferry_store::AuditFilter {
+            action: Some("dlq_discard".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0].actor, "ann");
+    assert_eq!(audit[0].detail["reason"], "test order placed by QA");
 
     let req = ReplayRequest {
         flow: w.flow.flow.name.clone(),
