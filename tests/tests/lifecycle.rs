@@ -344,6 +344,23 @@ fn clone_edit_and_merge_with_and_without_conflicts() {
     let msg = p.fails(&["merge", "orders-exp", "--into", "orders"], 2);
     assert!(msg.contains("map.fields.channel"), "{msg}");
     assert!(msg.contains("nothing was written"), "{msg}");
+    let out = p.ferry(&[
+        "merge",
+        "orders-exp",
+        "--into",
+        "orders",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let conflicts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        conflicts["conflicts"][0]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("map.fields.channel"),
+        "{conflicts}"
+    );
     assert_eq!(revisions(&p, "orders").len(), 4);
     // settled: theirs wins
     p.ok(&[

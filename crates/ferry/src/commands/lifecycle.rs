@@ -300,9 +300,15 @@ pub async fn merge(
     };
     let store = ctx.store().await?;
     let env = &ctx.global.env;
-    let r = lifecycle::merge(&store, source, into, env, &resolution, &author())
-        .await
-        .map_err(cli_error)?;
+    let r = match lifecycle::merge(&store, source, into, env, &resolution, &author()).await {
+        Ok(r) => r,
+        Err(LifecycleError::Conflicts(conflicts)) if ctx.output() == Output::Json => {
+            // Scripts get the conflicts as data on stdout; the exit code still says refused.
+            print_json(&json!({"merged": false, "conflicts": conflicts}))?;
+            return Err(cli_error(LifecycleError::Conflicts(conflicts)));
+        }
+        Err(e) => return Err(cli_error(e)),
+    };
     if ctx.output() == Output::Json {
         print_json(&r)?;
     } else {
