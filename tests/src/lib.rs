@@ -22,8 +22,13 @@ pub fn ferry_bin() -> PathBuf {
     let bin = profile_dir.join(format!("ferry{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = profile_dir.file_name().and_then(|n| n.to_str()) == Some("release");
+        let mut args = vec!["build", "-p", "ferry", "--bin", "ferry"];
+        if release {
+            args.push("--release");
+        }
         let status = Command::new(cargo)
-            .args(["build", "-p", "ferry", "--bin", "ferry"])
+            .args(&args)
             .current_dir(workspace())
             .status()
             .expect("running cargo build");

@@ -5,7 +5,8 @@
 //! the command line or by the project file) and fall back to the process environment. Secrets come
 //! from a secrets file given to ferry, then from the process environment. A resolved secret is a
 //! [`SecretValue`], whose `Debug` and `Display` never show the value, so it cannot leak through a
-//! log line or an error message by accident.
+//! log line or an error message by accident; every value is also registered for redaction from
+//! the logs and spans as a whole (`ferry_telemetry::redact`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,8 +22,13 @@ use crate::error::ConnectError;
 pub struct SecretValue(Arc<str>);
 
 impl SecretValue {
+    /// Wraps a value, and registers it with `ferry_telemetry::redact` so that it is redacted
+    /// from logs and exported spans even where it reaches them through text ferry does not
+    /// control (an error body echoing a token, a URL logged by a library).
     pub fn new(value: impl Into<Arc<str>>) -> Self {
-        SecretValue(value.into())
+        let value = value.into();
+        ferry_telemetry::redact::register(&value);
+        SecretValue(value)
     }
     /// The value, for the one place that sends it to its target.
     pub fn expose(&self) -> &str {

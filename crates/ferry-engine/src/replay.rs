@@ -901,6 +901,8 @@ pub async fn replay(
         .await?;
     let _heartbeat = crate::liveness::start_heartbeat(store.clone(), run_id).await?;
     tracing::info!(run_id = %run_id, flow = %req.flow, revision = t.number, env = %req.env.name, entries = entries.len(), actor = %req.actor, "Replay started");
+    let span = tracing::info_span!("run", run_id = %run_id, flow = %req.flow, revision = t.number, env = %req.env.name, trigger = "replay");
+    let run_clock = std::time::Instant::now();
 
     let stopper = tokio::spawn(stop_when(opts.cancel.clone(), guards.deadline, stop_tx));
     let ctx = Arc::new(Ctx {
@@ -960,15 +962,18 @@ pub async fn replay(
         inflight.clone(),
         stop_rx.clone(),
     ));
-    let deliver_task = tokio::spawn(deliver_stage(
-        ctx.clone(),
-        sink,
-        guards,
-        sink_spec.concurrency as usize,
-        sink_spec.batch.map(|b| b as usize),
-        inflight,
-        ready_rx,
-        settle_tx.clone(),
+    let deliver_task = tokio::spawn(tracing::Instrument::instrument(
+        deliver_stage(
+            ctx.clone(),
+            sink,
+            guards,
+            sink_spec.concurrency as usize,
+            sink_spec.batch.map(|b| b as usize),
+            inflight,
+            ready_rx,
+            settle_tx.clone(),
+        ),
+        span.clone(),
     ));
     let writer = Writer {
         ctx: ctx.clone(),
@@ -1031,6 +1036,22 @@ pub async fn replay(
         .finish_run(run_id, status, &counts, None, error.as_deref())
         .await?;
     tracing::info!(run_id = %run_id, status = %status, delivered = counts.delivered, skipped = counts.skipped, filtered = counts.filtered, failed_again = counts.dead_lettered, not_attempted, "Replay finished");
+    {
+        use ferry_telemetry::metrics::{Outcome, record_outcome};
+        for (outcome, n) in [
+            (Outcome::Delivered, counts.delivered),
+            (Outcome::Skipped, counts.skipped),
+            (Outcome::Filtered, counts.filtered),
+            (Outcome::DeadLettered, counts.dead_lettered),
+            (Outcome::HandedBack, not_attempted as u64),
+        ] {
+            record_outcome(&req.flow, outcome, n);
+        }
+        let took = run_clock.elapsed();
+        crate::run::publish_run_metrics(&store, &req.flow, &req.env.name, status, took, false)
+            .await;
+    }
+    drop(span);
     let run = store.run(run_id).await?;
     audit_dlq(
         &store,

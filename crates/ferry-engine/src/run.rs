@@ -410,6 +410,8 @@ pub async fn execute(
     let span = tracing::info_span!("run", run_id = %run_id, flow = %flow.name, revision = req.revision, env = %env_name);
     let _guard = span.enter();
     tracing::info!(trigger = %req.trigger, "Run started");
+    let run_clock = std::time::Instant::now();
+    ferry_telemetry::metrics::run_started(&flow.name);
 
     let ctx = Arc::new(Ctx {
         run_id,
@@ -436,6 +438,16 @@ pub async fn execute(
                     Some(&msg),
                 )
                 .await?;
+            let took = run_clock.elapsed();
+            publish_run_metrics(
+                &store,
+                &flow.name,
+                &env_name,
+                RunStatus::Failed,
+                took,
+                false,
+            )
+            .await;
             return store.run(run_id).await?.ok_or_else(|| EngineError::Flow {
                 flow: flow.name.clone(),
                 reason: "run record vanished".into(),
@@ -448,11 +460,14 @@ pub async fn execute(
     let (settle_tx, settle_rx) = mpsc::channel::<Settled>(SETTLE_CAPACITY);
 
     let sink = Arc::new(sink);
-    let source_task = tokio::spawn(source_stage(
-        pager,
-        fetched_tx,
-        ctx.progress.clone(),
-        Some(stop_rx.clone()),
+    let source_task = tokio::spawn(tracing::Instrument::instrument(
+        source_stage(
+            pager,
+            fetched_tx,
+            ctx.progress.clone(),
+            Some(stop_rx.clone()),
+        ),
+        span.clone(),
     ));
     let map_task = tokio::spawn(map_stage(
         ctx.clone(),
@@ -478,15 +493,18 @@ pub async fn execute(
         inflight.clone(),
         stop_rx.clone(),
     ));
-    let deliver_task = tokio::spawn(deliver_stage(
-        ctx.clone(),
-        sink,
-        guards.clone(),
-        sink_spec.concurrency as usize,
-        sink_spec.batch.map(|b| b as usize),
-        inflight,
-        ready_rx,
-        settle_tx,
+    let deliver_task = tokio::spawn(tracing::Instrument::instrument(
+        deliver_stage(
+            ctx.clone(),
+            sink,
+            guards.clone(),
+            sink_spec.concurrency as usize,
+            sink_spec.batch.map(|b| b as usize),
+            inflight,
+            ready_rx,
+            settle_tx,
+        ),
+        span.clone(),
     ));
     let settle_task = tokio::spawn(settle_stage(
         ctx.clone(),
@@ -571,6 +589,16 @@ pub async fn execute(
             error.as_deref(),
         )
         .await?;
+    let took = run_clock.elapsed();
+    publish_run_metrics(
+        &store,
+        &ctx.flow,
+        &env_name,
+        status,
+        took,
+        opts.window.is_none(),
+    )
+    .await;
     match &error {
         Some(e) => {
             tracing::error!(status = %status, error = %e, fetched = counts.fetched, "Run finished")
@@ -617,13 +645,22 @@ async fn source_stage(
     let (page_tx, mut page_rx) = mpsc::channel(1);
     let fetcher = {
         let stopped = stopped.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             loop {
                 if stopped() {
                     return SourceEnd::Cancelled;
                 }
-                match pager.next_page().await {
+                let page_span = tracing::debug_span!(
+                    "page",
+                    page = tracing::field::Empty,
+                    records = tracing::field::Empty
+                );
+                ferry_telemetry::trace::inherit_run_context(&page_span);
+                let next = tracing::Instrument::instrument(pager.next_page(), page_span.clone());
+                match next.await {
                     Ok(Some(page)) => {
+                        page_span.record("page", page.number as i64);
+                        page_span.record("records", page.records.len() as i64);
                         if page_tx.send(page).await.is_err() {
                             return SourceEnd::Failed("the source stage stopped".into());
                         }
@@ -632,7 +669,7 @@ async fn source_stage(
                     Err(e) => return SourceEnd::Failed(e.to_string()),
                 }
             }
-        })
+        }))
     };
     while let Some(page) = page_rx.recv().await {
         Progress::add(&progress.pages, 1);
@@ -875,12 +912,16 @@ pub(crate) async fn deliver_stage(
                 }
             };
             for job in jobs {
-                pending.spawn(deliver_job(
-                    ctx.clone(),
-                    sink.clone(),
-                    slots.clone(),
-                    guards.clone(),
-                    job,
+                let span = delivery_span(&ctx, &job);
+                pending.spawn(tracing::Instrument::instrument(
+                    deliver_job(
+                        ctx.clone(),
+                        sink.clone(),
+                        slots.clone(),
+                        guards.clone(),
+                        job,
+                    ),
+                    span,
                 ));
             }
         }
@@ -1136,6 +1177,9 @@ async fn deliver_job(
     let budget = registry.budget_with(&dest, guards.budget);
     budget.deposit();
     let result: Result<u16, (String, String)> = 'outer: loop {
+        if let Some(b) = &breaker {
+            gauge_breaker(&dest, b);
+        }
         if let Some(l) = &limiter {
             Box::pin(l.acquire()).await;
         }
@@ -1203,6 +1247,7 @@ async fn deliver_job(
                             break Err((HANDED_BACK.into(), reason));
                         }
                         Progress::add(&ctx.progress.retries, 1);
+                        ferry_telemetry::metrics::retry(&ctx.flow);
                         tracing::debug!(key = %job.key, attempt = n, wait_ms = wait.as_millis() as u64, reason = %reason, "Retrying delivery");
                         tokio::time::sleep(wait).await;
                         // Over the retry budget: wait further instead of adding to a storm.
@@ -1233,6 +1278,11 @@ async fn deliver_job(
             }
         }
     };
+    ferry_telemetry::metrics::observe_delivery(&ctx.flow, started.elapsed().as_secs_f64());
+    if let Some(b) = &breaker {
+        gauge_breaker(&dest, b);
+    }
+    record_delivery(&result, attempts.len());
     let now = Utc::now();
     job.works
         .into_iter()
@@ -1293,6 +1343,7 @@ async fn settle_stage(
                         max_cursor = Some(c.clone());
                     }
                     let p = &ctx.progress;
+                    ferry_telemetry::metrics::record_outcome(&ctx.flow, outcome_of(&s), 1);
                     match s {
                         Settled::Delivered { entry, .. } => {
                             counts.delivered += 1;
@@ -1376,6 +1427,101 @@ async fn write_settle(ctx: &Ctx, batch: &Settle) -> Result<(), String> {
                     batch.dead.len()
                 ));
             }
+        }
+    }
+}
+
+/// The span of one request's delivery (one record, or a batch), with its idempotency key. At
+/// debug level, like the page spans: `-v` logs do not pay for a span per record; traces
+/// (exported at debug) and `-vv` logs have them.
+fn delivery_span(ctx: &Ctx, job: &Job) -> tracing::Span {
+    tracing::debug_span!(
+        "deliver",
+        otel.kind = "client",
+        flow = %ctx.flow,
+        revision = ctx.revision,
+        run_id = %ctx.run_id,
+        env = %ctx.env,
+        idempotency_key = %job.key,
+        records = job.works.len() as i64,
+        attempts = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// Records how a delivery ended on its span.
+fn record_delivery(result: &Result<u16, (String, String)>, failed_attempts: usize) {
+    let span = tracing::Span::current();
+    match result {
+        Ok(status) => {
+            span.record("outcome", "delivered");
+            span.record("http.response.status_code", i64::from(*status));
+            span.record("attempts", failed_attempts as i64 + 1);
+        }
+        Err((class, _)) => {
+            span.record("outcome", class.as_str());
+            span.record("attempts", failed_attempts as i64);
+        }
+    }
+}
+
+/// Shows a breaker's state on the breaker gauge.
+fn gauge_breaker(dest: &str, breaker: &ferry_resilience::CircuitBreaker) {
+    use ferry_telemetry::metrics::BreakerState as Gauge;
+    if !ferry_telemetry::metrics::enabled() {
+        return;
+    }
+    let state = match breaker.state() {
+        ferry_resilience::BreakerState::Closed => Gauge::Closed,
+        ferry_resilience::BreakerState::HalfOpen => Gauge::HalfOpen,
+        ferry_resilience::BreakerState::Open => Gauge::Open,
+    };
+    ferry_telemetry::metrics::breaker_state(dest, state);
+}
+
+/// The metrics outcome of a settled record.
+fn outcome_of(s: &Settled) -> ferry_telemetry::metrics::Outcome {
+    use ferry_telemetry::metrics::Outcome;
+    match s {
+        Settled::Delivered { .. } => Outcome::Delivered,
+        Settled::Skipped { .. } => Outcome::Skipped,
+        Settled::Filtered { .. } => Outcome::Filtered,
+        Settled::Dead { .. } => Outcome::DeadLettered,
+        Settled::HandedBack => Outcome::HandedBack,
+    }
+}
+
+/// Publishes a finished run on the metrics: its status and duration, the time of the flow's last
+/// success (when `sync` — a scheduled or manual run, not a replay or backfill — succeeded), and
+/// the flow's dead-letter depth. The depth is counted only when a metrics recorder is installed.
+pub(crate) async fn publish_run_metrics(
+    store: &Arc<dyn StateStore>,
+    flow: &str,
+    env: &str,
+    status: RunStatus,
+    took: Duration,
+    sync: bool,
+) {
+    use ferry_telemetry::metrics;
+    metrics::run_finished(flow, env, status.as_str(), took);
+    if sync && status == RunStatus::Succeeded {
+        metrics::last_success(flow, env, Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+    if !metrics::enabled() {
+        return;
+    }
+    let filter = ferry_store::DlqFilter {
+        flow: Some(flow.to_string()),
+        env: Some(env.to_string()),
+        state: Some(ferry_store::DlqState::Pending),
+        limit: metrics::DLQ_DEPTH_LIMIT,
+        ..Default::default()
+    };
+    match store.dead_letters(&filter).await {
+        Ok(pending) => metrics::dlq_depth(flow, env, pending.len() as u64),
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not count pending dead letters for the metrics")
         }
     }
 }

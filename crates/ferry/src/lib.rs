@@ -24,7 +24,8 @@ use crate::cli::{Cli, LogFormat};
 /// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    // Dropped last, after the runtime: flushes the spans not yet exported.
+    let _telemetry = init_logging(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,25 +39,24 @@ pub fn main() -> ExitCode {
     match rt.block_on(commands::dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not through the log writer, so redacted here: an error may quote what a remote
+            // system answered, and that may echo a secret.
+            let msg = format!("{e:#}");
+            eprintln!("error: {}", ferry_telemetry::redact::redact(&msg));
             ExitCode::from(exit::code_of(&e))
         }
     }
 }
 
-fn init_logging(cli: &Cli) {
-    let default = match cli.global.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match cli.global.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+/// Logs to stderr (text or `--log-format json`, `-v` levels, `FERRY_LOG` overrides, secrets
+/// redacted) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans over OTLP.
+fn init_logging(cli: &Cli) -> ferry_telemetry::TelemetryGuard {
+    ferry_telemetry::init(ferry_telemetry::TelemetryConfig {
+        log_format: match cli.global.log_format {
+            LogFormat::Json => ferry_telemetry::LogFormat::Json,
+            LogFormat::Text => ferry_telemetry::LogFormat::Text,
+        },
+        verbosity: cli.global.verbose,
+        service_name: "ferry".into(),
+    })
 }

@@ -6,6 +6,9 @@
 //! 422 means the key was used before with a different body, which is permanent and names the
 //! key. Connect errors, timeouts, 408, 425, 429 and 5xx are transient, with `Retry-After` passed
 //! on; other 4xx are permanent.
+//!
+//! Every request carries the idempotency key and, when spans are exported, the W3C
+//! `traceparent` of the record's delivery span.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant, SystemTime};
@@ -149,6 +152,10 @@ impl HttpDelivery {
             .header(self.idem_header.clone(), key_value)
             .body(reqwest::Body::from(body));
         for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        // W3C trace context of the delivery span, so the destination's traces join ferry's.
+        for (k, v) in ferry_telemetry::trace::trace_context_headers() {
             req = req.header(k, v);
         }
         let req = self.auth.apply(req).await.map_err(|e| Outcome::Retry {
