@@ -9,6 +9,7 @@
 //! - [`deploy`]: turning a flow file into the active revision of an environment;
 //! - [`replay`]: the dead-letter queue's operator surface: replay (a run of its own), dry run,
 //!   edit, discard;
+//! - [`scheduler`]: fires runs on flows' schedules (cron or interval) for `ferry serve`;
 //! - [`error`]: what keeps a run from starting.
 //!
 //! The key decision: a run's effects are made exactly once by pairing at-least-once delivery
@@ -24,6 +25,7 @@ pub mod liveness;
 pub mod progress;
 pub mod replay;
 pub mod run;
+pub mod scheduler;
 
 pub use deploy::{DeployResult, deploy};
 pub use error::EngineError;
@@ -34,3 +36,4 @@ pub use replay::{
     ids_by_flow, replay,
 };
 pub use run::{RunOptions, RunRequest, Window, execute};
+pub use scheduler::{Scheduler, SchedulerConfig, SchedulerHandle};

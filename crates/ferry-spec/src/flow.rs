@@ -79,9 +79,29 @@ pub struct Schedule {
     /// What happens to ticks missed while ferry was down.
     #[serde(default)]
     pub catch_up: CatchUp,
-    /// A random delay up to this much added to each tick, to spread load.
+    /// A random delay up to this much added to each tick, to spread load. The delay of a tick
+    /// is drawn from a generator seeded by flow, environment and tick time, so every process
+    /// computes the same fire time; it is capped at half the gap to the following tick.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<Dur>,
+    /// With `catch_up: run_once`: how far back a missed tick may lie and still be caught up
+    /// (default [`DEFAULT_CATCH_UP_WINDOW`]); a tick missed longer ago is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_window: Option<Dur>,
+    /// Stop firing after this many failed scheduled runs in a row; `ferry resume FLOW` starts
+    /// the schedule again. Without it, the schedule never pauses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_after_failures: Option<u32>,
+}
+
+/// How far back a missed tick may lie for `catch_up: run_once` to catch it up.
+pub const DEFAULT_CATCH_UP_WINDOW: Dur = Dur::from_secs(3600);
+
+impl Schedule {
+    /// The catch-up window in effect: the configured one, else [`DEFAULT_CATCH_UP_WINDOW`].
+    pub fn catch_up_window(&self) -> Dur {
+        self.catch_up_window.unwrap_or(DEFAULT_CATCH_UP_WINDOW)
+    }
 }
 
 fn default_tz() -> String {

@@ -416,8 +416,35 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
                 if every.get() < std::time::Duration::from_secs(1) {
                     c.err("schedule.every", "the interval must be at least 1s");
                 }
+                if let Some(j) = s.jitter
+                    && j.get() >= every.get()
+                {
+                    c.err(
+                        "schedule.jitter",
+                        "the jitter must be shorter than the interval (`every`)",
+                    );
+                }
             }
             _ => c.err("schedule", "give exactly one of `cron` and `every`"),
+        }
+        if let Some(w) = s.catch_up_window {
+            if s.catch_up != CatchUp::RunOnce {
+                c.err(
+                    "schedule.catch_up_window",
+                    "a catch-up window only applies to `catch_up: run_once`; remove it or set `catch_up: run_once`",
+                );
+            } else if w.get() < std::time::Duration::from_secs(1) {
+                c.err(
+                    "schedule.catch_up_window",
+                    "the catch-up window must be at least 1s",
+                );
+            }
+        }
+        if s.pause_after_failures == Some(0) {
+            c.err(
+                "schedule.pause_after_failures",
+                "must be at least 1 (or left out to never pause)",
+            );
         }
         if s.timezone.parse::<chrono_tz::Tz>().is_err() {
             c.err(

@@ -18,7 +18,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Global {
     /// State directory of the embedded SQLite store.
     #[arg(long, global = true, env = "FERRY_STATE", default_value = ".ferry")]
@@ -249,6 +249,15 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Run the scheduler of --env: fire its flows on their schedules until SIGTERM or Ctrl-C,
+    /// then stop new ticks and drain the runs in flight.
+    Serve {
+        /// How long runs in flight get to stop after SIGTERM / Ctrl-C (30s, 2m).
+        #[arg(long, default_value = "30s", value_parser = parse_dur)]
+        drain_timeout: ferry_spec::Dur,
+    },
+    /// Start a schedule that paused after failed runs again, in --env (audited).
+    Resume { flow: String },
     /// Start the sandbox, deploy the example flow and run it twice (full, then incremental).
     Demo {
         /// Number of source records.
@@ -374,4 +383,9 @@ pub enum DlqCommand {
 fn parse_dlq_state(s: &str) -> Result<DlqState, String> {
     s.parse()
         .map_err(|e: ferry_store::ParseEnumError| e.to_string())
+}
+
+/// A duration: `30s`, `2m`, `1h30m`.
+fn parse_dur(s: &str) -> Result<ferry_spec::Dur, String> {
+    ferry_spec::Dur::parse(s)
 }

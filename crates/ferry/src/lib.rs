@@ -56,7 +56,12 @@ fn init_logging(cli: &Cli) -> ferry_telemetry::TelemetryGuard {
             LogFormat::Json => ferry_telemetry::LogFormat::Json,
             LogFormat::Text => ferry_telemetry::LogFormat::Text,
         },
-        verbosity: cli.global.verbose,
+        // `ferry serve` logs every tick and run at info.
+        verbosity: if matches!(cli.command, cli::Command::Serve { .. }) {
+            cli.global.verbose.max(1)
+        } else {
+            cli.global.verbose
+        },
         service_name: "ferry".into(),
     })
 }

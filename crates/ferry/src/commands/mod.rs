@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod record;
 pub mod runs;
 pub mod sandbox;
+pub mod serve;
 pub mod validate;
 
 use anyhow::Result;
@@ -95,6 +96,8 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
             token_env,
         } => sandbox::serve(&listen, records, token_env).await,
         Command::Dlq { command } => dlq::dlq(&ctx, command).await,
+        Command::Serve { drain_timeout } => serve::serve(&ctx, drain_timeout.get()).await,
+        Command::Resume { flow } => serve::resume(&ctx, &flow).await,
         Command::Demo {
             records,
             flow,

@@ -196,8 +196,35 @@ pub async fn show(ctx: &Ctx, id: &str) -> Result<u8> {
 pub async fn flows(ctx: &Ctx) -> Result<u8> {
     let store = ctx.store().await?;
     let flows = store.flows(&ctx.global.env).await?;
+    // When each flow's schedule fires next (None: no schedule).
+    let now = chrono::Utc::now();
+    let mut next = Vec::with_capacity(flows.len());
+    for f in &flows {
+        next.push(
+            ferry_engine::scheduler::next_fire_of(store.as_ref(), &f.active, &ctx.global.env, now)
+                .await,
+        );
+    }
     if ctx.output() == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&flows)?);
+        let mut out = Vec::with_capacity(flows.len());
+        for (f, n) in flows.iter().zip(&next) {
+            let mut v = serde_json::to_value(f)?;
+            if let Some(o) = v.as_object_mut() {
+                let (schedule, at, paused) = match n {
+                    Ok(Some(n)) => (
+                        serde_json::json!(n.schedule),
+                        serde_json::json!(n.at),
+                        n.paused,
+                    ),
+                    _ => (serde_json::Value::Null, serde_json::Value::Null, false),
+                };
+                o.insert("schedule".into(), schedule);
+                o.insert("next_run".into(), at);
+                o.insert("paused".into(), serde_json::json!(paused));
+            }
+            out.push(v);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
     if flows.is_empty() {
@@ -205,10 +232,10 @@ pub async fn flows(ctx: &Ctx) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<30} {:>6} {:<14} {:>9}  LAST RUN",
-        "FLOW", "ACTIVE", "HASH", "REVISIONS"
+        "{:<30} {:>6} {:<14} {:>9}  {:<19}  LAST RUN",
+        "FLOW", "ACTIVE", "HASH", "REVISIONS", "NEXT RUN"
     );
-    for f in flows {
+    for (f, n) in flows.into_iter().zip(next) {
         let last = f
             .last_run
             .map(|r| {
@@ -220,12 +247,25 @@ pub async fn flows(ctx: &Ctx) -> Result<u8> {
                 )
             })
             .unwrap_or_else(|| "never".into());
+        let next_run = match n {
+            Ok(None) => "-".to_string(),
+            Ok(Some(n)) if n.paused => "paused".to_string(),
+            Ok(Some(n)) => {
+                n.at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "never".into())
+            }
+            Err(e) => {
+                tracing::warn!(flow = %f.name, error = %e, "Cannot compute the next run");
+                "unknown".to_string()
+            }
+        };
         println!(
-            "{:<30} {:>6} {:<14} {:>9}  {last}",
+            "{:<30} {:>6} {:<14} {:>9}  {:<19}  {last}",
             f.name,
             f.active.number,
             &f.active.hash[..12],
-            f.revisions
+            f.revisions,
+            next_run
         );
     }
     Ok(0)
@@ -295,7 +335,7 @@ pub async fn history(ctx: &Ctx, flow: &str) -> Result<u8> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

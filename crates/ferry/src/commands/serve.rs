@@ -1,0 +1,169 @@
+//! `ferry serve` (the scheduler of --env until SIGTERM or Ctrl-C) and `ferry resume`.
+//!
+//! The scheduler itself is `ferry_engine::scheduler`; this module only wires it to the CLI's
+//! store, run environment (project variables, promotion variables, `--var`, `--secrets`) and
+//! signals, so an HTTP server can later run beside it in the same process with the same
+//! [`ferry_engine::SchedulerHandle`].
+//!
+//! Exit codes: 0 when every run in flight stopped within `--drain-timeout`; 1 when some were
+//! still going (their records stay `running` until the flow's next run marks them failed) or
+//! a second signal cut the drain short.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use ferry_connect::RunEnv;
+use ferry_engine::scheduler::{
+    EngineLauncher, ResumeOutcome, RunEnvSource, Scheduler, SchedulerConfig, SchedulerError,
+    SystemClock,
+};
+use ferry_store::StateStore;
+
+use crate::cli::Output;
+use crate::commands::runs::stop_signal;
+use crate::context::{Ctx, author};
+use crate::exit::CliError;
+
+/// Run environments as `ferry run` builds them.
+struct CliEnvs {
+    ctx: Arc<Ctx>,
+    store: Arc<dyn StateStore>,
+}
+
+impl std::fmt::Debug for CliEnvs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CliEnvs")
+            .field("env", &self.ctx.global.env)
+            .finish_non_exhaustive()
+    }
+}
+
+type EnvFuture = Pin<Box<dyn Future<Output = Result<RunEnv, String>> + Send>>;
+
+impl RunEnvSource for CliEnvs {
+    fn run_env(&self, flow: &str, env: &str) -> EnvFuture {
+        let ctx = self.ctx.clone();
+        let store = self.store.clone();
+        let flow = flow.to_string();
+        let env = env.to_string();
+        Box::pin(async move {
+            if env != ctx.global.env {
+                return Err(format!(
+                    "this scheduler serves environment `{}`, not `{env}`",
+                    ctx.global.env
+                ));
+            }
+            ctx.flow_env(&store, &flow)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        })
+    }
+}
+
+/// `ferry serve`: schedules the flows of --env until SIGTERM or Ctrl-C.
+pub async fn serve(ctx: &Ctx, drain: Duration) -> Result<u8> {
+    let store = ctx.store().await?;
+    // A broken project file is an error now, not at every tick.
+    ctx.project_for_env()?;
+    let env = ctx.global.env.clone();
+    let envs = Arc::new(CliEnvs {
+        ctx: Arc::new(Ctx {
+            global: ctx.global.clone(),
+        }),
+        store: store.clone(),
+    });
+    let launcher = Arc::new(EngineLauncher::new(store.clone(), envs));
+    let handle = Scheduler::spawn(
+        store,
+        Arc::new(SystemClock),
+        launcher,
+        SchedulerConfig::new(vec![env.clone()]),
+    );
+    if ctx.output() == Output::Text {
+        eprintln!(
+            "ferry serve: scheduling the flows of environment `{env}`; SIGTERM or Ctrl-C stops"
+        );
+    }
+    stop_signal().await;
+    if ctx.output() == Output::Text {
+        eprintln!(
+            "stopping: no new ticks; runs in flight stop fetching and settle (up to {})",
+            humanize(drain)
+        );
+    }
+    let report = tokio::select! {
+        r = handle.shutdown(drain) => r,
+        () = stop_signal() => {
+            eprintln!("second signal: exiting without waiting for runs in flight");
+            return Ok(1);
+        }
+    };
+    match ctx.output() {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => {
+            eprintln!(
+                "stopped: {} run(s) drained{}{}",
+                report.drained,
+                if report.abandoned.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", still going after {}: {}",
+                        humanize(drain),
+                        report.abandoned.join(", ")
+                    )
+                },
+                if report.dropped_queued.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", queued ticks dropped: {}",
+                        report.dropped_queued.join(", ")
+                    )
+                }
+            );
+        }
+    }
+    Ok(if report.abandoned.is_empty() { 0 } else { 1 })
+}
+
+/// `ferry resume FLOW`: starts a schedule paused after failed runs again.
+pub async fn resume(ctx: &Ctx, flow: &str) -> Result<u8> {
+    let store = ctx.store().await?;
+    let env = &ctx.global.env;
+    let outcome = ferry_engine::scheduler::resume(store.as_ref(), flow, env, &author())
+        .await
+        .map_err(|e| match e {
+            SchedulerError::Store(_) => anyhow::Error::new(e),
+            other => CliError::input(other.to_string()).into(),
+        })?;
+    if ctx.output() == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(0);
+    }
+    match outcome {
+        ResumeOutcome::Resumed {
+            consecutive_failures,
+            ..
+        } => println!(
+            "resumed {flow} in `{env}` after {consecutive_failures} failed run(s) in a row; its next tick runs (within a second for a running `ferry serve`)"
+        ),
+        ResumeOutcome::NotPaused {
+            consecutive_failures,
+        } => println!(
+            "{flow} is not paused in `{env}` ({consecutive_failures} failed run(s) in a row); nothing to do"
+        ),
+    }
+    Ok(0)
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
