@@ -314,6 +314,20 @@ pub async fn execute(
     req: RunRequest,
     opts: RunOptions,
 ) -> Result<RunRecord, EngineError> {
+    // The span is entered by `instrument`, not by a guard held across awaits: a guard would
+    // leak this run's span onto whatever else the worker thread polls meanwhile.
+    let run_id = Uuid::now_v7();
+    let span = tracing::info_span!("run", run_id = %run_id, flow = %req.flow.flow.name, revision = req.revision, env = %req.env.name);
+    tracing::Instrument::instrument(execute_in(store, req, opts, run_id, span.clone()), span).await
+}
+
+async fn execute_in(
+    store: Arc<dyn StateStore>,
+    req: RunRequest,
+    opts: RunOptions,
+    run_id: Uuid,
+    span: tracing::Span,
+) -> Result<RunRecord, EngineError> {
     let flow = &req.flow.flow;
     let map = CompiledMap::compile(&flow.map).map_err(|errs| EngineError::Flow {
         flow: flow.name.clone(),
@@ -393,7 +407,6 @@ pub async fn execute(
             .clone()
             .or_else(|| src.cursor.as_ref().and_then(|c| c.start.clone())),
     };
-    let run_id = Uuid::now_v7();
     store
         .create_run(&NewRun {
             id: run_id,
@@ -407,8 +420,6 @@ pub async fn execute(
         })
         .await?;
     let _heartbeat = crate::liveness::start_heartbeat(store.clone(), run_id).await?;
-    let span = tracing::info_span!("run", run_id = %run_id, flow = %flow.name, revision = req.revision, env = %env_name);
-    let _guard = span.enter();
     tracing::info!(trigger = %req.trigger, "Run started");
     let run_clock = std::time::Instant::now();
     ferry_telemetry::metrics::run_started(&flow.name);
