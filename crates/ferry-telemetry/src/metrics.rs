@@ -43,6 +43,8 @@ pub const RUN_DURATION_SECONDS: &str = "ferry_run_duration_seconds";
 /// Unix time of the last successful run by `flow` and `env`: alert when it is older than the
 /// schedule allows.
 pub const LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "ferry_last_success_timestamp_seconds";
+/// Gauge: 1 while a flow's schedule is paused after failed runs in a row, else 0.
+pub const SCHEDULE_PAUSED: &str = "ferry_schedule_paused";
 
 /// The most pending dead letters counted for [`DLQ_DEPTH`]; the gauge stays there beyond it.
 pub const DLQ_DEPTH_LIMIT: u32 = 10_000;
@@ -121,6 +123,12 @@ pub const ALL: &[MetricDef] = &[
         name: LAST_SUCCESS_TIMESTAMP_SECONDS,
         kind: Kind::Gauge,
         help: "Unix time of the flow's last successful run (replays and backfills excluded).",
+        labels: &["flow", "env"],
+    },
+    MetricDef {
+        name: SCHEDULE_PAUSED,
+        kind: Kind::Gauge,
+        help: "1 while the flow's schedule is paused after failed runs in a row (ferry resume FLOW), else 0.",
         labels: &["flow", "env"],
     },
 ];
@@ -239,6 +247,18 @@ pub fn last_success(flow: &str, env: &str, unix_seconds: f64) {
     }
     gauge!(LAST_SUCCESS_TIMESTAMP_SECONDS, "flow" => flow.to_string(), "env" => env.to_string())
         .set(unix_seconds);
+}
+
+/// Sets whether the schedule of `flow` in `env` is paused.
+pub fn schedule_paused(flow: &str, env: &str, paused: bool) {
+    if !enabled() {
+        return;
+    }
+    gauge!(SCHEDULE_PAUSED, "flow" => flow.to_string(), "env" => env.to_string()).set(if paused {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// Makes `flow`'s counters visible at zero before anything happened to them, so that `rate()`

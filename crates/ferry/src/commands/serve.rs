@@ -66,6 +66,8 @@ impl RunEnvSource for CliEnvs {
 /// `ferry serve`: schedules the flows of --env until SIGTERM or Ctrl-C.
 pub async fn serve(ctx: &Ctx, drain: Duration) -> Result<u8> {
     let store = ctx.store().await?;
+    // Metrics are recorded from here on (rendered at /metrics by the control API).
+    let _metrics = ferry_telemetry::metrics::prometheus()?;
     // A broken project file is an error now, not at every tick.
     ctx.project_for_env()?;
     let env = ctx.global.env.clone();
@@ -82,6 +84,21 @@ pub async fn serve(ctx: &Ctx, drain: Duration) -> Result<u8> {
         launcher,
         SchedulerConfig::new(vec![env.clone()]),
     );
+    // Paused schedules as a metric, for alerting (deploy/prometheus-alerts.yaml).
+    let paused_gauge = {
+        let mut updates = handle.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let snapshot = updates.borrow_and_update().clone();
+                for s in &snapshot.schedules {
+                    ferry_telemetry::metrics::schedule_paused(&s.flow, &s.env, s.paused);
+                }
+                if updates.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
     if ctx.output() == Output::Text {
         eprintln!(
             "ferry serve: scheduling the flows of environment `{env}`; SIGTERM or Ctrl-C stops"
@@ -94,6 +111,7 @@ pub async fn serve(ctx: &Ctx, drain: Duration) -> Result<u8> {
             humanize(drain)
         );
     }
+    paused_gauge.abort();
     let report = tokio::select! {
         r = handle.shutdown(drain) => r,
         () = stop_signal() => {
