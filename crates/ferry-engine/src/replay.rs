@@ -1033,7 +1033,13 @@ pub async fn replay(
         None => (RunStatus::Succeeded, None),
     };
     store
-        .finish_run(run_id, status, &counts, None, error.as_deref())
+        .finish_run(
+            run_id,
+            status,
+            &counts,
+            None,
+            error.map(crate::run::scrub).as_deref(),
+        )
         .await?;
     tracing::info!(run_id = %run_id, status = %status, delivered = counts.delivered, skipped = counts.skipped, filtered = counts.filtered, failed_again = counts.dead_lettered, not_attempted, "Replay finished");
     {

@@ -289,6 +289,15 @@ impl Ctx {
             error,
             attempts,
         } = failure;
+        // A destination may echo a credential in its error body; it must not reach the DLQ.
+        let error = scrub(error);
+        let attempts = attempts
+            .into_iter()
+            .map(|mut a| {
+                a.error = scrub(std::mem::take(&mut a.error));
+                a
+            })
+            .collect();
         Box::new(NewDeadLetter {
             id: Uuid::now_v7(),
             flow: self.flow.clone(),
@@ -304,6 +313,15 @@ impl Ctx {
             attempts,
             created_at: Utc::now(),
         })
+    }
+}
+
+/// `text` with every registered secret value (in any of its encodings) replaced by
+/// `[redacted]`: error texts come from destinations and sources, which may echo credentials.
+pub(crate) fn scrub(text: String) -> String {
+    match ferry_telemetry::redact::redact(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(clean) => clean,
     }
 }
 
@@ -438,7 +456,7 @@ async fn execute_in(
     let (pager, sink) = match setup {
         Ok(x) => x,
         Err(e) => {
-            let msg = e.to_string();
+            let msg = scrub(e.to_string());
             tracing::error!(error = %msg, "Run could not start");
             store
                 .finish_run(
@@ -591,6 +609,7 @@ async fn execute_in(
             (RunStatus::Succeeded, None, stored_cursor.clone())
         }
     };
+    let error = error.map(scrub);
     store
         .finish_run(
             run_id,
