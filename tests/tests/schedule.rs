@@ -36,6 +36,7 @@ impl Project {
             envs: vec![
                 ("FERRY_USER".into(), "alice".into()),
                 ("SHOP_URL".into(), sandbox.base_url()),
+                ("FERRY_API_TOKEN".into(), API_TOKEN.into()),
             ],
         }
     }
@@ -101,20 +102,31 @@ impl Project {
 
     /// Starts `ferry serve` and waits until it schedules.
     fn serve(&self) -> Serve {
+        self.serve_on("127.0.0.1:0")
+    }
+
+    /// Starts `ferry serve` with its control API on `listen`.
+    fn serve_on(&self, listen: &str) -> Serve {
         let out = self
             .path()
             .join(format!("serve-{}.log", Utc::now().timestamp_millis()));
         let log = std::fs::File::create(&out).unwrap();
         let mut cmd = Command::new(ferry_bin());
-        cmd.args(["serve", "--drain-timeout", &format!("{}s", DRAIN.as_secs())])
-            .current_dir(self.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .env_remove("FERRY_STATE")
-            .env_remove("FERRY_DATABASE")
-            .env_remove("FERRY_ENV")
-            .env("NO_COLOR", "1");
+        cmd.args([
+            "serve",
+            "--drain-timeout",
+            &format!("{}s", DRAIN.as_secs()),
+            "--listen",
+            listen,
+        ])
+        .current_dir(self.path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .env_remove("FERRY_STATE")
+        .env_remove("FERRY_DATABASE")
+        .env_remove("FERRY_ENV")
+        .env("NO_COLOR", "1");
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
@@ -237,6 +249,37 @@ async fn sandbox(records: u64) -> Sandbox {
 }
 
 /// Runs blocking work (the `ferry` processes) off the runtime the sandbox serves on.
+const API_TOKEN: &str = "schedule-test-api-token-0123456789";
+
+/// A GET over a plain TCP connection: (status, body).
+fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
@@ -251,10 +294,34 @@ async fn every_two_seconds_fires_the_expected_runs_and_sigterm_exits_zero() {
         assert_eq!(flows[0]["schedule"], "every 2s", "{flows}");
         assert!(flows[0]["next_run"].is_string(), "{flows}");
 
-        let serve = p.serve();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let serve = p.serve_on(&addr);
         let from = Utc::now();
         std::thread::sleep(Duration::from_secs(9));
         let to = Utc::now();
+        // the control API and /metrics of the same process
+        let (status, body) = http_get(&addr, "/healthz", None);
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = http_get(&addr, "/api/v1/flows", None);
+        assert_eq!(status, 401, "the API needs the token");
+        let (status, body) = http_get(&addr, "/api/v1/flows", Some(API_TOKEN));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("orders"), "{body}");
+        let (status, metrics) = http_get(&addr, "/metrics", None);
+        assert_eq!(status, 200, "{metrics}");
+        for series in [
+            "ferry_runs_total{",
+            "ferry_last_success_timestamp_seconds{",
+            "ferry_schedule_paused{",
+            "ferry_records_total{",
+        ] {
+            assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+        }
         let (status, took, log) = serve.terminate();
         assert_eq!(status.code(), Some(0), "{log}");
         assert!(took < DRAIN, "exited {took:?} after SIGTERM\n{log}");

@@ -216,6 +216,13 @@ pub enum Command {
         #[arg(long = "status")]
         status: Option<String>,
     },
+    /// The control API's token: where it comes from; --rotate makes a new one (printed once,
+    /// only its sha256 kept in the state directory; restart `ferry serve` to use it).
+    ApiToken {
+        /// Generate a new token and replace the stored one.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Inspect and move a flow's incremental cursor in --env.
     Cursor {
         #[command(subcommand)]
@@ -255,6 +262,13 @@ pub enum Command {
         /// How long runs in flight get to stop after SIGTERM / Ctrl-C (30s, 2m).
         #[arg(long, default_value = "30s", value_parser = parse_dur)]
         drain_timeout: ferry_spec::Dur,
+        /// Address of the control API, /metrics and the dashboard. An address other than
+        /// loopback needs FERRY_API_TOKEN.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: std::net::SocketAddr,
+        /// Schedule only; no control API, metrics endpoint or dashboard.
+        #[arg(long)]
+        no_api: bool,
     },
     /// Start a schedule that paused after failed runs again, in --env (audited).
     Resume { flow: String },

@@ -1,5 +1,6 @@
 //! One module per command family.
 
+pub mod api_token;
 pub mod demo;
 pub mod deploy;
 pub mod dlq;
@@ -83,6 +84,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Promotions { flow, status } => {
             lifecycle::promotions(&ctx, flow.as_deref(), status.as_deref()).await
         }
+        Command::ApiToken { rotate } => api_token::api_token(&ctx, rotate),
         Command::Cursor { command } => lifecycle::cursor(&ctx, command).await,
         Command::Backfill {
             flow,
@@ -96,7 +98,11 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
             token_env,
         } => sandbox::serve(&listen, records, token_env).await,
         Command::Dlq { command } => dlq::dlq(&ctx, command).await,
-        Command::Serve { drain_timeout } => serve::serve(&ctx, drain_timeout.get()).await,
+        Command::Serve {
+            drain_timeout,
+            listen,
+            no_api,
+        } => serve::serve(&ctx, drain_timeout.get(), (!no_api).then_some(listen)).await,
         Command::Resume { flow } => serve::resume(&ctx, &flow).await,
         Command::Demo {
             records,

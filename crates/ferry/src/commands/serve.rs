@@ -16,11 +16,15 @@ use std::time::Duration;
 
 use anyhow::Result;
 use ferry_connect::RunEnv;
+use ferry_connect::Secrets;
 use ferry_engine::scheduler::{
     EngineLauncher, ResumeOutcome, RunEnvSource, Scheduler, SchedulerConfig, SchedulerError,
-    SystemClock,
+    SchedulerHandle, SystemClock,
 };
+use ferry_server::{LaunchError, NextRun, ProjectEnv, RunLauncher, Server, ServerConfig, Services};
 use ferry_store::StateStore;
+use futures::future::BoxFuture;
+use std::net::SocketAddr;
 
 use crate::cli::Output;
 use crate::commands::runs::stop_signal;
@@ -63,11 +67,61 @@ impl RunEnvSource for CliEnvs {
     }
 }
 
-/// `ferry serve`: schedules the flows of --env until SIGTERM or Ctrl-C.
-pub async fn serve(ctx: &Ctx, drain: Duration) -> Result<u8> {
+/// The control server's launcher in `ferry serve`: runs on request as the server's own
+/// launcher does, and the next runs from the scheduler.
+struct ServeLauncher {
+    runs: ferry_server::EngineLauncher,
+    schedule: SchedulerHandle,
+}
+
+impl RunLauncher for ServeLauncher {
+    fn trigger<'a>(
+        &'a self,
+        flow: &'a str,
+        env: &'a str,
+    ) -> BoxFuture<'a, Result<uuid::Uuid, LaunchError>> {
+        self.runs.trigger(flow, env)
+    }
+
+    fn next_runs(&self) -> Vec<NextRun> {
+        self.schedule
+            .next_fires()
+            .into_iter()
+            .map(|f| NextRun {
+                flow: f.flow,
+                env: f.env,
+                at: if f.paused { None } else { f.at },
+            })
+            .collect()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.runs.shutdown()
+    }
+}
+
+/// The variables and secrets of runs started through the API, as the CLI builds them.
+fn project_env(ctx: &Ctx) -> Result<ProjectEnv> {
+    let secrets = match &ctx.global.secrets {
+        Some(p) => Secrets::from_file(p).map_err(|e| CliError::input(e.to_string()))?,
+        None => Secrets::from_process_env(),
+    };
+    let mut overrides = std::collections::BTreeMap::new();
+    for kv in &ctx.global.vars {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| CliError::input(format!("--var `{kv}` is not NAME=VALUE")))?;
+        overrides.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(ProjectEnv::new(secrets, ctx.project_for_env()?, overrides))
+}
+
+/// `ferry serve`: schedules the flows of --env, and serves the control API, /metrics and the
+/// dashboard on `listen` (unless `None`), until SIGTERM or Ctrl-C.
+pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<SocketAddr>) -> Result<u8> {
     let store = ctx.store().await?;
     // Metrics are recorded from here on (rendered at /metrics by the control API).
-    let _metrics = ferry_telemetry::metrics::prometheus()?;
+    let metrics = ferry_telemetry::metrics::prometheus()?;
     // A broken project file is an error now, not at every tick.
     ctx.project_for_env()?;
     let env = ctx.global.env.clone();
@@ -79,7 +133,7 @@ pub async fn serve(ctx: &Ctx, drain: Duration) -> Result<u8> {
     });
     let launcher = Arc::new(EngineLauncher::new(store.clone(), envs));
     let handle = Scheduler::spawn(
-        store,
+        store.clone(),
         Arc::new(SystemClock),
         launcher,
         SchedulerConfig::new(vec![env.clone()]),
@@ -99,12 +153,51 @@ pub async fn serve(ctx: &Ctx, drain: Duration) -> Result<u8> {
             }
         })
     };
+    // The control API, /metrics and the dashboard, stopped before the scheduler drains.
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = match listen {
+        None => None,
+        Some(addr) => {
+            let envs = Arc::new(project_env(ctx)?);
+            let mut services = Services::new(store.clone(), envs.clone());
+            services.launcher = Arc::new(ServeLauncher {
+                runs: ferry_server::EngineLauncher::new(store.clone(), envs),
+                schedule: handle.clone(),
+            });
+            let metrics = metrics.clone();
+            services.metrics = Some(Arc::new(move || metrics.render()));
+            let mut config = ServerConfig::new(ctx.global.state.clone(), env.clone());
+            config.listen = addr;
+            config.project = ctx.project_for_env()?;
+            let server = Server::bind(config, services)
+                .await
+                .map_err(|e| CliError::input(e.to_string()))?;
+            if ctx.output() == Output::Text {
+                eprintln!(
+                    "ferry serve: control API, /metrics and dashboard on http://{}/",
+                    server.local_addr()
+                );
+            }
+            Some(tokio::spawn(server.run(async {
+                let _ = api_stopped.await;
+            })))
+        }
+    };
     if ctx.output() == Output::Text {
         eprintln!(
             "ferry serve: scheduling the flows of environment `{env}`; SIGTERM or Ctrl-C stops"
         );
     }
     stop_signal().await;
+    let _ = api_stop.send(());
+    if let Some(api) = api {
+        match tokio::time::timeout(drain, api).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => eprintln!("control server: {e}"),
+            Ok(Err(e)) => eprintln!("control server stopped abnormally: {e}"),
+            Err(_) => eprintln!("control server did not stop within {}", humanize(drain)),
+        }
+    }
     if ctx.output() == Output::Text {
         eprintln!(
             "stopping: no new ticks; runs in flight stop fetching and settle (up to {})",
