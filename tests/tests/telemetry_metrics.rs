@@ -58,6 +58,9 @@ async fn a_run_shows_on_the_metrics_and_the_deploy_files_query_real_series() {
     let c = run.counts;
     assert!(c.delivered > 0 && c.dead_lettered > 0, "{c:?}");
 
+    // The schedule gauge comes from `ferry serve`'s scheduler, which this library run does not
+    // have (tests/tests/schedule.rs reads it from a real `ferry serve`); set it as serve does.
+    ferry_telemetry::metrics::schedule_paused("orders-to-warehouse", "test", false);
     let text = handle.render();
     let flow = "orders-to-warehouse";
     for (outcome, n) in [

@@ -134,6 +134,9 @@ pub struct NextRun {
     pub env: String,
     /// `None`: scheduled, but no time is due (paused, or the schedule has no next tick).
     pub at: Option<DateTime<Utc>>,
+    /// The schedule stopped after failed runs in a row, until `ferry resume FLOW`.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Why a run was not started.

@@ -282,6 +282,9 @@ pub async fn overview(
                 None => "never".into(),
             };
             let next_run = match next.iter().find(|n| n.flow == f.name && n.env == f.env) {
+                Some(n) if n.paused => {
+                    format!("paused after failed runs (ferry resume {})", f.name)
+                }
                 Some(n) => {
                     n.at.map(|t| time(&t))
                         .unwrap_or_else(|| "scheduled, none due".into())

@@ -91,6 +91,7 @@ impl RunLauncher for ServeLauncher {
                 flow: f.flow,
                 env: f.env,
                 at: if f.paused { None } else { f.at },
+                paused: f.paused,
             })
             .collect()
     }
