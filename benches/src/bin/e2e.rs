@@ -14,6 +14,10 @@
 //! sink, and prints both rates and their ratio. `rss` serves the sandbox from one `ferry` process
 //! and runs the flow in another, and prints the run's peak resident memory.
 
+// The same allocator as the `ferry` binary, for ferry and the bare loop alike.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
