@@ -11,10 +11,10 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::{LOOKUP_CHUNK, PgStore, get};
+use super::{LOOKUP_CHUNK, PgStore, get, ledger_hit};
 use crate::codec::{clean_text, now};
 use crate::error::{Result, StoreError};
-use crate::model::{Claim, LedgerHit, RunningRun};
+use crate::model::{Claim, RunningRun};
 
 impl PgStore {
     pub(super) async fn claim(
@@ -97,13 +97,7 @@ impl PgStore {
             .await
             .map_err(StoreError::query(OP))?;
             for row in rows {
-                let key: String = get(&row, OP, "key")?;
-                let hit = LedgerHit {
-                    body_hash: get(&row, OP, "body_hash")?,
-                    run_id: get(&row, OP, "run_id")?,
-                    revision: get(&row, OP, "revision")?,
-                    delivered_at: get(&row, OP, "delivered_at")?,
-                };
+                let (key, hit) = ledger_hit(OP, &row)?;
                 out.insert(key, Claim::Delivered(hit));
             }
         }

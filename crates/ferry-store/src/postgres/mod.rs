@@ -242,6 +242,19 @@ where
         .map_err(|e| bad(op, column, e.to_string()))
 }
 
+/// One row of a `SELECT key, body_hash, run_id, revision, delivered_at FROM ledger`.
+pub(super) fn ledger_hit(op: &'static str, row: &PgRow) -> Result<(String, LedgerHit)> {
+    Ok((
+        get(row, op, "key")?,
+        LedgerHit {
+            body_hash: get(row, op, "body_hash")?,
+            run_id: get(row, op, "run_id")?,
+            revision: get(row, op, "revision")?,
+            delivered_at: get(row, op, "delivered_at")?,
+        },
+    ))
+}
+
 fn revision_from_row(op: &'static str, row: &PgRow) -> Result<RevisionInfo> {
     Ok(RevisionInfo {
         flow: get(row, op, "flow")?,
@@ -821,13 +834,7 @@ impl StateStore for PgStore {
             .await
             .map_err(StoreError::query(OP))?;
             for row in rows {
-                let key: String = get(&row, OP, "key")?;
-                let hit = LedgerHit {
-                    body_hash: get(&row, OP, "body_hash")?,
-                    run_id: get(&row, OP, "run_id")?,
-                    revision: get(&row, OP, "revision")?,
-                    delivered_at: get(&row, OP, "delivered_at")?,
-                };
+                let (key, hit) = ledger_hit(OP, &row)?;
                 hits.insert(key, hit);
             }
         }

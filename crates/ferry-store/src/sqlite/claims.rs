@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
-use super::{LOOKUP_CHUNK, SqliteStore, get};
+use super::{LOOKUP_CHUNK, SqliteStore, get, ledger_hit, ledger_query};
 use crate::codec::{clean_text, millis, now, parse_ts, parse_uuid, ts_text};
 use crate::error::{Result, StoreError};
-use crate::model::{Claim, LedgerHit, RunningRun};
+use crate::model::{Claim, RunningRun};
 
 impl SqliteStore {
     pub(super) async fn claim(
@@ -87,34 +87,14 @@ impl SqliteStore {
                 }
             }
             // The ledger last: a key settled by another run is reported delivered.
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT key, body_hash, run_id, revision, delivered_at FROM ledger WHERE flow = ",
-            );
-            qb.push_bind(flow).push(" AND env = ").push_bind(env);
-            qb.push(" AND key IN (");
-            let mut list = qb.separated(", ");
-            for key in chunk {
-                list.push_bind(key.as_str());
-            }
-            qb.push(")");
-            let rows = qb
+            let rows = ledger_query(flow, env, chunk)
                 .build()
                 .persistent(false)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(StoreError::query(OP))?;
             for row in rows {
-                let key: String = get(&row, OP, "key")?;
-                let hit = LedgerHit {
-                    body_hash: get(&row, OP, "body_hash")?,
-                    run_id: parse_uuid(OP, "ledger.run_id", &get::<String>(&row, OP, "run_id")?)?,
-                    revision: get(&row, OP, "revision")?,
-                    delivered_at: parse_ts(
-                        OP,
-                        "ledger.delivered_at",
-                        &get::<String>(&row, OP, "delivered_at")?,
-                    )?,
-                };
+                let (key, hit) = ledger_hit(OP, &row)?;
                 out.insert(key, Claim::Delivered(hit));
             }
         }

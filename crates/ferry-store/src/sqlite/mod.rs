@@ -297,6 +297,42 @@ where
         .map_err(|e| bad(op, column, e.to_string()))
 }
 
+/// `SELECT` of the ledger rows of (flow, env) with these keys.
+pub(super) fn ledger_query<'a>(
+    flow: &'a str,
+    env: &'a str,
+    keys: &'a [&'a String],
+) -> QueryBuilder<Sqlite> {
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "SELECT key, body_hash, run_id, revision, delivered_at FROM ledger WHERE flow = ",
+    );
+    qb.push_bind(flow).push(" AND env = ").push_bind(env);
+    qb.push(" AND key IN (");
+    let mut list = qb.separated(", ");
+    for key in keys {
+        list.push_bind(key.as_str());
+    }
+    qb.push(")");
+    qb
+}
+
+/// One row of [`ledger_query`]: the key and what the ledger knows about it.
+pub(super) fn ledger_hit(op: &'static str, row: &SqliteRow) -> Result<(String, LedgerHit)> {
+    Ok((
+        get(row, op, "key")?,
+        LedgerHit {
+            body_hash: get(row, op, "body_hash")?,
+            run_id: parse_uuid(op, "ledger.run_id", &get::<String>(row, op, "run_id")?)?,
+            revision: get(row, op, "revision")?,
+            delivered_at: parse_ts(
+                op,
+                "ledger.delivered_at",
+                &get::<String>(row, op, "delivered_at")?,
+            )?,
+        },
+    ))
+}
+
 fn revision_from_row(op: &'static str, row: &SqliteRow) -> Result<RevisionInfo> {
     Ok(RevisionInfo {
         flow: get(row, op, "flow")?,
@@ -878,16 +914,7 @@ impl StateStore for SqliteStore {
         // A key with NUL can never have been stored (settle refuses it).
         let keys: Vec<&String> = keys.iter().filter(|k| !k.contains('\0')).collect();
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT key, body_hash, run_id, revision, delivered_at FROM ledger WHERE flow = ",
-            );
-            qb.push_bind(flow).push(" AND env = ").push_bind(env);
-            qb.push(" AND key IN (");
-            let mut list = qb.separated(", ");
-            for key in chunk {
-                list.push_bind(key.as_str());
-            }
-            qb.push(")");
+            let mut qb = ledger_query(flow, env, chunk);
             let rows = qb
                 .build()
                 // Variable-length statements: not kept in the per-connection statement cache,
@@ -897,17 +924,7 @@ impl StateStore for SqliteStore {
                 .await
                 .map_err(StoreError::query(OP))?;
             for row in rows {
-                let key: String = get(&row, OP, "key")?;
-                let hit = LedgerHit {
-                    body_hash: get(&row, OP, "body_hash")?,
-                    run_id: parse_uuid(OP, "ledger.run_id", &get::<String>(&row, OP, "run_id")?)?,
-                    revision: get(&row, OP, "revision")?,
-                    delivered_at: parse_ts(
-                        OP,
-                        "ledger.delivered_at",
-                        &get::<String>(&row, OP, "delivered_at")?,
-                    )?,
-                };
+                let (key, hit) = ledger_hit(OP, &row)?;
                 hits.insert(key, hit);
             }
         }
