@@ -1028,17 +1028,27 @@ pub(crate) async fn screen_stage(
 ) {
     let mut waiting: Vec<Work> = Vec::new();
     let mut waiting_since: Option<Instant> = None;
+    let mut rechecked = Instant::now();
     let mut open = true;
     loop {
         let mut chunk = Vec::new();
+        // Waiting records are screened again every CLAIM_RECHECK, also while new records keep
+        // arriving.
+        if !waiting.is_empty() && rechecked.elapsed() >= CLAIM_RECHECK {
+            chunk.append(&mut waiting);
+            rechecked = Instant::now();
+        }
         if open {
-            let next = if waiting.is_empty() {
+            let next = if waiting.is_empty() && chunk.is_empty() {
                 rx.recv().await
+            } else if !chunk.is_empty() {
+                rx.try_recv().ok()
             } else {
                 match tokio::time::timeout(CLAIM_RECHECK, rx.recv()).await {
                     Ok(w) => w,
                     Err(_) => {
                         chunk.append(&mut waiting);
+                        rechecked = Instant::now();
                         None
                     }
                 }
@@ -1055,12 +1065,13 @@ pub(crate) async fn screen_stage(
                 }
             }
         }
-        if !open {
+        if !open && chunk.is_empty() {
             if waiting.is_empty() {
                 return;
             }
             tokio::time::sleep(CLAIM_RECHECK).await;
             chunk.append(&mut waiting);
+            rechecked = Instant::now();
         }
         if *stop.borrow() {
             // Stopping: records waiting for another run's claim go back to the next run.
