@@ -1,10 +1,12 @@
 //! What every command needs: the state store, the run environment, the output format.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use ferry_connect::{RunEnv, Secrets};
+use ferry_server::{EnvSource, ProjectEnv};
 use ferry_spec::Project;
 use ferry_store::StateStore;
 
@@ -95,52 +97,57 @@ impl Ctx {
         Ok(Some(project))
     }
 
-    /// The environment one flow runs in: the project's variables for --env, then those a
-    /// promotion edge set for the flow's active revision, then --var (each overriding the
-    /// one before); names none of them sets come from the process environment.
+    /// The variables and secrets of --env as every command builds them (the same layering as
+    /// the control API: [`ProjectEnv`]): the project's variables, then those a promotion edge
+    /// set for a flow's active revision, then --var; secrets from --secrets, else the process
+    /// environment.
+    pub fn project_env(&self) -> Result<ProjectEnv> {
+        Ok(ProjectEnv::new(
+            self.secrets()?,
+            self.project_for_env()?,
+            self.var_overrides()?,
+        ))
+    }
+
+    /// The environment one flow runs in (see [`Ctx::project_env`]); names nothing sets come
+    /// from the process environment.
     pub async fn flow_env(&self, store: &Arc<dyn StateStore>, flow: &str) -> Result<RunEnv> {
-        let mut env = self.base_env()?;
-        if let Some(project) = self.project_for_env()?
-            && let Some(e) = project.environment(&self.global.env)
-        {
-            for (k, v) in &e.variables {
-                env.set_var(k.clone(), v.clone());
-            }
-        }
-        let promoted = ferry_engine::lifecycle::promoted_variables(store, flow, &self.global.env)
+        self.project_env()?
+            .run_env(store, flow, &self.global.env)
             .await
-            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-        for (k, v) in promoted {
-            env.set_var(k, v);
-        }
-        self.apply_vars(&mut env)?;
-        Ok(env)
+            .map_err(|e| anyhow::anyhow!(e))
     }
 
     /// The environment flows run in: --var values, then the process environment; secrets from
     /// --secrets, then the process environment.
     pub fn run_env(&self) -> Result<RunEnv> {
-        let mut env = self.base_env()?;
-        self.apply_vars(&mut env)?;
+        let mut env = RunEnv::new(self.global.env.clone(), self.secrets()?);
+        for (k, v) in self.var_overrides()? {
+            env.set_var(k, v);
+        }
         Ok(env)
     }
 
-    fn base_env(&self) -> Result<RunEnv> {
-        let secrets = match &self.global.secrets {
+    fn secrets(&self) -> Result<Secrets> {
+        Ok(match &self.global.secrets {
             Some(p) => Secrets::from_file(p).map_err(|e| CliError::input(e.to_string()))?,
             None => Secrets::from_process_env(),
-        };
-        Ok(RunEnv::new(self.global.env.clone(), secrets))
+        })
     }
 
-    fn apply_vars(&self, env: &mut RunEnv) -> Result<()> {
-        for kv in &self.global.vars {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| CliError::input(format!("--var `{kv}` is not NAME=VALUE")))?;
-            env.set_var(k.trim(), v);
-        }
-        Ok(())
+    /// The --var NAME=VALUE pairs.
+    fn var_overrides(&self) -> Result<BTreeMap<String, String>> {
+        self.global
+            .vars
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                    .ok_or_else(|| {
+                        CliError::input(format!("--var `{kv}` is not NAME=VALUE")).into()
+                    })
+            })
+            .collect()
     }
 }
 

@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 use ferry_connect::RunEnv;
-use ferry_connect::Secrets;
 use ferry_engine::scheduler::{
     EngineLauncher, ResumeOutcome, RunEnvSource, Scheduler, SchedulerConfig, SchedulerError,
     SchedulerHandle, SystemClock,
 };
-use ferry_server::{LaunchError, NextRun, ProjectEnv, RunLauncher, Server, ServerConfig, Services};
+use ferry_server::{
+    EnvSource, LaunchError, NextRun, ProjectEnv, RunLauncher, Server, ServerConfig, Services,
+};
 use ferry_store::StateStore;
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
@@ -31,38 +32,31 @@ use crate::commands::runs::stop_signal;
 use crate::context::{Ctx, author};
 use crate::exit::CliError;
 
-/// Run environments as `ferry run` builds them.
+/// Run environments of scheduled runs: as every command builds them ([`Ctx::project_env`]),
+/// read once at start.
+#[derive(Debug)]
 struct CliEnvs {
-    ctx: Arc<Ctx>,
+    envs: Arc<ProjectEnv>,
     store: Arc<dyn StateStore>,
-}
-
-impl std::fmt::Debug for CliEnvs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CliEnvs")
-            .field("env", &self.ctx.global.env)
-            .finish_non_exhaustive()
-    }
+    env: String,
 }
 
 type EnvFuture = Pin<Box<dyn Future<Output = Result<RunEnv, String>> + Send>>;
 
 impl RunEnvSource for CliEnvs {
     fn run_env(&self, flow: &str, env: &str) -> EnvFuture {
-        let ctx = self.ctx.clone();
+        let envs = self.envs.clone();
         let store = self.store.clone();
+        let served = self.env.clone();
         let flow = flow.to_string();
         let env = env.to_string();
         Box::pin(async move {
-            if env != ctx.global.env {
+            if env != served {
                 return Err(format!(
-                    "this scheduler serves environment `{}`, not `{env}`",
-                    ctx.global.env
+                    "this scheduler serves environment `{served}`, not `{env}`"
                 ));
             }
-            ctx.flow_env(&store, &flow)
-                .await
-                .map_err(|e| format!("{e:#}"))
+            envs.run_env(&store, &flow, &env).await
         })
     }
 }
@@ -101,36 +95,19 @@ impl RunLauncher for ServeLauncher {
     }
 }
 
-/// The variables and secrets of runs started through the API, as the CLI builds them.
-fn project_env(ctx: &Ctx) -> Result<ProjectEnv> {
-    let secrets = match &ctx.global.secrets {
-        Some(p) => Secrets::from_file(p).map_err(|e| CliError::input(e.to_string()))?,
-        None => Secrets::from_process_env(),
-    };
-    let mut overrides = std::collections::BTreeMap::new();
-    for kv in &ctx.global.vars {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| CliError::input(format!("--var `{kv}` is not NAME=VALUE")))?;
-        overrides.insert(k.trim().to_string(), v.to_string());
-    }
-    Ok(ProjectEnv::new(secrets, ctx.project_for_env()?, overrides))
-}
-
 /// `ferry serve`: schedules the flows of --env, and serves the control API, /metrics and the
 /// dashboard on `listen` (unless `None`), until SIGTERM or Ctrl-C.
 pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<SocketAddr>) -> Result<u8> {
     let store = ctx.store().await?;
     // Metrics are recorded from here on (rendered at /metrics by the control API).
     let metrics = ferry_telemetry::metrics::prometheus()?;
-    // A broken project file is an error now, not at every tick.
-    ctx.project_for_env()?;
     let env = ctx.global.env.clone();
+    // Read once: a broken project or secrets file is an error now, not at every tick.
+    let project_env = Arc::new(ctx.project_env()?);
     let envs = Arc::new(CliEnvs {
-        ctx: Arc::new(Ctx {
-            global: ctx.global.clone(),
-        }),
+        envs: project_env.clone(),
         store: store.clone(),
+        env: env.clone(),
     });
     let launcher = Arc::new(EngineLauncher::new(store.clone(), envs));
     let handle = Scheduler::spawn(
@@ -159,7 +136,7 @@ pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<SocketAddr>) -> Re
     let api = match listen {
         None => None,
         Some(addr) => {
-            let envs = Arc::new(project_env(ctx)?);
+            let envs = project_env.clone();
             let mut services = Services::new(store.clone(), envs.clone());
             services.launcher = Arc::new(ServeLauncher {
                 runs: ferry_server::EngineLauncher::new(store.clone(), envs),
@@ -169,7 +146,7 @@ pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<SocketAddr>) -> Re
             services.metrics = Some(Arc::new(move || metrics.render()));
             let mut config = ServerConfig::new(ctx.global.state.clone(), env.clone());
             config.listen = addr;
-            config.project = ctx.project_for_env()?;
+            config.project = project_env.project.clone();
             let server = Server::bind(config, services)
                 .await
                 .map_err(|e| CliError::input(e.to_string()))?;
