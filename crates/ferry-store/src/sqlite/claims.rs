@@ -4,10 +4,9 @@
 //! "is the key claimed by a running run? if not, take it" cannot interleave with another
 //! process doing the same.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::{LOOKUP_CHUNK, SqliteStore, get, ledger_hit, ledger_query};
@@ -30,66 +29,68 @@ impl SqliteStore {
         let me = run_id.to_string();
         let at = ts_text(millis(now()));
         let mut tx = self.write_tx(OP).await?;
+        // The other live runs of this flow and environment: only their claims count.
+        let others: HashSet<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE flow = ? AND env = ? AND status = 'running' AND id <> ?",
+        )
+        .bind(flow)
+        .bind(env)
+        .bind(&me)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?
+        .into_iter()
+        .collect();
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            // Held by another running run?
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT c.key, c.run_id FROM ledger_claims c JOIN runs r ON r.id = c.run_id
-                 WHERE r.status = 'running' AND c.flow = ",
-            );
-            qb.push_bind(flow).push(" AND c.env = ").push_bind(env);
-            qb.push(" AND c.run_id <> ").push_bind(&me);
-            qb.push(" AND c.key IN (");
-            let mut list = qb.separated(", ");
-            for key in chunk {
-                list.push_bind(key.as_str());
-            }
-            qb.push(")");
-            let rows = qb
-                .build()
-                .persistent(false)
+            let mut free: Vec<&str> = chunk.iter().map(|k| k.as_str()).collect();
+            if !others.is_empty() {
+                // Held by another running run?
+                let list = json_list(&free);
+                let rows = sqlx::query(
+                    "SELECT key, run_id FROM ledger_claims
+                     WHERE flow = ? AND env = ? AND run_id <> ?
+                       AND key IN (SELECT value FROM json_each(?))",
+                )
+                .bind(flow)
+                .bind(env)
+                .bind(&me)
+                .bind(list)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(StoreError::query(OP))?;
-            for row in rows {
-                let key: String = get(&row, OP, "key")?;
-                let holder = parse_uuid(
-                    OP,
-                    "ledger_claims.run_id",
-                    &get::<String>(&row, OP, "run_id")?,
-                )?;
-                out.insert(key, Claim::HeldBy(holder));
+                for row in rows {
+                    let holder: String = get(&row, OP, "run_id")?;
+                    if others.contains(&holder) {
+                        let key: String = get(&row, OP, "key")?;
+                        let holder = parse_uuid(OP, "ledger_claims.run_id", &holder)?;
+                        out.insert(key, Claim::HeldBy(holder));
+                    }
+                }
+                free.retain(|k| !out.contains_key(*k));
             }
-            let free: Vec<&&String> = chunk
-                .iter()
-                .filter(|k| !out.contains_key(k.as_str()))
-                .collect();
             if !free.is_empty() {
-                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                    "INSERT INTO ledger_claims (flow, env, key, run_id, claimed_at) ",
-                );
-                qb.push_values(free.iter(), |mut b, k| {
-                    b.push_bind(flow)
-                        .push_bind(env)
-                        .push_bind(k.as_str())
-                        .push_bind(&me)
-                        .push_bind(&at);
-                });
-                qb.push(
-                " ON CONFLICT (flow, env, key) DO UPDATE SET run_id = excluded.run_id, claimed_at = excluded.claimed_at",
-            );
-                qb.build()
-                    .persistent(false)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::query(OP))?;
+                // One fixed statement for any number of keys (a JSON array), so it is
+                // prepared once per connection.
+                sqlx::query(
+                    "INSERT INTO ledger_claims (flow, env, key, run_id, claimed_at)
+                     SELECT ?, ?, value, ?, ? FROM json_each(?) WHERE true
+                     ON CONFLICT (flow, env, key) DO UPDATE
+                     SET run_id = excluded.run_id, claimed_at = excluded.claimed_at",
+                )
+                .bind(flow)
+                .bind(env)
+                .bind(&me)
+                .bind(&at)
+                .bind(json_list(&free))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
                 for k in free {
-                    out.insert((*k).clone(), Claim::Claimed);
+                    out.insert(k.to_string(), Claim::Claimed);
                 }
             }
             // The ledger last: a key settled by another run is reported delivered.
             let rows = ledger_query(flow, env, chunk)
-                .build()
-                .persistent(false)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(StoreError::query(OP))?;
@@ -166,4 +167,9 @@ impl SqliteStore {
         tx.commit().await.map_err(StoreError::query(OP))?;
         Ok(failed)
     }
+}
+
+/// Keys as a JSON array, bound as one parameter and read with `json_each`.
+fn json_list(keys: &[&str]) -> String {
+    serde_json::to_string(keys).unwrap_or_else(|_| "[]".into())
 }
