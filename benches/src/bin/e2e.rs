@@ -1,7 +1,7 @@
 //! End-to-end benchmarks against the sandbox over loopback.
 //!
 //! ```text
-//! cargo run --release -p ferry-benches --bin e2e-bench -- throughput [--records 100000] [--concurrency 32]
+//! cargo run --release -p ferry-benches --bin e2e-bench -- throughput [--records 100000] [--concurrency 32] [--rounds 5]
 //! cargo run --release -p ferry-benches --bin e2e-bench -- rss [--records 1000000]
 //! cargo run --release -p ferry-benches --bin e2e-bench -- faults [--records 500000] [--concurrency 32]
 //! ```
@@ -20,6 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use ferry_connect::{RunEnv, Secrets};
@@ -60,6 +61,7 @@ fn main() {
         "throughput" => rt.block_on(throughput(
             arg(&args, "--records", 100_000),
             arg(&args, "--concurrency", 32),
+            arg(&args, "--rounds", 5),
         )),
         "rss" => rss(arg(&args, "--records", 1_000_000)),
         "source" => rt.block_on(source_only(arg(&args, "--records", 100_000))),
@@ -75,14 +77,9 @@ fn main() {
     }
 }
 
-async fn throughput(records: u64, concurrency: u64) {
-    let sandbox = Sandbox::start(SandboxConfig {
-        records,
-        source_token: Some(TOKEN.into()),
-        ..SandboxConfig::default()
-    })
-    .await
-    .expect("sandbox");
+/// One run of the example flow through the engine on fresh state: (records delivered, pages,
+/// seconds, CPU seconds).
+async fn ferry_round(sandbox: &Sandbox, records: u64, concurrency: u64) -> (u64, u64, f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = ferry_store::open(&format!("sqlite:{}", dir.path().join("state.db").display()))
         .await
@@ -100,36 +97,194 @@ async fn throughput(records: u64, concurrency: u64) {
         env,
         trigger: Trigger::Manual,
     };
+    let progress = Arc::new(ferry_engine::Progress::default());
+    let opts = RunOptions {
+        progress: progress.clone(),
+        ..RunOptions::default()
+    };
     let started = Instant::now();
-    let run = ferry_engine::execute(store, req, RunOptions::default())
-        .await
-        .expect("run");
-    let ferry_time = started.elapsed();
+    let cpu = cpu_secs();
+    let run = ferry_engine::execute(store, req, opts).await.expect("run");
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu;
     assert_eq!(run.counts.fetched, records, "{:?}", run.error);
-    let delivered = run.counts.delivered;
-    let ferry_rate = delivered as f64 / ferry_time.as_secs_f64();
+    (
+        run.counts.delivered,
+        progress.pages.load(Relaxed),
+        secs,
+        cpu,
+    )
+}
 
-    // The same requests, sent by a bare reqwest loop.
-    let sent = sandbox.sink().applied();
-    assert_eq!(sent.len() as u64, delivered);
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Rounds of: ferry runs the example flow on fresh state; a bare reqwest loop sends the same
+/// requests; the loop sends the PUTs alone. The medians are compared, so that a slow moment of
+/// the (shared) machine does not decide the ratio.
+async fn throughput(records: u64, concurrency: u64, rounds: u64) {
+    let sandbox = Sandbox::start(SandboxConfig {
+        records,
+        source_token: Some(TOKEN.into()),
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox");
     let base = sandbox.base_url();
-    let requests: Vec<(String, String, Vec<u8>)> = sent
-        .into_iter()
-        .map(|a| {
-            (
-                format!("{base}{}", a.path),
-                a.key,
-                serde_json::to_vec(&a.body).expect("body"),
-            )
-        })
+    // Built after ferry's first run, which installs the TLS crypto provider reqwest needs.
+    let mut client: Option<reqwest::Client> = None;
+    let ferry_only = std::env::var_os("FERRY_BENCH_FERRY_ONLY").is_some();
+    let mut requests: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let (mut ferry, mut bare, mut puts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ferry_cpu, mut bare_cpu) = (Vec::new(), Vec::new());
+    let mut delivered = 0;
+    let mut pages = 0;
+    for round in 1..=rounds.max(1) {
+        sandbox.sink().reset();
+        let (n, p, secs, cpu) = ferry_round(&sandbox, records, concurrency).await;
+        (delivered, pages) = (n, p);
+        ferry.push(n as f64 / secs);
+        ferry_cpu.push(cpu * 1e6 / n as f64);
+        println!(
+            "round {round}: ferry       {secs:.2}s  {:.0} records/s, {:.1} µs CPU per record",
+            n as f64 / secs,
+            cpu * 1e6 / n as f64
+        );
+        if ferry_only {
+            continue;
+        }
+        let client = client.get_or_insert_with(|| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(concurrency as usize + 1)
+                .build()
+                .expect("client")
+        });
+        if requests.is_empty() {
+            // The requests ferry sent: the loop replays exactly these.
+            let sent = sandbox.sink().applied();
+            assert_eq!(sent.len() as u64, n);
+            requests = sent
+                .into_iter()
+                .map(|a| {
+                    (
+                        format!("{base}{}", a.path),
+                        a.key,
+                        serde_json::to_vec(&a.body).expect("body"),
+                    )
+                })
+                .collect();
+        }
+
+        // The page GETs (following the `Link` header, bodies read but not parsed) and the
+        // PUTs, with the same bodies and keys. The pages are fetched in a task of their own
+        // while the PUTs run, so the loop never waits for a page: it is the fastest way to
+        // send these requests.
+        sandbox.sink().reset();
+        let started = Instant::now();
+        let cpu = cpu_secs();
+        let (got_pages, ok) = tokio::join!(
+            fetch_pages(client, &base),
+            put_all(client, requests.clone(), concurrency as usize)
+        );
+        let secs = started.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - cpu;
+        assert_eq!(ok as u64, n);
+        assert_eq!(got_pages, p, "the loop read every page");
+        bare.push(ok as f64 / secs);
+        bare_cpu.push(cpu * 1e6 / ok as f64);
+        println!(
+            "round {round}: bare loop   {secs:.2}s  {:.0} records/s, {:.1} µs CPU per record",
+            ok as f64 / secs,
+            cpu * 1e6 / ok as f64
+        );
+
+        // The PUTs alone, for reference: a loop that reads no source at all.
+        sandbox.sink().reset();
+        let started = Instant::now();
+        let ok = put_all(client, requests.clone(), concurrency as usize).await;
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(ok as u64, n);
+        puts.push(ok as f64 / secs);
+    }
+    let ferry_rate = median(ferry);
+    println!("records fetched        {records} in {pages} pages, {concurrency} in flight");
+    println!("records delivered      {delivered} (the rest filtered as drafts)");
+    println!(
+        "ferry end to end       {ferry_rate:.0} records/s (median; fetch + map + key claims + deliver + settle), {:.1} µs CPU per record",
+        median(ferry_cpu)
+    );
+    if ferry_only {
+        return;
+    }
+    let bare_rate = median(bare);
+    let puts_rate = median(puts);
+    println!(
+        "bare reqwest loop      {bare_rate:.0} records/s (median; the same {pages} GETs and {delivered} PUTs), {:.1} µs CPU per record",
+        median(bare_cpu)
+    );
+    println!(
+        "ratio                  {:.0}%",
+        100.0 * ferry_rate / bare_rate
+    );
+    println!(
+        "PUTs alone             {puts_rate:.0} records/s (median; no source read; ferry at {:.0}% of it)",
+        100.0 * ferry_rate / puts_rate
+    );
+    sandbox.shutdown().await;
+}
+
+/// CPU time (user + system) this process has used so far, in seconds: the sandbox runs in it
+/// too, so this is what ferry and the sandbox cost together.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
         .collect();
-    sandbox.sink().reset();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency as usize)
-        .build()
-        .expect("client");
-    let started = Instant::now();
-    let ok = futures::stream::iter(requests)
+    // Linux reports both in clock ticks of 1/100 s (USER_HZ).
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
+/// GETs every page of the source, following the `Link: <…>; rel="next"` header; returns how
+/// many pages were read. The bodies are read to the end and dropped.
+async fn fetch_pages(client: &reqwest::Client, base: &str) -> u64 {
+    let mut url = Some(format!(
+        "{base}/api/orders?since=2024-01-01T00%3A00%3A00Z&page_size=1000"
+    ));
+    let mut pages = 0;
+    while let Some(u) = url.take() {
+        let resp = client
+            .get(&u)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("page");
+        assert!(resp.status().is_success(), "page {u}: {}", resp.status());
+        url = resp
+            .headers()
+            .get(reqwest::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| ferry_connect::http::source::link_target(v, "next"));
+        let body = resp.bytes().await.expect("page body");
+        assert!(!body.is_empty());
+        pages += 1;
+    }
+    pages
+}
+
+/// Sends the PUTs, `concurrency` in flight; returns how many were answered 2xx.
+async fn put_all(
+    client: &reqwest::Client,
+    requests: Vec<(String, String, Vec<u8>)>,
+    concurrency: usize,
+) -> usize {
+    futures::stream::iter(requests)
         .map(|(url, key, body)| {
             let client = client.clone();
             async move {
@@ -144,30 +299,10 @@ async fn throughput(records: u64, concurrency: u64) {
                     .unwrap_or(false)
             }
         })
-        .buffer_unordered(concurrency as usize)
+        .buffer_unordered(concurrency)
         .filter(|ok| futures::future::ready(*ok))
         .count()
-        .await;
-    let loop_time = started.elapsed();
-    assert_eq!(ok as u64, delivered);
-    let loop_rate = ok as f64 / loop_time.as_secs_f64();
-    println!("records fetched        {records}");
-    println!("records delivered      {delivered} (the rest filtered as drafts)");
-    println!(
-        "ferry end to end       {:.2}s  {:.0} records/s (fetch + map + ledger + deliver + settle)",
-        ferry_time.as_secs_f64(),
-        ferry_rate
-    );
-    println!(
-        "bare reqwest loop      {:.2}s  {:.0} records/s (the same {ok} requests, {concurrency} in flight)",
-        loop_time.as_secs_f64(),
-        loop_rate
-    );
-    println!(
-        "ratio                  {:.0}%",
-        100.0 * ferry_rate / loop_rate
-    );
-    sandbox.shutdown().await;
+        .await
 }
 
 fn rss(records: u64) {
@@ -370,8 +505,13 @@ async fn store_only() {
         .await
         .expect("run");
     let batches = 100;
+    let claim_batch: usize = std::env::var("CLAIM_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let started = Instant::now();
     let mut lookups = Duration::ZERO;
+    let mut claims = Duration::ZERO;
     for b in 0..batches {
         let keys: Vec<String> = (0..1000).map(|i| format!("key-{b}-{i}")).collect();
         let t = Instant::now();
@@ -382,6 +522,21 @@ async fn store_only() {
                 .expect("lookup");
         }
         lookups += t.elapsed();
+        let t = Instant::now();
+        for chunk in keys.chunks(claim_batch) {
+            store
+                .claim_keys(&flow.flow.name, "bench", run_id, chunk)
+                .await
+                .expect("claim");
+        }
+        claims += t.elapsed();
+        if b % 20 == 0 || b == batches - 1 {
+            println!(
+                "  after {:>6} keys: claims of the last 1000 keys took {:.1} ms",
+                (b + 1) * 1000,
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+        }
         let delivered = keys
             .iter()
             .map(|k| ferry_store::LedgerEntry {
@@ -413,6 +568,10 @@ async fn store_only() {
     );
     println!(
         "settle                 {:.1} ms per 1000 records",
-        (total - lookups).as_secs_f64() * 1000.0 / batches as f64
+        (total - lookups - claims).as_secs_f64() * 1000.0 / batches as f64
+    );
+    println!(
+        "claims                 {:.1} ms per 1000 keys (in batches of {claim_batch})",
+        claims.as_secs_f64() * 1000.0 / batches as f64
     );
 }
