@@ -142,6 +142,65 @@ async fn claims_follow_runs(store: Store) {
     assert!(got.is_empty());
 }
 
+/// A claim goes when its record settles, while its run goes on: a delivered key is then
+/// guarded by the ledger, a dead-lettered one is free for another run.
+async fn settled_keys_release_their_claims(store: Store) {
+    let a = new_run(&store).await;
+    let b = new_run(&store).await;
+    let got = store
+        .claim_keys("orders", "dev", a, &keys(&["d1", "x1", "w1"]))
+        .await
+        .unwrap();
+    assert!(got.values().all(|c| *c == Claim::Claimed), "{got:?}");
+    settle(&store, a, &keys(&["d1"])).await;
+    store
+        .settle(&Settle {
+            run_id: a,
+            flow: "orders".into(),
+            env: "dev".into(),
+            delivered: Vec::new(),
+            dead: vec![ferry_store::NewDeadLetter {
+                id: Uuid::now_v7(),
+                flow: "orders".into(),
+                env: "dev".into(),
+                run_id: a,
+                revision: 1,
+                key: Some("x1".into()),
+                source_record: serde_json::json!({"id": 1}),
+                mapped_record: None,
+                stage: ferry_store::Stage::Deliver,
+                error: "HTTP 400".into(),
+                error_class: "rejected".into(),
+                attempts: Vec::new(),
+                created_at: Utc::now(),
+            }],
+            counts: RunCounts::default(),
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    // Run b, while a still runs: d1 delivered, x1 free, w1 (still in flight) held by a.
+    let got = store
+        .claim_keys("orders", "dev", b, &keys(&["d1", "x1", "w1"]))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&got["d1"], Claim::Delivered(hit) if hit.run_id == a),
+        "{got:?}"
+    );
+    assert_eq!(got["x1"], Claim::Claimed);
+    assert_eq!(got["w1"], Claim::HeldBy(a));
+    // A key in the ledger is reported delivered and not claimed: a third run sees it
+    // delivered too, not held by b.
+    let c = new_run(&store).await;
+    let got = store
+        .claim_keys("orders", "dev", c, &keys(&["d1", "x1"]))
+        .await
+        .unwrap();
+    assert!(matches!(&got["d1"], Claim::Delivered(_)), "{got:?}");
+    assert_eq!(got["x1"], Claim::HeldBy(b));
+}
+
 async fn heartbeats_and_running_runs(store: Store) {
     let a = new_run(&store).await;
     let b = new_run(&store).await;
@@ -193,7 +252,11 @@ macro_rules! both {
     };
 }
 
-both!(claims_follow_runs, heartbeats_and_running_runs);
+both!(
+    claims_follow_runs,
+    settled_keys_release_their_claims,
+    heartbeats_and_running_runs
+);
 
 const PROCESSES: usize = 3;
 const TASKS: usize = 8;

@@ -444,6 +444,27 @@ async fn settle_in(
             .map_err(StoreError::query(op))?;
     }
 
+    // Settled keys are no longer in flight: their claims go (a delivered key is guarded by the
+    // ledger from now on), which keeps the claims table as small as what is in flight.
+    let settled: Vec<&str> = batch
+        .delivered
+        .iter()
+        .map(|e| e.key.as_str())
+        .chain(batch.dead.iter().filter_map(|d| d.key.as_deref()))
+        .collect();
+    if !settled.is_empty() {
+        sqlx::query(
+            "DELETE FROM ledger_claims WHERE flow = $1 AND env = $2 AND run_id = $3 AND key = ANY($4)",
+        )
+        .bind(&batch.flow)
+        .bind(&batch.env)
+        .bind(batch.run_id)
+        .bind(&settled)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::query(op))?;
+    }
+
     let updated = sqlx::query(
             "UPDATE runs SET fetched = $1, delivered = $2, skipped = $3, filtered = $4, dead_lettered = $5
              WHERE id = $6 AND status = 'running'",

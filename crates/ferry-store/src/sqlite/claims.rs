@@ -2,14 +2,16 @@
 //!
 //! `claim_keys` runs in one `BEGIN IMMEDIATE` transaction: SQLite has one writer at a time, so
 //! "is the key claimed by a running run? if not, take it" cannot interleave with another
-//! process doing the same.
+//! process doing the same. Keys already in the ledger are reported delivered and not claimed;
+//! a claim is deleted when its record settles (in the settle transaction) or when its run ends,
+//! so the table holds little more than what is in flight.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{LOOKUP_CHUNK, SqliteStore, get, ledger_hit, ledger_query};
+use super::{LOOKUP_CHUNK, SqliteStore, get, ledger_hit, ledger_query, release_claims};
 use crate::codec::{clean_text, millis, now, parse_ts, parse_uuid, ts_text};
 use crate::error::{Result, StoreError};
 use crate::model::{Claim, RunningRun};
@@ -42,10 +44,23 @@ impl SqliteStore {
         .into_iter()
         .collect();
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let mut free: Vec<&str> = chunk.iter().map(|k| k.as_str()).collect();
-            if !others.is_empty() {
+            // The whole claim is one write transaction, so nothing settles between these
+            // steps: keys already in the ledger are reported delivered and not claimed.
+            let rows = ledger_query(flow, env, chunk)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+            for row in rows {
+                let (key, hit) = ledger_hit(OP, &row)?;
+                out.insert(key, Claim::Delivered(hit));
+            }
+            let mut free: Vec<&str> = chunk
+                .iter()
+                .map(|k| k.as_str())
+                .filter(|k| !out.contains_key(*k))
+                .collect();
+            if !others.is_empty() && !free.is_empty() {
                 // Held by another running run?
-                let list = json_list(&free);
                 let rows = sqlx::query(
                     "SELECT key, run_id FROM ledger_claims
                      WHERE flow = ? AND env = ? AND run_id <> ?
@@ -54,7 +69,7 @@ impl SqliteStore {
                 .bind(flow)
                 .bind(env)
                 .bind(&me)
-                .bind(list)
+                .bind(json_list(&free))
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(StoreError::query(OP))?;
@@ -88,15 +103,6 @@ impl SqliteStore {
                 for k in free {
                     out.insert(k.to_string(), Claim::Claimed);
                 }
-            }
-            // The ledger last: a key settled by another run is reported delivered.
-            let rows = ledger_query(flow, env, chunk)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
-            for row in rows {
-                let (key, hit) = ledger_hit(OP, &row)?;
-                out.insert(key, Claim::Delivered(hit));
             }
         }
         tx.commit().await.map_err(StoreError::query(OP))?;
@@ -158,11 +164,7 @@ impl SqliteStore {
             .await
             .map_err(StoreError::query(OP))?;
             failed += done.rows_affected();
-            sqlx::query("DELETE FROM ledger_claims WHERE run_id = ?")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
+            release_claims(&mut tx, OP, &id).await?;
         }
         tx.commit().await.map_err(StoreError::query(OP))?;
         Ok(failed)

@@ -65,6 +65,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "claims",
         sql: include_str!("migrations/0004_claims.sql"),
     },
+    Migration {
+        version: 5,
+        name: "claims_by_flow",
+        sql: include_str!("migrations/0005_claims_by_flow.sql"),
+    },
 ];
 
 /// How long a statement waits for another connection's write lock.
@@ -504,6 +509,8 @@ async fn settle_in(
     let counts = counts_to_i64(op, &batch.counts)?;
 
     for chunk in batch.delivered.chunks(rows_per_insert(8)) {
+        // Bound values, not a JSON array read with `json_each`: extracting eight columns per
+        // row from JSON costs SQLite more than parsing the statement.
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) ",
         );
@@ -525,6 +532,27 @@ async fn settle_in(
             .execute(&mut **tx)
             .await
             .map_err(StoreError::query(op))?;
+    }
+    // Settled keys are no longer in flight: their claims go (a delivered key is guarded by the
+    // ledger from now on), which keeps the claims table as small as what is in flight.
+    let settled: Vec<&str> = batch
+        .delivered
+        .iter()
+        .map(|e| e.key.as_str())
+        .chain(batch.dead.iter().filter_map(|d| d.key.as_deref()))
+        .collect();
+    if !settled.is_empty() {
+        sqlx::query(
+            "DELETE FROM ledger_claims WHERE flow = ? AND env = ? AND run_id = ?
+               AND key IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&batch.flow)
+        .bind(&batch.env)
+        .bind(batch.run_id.to_string())
+        .bind(serde_json::to_string(&settled).unwrap_or_else(|_| "[]".into()))
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::query(op))?;
     }
 
     for chunk in batch.dead.chunks(rows_per_insert(16)) {
@@ -590,6 +618,26 @@ async fn settle_in(
             .await
             .map_err(StoreError::query(op))?;
     }
+    Ok(())
+}
+
+/// Deletes the claims a run still holds (records it did not settle). Claims are keyed by flow
+/// and environment, so the run's are found within its flow's range.
+pub(super) async fn release_claims(
+    tx: &mut Transaction<'static, Sqlite>,
+    op: &'static str,
+    run_id: &str,
+) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM ledger_claims
+         WHERE flow = (SELECT flow FROM runs WHERE id = ?1)
+           AND env = (SELECT env FROM runs WHERE id = ?1)
+           AND run_id = ?1",
+    )
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::query(op))?;
     Ok(())
 }
 
@@ -856,11 +904,7 @@ impl StateStore for SqliteStore {
         if updated.rows_affected() == 0 {
             return Err(run_not_updatable(&mut tx, OP, id).await);
         }
-        sqlx::query("DELETE FROM ledger_claims WHERE run_id = ?")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(OP))?;
+        release_claims(&mut tx, OP, &id.to_string()).await?;
         tx.commit().await.map_err(StoreError::query(OP))?;
         Ok(())
     }
