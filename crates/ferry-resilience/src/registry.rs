@@ -56,6 +56,10 @@ impl Registry {
     /// The rate limiter for `key`, created with `limit` if there is none yet.
     pub fn limiter(&self, key: &str, limit: RateLimit) -> Arc<RateLimiter> {
         let mut map = lock(&self.limiters);
+        // Looked up before `entry`, which would allocate the key on every request.
+        if let Some(l) = map.get(key) {
+            return Arc::clone(l);
+        }
         Arc::clone(
             map.entry(key.to_string())
                 .or_insert_with(|| Arc::new(RateLimiter::new(limit))),
@@ -70,6 +74,9 @@ impl Registry {
     /// The retry budget for `key`, created with `cfg` if there is none yet.
     pub fn budget_with(&self, key: &str, cfg: BudgetConfig) -> Arc<RetryBudget> {
         let mut map = lock(&self.budgets);
+        if let Some(b) = map.get(key) {
+            return Arc::clone(b);
+        }
         Arc::clone(
             map.entry(key.to_string())
                 .or_insert_with(|| Arc::new(RetryBudget::new(cfg))),
