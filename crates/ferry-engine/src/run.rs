@@ -264,7 +264,7 @@ fn plain_destination(url: &str) -> Option<String> {
     };
     let authority = &rest[..rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len())];
     let (host, port) = match authority.split_once(':') {
-        Some((h, p)) if p.is_empty() => (h, default_port),
+        Some((h, "")) => (h, default_port),
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, p.parse::<u16>().ok()?),
         Some(_) => return None,
         None => (authority, default_port),
@@ -1648,7 +1648,10 @@ mod tests {
             assert_eq!(plain_destination(url), None, "{url}");
         }
         assert_eq!(destination_key("http://127.1/x"), "http://127.0.0.1:80");
-        assert_eq!(destination_key("http://WMS.example.com/x"), "http://wms.example.com:80");
+        assert_eq!(
+            destination_key("http://WMS.example.com/x"),
+            "http://wms.example.com:80"
+        );
         assert_eq!(destination_key("not a url"), "not a url");
     }
 }
