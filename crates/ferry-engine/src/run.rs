@@ -275,11 +275,9 @@ fn plain_destination(url: &str) -> Option<String> {
     }
     let last = host.rsplit('.').next().unwrap_or(host);
     if last.starts_with(|c: char| c.is_ascii_digit()) {
-        // Numeric hosts have other spellings (`127.1`, `0x7f.0.0.1`): only the canonical one.
-        let ip: std::net::Ipv4Addr = host.parse().ok()?;
-        if ip.to_string() != host {
-            return None;
-        }
+        // Numeric hosts have other spellings (`127.1`, `0x7f.0.0.1`, `127.000.0.1`): only the
+        // dotted quad, which is what the standard parser accepts (no leading zeros).
+        host.parse::<std::net::Ipv4Addr>().ok()?;
     }
     Some(format!("{scheme}://{host}:{port}"))
 }
@@ -1637,6 +1635,8 @@ mod tests {
         for url in [
             "http://127.1/x",
             "http://0x7f.0.0.1/x",
+            "http://127.000.0.1/x",
+            "http://1.2.3.4.5/x",
             "http://WMS.example.com/x",
             "http://user:pw@host/x",
             "http://[::1]:8080/x",
