@@ -540,6 +540,8 @@ async fn settle_in(
         .iter()
         .map(|e| e.key.as_str())
         .chain(batch.dead.iter().filter_map(|d| d.key.as_deref()))
+        // A key with NUL was never claimed (and cannot be bound as text).
+        .filter(|k| !k.contains('\0'))
         .collect();
     if !settled.is_empty() {
         sqlx::query(
