@@ -78,14 +78,32 @@ fn main() {
     }
 }
 
-/// One run of the example flow through the engine on fresh state: (records delivered, pages,
-/// seconds, CPU seconds).
-async fn ferry_round(sandbox: &Sandbox, records: u64, concurrency: u64) -> (u64, u64, f64, f64) {
+/// The sandbox with `records` orders behind a bearer token.
+async fn start_sandbox(records: u64) -> Sandbox {
+    Sandbox::start(SandboxConfig {
+        records,
+        source_token: Some(TOKEN.into()),
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox")
+}
+
+/// What one timed run measured.
+struct Timed {
+    run: ferry_store::RunRecord,
+    pages: u64,
+    secs: f64,
+    cpu: f64,
+}
+
+/// One run of flow `text` through the engine, on fresh state, against `sandbox`.
+async fn timed_run(sandbox: &Sandbox, text: &str) -> Timed {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = ferry_store::open(&format!("sqlite:{}", dir.path().join("state.db").display()))
         .await
         .expect("store");
-    let flow = ferry_spec::load_str(&flow_text(concurrency), None).expect("flow");
+    let flow = ferry_spec::load_str(text, None).expect("flow");
     let d = ferry_engine::deploy(&store, &flow, "bench", "bench", "bench")
         .await
         .expect("deploy");
@@ -106,15 +124,12 @@ async fn ferry_round(sandbox: &Sandbox, records: u64, concurrency: u64) -> (u64,
     let started = Instant::now();
     let cpu = cpu_secs();
     let run = ferry_engine::execute(store, req, opts).await.expect("run");
-    let secs = started.elapsed().as_secs_f64();
-    let cpu = cpu_secs() - cpu;
-    assert_eq!(run.counts.fetched, records, "{:?}", run.error);
-    (
-        run.counts.delivered,
-        progress.pages.load(Relaxed),
-        secs,
-        cpu,
-    )
+    Timed {
+        secs: started.elapsed().as_secs_f64(),
+        cpu: cpu_secs() - cpu,
+        pages: progress.pages.load(Relaxed),
+        run,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -126,13 +141,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// requests; the loop sends the PUTs alone. The medians are compared, so that a slow moment of
 /// the (shared) machine does not decide the ratio.
 async fn throughput(records: u64, concurrency: u64, rounds: u64) {
-    let sandbox = Sandbox::start(SandboxConfig {
-        records,
-        source_token: Some(TOKEN.into()),
-        ..SandboxConfig::default()
-    })
-    .await
-    .expect("sandbox");
+    let sandbox = start_sandbox(records).await;
     let base = sandbox.base_url();
     // Built after ferry's first run, which installs the TLS crypto provider reqwest needs.
     let mut client: Option<reqwest::Client> = None;
@@ -144,7 +153,9 @@ async fn throughput(records: u64, concurrency: u64, rounds: u64) {
     let mut pages = 0;
     for round in 1..=rounds.max(1) {
         sandbox.sink().reset();
-        let (n, p, secs, cpu) = ferry_round(&sandbox, records, concurrency).await;
+        let t = timed_run(&sandbox, &flow_text(concurrency)).await;
+        assert_eq!(t.run.counts.fetched, records, "{:?}", t.run.error);
+        let (n, p, secs, cpu) = (t.run.counts.delivered, t.pages, t.secs, t.cpu);
         (delivered, pages) = (n, p);
         ferry.push(n as f64 / secs);
         ferry_cpu.push(cpu * 1e6 / n as f64);
@@ -378,47 +389,21 @@ fn rss(records: u64) {
     println!("peak RSS of ferry run  {:.1} MiB", kib as f64 / 1024.0);
 }
 
-/// One timed run of the example flow on fresh state; returns (records applied, seconds).
-async fn timed_run(sandbox: &Sandbox, concurrency: u64) -> (u64, f64, ferry_store::RunRecord) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = ferry_store::open(&format!("sqlite:{}", dir.path().join("state.db").display()))
-        .await
-        .expect("store");
+/// One timed run of the example flow on fresh state, retrying a little longer than the example
+/// (the fault mix needs it); returns (records applied, seconds, the run).
+async fn applied_run(sandbox: &Sandbox, concurrency: u64) -> (u64, f64, ferry_store::RunRecord) {
     let text = flow_text(concurrency).replace(
         "retry: { attempts: 6, initial: 100ms, max: 5s, jitter: full }",
         "retry: { attempts: 8, initial: 100ms, max: 5s, jitter: full }",
     );
-    let flow = ferry_spec::load_str(&text, None).expect("flow");
-    let d = ferry_engine::deploy(&store, &flow, "bench", "bench", "bench")
-        .await
-        .expect("deploy");
-    let env = RunEnv::isolated("bench", Secrets::from_map([("SHOP_TOKEN", TOKEN)]))
-        .with_var("SHOP_URL", sandbox.base_url())
-        .with_var("WMS_URL", format!("{}/api/sink", sandbox.base_url()));
-    let req = RunRequest {
-        flow: Arc::new(flow),
-        revision: d.revision.number,
-        env,
-        trigger: Trigger::Manual,
-    };
     let before = sandbox.sink().applied_count();
-    let started = Instant::now();
-    let run = ferry_engine::execute(store, req, RunOptions::default())
-        .await
-        .expect("run");
-    let secs = started.elapsed().as_secs_f64();
-    (sandbox.sink().applied_count() - before, secs, run)
+    let t = timed_run(sandbox, &text).await;
+    (sandbox.sink().applied_count() - before, t.secs, t.run)
 }
 
 async fn faults(records: u64, concurrency: u64) {
-    let sandbox = Sandbox::start(SandboxConfig {
-        records,
-        source_token: Some(TOKEN.into()),
-        ..SandboxConfig::default()
-    })
-    .await
-    .expect("sandbox");
-    let (clean_applied, clean_secs, clean) = timed_run(&sandbox, concurrency).await;
+    let sandbox = start_sandbox(records).await;
+    let (clean_applied, clean_secs, clean) = applied_run(&sandbox, concurrency).await;
     sandbox.sink().reset();
     sandbox.sink().set_faults(ferry_sandbox::SinkFaults {
         seed: 7,
@@ -432,7 +417,7 @@ async fn faults(records: u64, concurrency: u64) {
         reject_status: 422,
         ..ferry_sandbox::SinkFaults::default()
     });
-    let (faulty_applied, faulty_secs, faulty) = timed_run(&sandbox, concurrency).await;
+    let (faulty_applied, faulty_secs, faulty) = applied_run(&sandbox, concurrency).await;
     let stats = sandbox.sink().stats();
     let clean_rate = clean_applied as f64 / clean_secs;
     let faulty_rate = faulty_applied as f64 / faulty_secs;

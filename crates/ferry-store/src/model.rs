@@ -759,6 +759,19 @@ pub struct Settle {
     pub cursor: Option<Value>,
 }
 
+impl Settle {
+    /// The idempotency keys this batch settles (delivered or dead-lettered), whose claims it
+    /// releases. A key with NUL was never claimed (and cannot be bound as text): left out.
+    pub fn settled_keys(&self) -> Vec<&str> {
+        self.delivered
+            .iter()
+            .map(|e| e.key.as_str())
+            .chain(self.dead.iter().filter_map(|d| d.key.as_deref()))
+            .filter(|k| !k.contains('\0'))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -535,14 +535,7 @@ async fn settle_in(
     }
     // Settled keys are no longer in flight: their claims go (a delivered key is guarded by the
     // ledger from now on), which keeps the claims table as small as what is in flight.
-    let settled: Vec<&str> = batch
-        .delivered
-        .iter()
-        .map(|e| e.key.as_str())
-        .chain(batch.dead.iter().filter_map(|d| d.key.as_deref()))
-        // A key with NUL was never claimed (and cannot be bound as text).
-        .filter(|k| !k.contains('\0'))
-        .collect();
+    let settled = batch.settled_keys();
     if !settled.is_empty() {
         sqlx::query(
             "DELETE FROM ledger_claims WHERE flow = ? AND env = ? AND run_id = ?
