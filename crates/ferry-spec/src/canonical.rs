@@ -21,7 +21,8 @@ pub fn content_hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// A copy of `v` with every object's keys in sorted order (the workspace keeps insertion order).
+/// A copy of `v` with every object's keys in sorted order. `serde_json` objects are sorted maps in
+/// this workspace already; the canonical form must not rest on a feature flag of a dependency.
 pub fn sort_keys(v: Value) -> Value {
     match v {
         Value::Object(m) => {
