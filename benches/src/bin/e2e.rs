@@ -132,6 +132,16 @@ async fn timed_run(sandbox: &Sandbox, text: &str) -> Timed {
     }
 }
 
+/// Prints one side of a round; returns its records/s and CPU µs per record.
+fn round_report(round: u64, who: &str, records: u64, secs: f64, cpu: f64) -> (f64, f64) {
+    let rate = records as f64 / secs;
+    let per_record = cpu * 1e6 / records as f64;
+    println!(
+        "round {round}: {who}   {secs:.2}s  {rate:.0} records/s, {per_record:.1} µs CPU per record"
+    );
+    (rate, per_record)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -157,13 +167,9 @@ async fn throughput(records: u64, concurrency: u64, rounds: u64) {
         assert_eq!(t.run.counts.fetched, records, "{:?}", t.run.error);
         let (n, p, secs, cpu) = (t.run.counts.delivered, t.pages, t.secs, t.cpu);
         (delivered, pages) = (n, p);
-        ferry.push(n as f64 / secs);
-        ferry_cpu.push(cpu * 1e6 / n as f64);
-        println!(
-            "round {round}: ferry       {secs:.2}s  {:.0} records/s, {:.1} µs CPU per record",
-            n as f64 / secs,
-            cpu * 1e6 / n as f64
-        );
+        let (rate, per_record) = round_report(round, "ferry    ", n, secs, cpu);
+        ferry.push(rate);
+        ferry_cpu.push(per_record);
         if ferry_only {
             continue;
         }
@@ -204,13 +210,9 @@ async fn throughput(records: u64, concurrency: u64, rounds: u64) {
         let cpu = cpu_secs() - cpu;
         assert_eq!(ok as u64, n);
         assert_eq!(got_pages, p, "the loop read every page");
-        bare.push(ok as f64 / secs);
-        bare_cpu.push(cpu * 1e6 / ok as f64);
-        println!(
-            "round {round}: bare loop   {secs:.2}s  {:.0} records/s, {:.1} µs CPU per record",
-            ok as f64 / secs,
-            cpu * 1e6 / ok as f64
-        );
+        let (rate, per_record) = round_report(round, "bare loop", ok as u64, secs, cpu);
+        bare.push(rate);
+        bare_cpu.push(per_record);
 
         // The PUTs alone, for reference: a loop that reads no source at all.
         sandbox.sink().reset();

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{LOOKUP_CHUNK, SqliteStore, get, ledger_hit, ledger_query, release_claims};
+use super::{LOOKUP_CHUNK, SqliteStore, get, json_list, ledger_hit, ledger_query, release_claims};
 use crate::codec::{clean_text, millis, now, parse_ts, parse_uuid, ts_text};
 use crate::error::{Result, StoreError};
 use crate::model::{Claim, RunningRun};
@@ -169,9 +169,4 @@ impl SqliteStore {
         tx.commit().await.map_err(StoreError::query(OP))?;
         Ok(failed)
     }
-}
-
-/// Keys as a JSON array, bound as one parameter and read with `json_each`.
-fn json_list(keys: &[&str]) -> String {
-    serde_json::to_string(keys).unwrap_or_else(|_| "[]".into())
 }

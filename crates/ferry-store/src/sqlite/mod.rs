@@ -331,14 +331,19 @@ pub(super) fn ledger_query<'a>(
 ) -> sqlx::query::Query<'a, Sqlite, sqlx::sqlite::SqliteArguments> {
     // One fixed statement for any number of keys (a JSON array read with `json_each`), so it
     // is prepared once per connection.
-    let list = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
     sqlx::query(
         "SELECT key, body_hash, run_id, revision, delivered_at FROM ledger
          WHERE flow = ? AND env = ? AND key IN (SELECT value FROM json_each(?))",
     )
     .bind(flow)
     .bind(env)
-    .bind(list)
+    .bind(json_list(keys))
+}
+
+/// Keys as one JSON array, bound as a single parameter and read with `json_each`: one fixed
+/// statement for any number of keys. Built through `Value`, whose printing cannot fail.
+pub(super) fn json_list<S: AsRef<str>>(keys: &[S]) -> String {
+    Value::Array(keys.iter().map(|k| Value::from(k.as_ref())).collect()).to_string()
 }
 
 /// One row of [`ledger_query`]: the key and what the ledger knows about it.
@@ -544,7 +549,7 @@ async fn settle_in(
         .bind(&batch.flow)
         .bind(&batch.env)
         .bind(batch.run_id.to_string())
-        .bind(serde_json::to_string(&settled).unwrap_or_else(|_| "[]".into()))
+        .bind(json_list(&settled))
         .execute(&mut **tx)
         .await
         .map_err(StoreError::query(op))?;
