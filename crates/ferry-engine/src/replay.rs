@@ -789,6 +789,7 @@ pub async fn dry_run(
         revision: t.number,
         store: store.clone(),
         progress: Arc::new(Progress::default()),
+        lone: None,
     };
     let stage = MapStage {
         map: t.map,
@@ -912,6 +913,8 @@ pub async fn replay(
         revision: t.number,
         store: store.clone(),
         progress: opts.progress.clone(),
+        // A replay claims per key: its settle is not the run's.
+        lone: None,
     });
     let stage = MapStage {
         map: t.map,

@@ -28,8 +28,8 @@ use ferry_resilience::{
 };
 use ferry_spec::{JsonPath, LoadedFlow, Template};
 use ferry_store::{
-    Attempt, Claim, LedgerEntry, NewDeadLetter, NewRun, RunCounts, RunRecord, RunStatus, Settle,
-    Stage, StateStore, Trigger,
+    Attempt, Claim, ClaimMode, KeyClaims, LedgerEntry, NewDeadLetter, NewRun, RunCounts, RunRecord,
+    RunStatus, Settle, Stage, StateStore, StoreError, Trigger,
 };
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -309,7 +309,14 @@ pub(crate) struct Ctx {
     pub(crate) revision: i64,
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) progress: Arc<Progress>,
+    /// For a run that may hold its flow alone ([`ClaimMode::MayRunAlone`]): the keys it claimed
+    /// while alone (no claim rows) and has not settled yet, which it hands over as claim rows
+    /// when another run starts. `None`: claims are per key (replays).
+    pub(crate) lone: Option<LoneKeys>,
 }
+
+/// Keys claimed while the run held its flow alone, until their records settle.
+pub(crate) type LoneKeys = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
 
 impl Ctx {
     fn dead(
@@ -485,6 +492,7 @@ async fn execute_in(
         revision: req.revision,
         store: store.clone(),
         progress: opts.progress.clone(),
+        lone: Some(LoneKeys::default()),
     });
 
     let setup = HttpPager::new(src, &req.env, cursor_before.as_ref())
@@ -1147,6 +1155,54 @@ pub(crate) async fn screen_stage(
     }
 }
 
+/// Claims a batch of keys: per key for a replay; for a run, without claim rows while it is
+/// the only run of its flow and environment, handing its unsettled keys over as claim rows
+/// when another run starts.
+async fn claim(
+    ctx: &Ctx,
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, Claim>, StoreError> {
+    let (flow, env, run) = (ctx.flow.as_str(), ctx.env.as_str(), ctx.run_id);
+    let Some(lone) = &ctx.lone else {
+        return ctx.store.claim_keys(flow, env, run, keys).await;
+    };
+    let lock = || lone.lock().unwrap_or_else(|p| p.into_inner());
+    let mut got = ctx
+        .store
+        .claim_keys_as(flow, env, run, keys, ClaimMode::MayRunAlone)
+        .await?;
+    if got == KeyClaims::HandOver {
+        let unsettled: Vec<String> = lock().iter().cloned().collect();
+        tracing::debug!(
+            keys = unsettled.len(),
+            "Another run started: handing over the keys claimed alone"
+        );
+        got = ctx
+            .store
+            .claim_keys_as(flow, env, run, keys, ClaimMode::HandOver(&unsettled))
+            .await?;
+        // Claim rows hold them now (or they settled meanwhile).
+        lock().clear();
+    }
+    match got {
+        KeyClaims::Keys { claims, alone } => {
+            if alone {
+                let mut held = lock();
+                for (k, c) in &claims {
+                    if *c == Claim::Claimed {
+                        held.insert(k.clone());
+                    }
+                }
+            }
+            Ok(claims)
+        }
+        KeyClaims::HandOver => Err(StoreError::InvalidInput {
+            op: "claim_keys",
+            detail: format!("run {run} was asked to hand over twice in a row"),
+        }),
+    }
+}
+
 /// Sorts out records that must not be sent now: already in the ledger (skipped, or refused
 /// when the body differs), sharing a key with a record in flight in this run, or claimed by
 /// another live run (returned third, to wait).
@@ -1156,11 +1212,7 @@ async fn screen(
     inflight: &Inflight,
 ) -> (Vec<Work>, Vec<Settled>, Vec<Work>) {
     let keys: Vec<String> = chunk.iter().map(|w| w.idem.clone()).collect();
-    let claims = match ctx
-        .store
-        .claim_keys(&ctx.flow, &ctx.env, ctx.run_id, &keys)
-        .await
-    {
+    let claims = match claim(ctx, &keys).await {
         Ok(c) => c,
         Err(e) => {
             // Without the ledger we cannot tell what was delivered: sending anyway is safe
@@ -1465,6 +1517,7 @@ async fn settle_stage(
             if let Err(e) = write_settle(&ctx, &batch).await {
                 return Err((counts, e));
             }
+            settled_alone(&ctx, &batch);
             dirty = false;
         }
     }
@@ -1480,8 +1533,21 @@ async fn settle_stage(
             cursor: None,
         };
         write_settle(&ctx, &batch).await.map_err(|e| (counts, e))?;
+        settled_alone(&ctx, &batch);
     }
     Ok((counts, max_cursor))
+}
+
+/// Keys claimed while alone stop being this run's to hand over once their records settled.
+fn settled_alone(ctx: &Ctx, batch: &Settle) {
+    if let Some(lone) = &ctx.lone {
+        let mut held = lone.lock().unwrap_or_else(|p| p.into_inner());
+        if !held.is_empty() {
+            for k in batch.settled_keys() {
+                held.remove(k);
+            }
+        }
+    }
 }
 
 /// Writes one settle batch, retrying while the store reports a transient failure.

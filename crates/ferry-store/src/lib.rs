@@ -53,12 +53,12 @@ use std::sync::Arc;
 
 pub use error::{Result, StoreError};
 pub use model::{
-    Activation, Attempt, AuditEntry, AuditFilter, Claim, DEFAULT_AUDIT_LIMIT, DEFAULT_DLQ_LIMIT,
-    DeadLetter, DeadLetterEvent, DeadLetterFailure, DeadLetterReplay, DeployItem, DeployOutcome,
-    DlqAction, DlqFilter, DlqState, FlowSummary, LedgerEntry, LedgerHit, MAX_SNAPSHOT_NAME_CHARS,
-    NewAudit, NewDeadLetter, NewPromotion, NewRun, ParseEnumError, Promotion, PromotionState,
-    ReplaySettle, RevisionInfo, RevisionRef, RunCounts, RunRecord, RunStatus, RunningRun, Settle,
-    Snapshot, SnapshotFlow, Stage, Trigger,
+    Activation, Attempt, AuditEntry, AuditFilter, Claim, ClaimMode, DEFAULT_AUDIT_LIMIT,
+    DEFAULT_DLQ_LIMIT, DeadLetter, DeadLetterEvent, DeadLetterFailure, DeadLetterReplay,
+    DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, KeyClaims, LedgerEntry,
+    LedgerHit, MAX_SNAPSHOT_NAME_CHARS, NewAudit, NewDeadLetter, NewPromotion, NewRun,
+    ParseEnumError, Promotion, PromotionState, ReplaySettle, RevisionInfo, RevisionRef, RunCounts,
+    RunRecord, RunStatus, RunningRun, Settle, Snapshot, SnapshotFlow, Stage, Trigger,
 };
 pub use store::StateStore;
 pub use target::redact;

@@ -10,6 +10,7 @@
 //! Timestamps are kept with millisecond precision by every backend: a value read back equals
 //! the value written, truncated to the millisecond.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -517,6 +518,36 @@ pub enum Claim {
     Delivered(LedgerHit),
     /// Another run, still running, holds the key: wait for it to settle or to finish.
     HeldBy(Uuid),
+}
+
+/// How a run takes part in [`StateStore::claim_keys_as`](crate::StateStore::claim_keys_as).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimMode<'a> {
+    /// A claim row per key, always (what [`StateStore::claim_keys`](crate::StateStore::claim_keys)
+    /// does). For callers that cannot say which of their keys are still unsettled.
+    PerKey,
+    /// While no other run of the flow and environment is running, the run holds them alone:
+    /// no claim row is written, and any other run that starts waits (its keys are `HeldBy`
+    /// this run) until this run hands over.
+    MayRunAlone,
+    /// The run held its flow alone and was told to hand over ([`KeyClaims::HandOver`]): these
+    /// are the keys it claimed while alone and has not settled yet. They are claimed per key,
+    /// the run stops being alone, and the batch's keys are claimed as usual.
+    HandOver(&'a [String]),
+}
+
+/// What [`StateStore::claim_keys_as`](crate::StateStore::claim_keys_as) answered for a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaims {
+    /// One outcome per key. `alone`: the run holds its flow and environment alone, and its
+    /// `Claimed` keys have no claim rows (the caller remembers them until they settle).
+    Keys {
+        claims: HashMap<String, Claim>,
+        alone: bool,
+    },
+    /// The run held its flow alone and another run has started: nothing was claimed. Call again
+    /// with [`ClaimMode::HandOver`] and the keys claimed while alone that have not settled.
+    HandOver,
 }
 
 /// A run still marked running, with what is known about its process.

@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::model::{
-    Activation, AuditEntry, AuditFilter, Claim, DeadLetter, DeadLetterEvent, DeployItem,
-    DeployOutcome, DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit, NewPromotion, NewRun,
-    Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
+    Activation, AuditEntry, AuditFilter, Claim, ClaimMode, DeadLetter, DeadLetterEvent, DeployItem,
+    DeployOutcome, DlqFilter, DlqState, FlowSummary, KeyClaims, LedgerHit, NewAudit, NewPromotion,
+    NewRun, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
     RunningRun, Settle, Snapshot,
 };
 
@@ -124,6 +124,32 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         run_id: Uuid,
         keys: &[String],
     ) -> Result<HashMap<String, Claim>>;
+
+    /// [`StateStore::claim_keys`] for a run that may hold its flow and environment alone
+    /// ([`ClaimMode`]): a run with no other run of its (flow, env) running writes no claim row
+    /// per key — the run row says it holds them all, and a run that starts meanwhile waits
+    /// (its keys are `HeldBy` the lone run) until the lone run hands over its unsettled keys as
+    /// per-key claims, at its next claim. Whether a run is alone is decided in the same
+    /// transaction that reads the other runs, so two runs cannot both be alone.
+    ///
+    /// A backend may never grant `alone` (the default here: per-key claims, `alone: false`);
+    /// then it never asks for a hand-over either.
+    async fn claim_keys_as(
+        &self,
+        flow: &str,
+        env: &str,
+        run_id: Uuid,
+        keys: &[String],
+        mode: ClaimMode<'_>,
+    ) -> Result<KeyClaims> {
+        if let ClaimMode::HandOver(unsettled) = mode {
+            self.claim_keys(flow, env, run_id, unsettled).await?;
+        }
+        Ok(KeyClaims::Keys {
+            claims: self.claim_keys(flow, env, run_id, keys).await?,
+            alone: false,
+        })
+    }
 
     /// Records that `owner` (`host:pid`) runs `run_id` and is alive now. No-op for a run that
     /// is not running.

@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use ferry_store::{Claim, LedgerEntry, NewRun, RunCounts, RunStatus, Settle, StateStore, Trigger};
+use ferry_store::{
+    Claim, ClaimMode, KeyClaims, LedgerEntry, NewRun, RunCounts, RunStatus, Settle, StateStore,
+    Trigger,
+};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -201,6 +204,116 @@ async fn settled_keys_release_their_claims(store: Store) {
     assert_eq!(got["x1"], Claim::HeldBy(b));
 }
 
+fn claimed(got: KeyClaims) -> (HashMap<String, Claim>, bool) {
+    match got {
+        KeyClaims::Keys { claims, alone } => (claims, alone),
+        KeyClaims::HandOver => panic!("unexpected hand-over"),
+    }
+}
+
+/// A run alone on its flow writes no claim rows (SQLite; PostgreSQL claims per key always):
+/// a run that starts meanwhile waits for every key, the lone run is told to hand over at its
+/// next claim, and after the hand-over both claim per key.
+async fn a_lone_run_hands_over_when_another_starts(store: Store) {
+    let a = new_run(&store).await;
+    let (got, alone) = claimed(
+        store
+            .claim_keys_as(
+                "orders",
+                "dev",
+                a,
+                &keys(&["k1", "k2"]),
+                ClaimMode::MayRunAlone,
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(got.values().all(|c| *c == Claim::Claimed), "{got:?}");
+    let b = new_run(&store).await;
+    let got = store
+        .claim_keys("orders", "dev", b, &keys(&["k1", "k3"]))
+        .await
+        .unwrap();
+    if store.backend() != "sqlite" {
+        // Per-key claims: only what a claimed is held.
+        assert!(!alone);
+        assert_eq!(got["k1"], Claim::HeldBy(a));
+        assert_eq!(got["k3"], Claim::Claimed);
+        return;
+    }
+    assert!(alone, "the only running run holds its flow alone");
+    // k3 was never claimed by a, but a holds the whole flow.
+    assert_eq!(got["k1"], Claim::HeldBy(a));
+    assert_eq!(got["k3"], Claim::HeldBy(a));
+    // A per-key claim by the lone run itself is refused: it must hand over.
+    let err = store
+        .claim_keys("orders", "dev", a, &keys(&["k9"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("alone"), "{err}");
+    settle(&store, a, &keys(&["k2"])).await;
+    // a's next claim: another run is running, so a hands over first.
+    let got = store
+        .claim_keys_as("orders", "dev", a, &keys(&["k4"]), ClaimMode::MayRunAlone)
+        .await
+        .unwrap();
+    assert_eq!(got, KeyClaims::HandOver);
+    let (got, alone) = claimed(
+        store
+            .claim_keys_as(
+                "orders",
+                "dev",
+                a,
+                &keys(&["k4"]),
+                ClaimMode::HandOver(&keys(&["k1"])),
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(!alone);
+    assert_eq!(got["k4"], Claim::Claimed);
+    // Now per key: k1 and k4 are a's, k2 is delivered, k3 is free.
+    let got = store
+        .claim_keys("orders", "dev", b, &keys(&["k1", "k2", "k3", "k4"]))
+        .await
+        .unwrap();
+    assert_eq!(got["k1"], Claim::HeldBy(a));
+    assert!(
+        matches!(&got["k2"], Claim::Delivered(hit) if hit.run_id == a),
+        "{got:?}"
+    );
+    assert_eq!(got["k3"], Claim::Claimed);
+    assert_eq!(got["k4"], Claim::HeldBy(a));
+    // With b running, a is not alone again.
+    let (got, alone) = claimed(
+        store
+            .claim_keys_as("orders", "dev", a, &keys(&["k5"]), ClaimMode::MayRunAlone)
+            .await
+            .unwrap(),
+    );
+    assert!(!alone);
+    assert_eq!(got["k5"], Claim::Claimed);
+    // a ends: its keys are b's to take, and b, alone now, holds the flow.
+    store
+        .finish_run(a, RunStatus::Succeeded, &RunCounts::default(), None, None)
+        .await
+        .unwrap();
+    let (got, alone) = claimed(
+        store
+            .claim_keys_as(
+                "orders",
+                "dev",
+                b,
+                &keys(&["k1", "k4", "k5"]),
+                ClaimMode::MayRunAlone,
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(alone);
+    assert!(got.values().all(|c| *c == Claim::Claimed), "{got:?}");
+}
+
 async fn heartbeats_and_running_runs(store: Store) {
     let a = new_run(&store).await;
     let b = new_run(&store).await;
@@ -255,6 +368,7 @@ macro_rules! both {
 both!(
     claims_follow_runs,
     settled_keys_release_their_claims,
+    a_lone_run_hands_over_when_another_starts,
     heartbeats_and_running_runs
 );
 
@@ -315,6 +429,123 @@ async fn racer(store: Store, offset: usize, sends: Arc<Mutex<HashMap<String, u32
         .await
         .expect("finish");
     rounds
+}
+
+/// A racer as a run does it: it may hold the flow alone, claims the next chunk before the
+/// last one settled (so it has unsettled keys when told to hand over), and starts a little
+/// after the racer before it, so that the first one is alone for a while.
+async fn lone_racer(
+    store: Store,
+    index: usize,
+    offset: usize,
+    sends: Arc<Mutex<HashMap<String, u32>>>,
+) -> usize {
+    tokio::time::sleep(std::time::Duration::from_millis(40 * index as u64)).await;
+    let run = new_run(&store).await;
+    let mut pending: Vec<String> = (0..KEYS)
+        .map(|i| format!("order-{}", (i + offset) % KEYS))
+        .collect();
+    let mut lone: std::collections::HashSet<String> = Default::default();
+    let mut unsettled: Vec<String> = Vec::new();
+    let mut rounds = 0;
+    let mut handovers = 0;
+    while !pending.is_empty() {
+        rounds += 1;
+        assert!(rounds < 10_000, "the race did not settle");
+        let mut held = Vec::new();
+        for chunk in pending.chunks(CHUNK) {
+            let mut got = store
+                .claim_keys_as("orders", "dev", run, chunk, ClaimMode::MayRunAlone)
+                .await
+                .expect("claim");
+            if got == KeyClaims::HandOver {
+                handovers += 1;
+                let mine: Vec<String> = lone.drain().collect();
+                got = store
+                    .claim_keys_as("orders", "dev", run, chunk, ClaimMode::HandOver(&mine))
+                    .await
+                    .expect("hand over");
+            }
+            let (got, alone) = claimed(got);
+            let mine: Vec<String> = chunk
+                .iter()
+                .filter(|k| got.get(*k) == Some(&Claim::Claimed))
+                .cloned()
+                .collect();
+            if alone {
+                lone.extend(mine.iter().cloned());
+            }
+            held.extend(
+                chunk
+                    .iter()
+                    .filter(|k| matches!(got.get(*k), Some(Claim::HeldBy(_))))
+                    .cloned(),
+            );
+            {
+                let mut s = sends.lock().unwrap();
+                for k in &mine {
+                    *s.entry(k.clone()).or_insert(0) += 1;
+                }
+            }
+            // The previous chunk settles only now: one chunk is always in flight.
+            let previous = std::mem::replace(&mut unsettled, mine);
+            settle(&store, run, &previous).await;
+            for k in &previous {
+                lone.remove(k);
+            }
+        }
+        let last = std::mem::take(&mut unsettled);
+        settle(&store, run, &last).await;
+        for k in &last {
+            lone.remove(k);
+        }
+        pending = held;
+        if !pending.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    store
+        .finish_run(run, RunStatus::Succeeded, &RunCounts::default(), None, None)
+        .await
+        .expect("finish");
+    handovers
+}
+
+/// Runs that hold the flow alone while they can and hand over when another starts, on two
+/// "processes" (stores) of one SQLite file: every key is still sent exactly once, and the
+/// first run handed over at least once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn race_sqlite_lone_runs_hand_over_and_send_every_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db").display().to_string();
+    let mut stores = Vec::new();
+    for _ in 0..SQLITE_PROCESSES {
+        stores.push(ferry_store::open(&path).await.unwrap());
+    }
+    let sends = Arc::new(Mutex::new(HashMap::new()));
+    let racers = SQLITE_PROCESSES * SQLITE_TASKS;
+    let mut tasks = Vec::new();
+    for i in 0..racers {
+        let store = stores[i % SQLITE_PROCESSES].clone();
+        tasks.push(tokio::spawn(lone_racer(
+            store,
+            i,
+            i * (KEYS / racers),
+            sends.clone(),
+        )));
+    }
+    let mut handovers = 0;
+    for t in tasks {
+        handovers += tokio::time::timeout(std::time::Duration::from_secs(300), t)
+            .await
+            .expect("the race finished within 5 minutes")
+            .expect("racer");
+    }
+    let sends = sends.lock().unwrap();
+    assert_eq!(sends.len(), KEYS, "every key was sent");
+    let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "keys sent twice: {twice:?}");
+    assert!(handovers >= 1, "a lone run handed over");
 }
 
 async fn race(stores: Vec<Store>, tasks_each: usize) {

@@ -290,7 +290,7 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters() {
     let store = open(path.to_str().unwrap()).await.unwrap();
     // Every later migration applied: 2 (dead-letter edits), 3 (flow lifecycle), 4 (key claims),
     // 5 (claims found by flow).
-    assert_eq!(count_migrations(&path).await, 5);
+    assert_eq!(count_migrations(&path).await, 6);
     let id = uuid::Uuid::parse_str("0190a000-0000-7000-8000-000000000001").unwrap();
     let entry = store.dead_letter(id).await.unwrap().unwrap();
     assert_eq!(entry.edited_record, None);

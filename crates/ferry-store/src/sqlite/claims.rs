@@ -5,6 +5,13 @@
 //! process doing the same. Keys already in the ledger are reported delivered and not claimed;
 //! a claim is deleted when its record settles (in the settle transaction) or when its run ends,
 //! so the table holds little more than what is in flight.
+//!
+//! A run alone on its flow and environment (`ClaimMode::MayRunAlone`, no other run running)
+//! writes no claim rows at all: `runs.alone` says it holds every key. Reading the other runs
+//! and setting the flag happen in the same write transaction, so two runs are never alone at
+//! once, and a run that starts later sees the flag and waits (its keys are `HeldBy` the lone
+//! run) until the lone run, at its next claim, hands its unsettled keys over as claim rows and
+//! clears the flag. A lone run that died is failed by the reaper, which ends the wait.
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,7 +21,33 @@ use uuid::Uuid;
 use super::{LOOKUP_CHUNK, SqliteStore, get, json_list, ledger_hit, ledger_query, release_claims};
 use crate::codec::{clean_text, millis, now, parse_ts, parse_uuid, ts_text};
 use crate::error::{Result, StoreError};
-use crate::model::{Claim, RunningRun};
+use crate::model::{Claim, ClaimMode, KeyClaims, RunningRun};
+
+/// Writes claim rows for `keys` (none in the ledger, none held by another running run),
+/// taking over rows of runs that are no longer running. One fixed statement for any number of
+/// keys (a JSON array), so it is prepared once per connection.
+async fn insert_claims(
+    tx: &mut sqlx::SqliteConnection,
+    op: &'static str,
+    (flow, env, me, at): (&str, &str, &str, &str),
+    keys: &[&str],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO ledger_claims (flow, env, key, run_id, claimed_at)
+         SELECT ?, ?, value, ?, ? FROM json_each(?) WHERE true
+         ON CONFLICT (flow, env, key) DO UPDATE
+         SET run_id = excluded.run_id, claimed_at = excluded.claimed_at",
+    )
+    .bind(flow)
+    .bind(env)
+    .bind(me)
+    .bind(at)
+    .bind(json_list(keys))
+    .execute(tx)
+    .await
+    .map_err(StoreError::query(op))?;
+    Ok(())
+}
 
 impl SqliteStore {
     pub(super) async fn claim(
@@ -23,7 +56,8 @@ impl SqliteStore {
         env: &str,
         run_id: Uuid,
         keys: &[String],
-    ) -> Result<HashMap<String, Claim>> {
+        mode: ClaimMode<'_>,
+    ) -> Result<KeyClaims> {
         const OP: &str = "claim_keys";
         let mut out = HashMap::with_capacity(keys.len());
         // A key with NUL can never be stored; there is nothing to claim for it.
@@ -31,18 +65,75 @@ impl SqliteStore {
         let me = run_id.to_string();
         let at = ts_text(millis(now()));
         let mut tx = self.write_tx(OP).await?;
-        // The other live runs of this flow and environment: only their claims count.
-        let others: HashSet<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE flow = ? AND env = ? AND status = 'running' AND id <> ?",
+        // The live runs of this flow and environment: only the others' claims count, and a
+        // run alone among them holds every key.
+        let rows = sqlx::query(
+            "SELECT id, alone FROM runs WHERE flow = ? AND env = ? AND status = 'running'",
         )
         .bind(flow)
         .bind(env)
-        .bind(&me)
         .fetch_all(&mut *tx)
         .await
-        .map_err(StoreError::query(OP))?
-        .into_iter()
-        .collect();
+        .map_err(StoreError::query(OP))?;
+        let mut others: HashSet<String> = HashSet::with_capacity(rows.len());
+        let mut me_alone = false;
+        let mut lone_other: Option<String> = None;
+        for row in &rows {
+            let id: String = get(row, OP, "id")?;
+            let alone = get::<i64>(row, OP, "alone")? != 0;
+            if id == me {
+                me_alone = alone;
+            } else {
+                if alone {
+                    lone_other = Some(id.clone());
+                }
+                others.insert(id);
+            }
+        }
+        let mut alone = false;
+        match mode {
+            ClaimMode::MayRunAlone if me_alone && !others.is_empty() => {
+                // Another run started: nothing is claimed until this run hands over.
+                tx.commit().await.map_err(StoreError::query(OP))?;
+                return Ok(KeyClaims::HandOver);
+            }
+            ClaimMode::PerKey if me_alone => {
+                return Err(StoreError::InvalidInput {
+                    op: OP,
+                    detail: format!(
+                        "run {run_id} holds {flow}/{env} alone: claim with ClaimMode::HandOver"
+                    ),
+                });
+            }
+            ClaimMode::MayRunAlone if others.is_empty() && rows.len() == 1 => {
+                // This run is the only one running (its own row is the one read).
+                if !me_alone {
+                    sqlx::query("UPDATE runs SET alone = 1 WHERE id = ?")
+                        .bind(&me)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::query(OP))?;
+                }
+                alone = true;
+            }
+            ClaimMode::HandOver(unsettled) if me_alone => {
+                let unsettled: Vec<&str> = unsettled
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|k| !k.contains('\0'))
+                    .collect();
+                for chunk in unsettled.chunks(LOOKUP_CHUNK) {
+                    // Nobody claimed these while this run was alone: the others waited.
+                    insert_claims(&mut tx, OP, (flow, env, &me, &at), chunk).await?;
+                }
+                sqlx::query("UPDATE runs SET alone = 0 WHERE id = ?")
+                    .bind(&me)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query(OP))?;
+            }
+            _ => {}
+        }
         for chunk in keys.chunks(LOOKUP_CHUNK) {
             // The whole claim is one write transaction, so nothing settles between these
             // steps: keys already in the ledger are reported delivered and not claimed.
@@ -59,6 +150,21 @@ impl SqliteStore {
                 .map(|k| k.as_str())
                 .filter(|k| !out.contains_key(*k))
                 .collect();
+            if alone {
+                // Held through the run row: no claim row per key.
+                for k in free {
+                    out.insert(k.to_string(), Claim::Claimed);
+                }
+                continue;
+            }
+            if let Some(lone) = &lone_other {
+                // Another run holds the flow alone: everything waits for its hand-over.
+                let holder = parse_uuid(OP, "runs.id", lone)?;
+                for k in free {
+                    out.insert(k.to_string(), Claim::HeldBy(holder));
+                }
+                continue;
+            }
             if !others.is_empty() && !free.is_empty() {
                 // Held by another running run?
                 let rows = sqlx::query(
@@ -84,29 +190,14 @@ impl SqliteStore {
                 free.retain(|k| !out.contains_key(*k));
             }
             if !free.is_empty() {
-                // One fixed statement for any number of keys (a JSON array), so it is
-                // prepared once per connection.
-                sqlx::query(
-                    "INSERT INTO ledger_claims (flow, env, key, run_id, claimed_at)
-                     SELECT ?, ?, value, ?, ? FROM json_each(?) WHERE true
-                     ON CONFLICT (flow, env, key) DO UPDATE
-                     SET run_id = excluded.run_id, claimed_at = excluded.claimed_at",
-                )
-                .bind(flow)
-                .bind(env)
-                .bind(&me)
-                .bind(&at)
-                .bind(json_list(&free))
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
+                insert_claims(&mut tx, OP, (flow, env, &me, &at), &free).await?;
                 for k in free {
                     out.insert(k.to_string(), Claim::Claimed);
                 }
             }
         }
         tx.commit().await.map_err(StoreError::query(OP))?;
-        Ok(out)
+        Ok(KeyClaims::Keys { claims: out, alone })
     }
 
     pub(super) async fn beat(&self, run_id: Uuid, owner: &str) -> Result<()> {

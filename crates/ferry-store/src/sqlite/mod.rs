@@ -36,10 +36,10 @@ use crate::error::{Result, StoreError, sqlite_is_corrupt};
 use crate::lifecycle::origin_from_columns;
 use crate::migrate::{Migration, check_applied};
 use crate::model::{
-    Activation, AuditEntry, AuditFilter, Claim, DeadLetter, DeadLetterEvent, DeadLetterReplay,
-    DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit,
-    NewPromotion, NewRun, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts,
-    RunRecord, RunStatus, RunningRun, Settle, Snapshot,
+    Activation, AuditEntry, AuditFilter, Claim, ClaimMode, DeadLetter, DeadLetterEvent,
+    DeadLetterReplay, DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary,
+    KeyClaims, LedgerHit, NewAudit, NewPromotion, NewRun, Promotion, PromotionState, ReplaySettle,
+    RevisionInfo, RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot,
 };
 use crate::store::StateStore;
 
@@ -69,6 +69,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "claims_by_flow",
         sql: include_str!("migrations/0005_claims_by_flow.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "runs_alone",
+        sql: include_str!("migrations/0006_runs_alone.sql"),
     },
 ];
 
@@ -469,6 +474,29 @@ fn dead_letter_from_row(op: &'static str, row: &SqliteRow) -> Result<DeadLetter>
     })
 }
 
+/// Row counts of the ledger's multi-row INSERTs, largest first. A settle batch is written in
+/// chunks of these sizes, so only three statements exist: each is prepared once per connection
+/// and kept in its statement cache, where a statement per batch length would be parsed anew
+/// for every batch (and hold memory for each length seen).
+const LEDGER_INSERT_ROWS: [usize; 3] = [64, 8, 1];
+
+/// The ledger INSERT of `rows` rows (one of [`LEDGER_INSERT_ROWS`]).
+fn ledger_insert_sql(rows: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 3] = [const { std::sync::OnceLock::new() }; 3];
+    let i = LEDGER_INSERT_ROWS
+        .iter()
+        .position(|&n| n == rows)
+        .unwrap_or(LEDGER_INSERT_ROWS.len() - 1);
+    SQL[i].get_or_init(|| {
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?)";
+        let values = vec![row; LEDGER_INSERT_ROWS[i]].join(", ");
+        format!(
+            "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) \
+             VALUES {values} ON CONFLICT (flow, env, key) DO NOTHING"
+        )
+    })
+}
+
 /// Rows per multi-row INSERT of a table with `columns` columns.
 fn rows_per_insert(columns: usize) -> usize {
     (MAX_PARAMS / columns).clamp(1, MAX_ROWS_PER_INSERT)
@@ -513,30 +541,33 @@ async fn settle_in(
     }
     let counts = counts_to_i64(op, &batch.counts)?;
 
-    for chunk in batch.delivered.chunks(rows_per_insert(8)) {
-        // Bound values, not a JSON array read with `json_each`: extracting eight columns per
-        // row from JSON costs SQLite more than parsing the statement.
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) ",
-        );
-        qb.push_values(chunk, |mut b, e| {
-            b.push_bind(&batch.flow)
-                .push_bind(&batch.env)
-                .push_bind(&e.key)
-                .push_bind(&e.body_hash)
-                .push_bind(e.run_id.to_string())
-                .push_bind(e.revision)
-                .push_bind(i64::from(e.status))
-                .push_bind(ts_text(millis(e.delivered_at)));
-        });
-        qb.push(" ON CONFLICT (flow, env, key) DO NOTHING");
-        qb.build()
-            // Variable-length statements: not kept in the per-connection statement cache,
-            // where every distinct list length would hold a prepared statement.
-            .persistent(false)
-            .execute(&mut **tx)
-            .await
-            .map_err(StoreError::query(op))?;
+    let run_id = batch.run_id.to_string();
+    let mut rest = &batch.delivered[..];
+    while !rest.is_empty() {
+        let rows = LEDGER_INSERT_ROWS
+            .iter()
+            .copied()
+            .find(|&n| n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let mut q = sqlx::query(ledger_insert_sql(rows));
+        for e in chunk {
+            q = q
+                .bind(&batch.flow)
+                .bind(&batch.env)
+                .bind(&e.key)
+                .bind(&e.body_hash)
+                .bind(if e.run_id == batch.run_id {
+                    run_id.clone()
+                } else {
+                    e.run_id.to_string()
+                })
+                .bind(e.revision)
+                .bind(i64::from(e.status))
+                .bind(ts_text(millis(e.delivered_at)));
+        }
+        q.execute(&mut **tx).await.map_err(StoreError::query(op))?;
     }
     // Settled keys are no longer in flight: their claims go (a delivered key is guarded by the
     // ledger from now on), which keeps the claims table as small as what is in flight.
@@ -997,7 +1028,30 @@ impl StateStore for SqliteStore {
         run_id: Uuid,
         keys: &[String],
     ) -> Result<HashMap<String, Claim>> {
-        self.claim(flow, env, run_id, keys).await
+        match self
+            .claim(flow, env, run_id, keys, ClaimMode::PerKey)
+            .await?
+        {
+            KeyClaims::Keys { claims, .. } => Ok(claims),
+            // Only a run that once claimed with `MayRunAlone` can be asked to hand over.
+            KeyClaims::HandOver => Err(StoreError::InvalidInput {
+                op: "claim_keys",
+                detail: format!(
+                    "run {run_id} holds {flow}/{env} alone: claim with ClaimMode::HandOver"
+                ),
+            }),
+        }
+    }
+
+    async fn claim_keys_as(
+        &self,
+        flow: &str,
+        env: &str,
+        run_id: Uuid,
+        keys: &[String],
+        mode: ClaimMode<'_>,
+    ) -> Result<KeyClaims> {
+        self.claim(flow, env, run_id, keys, mode).await
     }
 
     async fn heartbeat(&self, run_id: Uuid, owner: &str) -> Result<()> {
