@@ -572,7 +572,18 @@ async fn settle_in(
     // Settled keys are no longer in flight: their claims go (a delivered key is guarded by the
     // ledger from now on), which keeps the claims table as small as what is in flight.
     let settled = batch.settled_keys();
-    if !settled.is_empty() {
+    // A run alone on its flow has no claim rows: one seek tells, and the key list is not built.
+    let any_claims = !settled.is_empty()
+        && sqlx::query_scalar::<_, i64>(
+            "SELECT EXISTS (SELECT 1 FROM ledger_claims WHERE flow = ? AND env = ?)",
+        )
+        .bind(&batch.flow)
+        .bind(&batch.env)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(StoreError::query(op))?
+            != 0;
+    if any_claims {
         sqlx::query(
             "DELETE FROM ledger_claims WHERE flow = ? AND env = ? AND run_id = ?
                AND key IN (SELECT value FROM json_each(?))",
