@@ -381,10 +381,55 @@ const CHUNK: usize = 250;
 const SQLITE_PROCESSES: usize = 2;
 const SQLITE_TASKS: usize = 2;
 
+type Sends = Arc<Mutex<HashMap<String, u32>>>;
+
+/// Counts one send of each key.
+fn count_sends(sends: &Sends, keys: &[String]) {
+    let mut s = sends.lock().unwrap();
+    for k in keys {
+        *s.entry(k.clone()).or_insert(0) += 1;
+    }
+}
+
+/// Every key was sent, none twice.
+fn assert_sent_once(sends: &Sends) {
+    let sends = sends.lock().unwrap();
+    assert_eq!(sends.len(), KEYS, "every key was sent");
+    let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "keys sent twice: {twice:?}");
+}
+
+/// The keys of a chunk that were claimed (returned) and those held by another run (added to
+/// `held`, to try again).
+fn split_claims(
+    chunk: &[String],
+    got: &HashMap<String, Claim>,
+    held: &mut Vec<String>,
+) -> Vec<String> {
+    held.extend(
+        chunk
+            .iter()
+            .filter(|k| matches!(got.get(*k), Some(Claim::HeldBy(_))))
+            .cloned(),
+    );
+    chunk
+        .iter()
+        .filter(|k| got.get(*k) == Some(&Claim::Claimed))
+        .cloned()
+        .collect()
+}
+
+async fn finish(store: &Store, run: Uuid) {
+    store
+        .finish_run(run, RunStatus::Succeeded, &RunCounts::default(), None, None)
+        .await
+        .expect("finish");
+}
+
 /// One task: a run of its own that walks all keys (from its own offset) in chunks, claims
 /// them, "sends" the ones it claimed (counted), settles them, and comes back for the ones
 /// another run held until each is delivered.
-async fn racer(store: Store, offset: usize, sends: Arc<Mutex<HashMap<String, u32>>>) -> usize {
+async fn racer(store: Store, offset: usize, sends: Sends) -> usize {
     let run = new_run(&store).await;
     let all: Vec<String> = (0..KEYS)
         .map(|i| format!("order-{}", (i + offset) % KEYS))
@@ -400,23 +445,8 @@ async fn racer(store: Store, offset: usize, sends: Arc<Mutex<HashMap<String, u32
                 .claim_keys("orders", "dev", run, chunk)
                 .await
                 .expect("claim");
-            let mine: Vec<String> = chunk
-                .iter()
-                .filter(|k| got.get(*k) == Some(&Claim::Claimed))
-                .cloned()
-                .collect();
-            held.extend(
-                chunk
-                    .iter()
-                    .filter(|k| matches!(got.get(*k), Some(Claim::HeldBy(_))))
-                    .cloned(),
-            );
-            {
-                let mut s = sends.lock().unwrap();
-                for k in &mine {
-                    *s.entry(k.clone()).or_insert(0) += 1;
-                }
-            }
+            let mine = split_claims(chunk, &got, &mut held);
+            count_sends(&sends, &mine);
             settle(&store, run, &mine).await;
         }
         pending = held;
@@ -424,22 +454,14 @@ async fn racer(store: Store, offset: usize, sends: Arc<Mutex<HashMap<String, u32
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
-    store
-        .finish_run(run, RunStatus::Succeeded, &RunCounts::default(), None, None)
-        .await
-        .expect("finish");
+    finish(&store, run).await;
     rounds
 }
 
 /// A racer as a run does it: it may hold the flow alone, claims the next chunk before the
 /// last one settled (so it has unsettled keys when told to hand over), and starts a little
 /// after the racer before it, so that the first one is alone for a while.
-async fn lone_racer(
-    store: Store,
-    index: usize,
-    offset: usize,
-    sends: Arc<Mutex<HashMap<String, u32>>>,
-) -> usize {
+async fn lone_racer(store: Store, index: usize, offset: usize, sends: Sends) -> usize {
     tokio::time::sleep(std::time::Duration::from_millis(40 * index as u64)).await;
     let run = new_run(&store).await;
     let mut pending: Vec<String> = (0..KEYS)
@@ -467,26 +489,11 @@ async fn lone_racer(
                     .expect("hand over");
             }
             let (got, alone) = claimed(got);
-            let mine: Vec<String> = chunk
-                .iter()
-                .filter(|k| got.get(*k) == Some(&Claim::Claimed))
-                .cloned()
-                .collect();
+            let mine = split_claims(chunk, &got, &mut held);
             if alone {
                 lone.extend(mine.iter().cloned());
             }
-            held.extend(
-                chunk
-                    .iter()
-                    .filter(|k| matches!(got.get(*k), Some(Claim::HeldBy(_))))
-                    .cloned(),
-            );
-            {
-                let mut s = sends.lock().unwrap();
-                for k in &mine {
-                    *s.entry(k.clone()).or_insert(0) += 1;
-                }
-            }
+            count_sends(&sends, &mine);
             // The previous chunk settles only now: one chunk is always in flight.
             let previous = std::mem::replace(&mut unsettled, mine);
             settle(&store, run, &previous).await;
@@ -504,10 +511,7 @@ async fn lone_racer(
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
-    store
-        .finish_run(run, RunStatus::Succeeded, &RunCounts::default(), None, None)
-        .await
-        .expect("finish");
+    finish(&store, run).await;
     handovers
 }
 
@@ -541,10 +545,7 @@ async fn race_sqlite_lone_runs_hand_over_and_send_every_key_once() {
             .expect("the race finished within 5 minutes")
             .expect("racer");
     }
-    let sends = sends.lock().unwrap();
-    assert_eq!(sends.len(), KEYS, "every key was sent");
-    let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "keys sent twice: {twice:?}");
+    assert_sent_once(&sends);
     assert!(handovers >= 1, "a lone run handed over");
 }
 
@@ -564,10 +565,7 @@ async fn race(stores: Vec<Store>, tasks_each: usize) {
             .expect("the race finished within 5 minutes")
             .expect("racer");
     }
-    let sends = sends.lock().unwrap();
-    assert_eq!(sends.len(), KEYS, "every key was sent");
-    let twice: Vec<_> = sends.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "keys sent twice: {twice:?}");
+    assert_sent_once(&sends);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
