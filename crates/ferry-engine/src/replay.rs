@@ -790,6 +790,7 @@ pub async fn dry_run(
         store: store.clone(),
         progress: Arc::new(Progress::default()),
         lone: None,
+        claiming: Default::default(),
     };
     let stage = MapStage {
         map: t.map,
@@ -915,6 +916,7 @@ pub async fn replay(
         progress: opts.progress.clone(),
         // A replay claims per key: its settle is not the run's.
         lone: None,
+        claiming: Default::default(),
     });
     let stage = MapStage {
         map: t.map,

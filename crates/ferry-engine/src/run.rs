@@ -316,6 +316,9 @@ pub(crate) struct Ctx {
     /// while alone (no claim rows) and has not settled yet, which it hands over as claim rows
     /// when another run starts. `None`: claims are per key (replays).
     pub(crate) lone: Option<LoneKeys>,
+    /// One claim at a time per run: a hand-over reads and clears `lone`, which a claim that
+    /// was granted `alone` fills.
+    pub(crate) claiming: tokio::sync::Mutex<()>,
 }
 
 /// Keys claimed while the run held its flow alone, until their records settle.
@@ -496,6 +499,7 @@ async fn execute_in(
         store: store.clone(),
         progress: opts.progress.clone(),
         lone: Some(LoneKeys::default()),
+        claiming: Default::default(),
     });
 
     let setup = HttpPager::new(src, &req.env, cursor_before.as_ref())
@@ -588,6 +592,7 @@ async fn execute_in(
         opts.settle_batch.max(1),
         opts.settle_interval,
     ));
+    let hand_over = tokio::spawn(hand_over_when_asked(ctx.clone()));
 
     let source_result = source_task.await;
     let _ = map_task.await;
@@ -595,6 +600,7 @@ async fn execute_in(
     let _ = deliver_task.await;
     let settled = settle_task.await;
     stopper.abort();
+    hand_over.abort();
     let stopped = stop_reason.lock().ok().and_then(|r| r.clone());
     let handed_back = ctx
         .progress
@@ -1162,6 +1168,7 @@ async fn claim(
     let Some(lone) = &ctx.lone else {
         return ctx.store.claim_keys(flow, env, run, keys).await;
     };
+    let _one_at_a_time = ctx.claiming.lock().await;
     let lock = || lone.lock().unwrap_or_else(|p| p.into_inner());
     let mut got = ctx
         .store
@@ -1196,6 +1203,25 @@ async fn claim(
             op: "claim_keys",
             detail: format!("run {run} was asked to hand over twice in a row"),
         }),
+    }
+}
+
+/// While the run holds its flow alone with records in flight, looks every [`CLAIM_RECHECK`]
+/// whether another run has started, and hands over at once if so: without this, a run or
+/// replay that starts near the end of a lone run (no more claim batches) would wait for its
+/// end.
+async fn hand_over_when_asked(ctx: Arc<Ctx>) {
+    let Some(lone) = &ctx.lone else {
+        return;
+    };
+    let mut tick = tokio::time::interval(CLAIM_RECHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let holds = !lone.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        if holds && let Err(e) = claim(&ctx, &[]).await {
+            tracing::warn!(error = %e, "Looking for a run waiting on this one failed");
+        }
     }
 }
 

@@ -252,7 +252,13 @@ async fn a_lone_run_hands_over_when_another_starts(store: Store) {
         .unwrap_err();
     assert!(err.to_string().contains("alone"), "{err}");
     settle(&store, a, &keys(&["k2"])).await;
-    // a's next claim: another run is running, so a hands over first.
+    // a's next claim: another run is running, so a hands over first (asked with no keys at
+    // all, too: how a lone run with nothing more to claim looks for a waiting run).
+    let got = store
+        .claim_keys_as("orders", "dev", a, &[], ClaimMode::MayRunAlone)
+        .await
+        .unwrap();
+    assert_eq!(got, KeyClaims::HandOver);
     let got = store
         .claim_keys_as("orders", "dev", a, &keys(&["k4"]), ClaimMode::MayRunAlone)
         .await
