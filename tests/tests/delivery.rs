@@ -244,3 +244,86 @@ async fn a_changed_record_under_the_same_key_is_refused_locally() {
         "nothing was sent"
     );
 }
+
+/// Counts the running runs of the state file, and how many of them hold their flow alone.
+async fn running_and_alone(conn: &mut sqlx::SqliteConnection) -> (i64, i64) {
+    sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(alone), 0) FROM runs WHERE status = 'running'")
+        .fetch_one(conn)
+        .await
+        .expect("read runs")
+}
+
+/// Polls until `done` holds or 20 s have passed; says whether it held.
+async fn wait_for(conn: &mut sqlx::SqliteConnection, done: impl Fn((i64, i64)) -> bool) -> bool {
+    for _ in 0..400 {
+        if done(running_and_alone(conn).await) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A run alone on its flow writes no claim rows; a second run that starts while the first
+/// one's deliveries are stuck (the sink is down, every record already claimed) makes the first
+/// hand its keys over without waiting for its end, and once the sink is back every record is
+/// applied exactly once between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_run_hands_over_to_a_run_that_starts_while_it_delivers() {
+    use sqlx::Connection;
+    // A short breaker, so that the stuck deliveries resume soon after the sink is back.
+    let flow = with_policy(
+        "  retry: { attempts: 20, initial: 50ms, max: 300ms, jitter: full }\n  circuit_breaker: { min_calls: 5, window: 10, open_for: 300ms }",
+    );
+    let w = world(300, Some(&flow)).await;
+    w.sandbox.sink().set_down(true);
+    let url = format!("sqlite:{}", w._dir.path().join("state.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("state file");
+    let first = w.run();
+    let second = async {
+        // The first run is alone, and has read every page.
+        let alone = wait_for(&mut conn, |(running, alone)| running == 1 && alone == 1).await;
+        for _ in 0..400 {
+            if w.sandbox.source().requests() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Time for its records to be claimed: from here on it has nothing more to claim.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let watch = async {
+            let handed_over =
+                wait_for(&mut conn, |(running, alone)| running == 2 && alone == 0).await;
+            w.sandbox.sink().set_down(false);
+            handed_over
+        };
+        let (run, handed_over) = tokio::join!(w.run(), watch);
+        (alone, handed_over, run)
+    };
+    let (first, (alone, handed_over, second)) = tokio::join!(first, second);
+    assert!(alone, "the first run held its flow alone");
+    assert!(
+        handed_over,
+        "the first run handed over while its records were stuck"
+    );
+    assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.error);
+    assert_eq!(second.status, RunStatus::Succeeded, "{:?}", second.error);
+    let applied = applied_ids(&w);
+    let mut expected = 0;
+    for id in 1..=300u64 {
+        let src = w.sandbox.source().record(id).unwrap();
+        if expected_mapping(&src).is_some() {
+            expected += 1;
+            assert_eq!(applied.get(&id), Some(&1), "record {id}");
+        }
+    }
+    assert_eq!(applied.len(), expected);
+    assert_eq!(
+        first.counts.delivered + second.counts.delivered,
+        expected as u64,
+        "each record delivered by one of the two runs"
+    );
+    assert_eq!(w.sandbox.sink().stats().duplicate_requests, 0);
+}
