@@ -253,7 +253,7 @@ async fn bad_addresses_are_clear_errors() {
 }
 
 #[tokio::test]
-async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters() {
+async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters_and_ledger() {
     // A state file as the first ferry release left it: migration 1 only, one dead letter with
     // one history event.
     let dir = tempfile::tempdir().unwrap();
@@ -273,7 +273,9 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters() {
              '2024-01-01T00:00:00.000Z');
          INSERT INTO dead_letter_events (entry_id, at, from_state, to_state, note, run_id)
              VALUES ('0190a000-0000-7000-8000-000000000001', '2024-01-01T00:00:01.000Z',
-             'pending', 'pending', 'looked at it', NULL);",
+             'pending', 'pending', 'looked at it', NULL);
+         INSERT INTO ledger VALUES ('orders', 'dev', 'order-7', 'h7',
+             '0190a000-0000-7000-8000-000000000002', 1, 201, '2024-01-01T00:00:02.000Z');",
     )
     .execute(&mut conn)
     .await
@@ -289,8 +291,26 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters() {
 
     let store = open(path.to_str().unwrap()).await.unwrap();
     // Every later migration applied: 2 (dead-letter edits), 3 (flow lifecycle), 4 (key claims),
-    // 5 (claims found by flow).
-    assert_eq!(count_migrations(&path).await, 6);
+    // 5 (claims found by flow), 6 (lone runs), 7 (the ledger keyed by key first).
+    assert_eq!(count_migrations(&path).await, 7);
+    // The ledger's rows moved to the rebuilt table: the key is still known, and still unique.
+    let hits = store
+        .ledger_lookup(
+            "orders",
+            "dev",
+            &["order-7".to_string(), "order-8".to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits["order-7"].body_hash, "h7");
+    assert!(
+        store
+            .ledger_lookup("orders", "prod", &["order-7".to_string()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let id = uuid::Uuid::parse_str("0190a000-0000-7000-8000-000000000001").unwrap();
     let entry = store.dead_letter(id).await.unwrap().unwrap();
     assert_eq!(entry.edited_record, None);

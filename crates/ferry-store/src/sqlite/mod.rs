@@ -75,6 +75,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "runs_alone",
         sql: include_str!("migrations/0006_runs_alone.sql"),
     },
+    Migration {
+        version: 7,
+        name: "ledger_key_first",
+        sql: include_str!("migrations/0007_ledger_key_first.sql"),
+    },
 ];
 
 /// How long a statement waits for another connection's write lock.
@@ -489,7 +494,7 @@ fn ledger_insert_sql(rows: usize) -> &'static str {
         let values = vec![row; LEDGER_INSERT_ROWS[i]].join(", ");
         format!(
             "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) \
-             VALUES {values} ON CONFLICT (flow, env, key) DO NOTHING"
+             VALUES {values} ON CONFLICT (key, flow, env) DO NOTHING"
         )
     })
 }
