@@ -1000,12 +1000,16 @@ pub async fn replay(
     }
     drop(work_tx);
     let _ = screen_task.await;
-    let _ = deliver_task.await;
+    // A delivery stage that crashed lost the entries it held: they stay pending.
+    let deliver_error = deliver_task
+        .await
+        .err()
+        .map(|e| format!("the replay's delivery stage crashed: {e}"));
     let written = settle_task.await;
     stopper.abort();
 
     let (counts, outcomes, error) = match written {
-        Ok(Ok(w)) => (w.counts, w.outcomes, None),
+        Ok(Ok(w)) => (w.counts, w.outcomes, deliver_error),
         Ok(Err((w, e))) => (w.counts, w.outcomes, Some(e)),
         Err(e) => (
             RunCounts::default(),

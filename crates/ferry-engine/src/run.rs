@@ -98,9 +98,8 @@ impl Default for RunOptions {
     }
 }
 
-/// A record ready for delivery. The source record is kept serialized and the mapped record only
-/// as the request body: a few hundred bytes instead of a few kilobytes of `Value` trees per
-/// record waiting in the delivery stage; they are parsed back only for a dead letter.
+/// A record ready for delivery. The mapped record is kept only as the request body (parsed back
+/// for a dead letter); the source record as parsed.
 pub(crate) struct Work {
     /// The source record, as parsed: it is only read again when the record is dead-lettered,
     /// and encoding it for every record to save the memory of the few thousand waiting here
@@ -597,7 +596,11 @@ async fn execute_in(
     let source_result = source_task.await;
     let _ = map_task.await;
     let _ = screen_task.await;
-    let _ = deliver_task.await;
+    // A delivery stage that crashed lost the records it held: the run fails, the cursor stays.
+    let deliver_error = deliver_task
+        .await
+        .err()
+        .map(|e| format!("delivery stage crashed: {e}"));
     let settled = settle_task.await;
     stopper.abort();
     hand_over.abort();
@@ -625,7 +628,7 @@ async fn execute_in(
 
     let (status, error, cursor_after) = if let Some(e) = settle_error {
         (RunStatus::Failed, Some(e), stored_cursor.clone())
-    } else if let Some(e) = source_error {
+    } else if let Some(e) = deliver_error.or(source_error) {
         (RunStatus::Failed, Some(e), stored_cursor.clone())
     } else if cancelled || handed_back > 0 || stopped.is_some() {
         // Records are handed back as soon as their next wait would cross the deadline, which
