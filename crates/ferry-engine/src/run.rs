@@ -113,10 +113,6 @@ pub(crate) struct Work {
 }
 
 impl Work {
-    /// The source record.
-    pub(crate) fn source_value(&self) -> Value {
-        self.source.clone()
-    }
     /// The mapped record (the request body).
     pub(crate) fn mapped_value(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
@@ -320,8 +316,48 @@ pub(crate) struct Ctx {
     pub(crate) claiming: tokio::sync::Mutex<()>,
 }
 
-/// Keys claimed while the run held its flow alone, until their records settle.
-pub(crate) type LoneKeys = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+/// Keys claimed while the run held its flow alone, until their records settle: what the run
+/// hands over as claim rows when another run starts.
+#[derive(Default)]
+pub(crate) struct LoneKeys(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl LoneKeys {
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held().is_empty()
+    }
+
+    /// Remembers the keys of a batch claimed while alone.
+    fn add_claimed(&self, claims: &std::collections::HashMap<String, Claim>) {
+        let mut held = self.held();
+        held.extend(
+            claims
+                .iter()
+                .filter(|(_, c)| **c == Claim::Claimed)
+                .map(|(k, _)| k.clone()),
+        );
+    }
+
+    /// The keys to hand over; the caller clears them once claim rows hold them.
+    fn unsettled(&self) -> Vec<String> {
+        self.held().iter().cloned().collect()
+    }
+
+    fn clear(&self) {
+        self.held().clear();
+    }
+
+    /// Forgets keys whose records settled.
+    fn settled(&self, keys: &[&str]) {
+        let mut held = self.held();
+        for k in keys {
+            held.remove(*k);
+        }
+    }
+}
 
 impl Ctx {
     fn dead(
@@ -1172,13 +1208,12 @@ async fn claim(
         return ctx.store.claim_keys(flow, env, run, keys).await;
     };
     let _one_at_a_time = ctx.claiming.lock().await;
-    let lock = || lone.lock().unwrap_or_else(|p| p.into_inner());
     let mut got = ctx
         .store
         .claim_keys_as(flow, env, run, keys, ClaimMode::MayRunAlone)
         .await?;
     if got == KeyClaims::HandOver {
-        let unsettled: Vec<String> = lock().iter().cloned().collect();
+        let unsettled = lone.unsettled();
         tracing::debug!(
             keys = unsettled.len(),
             "Another run started: handing over the keys claimed alone"
@@ -1188,17 +1223,12 @@ async fn claim(
             .claim_keys_as(flow, env, run, keys, ClaimMode::HandOver(&unsettled))
             .await?;
         // Claim rows hold them now (or they settled meanwhile).
-        lock().clear();
+        lone.clear();
     }
     match got {
         KeyClaims::Keys { claims, alone } => {
             if alone {
-                let mut held = lock();
-                for (k, c) in &claims {
-                    if *c == Claim::Claimed {
-                        held.insert(k.clone());
-                    }
-                }
+                lone.add_claimed(&claims);
             }
             Ok(claims)
         }
@@ -1221,8 +1251,9 @@ async fn hand_over_when_asked(ctx: Arc<Ctx>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let holds = !lone.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
-        if holds && let Err(e) = claim(&ctx, &[]).await {
+        if !lone.is_empty()
+            && let Err(e) = claim(&ctx, &[]).await
+        {
             tracing::warn!(error = %e, "Looking for a run waiting on this one failed");
         }
     }
@@ -1270,7 +1301,8 @@ async fn screen(
                     "idempotency key `{}` was delivered before with a different body (run {}, revision {}); refused locally and not sent: change the key template or replay with a new key",
                     w.idem, hit.run_id, hit.revision
                 );
-                let (source, mapped) = (w.source_value(), w.mapped_value());
+                let mapped = w.mapped_value();
+                let source = w.source;
                 let entry = ctx.dead(
                     Some(w.idem),
                     source,
@@ -1291,7 +1323,8 @@ async fn screen(
                     "two records of this run have idempotency key `{}` with different bodies; the second was not sent",
                     w.idem
                 );
-                let (source, mapped) = (w.source_value(), w.mapped_value());
+                let mapped = w.mapped_value();
+                let source = w.source;
                 let entry = ctx.dead(
                     Some(w.idem),
                     source,
@@ -1455,7 +1488,8 @@ async fn deliver_job(
                 },
                 Err((class, _)) if class == HANDED_BACK => Settled::HandedBack,
                 Err((class, error)) => {
-                    let (source, mapped) = (w.source_value(), w.mapped_value());
+                    let mapped = w.mapped_value();
+                    let source = w.source;
                     let entry = ctx.dead(
                         Some(w.idem.clone()),
                         source,
@@ -1565,13 +1599,10 @@ async fn settle_stage(
 
 /// Keys claimed while alone stop being this run's to hand over once their records settled.
 fn settled_alone(ctx: &Ctx, batch: &Settle) {
-    if let Some(lone) = &ctx.lone {
-        let mut held = lone.lock().unwrap_or_else(|p| p.into_inner());
-        if !held.is_empty() {
-            for k in batch.settled_keys() {
-                held.remove(k);
-            }
-        }
+    if let Some(lone) = &ctx.lone
+        && !lone.is_empty()
+    {
+        lone.settled(&batch.settled_keys());
     }
 }
 

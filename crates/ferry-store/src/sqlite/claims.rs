@@ -49,6 +49,14 @@ async fn insert_claims(
     Ok(())
 }
 
+/// A per-key claim by a run that holds its flow alone: it must hand over first.
+pub(super) fn holds_alone(run_id: Uuid, flow: &str, env: &str) -> StoreError {
+    StoreError::InvalidInput {
+        op: "claim_keys",
+        detail: format!("run {run_id} holds {flow}/{env} alone: claim with ClaimMode::HandOver"),
+    }
+}
+
 impl SqliteStore {
     pub(super) async fn claim(
         &self,
@@ -77,7 +85,7 @@ impl SqliteStore {
         .map_err(StoreError::query(OP))?;
         let mut others: HashSet<String> = HashSet::with_capacity(rows.len());
         let mut me_alone = false;
-        let mut lone_other: Option<String> = None;
+        let mut lone_other: Option<Uuid> = None;
         for row in &rows {
             let id: String = get(row, OP, "id")?;
             let alone = get::<i64>(row, OP, "alone")? != 0;
@@ -85,7 +93,7 @@ impl SqliteStore {
                 me_alone = alone;
             } else {
                 if alone {
-                    lone_other = Some(id.clone());
+                    lone_other = Some(parse_uuid(OP, "runs.id", &id)?);
                 }
                 others.insert(id);
             }
@@ -97,14 +105,7 @@ impl SqliteStore {
                 tx.commit().await.map_err(StoreError::query(OP))?;
                 return Ok(KeyClaims::HandOver);
             }
-            ClaimMode::PerKey if me_alone => {
-                return Err(StoreError::InvalidInput {
-                    op: OP,
-                    detail: format!(
-                        "run {run_id} holds {flow}/{env} alone: claim with ClaimMode::HandOver"
-                    ),
-                });
-            }
+            ClaimMode::PerKey if me_alone => return Err(holds_alone(run_id, flow, env)),
             ClaimMode::MayRunAlone if others.is_empty() && rows.len() == 1 => {
                 // This run is the only one running (its own row is the one read).
                 if !me_alone {
@@ -157,9 +158,8 @@ impl SqliteStore {
                 }
                 continue;
             }
-            if let Some(lone) = &lone_other {
+            if let Some(holder) = lone_other {
                 // Another run holds the flow alone: everything waits for its hand-over.
-                let holder = parse_uuid(OP, "runs.id", lone)?;
                 for k in free {
                     out.insert(k.to_string(), Claim::HeldBy(holder));
                 }

@@ -476,22 +476,18 @@ fn dead_letter_from_row(op: &'static str, row: &SqliteRow) -> Result<DeadLetter>
     })
 }
 
-/// Row counts of the ledger's multi-row INSERTs, largest first. A settle batch is written in
-/// chunks of these sizes, so only three statements exist: each is prepared once per connection
-/// and kept in its statement cache, where a statement per batch length would be parsed anew
-/// for every batch (and hold memory for each length seen).
+/// Row counts of the ledger's multi-row INSERTs, largest first (the last is 1, so any batch is
+/// covered). A settle batch is written in chunks of these sizes, so only three statements exist:
+/// each is prepared once per connection and kept in its statement cache, where a statement per
+/// batch length would be parsed anew for every batch (and hold memory for each length seen).
 const LEDGER_INSERT_ROWS: [usize; 3] = [64, 8, 1];
 
-/// The ledger INSERT of `rows` rows (one of [`LEDGER_INSERT_ROWS`]).
-fn ledger_insert_sql(rows: usize) -> &'static str {
-    static SQL: [std::sync::OnceLock<String>; 3] = [const { std::sync::OnceLock::new() }; 3];
-    let i = LEDGER_INSERT_ROWS
-        .iter()
-        .position(|&n| n == rows)
-        .unwrap_or(LEDGER_INSERT_ROWS.len() - 1);
-    SQL[i].get_or_init(|| {
-        let row = "(?, ?, ?, ?, ?, ?, ?, ?)";
-        let values = vec![row; LEDGER_INSERT_ROWS[i]].join(", ");
+/// The ledger INSERT of `LEDGER_INSERT_ROWS[shape]` rows.
+fn ledger_insert_sql(shape: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; LEDGER_INSERT_ROWS.len()] =
+        [const { std::sync::OnceLock::new() }; LEDGER_INSERT_ROWS.len()];
+    SQL[shape].get_or_init(|| {
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; LEDGER_INSERT_ROWS[shape]].join(", ");
         format!(
             "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) \
              VALUES {values} ON CONFLICT (key, flow, env) DO NOTHING"
@@ -543,33 +539,25 @@ async fn settle_in(
     }
     let counts = counts_to_i64(op, &batch.counts)?;
 
-    let run_id = batch.run_id.to_string();
     let mut rest = &batch.delivered[..];
-    while !rest.is_empty() {
-        let rows = LEDGER_INSERT_ROWS
-            .iter()
-            .copied()
-            .find(|&n| n <= rest.len())
-            .unwrap_or(1);
-        let (chunk, tail) = rest.split_at(rows);
-        rest = tail;
-        let mut q = sqlx::query(ledger_insert_sql(rows));
-        for e in chunk {
-            q = q
-                .bind(&batch.flow)
-                .bind(&batch.env)
-                .bind(&e.key)
-                .bind(&e.body_hash)
-                .bind(if e.run_id == batch.run_id {
-                    run_id.clone()
-                } else {
-                    e.run_id.to_string()
-                })
-                .bind(e.revision)
-                .bind(i64::from(e.status))
-                .bind(ts_text(millis(e.delivered_at)));
+    for (shape, &rows) in LEDGER_INSERT_ROWS.iter().enumerate() {
+        while rest.len() >= rows {
+            let (chunk, tail) = rest.split_at(rows);
+            rest = tail;
+            let mut q = sqlx::query(ledger_insert_sql(shape));
+            for e in chunk {
+                q = q
+                    .bind(&batch.flow)
+                    .bind(&batch.env)
+                    .bind(&e.key)
+                    .bind(&e.body_hash)
+                    .bind(e.run_id.to_string())
+                    .bind(e.revision)
+                    .bind(i64::from(e.status))
+                    .bind(ts_text(millis(e.delivered_at)));
+            }
+            q.execute(&mut **tx).await.map_err(StoreError::query(op))?;
         }
-        q.execute(&mut **tx).await.map_err(StoreError::query(op))?;
     }
     // Settled keys are no longer in flight: their claims go (a delivered key is guarded by the
     // ledger from now on), which keeps the claims table as small as what is in flight.
@@ -1046,13 +1034,8 @@ impl StateStore for SqliteStore {
             .await?
         {
             KeyClaims::Keys { claims, .. } => Ok(claims),
-            // Only a run that once claimed with `MayRunAlone` can be asked to hand over.
-            KeyClaims::HandOver => Err(StoreError::InvalidInput {
-                op: "claim_keys",
-                detail: format!(
-                    "run {run_id} holds {flow}/{env} alone: claim with ClaimMode::HandOver"
-                ),
-            }),
+            // A per-key claim is refused before that, when the run holds its flow alone.
+            KeyClaims::HandOver => Err(claims::holds_alone(run_id, flow, env)),
         }
     }
 
