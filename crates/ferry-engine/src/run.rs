@@ -40,7 +40,8 @@ use crate::error::EngineError;
 use crate::keys::{RecordVars, idempotency_key, record_key, sha256_hex};
 use crate::progress::Progress;
 
-/// Records buffered between the source and the map stage, and between map and delivery.
+/// Records buffered between the map, screen and delivery stages (the source hands the map
+/// stage whole pages, one buffered).
 const STAGE_CAPACITY: usize = 256;
 /// Settled outcomes buffered before the settle stage.
 const SETTLE_CAPACITY: usize = 2048;
@@ -570,7 +571,7 @@ async fn execute_in(
         }
     };
 
-    let (fetched_tx, fetched_rx) = mpsc::channel::<Value>(STAGE_CAPACITY);
+    let (fetched_tx, fetched_rx) = mpsc::channel::<Vec<Value>>(1);
     let (work_tx, work_rx) = mpsc::channel::<Work>(STAGE_CAPACITY);
     let (settle_tx, settle_rx) = mpsc::channel::<Settled>(SETTLE_CAPACITY);
 
@@ -754,68 +755,44 @@ enum SourceEnd {
     Failed(String),
 }
 
-/// Reads pages and hands their records on. The next page is fetched while the records of the
-/// current one are still being handed on (one page ahead), so a page's latency does not leave
-/// delivery idle.
+/// Reads pages and hands them on whole: the map stage takes a page at a time, so a record
+/// costs no channel hop of its own. The channel holds one page, so the next page is fetched
+/// while the map stage works through the current one (one page ahead) and a page's latency
+/// does not leave delivery idle; memory stays at a few pages.
 async fn source_stage(
     mut pager: HttpPager,
-    tx: mpsc::Sender<Value>,
+    tx: mpsc::Sender<Vec<Value>>,
     progress: Arc<Progress>,
     cancel: Option<watch::Receiver<bool>>,
 ) -> SourceEnd {
     let stopped = move || cancel.as_ref().is_some_and(|c| *c.borrow());
-    let (page_tx, mut page_rx) = mpsc::channel(1);
-    let fetcher = {
-        let stopped = stopped.clone();
-        tokio::spawn(tracing::Instrument::in_current_span(async move {
-            loop {
-                if stopped() {
-                    return SourceEnd::Cancelled;
-                }
-                let page_span = tracing::debug_span!(
-                    "page",
-                    page = tracing::field::Empty,
-                    records = tracing::field::Empty
-                );
-                ferry_telemetry::trace::inherit_run_context(&page_span);
-                let next = tracing::Instrument::instrument(pager.next_page(), page_span.clone());
-                match next.await {
-                    Ok(Some(page)) => {
-                        page_span.record("page", page.number as i64);
-                        page_span.record("records", page.records.len() as i64);
-                        if page_tx.send(page).await.is_err() {
-                            return SourceEnd::Failed("the source stage stopped".into());
-                        }
-                    }
-                    Ok(None) => return SourceEnd::Done,
-                    Err(e) => return SourceEnd::Failed(e.to_string()),
-                }
-            }
-        }))
-    };
-    while let Some(page) = page_rx.recv().await {
-        Progress::add(&progress.pages, 1);
-        tracing::debug!(
-            page = page.number,
-            records = page.records.len(),
-            "Page fetched"
-        );
-        for rec in page.records {
-            Progress::add(&progress.fetched, 1);
-            if tx.send(rec).await.is_err() {
-                fetcher.abort();
-                return SourceEnd::Failed("the map stage stopped".into());
-            }
-        }
+    loop {
         if stopped() {
             // What was fetched is handed on; no new page is read.
-            fetcher.abort();
             return SourceEnd::Cancelled;
         }
-    }
-    match fetcher.await {
-        Ok(end) => end,
-        Err(e) => SourceEnd::Failed(format!("source stage crashed: {e}")),
+        let page_span = tracing::debug_span!(
+            "page",
+            page = tracing::field::Empty,
+            records = tracing::field::Empty
+        );
+        ferry_telemetry::trace::inherit_run_context(&page_span);
+        let next = tracing::Instrument::instrument(pager.next_page(), page_span.clone());
+        match next.await {
+            Ok(Some(page)) => {
+                let records = page.records.len() as u64;
+                page_span.record("page", page.number as i64);
+                page_span.record("records", records as i64);
+                tracing::debug!(page = page.number, records, "Page fetched");
+                Progress::add(&progress.pages, 1);
+                Progress::add(&progress.fetched, records);
+                if tx.send(page.records).await.is_err() {
+                    return SourceEnd::Failed("the map stage stopped".into());
+                }
+            }
+            Ok(None) => return SourceEnd::Done,
+            Err(e) => return SourceEnd::Failed(e.to_string()),
+        }
     }
 }
 
@@ -833,32 +810,43 @@ pub(crate) struct MapStage {
 async fn map_stage(
     ctx: Arc<Ctx>,
     stage: MapStage,
-    mut rx: mpsc::Receiver<Value>,
+    mut rx: mpsc::Receiver<Vec<Value>>,
     work_tx: mpsc::Sender<Work>,
     settle_tx: mpsc::Sender<Settled>,
 ) {
-    while let Some(source) = rx.recv().await {
-        let cursor = stage
-            .cursor_path
-            .as_ref()
-            .and_then(|p| p.first(&source))
-            .filter(|v| !v.is_null())
-            .cloned();
-        let past_window = match (&stage.until, &cursor) {
-            (Some(until), Some(c)) => crate::cursor::cmp(c, until).is_gt(),
-            _ => false,
-        };
-        let out = if past_window {
-            settle_tx.send(Settled::Filtered { cursor }).await.is_ok()
-        } else {
-            match prepare(&ctx, &stage, source, cursor) {
-                Ok(work) => work_tx.send(work).await.is_ok(),
-                Err(settled) => settle_tx.send(*settled).await.is_ok(),
+    while let Some(page) = rx.recv().await {
+        for source in page {
+            if !map_one(&ctx, &stage, source, &work_tx, &settle_tx).await {
+                return;
             }
-        };
-        if !out {
-            return;
         }
+    }
+}
+
+/// Maps one record and hands it on; false when the next stage has stopped.
+async fn map_one(
+    ctx: &Ctx,
+    stage: &MapStage,
+    source: Value,
+    work_tx: &mpsc::Sender<Work>,
+    settle_tx: &mpsc::Sender<Settled>,
+) -> bool {
+    let cursor = stage
+        .cursor_path
+        .as_ref()
+        .and_then(|p| p.first(&source))
+        .filter(|v| !v.is_null())
+        .cloned();
+    let past_window = match (&stage.until, &cursor) {
+        (Some(until), Some(c)) => crate::cursor::cmp(c, until).is_gt(),
+        _ => false,
+    };
+    if past_window {
+        return settle_tx.send(Settled::Filtered { cursor }).await.is_ok();
+    }
+    match prepare(ctx, stage, source, cursor) {
+        Ok(work) => work_tx.send(work).await.is_ok(),
+        Err(settled) => settle_tx.send(*settled).await.is_ok(),
     }
 }
 
