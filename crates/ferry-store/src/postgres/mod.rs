@@ -78,6 +78,16 @@ const LOOKUP_CHUNK: usize = 10_000;
 /// First half of the advisory lock key taken while migrating ("ferry" on a phone keypad).
 const MIGRATION_LOCK: i32 = 33_779;
 
+/// The tail of a `SELECT 1 FROM ledger_claims WHERE …` that locks the claim rows it reads in
+/// key order, run before deleting them: claimers lock rows in key order (their `INSERT` is
+/// sorted), so a `DELETE` that locked rows in the table's physical order could deadlock with
+/// one (PostgreSQL would abort one of the two with 40P01).
+macro_rules! lock_claims_in_key_order {
+    () => {
+        " ORDER BY flow, env, key FOR UPDATE"
+    };
+}
+
 macro_rules! rev_cols {
     () => {
         "r.flow, r.number, r.hash, r.spec, r.message, r.author, r.created_at, r.origin_flow, \
@@ -448,16 +458,22 @@ async fn settle_in(
     // ledger from now on), which keeps the claims table as small as what is in flight.
     let settled = batch.settled_keys();
     if !settled.is_empty() {
-        sqlx::query(
+        for sql in [
+            concat!(
+                "SELECT 1 FROM ledger_claims WHERE flow = $1 AND env = $2 AND run_id = $3 AND key = ANY($4)",
+                lock_claims_in_key_order!()
+            ),
             "DELETE FROM ledger_claims WHERE flow = $1 AND env = $2 AND run_id = $3 AND key = ANY($4)",
-        )
-        .bind(&batch.flow)
-        .bind(&batch.env)
-        .bind(batch.run_id)
-        .bind(&settled)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::query(op))?;
+        ] {
+            sqlx::query(sql)
+                .bind(&batch.flow)
+                .bind(&batch.env)
+                .bind(batch.run_id)
+                .bind(&settled)
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::query(op))?;
+        }
     }
 
     let updated = sqlx::query(
@@ -757,11 +773,19 @@ impl StateStore for PgStore {
         if updated.rows_affected() == 0 {
             return Err(run_not_updatable(&mut tx, OP, id).await);
         }
-        sqlx::query("DELETE FROM ledger_claims WHERE run_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query(OP))?;
+        for sql in [
+            concat!(
+                "SELECT 1 FROM ledger_claims WHERE run_id = $1",
+                lock_claims_in_key_order!()
+            ),
+            "DELETE FROM ledger_claims WHERE run_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query(OP))?;
+        }
         tx.commit().await.map_err(StoreError::query(OP))?;
         Ok(())
     }
