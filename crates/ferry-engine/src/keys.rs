@@ -91,14 +91,19 @@ pub fn idempotency_key(
             &vars.hash[..32.min(vars.hash.len())]
         ),
     };
-    Ok(header_safe(&raw))
+    Ok(header_safe(raw))
 }
 
 /// Makes a key safe for an HTTP header and bounded in length, keeping it readable.
-pub fn header_safe(raw: &str) -> String {
+pub fn header_safe(raw: String) -> String {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"-_.:~@+=/".contains(&b);
+    if raw.len() <= MAX_KEY_LEN && raw.bytes().all(safe) {
+        // The usual key: nothing to escape or shorten.
+        return raw;
+    }
     let mut out = String::with_capacity(raw.len());
     for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.:~@+=/".contains(&b) {
+        if safe(b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -150,13 +155,17 @@ mod tests {
 
     #[test]
     fn keys_are_header_safe_and_bounded() {
-        assert_eq!(header_safe("a b\n"), "a%20b%0A");
+        assert_eq!(header_safe("a b\n".into()), "a%20b%0A");
+        assert_eq!(header_safe("flow-7-ab:c/d".into()), "flow-7-ab:c/d");
         let long = "x".repeat(5000);
-        let k = header_safe(&long);
+        let k = header_safe(long.clone());
         assert_eq!(k.len(), MAX_KEY_LEN);
         assert_ne!(
-            header_safe(&format!("{long}1")),
-            header_safe(&format!("{long}2"))
+            header_safe(format!("{long}1")),
+            header_safe(format!("{long}2"))
         );
+        // Exactly at the bound, a safe key is kept as it is.
+        let bound = "y".repeat(MAX_KEY_LEN);
+        assert_eq!(header_safe(bound.clone()), bound);
     }
 }

@@ -45,6 +45,8 @@ use crate::progress::Progress;
 const STAGE_CAPACITY: usize = 256;
 /// Settled outcomes buffered before the settle stage.
 const SETTLE_CAPACITY: usize = 2048;
+/// Settled outcomes the settle stage takes from its channel at once.
+const SETTLE_INBOX: usize = 256;
 /// Records that may wait for a retry in the delivery stage besides those in flight.
 const MAX_WAITING_RECORDS: usize = 1024;
 /// Keys looked up in the ledger at once.
@@ -145,18 +147,6 @@ pub(crate) enum Settled {
 /// Error class marking a record handed back to the next run.
 const HANDED_BACK: &str = "handed_back";
 
-impl Settled {
-    fn cursor(&self) -> Option<&Value> {
-        match self {
-            Settled::Delivered { cursor, .. }
-            | Settled::Skipped { cursor }
-            | Settled::Filtered { cursor }
-            | Settled::Dead { cursor, .. } => cursor.as_ref(),
-            Settled::HandedBack => None,
-        }
-    }
-}
-
 /// The resilience layers around every request, built once per run from the flow's policy.
 pub(crate) struct Guards {
     pub(crate) policy: RetryPolicy,
@@ -166,6 +156,30 @@ pub(crate) struct Guards {
     /// Set when the run is stopping.
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) deadline: Option<Instant>,
+    /// The guards of the destination the last record went to: a run mostly sends to one
+    /// destination, so most records find theirs here without a registry lookup.
+    last: std::sync::Mutex<Option<Arc<Destination>>>,
+}
+
+/// A destination's shared guards, looked up once in the registry.
+pub(crate) struct Destination {
+    /// The URL's `scheme://authority` as written, which decides the destination.
+    origin: String,
+    /// `scheme://host:port`, the registry's key.
+    pub(crate) key: String,
+    pub(crate) breaker: Option<Arc<ferry_resilience::CircuitBreaker>>,
+    pub(crate) limiter: Option<Arc<ferry_resilience::RateLimiter>>,
+    pub(crate) budget: Arc<ferry_resilience::RetryBudget>,
+}
+
+/// A URL's `scheme://authority`: everything before the path, query or fragment. Two URLs that
+/// share it share their destination.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find(['/', '?', '#', '\\'])
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
 }
 
 impl Guards {
@@ -221,7 +235,31 @@ impl Guards {
             budget,
             stop,
             deadline: p.deadline.map(|d| Instant::now() + d.get()),
+            last: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The breaker, rate limiter and retry budget of the destination `url` goes to.
+    pub(crate) fn destination(&self, url: &str) -> Arc<Destination> {
+        let origin = origin(url);
+        let mut last = match self.last.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(d) = last.as_ref().filter(|d| d.origin == origin) {
+            return Arc::clone(d);
+        }
+        let key = destination_key(url);
+        let registry = Registry::global();
+        let d = Arc::new(Destination {
+            origin: origin.to_string(),
+            breaker: self.breaker.as_ref().map(|c| registry.breaker(&key, c)),
+            limiter: self.rate_limit.map(|l| registry.limiter(&key, l)),
+            budget: registry.budget_with(&key, self.budget),
+            key,
+        });
+        *last = Some(Arc::clone(&d));
+        d
     }
 
     /// True when a record may wait `wait` more: the run is not stopping and the wait ends
@@ -947,16 +985,17 @@ struct Job {
 }
 
 impl Job {
-    fn single(w: Work) -> Job {
+    fn single(mut w: Work) -> Job {
         Job {
-            url: w.url.clone(),
+            // A record's URL is read only from its job.
+            url: std::mem::take(&mut w.url),
             key: w.idem.clone(),
             body: w.body.clone(),
             works: vec![w],
         }
     }
 
-    fn batch(flow: &str, works: Vec<Work>) -> Job {
+    fn batch(flow: &str, mut works: Vec<Work>) -> Job {
         let mut keys = String::new();
         let mut body =
             Vec::with_capacity(works.iter().map(|w| w.body.len() + 1).sum::<usize>() + 2);
@@ -971,7 +1010,7 @@ impl Job {
         }
         body.push(b']');
         Job {
-            url: works[0].url.clone(),
+            url: std::mem::take(&mut works[0].url),
             key: format!("{flow}-batch-{}", &sha256_hex(keys.as_bytes())[..32]),
             body: Bytes::from(body),
             works,
@@ -1345,15 +1384,18 @@ async fn deliver_job(
     let started = Instant::now();
     let mut backoff = JitteredBackoff::for_policy(policy);
     let mut attempts: Vec<Attempt> = Vec::new();
-    let dest = destination_key(&job.url);
-    let registry = Registry::global();
-    let breaker = guards.breaker.as_ref().map(|c| registry.breaker(&dest, c));
-    let limiter = guards.rate_limit.map(|l| registry.limiter(&dest, l));
-    let budget = registry.budget_with(&dest, guards.budget);
+    let destination = guards.destination(&job.url);
+    let Destination {
+        key: dest,
+        breaker,
+        limiter,
+        budget,
+        ..
+    } = &*destination;
     budget.deposit();
     let result: Result<u16, (String, String)> = 'outer: loop {
         if let Some(b) = &breaker {
-            gauge_breaker(&dest, b);
+            gauge_breaker(dest, b);
         }
         if let Some(l) = &limiter {
             Box::pin(l.acquire()).await;
@@ -1455,7 +1497,7 @@ async fn deliver_job(
     };
     ferry_telemetry::metrics::observe_delivery(&ctx.flow, started.elapsed().as_secs_f64());
     if let Some(b) = &breaker {
-        gauge_breaker(&dest, b);
+        gauge_breaker(dest, b);
     }
     record_delivery(&result, attempts.len());
     let now = Utc::now();
@@ -1509,45 +1551,54 @@ async fn settle_stage(
     let mut max_cursor: Option<Value> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Outcomes are taken from the channel as many at a time as are there.
+    let mut inbox = Vec::with_capacity(SETTLE_INBOX);
     loop {
         let flush_now = tokio::select! {
-            item = rx.recv() => match item {
-                Some(s) => {
-                    if let Some(c) = s.cursor()
-                        && max_cursor.as_ref().is_none_or(|m| crate::cursor::cmp(c, m).is_gt())
-                    {
-                        max_cursor = Some(c.clone());
-                    }
-                    let p = &ctx.progress;
+            n = rx.recv_many(&mut inbox, SETTLE_INBOX) => {
+                if n == 0 {
+                    break;
+                }
+                for s in inbox.drain(..) {
                     ferry_telemetry::metrics::record_outcome(&ctx.flow, outcome_of(&s), 1);
-                    match s {
-                        Settled::Delivered { entry, .. } => {
+                    let p = &ctx.progress;
+                    let cursor = match s {
+                        Settled::Delivered { entry, cursor } => {
                             counts.delivered += 1;
                             Progress::add(&p.delivered, 1);
                             delivered.push(entry);
+                            cursor
                         }
-                        Settled::Skipped { .. } => {
+                        Settled::Skipped { cursor } => {
                             counts.skipped += 1;
                             Progress::add(&p.skipped, 1);
+                            cursor
                         }
-                        Settled::Filtered { .. } => {
+                        Settled::Filtered { cursor } => {
                             counts.filtered += 1;
                             Progress::add(&p.filtered, 1);
+                            cursor
                         }
-                        Settled::Dead { entry, .. } => {
+                        Settled::Dead { entry, cursor } => {
                             counts.dead_lettered += 1;
                             Progress::add(&p.dead_lettered, 1);
                             dead.push(*entry);
+                            cursor
                         }
                         Settled::HandedBack => {
                             Progress::add(&p.handed_back, 1);
+                            None
                         }
+                    };
+                    if let Some(c) = cursor
+                        && max_cursor.as_ref().is_none_or(|m| crate::cursor::cmp(&c, m).is_gt())
+                    {
+                        max_cursor = Some(c);
                     }
-                    dirty = true;
-                    delivered.len() + dead.len() >= batch_size
                 }
-                None => break,
-            },
+                dirty = true;
+                delivered.len() + dead.len() >= batch_size
+            }
             _ = tick.tick() => dirty,
         };
         if flush_now {

@@ -67,6 +67,19 @@ struct Fetched {
     doc: Value,
 }
 
+/// A page body as JSON. The body is checked as UTF-8 once, as a whole: the parser then reads
+/// a `&str` and does not check every string of the page on its own (a tenth of a page's parse
+/// time went to those checks).
+fn parse_page(body: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        format!(
+            "the body is not UTF-8 text (invalid byte at offset {})",
+            e.valid_up_to()
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
 /// The records of a page body, selected by the source's `records` JSONPath. `$.orders[*]` moves
 /// the records out of `doc` instead of copying them (leaving an empty array behind), so call this
 /// after anything else that needs the records in place. A pure function: the live source and
@@ -360,10 +373,10 @@ impl HttpPager {
         let shown = self.display(&url);
         self.seen.insert(url.as_str().to_string());
         let (status, headers, body) = self.fetch(&url, number, &shown).await?;
-        let doc: Value = serde_json::from_slice(&body).map_err(|e| ConnectError::Malformed {
+        let doc = parse_page(&body).map_err(|reason| ConnectError::Malformed {
             page: number,
             url: shown.clone(),
-            reason: e.to_string(),
+            reason,
         })?;
         drop(body);
         Ok(Some(Fetched {
@@ -640,6 +653,22 @@ mod tests {
         assert_eq!(link_target("<unclosed; rel=next", "next"), None);
         assert_eq!(link_target("", "next"), None);
         assert_eq!(link_target("<a>; rel=next", "next").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn pages_parse_from_text_and_refuse_bad_bytes() {
+        let page = parse_page(r#"{"orders":[{"id":"\u00e9t\u00e9","n":"café"}]}"#.as_bytes())
+            .expect("a page");
+        assert_eq!(page["orders"][0]["id"], "été");
+        assert_eq!(page["orders"][0]["n"], "café");
+        let err = parse_page(b"{\"a\": \"\xff\"}").unwrap_err();
+        assert!(
+            err.contains("not UTF-8") && err.contains("offset 7"),
+            "{err}"
+        );
+        let err = parse_page(b"{\"a\": ").unwrap_err();
+        assert!(err.contains("EOF"), "{err}");
+        assert!(parse_page(b"").is_err());
     }
 
     #[test]
