@@ -1815,4 +1815,43 @@ mod tests {
         );
         assert_eq!(destination_key("not a url"), "not a url");
     }
+
+    #[test]
+    fn origins_end_where_the_path_query_or_fragment_starts() {
+        assert_eq!(origin("http://h:1/a/b?c#d"), "http://h:1");
+        assert_eq!(origin("https://h?x=1"), "https://h");
+        assert_eq!(origin("http://h#f"), "http://h");
+        assert_eq!(origin("http://h\\p"), "http://h");
+        assert_eq!(origin("http://h"), "http://h");
+        assert_eq!(origin("not a url/x"), "not a url");
+        assert_eq!(origin(""), "");
+    }
+
+    /// Records of one destination share its guards; another destination gets its own, and two
+    /// spellings of one destination share the registry's.
+    #[test]
+    fn destinations_are_looked_up_once_per_origin() {
+        let text = include_str!("../../../flows/orders-to-warehouse.yaml");
+        let flow = ferry_spec::load_str(text, None).expect("example flow").flow;
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let guards = Guards::from_flow(&flow, stop_rx).expect("guards");
+        let a = guards.destination("http://dest-cache.test:81/orders/1");
+        let b = guards.destination("http://dest-cache.test:81/orders/2?x=1");
+        assert!(Arc::ptr_eq(&a, &b), "same origin, same guards");
+        assert_eq!(a.key, "http://dest-cache.test:81");
+        let c = guards.destination("http://other-cache.test:81/orders/1");
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.key, "http://other-cache.test:81");
+        let d = guards.destination("http://DEST-CACHE.test:81/orders/3");
+        assert_eq!(d.key, a.key);
+        assert!(
+            Arc::ptr_eq(&d.budget, &a.budget),
+            "one registry entry per destination"
+        );
+        match (&a.breaker, &d.breaker) {
+            (Some(x), Some(y)) => assert!(Arc::ptr_eq(x, y)),
+            (None, None) => {}
+            _ => panic!("breakers differ"),
+        }
+    }
 }
