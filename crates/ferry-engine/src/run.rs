@@ -47,7 +47,7 @@ const STAGE_CAPACITY: usize = 256;
 const SETTLE_CAPACITY: usize = 2048;
 /// Settled outcomes the settle stage takes from its channel at once.
 const SETTLE_INBOX: usize = 256;
-/// Records that may wait for a retry in the delivery stage besides those in flight. It caps
+/// Records that may be retried in the delivery stage besides the fresh ones. It caps
 /// throughput while a destination asks for waits: with 3.5 % of attempts told to retry after
 /// 1–2 s, 1 024 waiting records held a run at about 24 000 records/s whatever the machine; 4 096
 /// allow about 90 000. A waiting record holds its parsed source and its body (3–4 KiB for the
@@ -163,6 +163,24 @@ pub(crate) struct Guards {
     /// The guards of the destination the last record went to: a run mostly sends to one
     /// destination, so most records find theirs here without a registry lookup.
     last: std::sync::Mutex<Option<Arc<Destination>>>,
+    /// Jobs that failed an attempt and are being retried (waiting out a delay, or sent again).
+    retrying: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a job among the retrying ones from its first retry until it ends.
+struct Retrying<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Retrying<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Retrying(count)
+    }
+}
+
+impl Drop for Retrying<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A destination's shared guards, looked up once in the registry.
@@ -240,7 +258,13 @@ impl Guards {
             stop,
             deadline: p.deadline.map(|d| Instant::now() + d.get()),
             last: std::sync::Mutex::new(None),
+            retrying: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// Jobs being retried right now.
+    pub(crate) fn retrying(&self) -> usize {
+        self.retrying.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The breaker, rate limiter and retry budget of the destination `url` goes to.
@@ -1037,14 +1061,15 @@ pub(crate) async fn deliver_stage(
     settle_tx: mpsc::Sender<Settled>,
 ) {
     // Requests in flight are bounded by `slots`; records waiting for a retry hold no slot, so a
-    // slow retry never blocks fresh records. `max_pending` bounds memory: it leaves room for
-    // the records waiting out a `Retry-After` (at 40 000 records/s, 3.5 % waiting 1–2 s are
-    // about 2 000) on top of those in flight.
+    // slow retry never blocks fresh records. Two bounds keep memory small: fresh jobs (in flight
+    // or waiting for a slot) are at most `max_fresh`, enough to keep every slot busy; jobs being
+    // retried may add up to MAX_WAITING_RECORDS more (at 40 000 records/s, 3.5 % waiting out a
+    // `Retry-After` of 1–2 s are about 2 000). A single bound for both let fresh records fill
+    // the waiting room: thousands of records queued for a slot, for nothing but cache misses.
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let per_job = batch.unwrap_or(1);
-    let max_pending = (concurrency * 8 + MAX_WAITING_RECORDS)
-        .div_ceil(per_job)
-        .max(2);
+    let max_fresh = (concurrency * 4).div_ceil(per_job).max(2);
+    let max_pending = max_fresh + MAX_WAITING_RECORDS.div_ceil(per_job);
     // The jobs in flight are polled by this task, the way a `buffer_unordered` loop does: a
     // task per record cost a spawn, a join and a cross-thread wake-up each, while the requests'
     // I/O runs in the HTTP client's connection tasks anyway.
@@ -1083,7 +1108,7 @@ pub(crate) async fn deliver_stage(
         if !open && pending.is_empty() {
             break;
         }
-        let room = pending.len() < max_pending;
+        let room = room_for(pending.len(), guards.retrying(), max_fresh, max_pending);
         tokio::select! {
             biased;
             Some(results) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
@@ -1098,10 +1123,10 @@ pub(crate) async fn deliver_stage(
                     }
                 }
             }
-            w = rx.recv(), if open && room => match w {
+            w = rx.recv(), if open && room > 0 => match w {
                 Some(w) => {
                     buf.push(w);
-                    let cap = LOOKUP_CHUNK.min((max_pending - pending.len()) * per_job);
+                    let cap = LOOKUP_CHUNK.min(room * per_job);
                     while buf.len() < cap {
                         match rx.try_recv() {
                             Ok(w) => buf.push(w),
@@ -1113,6 +1138,15 @@ pub(crate) async fn deliver_stage(
             },
         }
     }
+}
+
+/// How many more jobs the delivery stage may take: fresh jobs (those pending that are not being
+/// retried) stay under `max_fresh`, and all pending jobs under `max_pending`.
+fn room_for(pending: usize, retrying: usize, max_fresh: usize, max_pending: usize) -> usize {
+    let fresh = pending.saturating_sub(retrying);
+    max_fresh
+        .saturating_sub(fresh)
+        .min(max_pending.saturating_sub(pending))
 }
 
 /// Sorts out records that must not be sent: already in the ledger (skipped, or refused when the
@@ -1397,6 +1431,7 @@ async fn deliver_job(
         ..
     } = &*destination;
     budget.deposit();
+    let mut retrying: Option<Retrying<'_>> = None;
     let result: Result<u16, (String, String)> = 'outer: loop {
         if let Some(b) = &breaker {
             gauge_breaker(dest, b);
@@ -1466,6 +1501,9 @@ async fn deliver_job(
                     RetryDecision::RetryAfter(wait) => {
                         if !guards.may_wait(wait) {
                             break Err((HANDED_BACK.into(), reason));
+                        }
+                        if retrying.is_none() {
+                            retrying = Some(Retrying::new(&guards.retrying));
                         }
                         Progress::add(&ctx.progress.retries, 1);
                         ferry_telemetry::metrics::retry(&ctx.flow);
@@ -1857,5 +1895,34 @@ mod tests {
             (None, None) => {}
             _ => panic!("breakers differ"),
         }
+    }
+
+    /// Records being retried do not take the room of fresh ones, and the whole stays bounded.
+    #[test]
+    fn retried_jobs_wait_beside_fresh_ones_within_both_bounds() {
+        // Nothing pending: room for the fresh bound.
+        assert_eq!(room_for(0, 0, 128, 4224), 128);
+        // The fresh bound reached: no room, whatever the total allows.
+        assert_eq!(room_for(128, 0, 128, 4224), 0);
+        // 1 000 jobs waiting out a Retry-After: fresh jobs still have their full room.
+        assert_eq!(room_for(1000, 1000, 128, 4224), 128);
+        assert_eq!(room_for(1100, 1000, 128, 4224), 28);
+        // The total bound holds when the waiting room is full.
+        assert_eq!(room_for(4200, 4150, 128, 4224), 24);
+        assert_eq!(room_for(4224, 4200, 128, 4224), 0);
+        // A count read while a job ends may briefly exceed what is pending.
+        assert_eq!(room_for(3, 5, 128, 4224), 128);
+    }
+
+    #[test]
+    fn a_job_counts_as_retrying_until_it_ends() {
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let a = Retrying::new(&count);
+        let b = Retrying::new(&count);
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 2);
+        drop(a);
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 1);
+        drop(b);
+        assert_eq!(count.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }
