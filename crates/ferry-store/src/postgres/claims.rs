@@ -153,19 +153,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::query(OP))?;
-        for sql in [
-            concat!(
-                "SELECT 1 FROM ledger_claims WHERE run_id = ANY($1)",
-                lock_claims_in_key_order!()
-            ),
-            "DELETE FROM ledger_claims WHERE run_id = ANY($1)",
-        ] {
-            sqlx::query(sql)
-                .bind(ids)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
-        }
+        delete_claims!(&mut *tx, OP, "run_id = ANY($1)", ids);
         tx.commit().await.map_err(StoreError::query(OP))?;
         Ok(done.rows_affected())
     }

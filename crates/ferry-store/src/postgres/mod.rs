@@ -78,13 +78,26 @@ const LOOKUP_CHUNK: usize = 10_000;
 /// First half of the advisory lock key taken while migrating ("ferry" on a phone keypad).
 const MIGRATION_LOCK: i32 = 33_779;
 
-/// The tail of a `SELECT 1 FROM ledger_claims WHERE …` that locks the claim rows it reads in
-/// key order, run before deleting them: claimers lock rows in key order (their `INSERT` is
-/// sorted), so a `DELETE` that locked rows in the table's physical order could deadlock with
-/// one (PostgreSQL would abort one of the two with 40P01).
-macro_rules! lock_claims_in_key_order {
-    () => {
-        " ORDER BY flow, env, key FOR UPDATE"
+/// Deletes the claim rows a `WHERE` filter selects, after locking them in key order: claimers
+/// lock rows in key order (their `INSERT` is sorted), so a `DELETE` that locked rows in the
+/// table's physical order could deadlock with one (PostgreSQL would abort one of the two with
+/// 40P01). Used as `delete_claims!(executor, OP, "filter", binds…)` inside a transaction.
+macro_rules! delete_claims {
+    ($exec:expr, $op:expr, $filter:literal, $($bind:expr),+ $(,)?) => {
+        for sql in [
+            concat!(
+                "SELECT 1 FROM ledger_claims WHERE ",
+                $filter,
+                " ORDER BY flow, env, key FOR UPDATE"
+            ),
+            concat!("DELETE FROM ledger_claims WHERE ", $filter),
+        ] {
+            sqlx::query(sql)
+                $(.bind($bind))+
+                .execute($exec)
+                .await
+                .map_err(StoreError::query($op))?;
+        }
     };
 }
 
@@ -458,22 +471,15 @@ async fn settle_in(
     // ledger from now on), which keeps the claims table as small as what is in flight.
     let settled = batch.settled_keys();
     if !settled.is_empty() {
-        for sql in [
-            concat!(
-                "SELECT 1 FROM ledger_claims WHERE flow = $1 AND env = $2 AND run_id = $3 AND key = ANY($4)",
-                lock_claims_in_key_order!()
-            ),
-            "DELETE FROM ledger_claims WHERE flow = $1 AND env = $2 AND run_id = $3 AND key = ANY($4)",
-        ] {
-            sqlx::query(sql)
-                .bind(&batch.flow)
-                .bind(&batch.env)
-                .bind(batch.run_id)
-                .bind(&settled)
-                .execute(&mut **tx)
-                .await
-                .map_err(StoreError::query(op))?;
-        }
+        delete_claims!(
+            &mut **tx,
+            op,
+            "flow = $1 AND env = $2 AND run_id = $3 AND key = ANY($4)",
+            &batch.flow,
+            &batch.env,
+            batch.run_id,
+            &settled,
+        );
     }
 
     let updated = sqlx::query(
@@ -773,19 +779,7 @@ impl StateStore for PgStore {
         if updated.rows_affected() == 0 {
             return Err(run_not_updatable(&mut tx, OP, id).await);
         }
-        for sql in [
-            concat!(
-                "SELECT 1 FROM ledger_claims WHERE run_id = $1",
-                lock_claims_in_key_order!()
-            ),
-            "DELETE FROM ledger_claims WHERE run_id = $1",
-        ] {
-            sqlx::query(sql)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query(OP))?;
-        }
+        delete_claims!(&mut *tx, OP, "run_id = $1", id);
         tx.commit().await.map_err(StoreError::query(OP))?;
         Ok(())
     }
