@@ -163,24 +163,6 @@ pub(crate) struct Guards {
     /// The guards of the destination the last record went to: a run mostly sends to one
     /// destination, so most records find theirs here without a registry lookup.
     last: std::sync::Mutex<Option<Arc<Destination>>>,
-    /// Jobs that failed an attempt and are being retried (waiting out a delay, or sent again).
-    retrying: std::sync::atomic::AtomicUsize,
-}
-
-/// Counts a job among the retrying ones from its first retry until it ends.
-struct Retrying<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> Retrying<'a> {
-    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
-        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Retrying(count)
-    }
-}
-
-impl Drop for Retrying<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// A destination's shared guards, looked up once in the registry.
@@ -197,11 +179,17 @@ pub(crate) struct Destination {
 /// A URL's `scheme://authority`: everything before the path, query or fragment. Two URLs that
 /// share it share their destination.
 fn origin(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let end = url[after_scheme..]
-        .find(['/', '?', '#', '\\'])
-        .map_or(url.len(), |i| after_scheme + i);
-    &url[..end]
+    // A `://` counts as the scheme's only before any path, query or fragment.
+    let start = match url.find("://") {
+        Some(i) if authority_end(&url[..i]) == i => i + 3,
+        _ => 0,
+    };
+    &url[..start + authority_end(&url[start..])]
+}
+
+/// Where the authority that starts `rest` ends: at its path, query or fragment.
+fn authority_end(rest: &str) -> usize {
+    rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len())
 }
 
 impl Guards {
@@ -258,13 +246,7 @@ impl Guards {
             stop,
             deadline: p.deadline.map(|d| Instant::now() + d.get()),
             last: std::sync::Mutex::new(None),
-            retrying: std::sync::atomic::AtomicUsize::new(0),
         })
-    }
-
-    /// Jobs being retried right now.
-    pub(crate) fn retrying(&self) -> usize {
-        self.retrying.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The breaker, rate limiter and retry budget of the destination `url` goes to.
@@ -327,7 +309,7 @@ fn plain_destination(url: &str) -> Option<String> {
     } else {
         return None;
     };
-    let authority = &rest[..rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len())];
+    let authority = &rest[..authority_end(rest)];
     let (host, port) = match authority.split_once(':') {
         Some((h, "")) => (h, default_port),
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, p.parse::<u16>().ok()?),
@@ -1060,16 +1042,8 @@ pub(crate) async fn deliver_stage(
     mut rx: mpsc::Receiver<Work>,
     settle_tx: mpsc::Sender<Settled>,
 ) {
-    // Requests in flight are bounded by `slots`; records waiting for a retry hold no slot, so a
-    // slow retry never blocks fresh records. Two bounds keep memory small: fresh jobs (in flight
-    // or waiting for a slot) are at most `max_fresh`, enough to keep every slot busy; jobs being
-    // retried may add up to MAX_WAITING_RECORDS more (at 40 000 records/s, 3.5 % waiting out a
-    // `Retry-After` of 1–2 s are about 2 000). A single bound for both let fresh records fill
-    // the waiting room: thousands of records queued for a slot, for nothing but cache misses.
-    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let per_job = batch.unwrap_or(1);
-    let max_fresh = (concurrency * 4).div_ceil(per_job).max(2);
-    let max_pending = max_fresh + MAX_WAITING_RECORDS.div_ceil(per_job);
+    let room = Arc::new(Room::new(concurrency, per_job));
     // The jobs in flight are polled by this task, the way a `buffer_unordered` loop does: a
     // task per record cost a spawn, a join and a cross-thread wake-up each, while the requests'
     // I/O runs in the HTTP client's connection tasks anyway.
@@ -1094,13 +1068,7 @@ pub(crate) async fn deliver_stage(
             for job in jobs {
                 let span = delivery_span(&ctx, &job);
                 pending.push(tracing::Instrument::instrument(
-                    deliver_job(
-                        ctx.clone(),
-                        sink.clone(),
-                        slots.clone(),
-                        guards.clone(),
-                        job,
-                    ),
+                    deliver_job(ctx.clone(), sink.clone(), room.clone(), guards.clone(), job),
                     span,
                 ));
             }
@@ -1108,7 +1076,7 @@ pub(crate) async fn deliver_stage(
         if !open && pending.is_empty() {
             break;
         }
-        let room = room_for(pending.len(), guards.retrying(), max_fresh, max_pending);
+        let free = room.free(pending.len());
         tokio::select! {
             biased;
             Some(results) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
@@ -1123,10 +1091,10 @@ pub(crate) async fn deliver_stage(
                     }
                 }
             }
-            w = rx.recv(), if open && room > 0 => match w {
+            w = rx.recv(), if open && free > 0 => match w {
                 Some(w) => {
                     buf.push(w);
-                    let cap = LOOKUP_CHUNK.min(room * per_job);
+                    let cap = LOOKUP_CHUNK.min(free * per_job);
                     while buf.len() < cap {
                         match rx.try_recv() {
                             Ok(w) => buf.push(w),
@@ -1137,6 +1105,56 @@ pub(crate) async fn deliver_stage(
                 None => open = false,
             },
         }
+    }
+}
+
+/// The delivery stage's capacity. Requests in flight are bounded by `slots`; a job waiting out a
+/// retry holds no slot, so a slow retry never blocks fresh records. Two bounds keep memory
+/// small: fresh jobs (in flight or waiting for a slot) are at most `max_fresh`, enough to keep
+/// every slot busy; jobs being retried may add up to MAX_WAITING_RECORDS more (at 40 000
+/// records/s, 3.5 % waiting out a `Retry-After` of 1–2 s are about 2 000). A single bound for
+/// both let fresh records fill the waiting room: thousands of records queued for a slot, for
+/// nothing but cache misses.
+pub(crate) struct Room {
+    slots: Semaphore,
+    /// Jobs that failed an attempt and are being retried (waiting out a delay, or sent again).
+    retrying: std::sync::atomic::AtomicUsize,
+    max_fresh: usize,
+    max_pending: usize,
+}
+
+impl Room {
+    /// Room for `concurrency` requests in flight, of jobs of `per_job` records.
+    fn new(concurrency: usize, per_job: usize) -> Room {
+        let max_fresh = (concurrency * 4).div_ceil(per_job).max(2);
+        Room {
+            slots: Semaphore::new(concurrency.max(1)),
+            retrying: std::sync::atomic::AtomicUsize::new(0),
+            max_fresh,
+            max_pending: max_fresh + MAX_WAITING_RECORDS.div_ceil(per_job),
+        }
+    }
+
+    /// How many more jobs may be taken while `pending` are in the stage.
+    fn free(&self, pending: usize) -> usize {
+        let retrying = self.retrying.load(std::sync::atomic::Ordering::Relaxed);
+        room_for(pending, retrying, self.max_fresh, self.max_pending)
+    }
+}
+
+/// Counts a job among the retrying ones from its first retry until it ends.
+struct Retrying<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Retrying<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Retrying(count)
+    }
+}
+
+impl Drop for Retrying<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -1414,7 +1432,7 @@ async fn screen(
 async fn deliver_job(
     ctx: Arc<Ctx>,
     sink: Arc<HttpDelivery>,
-    slots: Arc<Semaphore>,
+    room: Arc<Room>,
     guards: Arc<Guards>,
     job: Job,
 ) -> Vec<(String, Settled)> {
@@ -1433,15 +1451,15 @@ async fn deliver_job(
     budget.deposit();
     let mut retrying: Option<Retrying<'_>> = None;
     let result: Result<u16, (String, String)> = 'outer: loop {
-        if let Some(b) = &breaker {
+        if let Some(b) = breaker {
             gauge_breaker(dest, b);
         }
-        if let Some(l) = &limiter {
+        if let Some(l) = limiter {
             Box::pin(l.acquire()).await;
         }
         // While the breaker is open the record waits (an outage must not flood the
         // dead-letter queue), unless the run is stopping: then it is handed back.
-        let permit = match &breaker {
+        let permit = match breaker {
             Some(b) => loop {
                 match b.try_acquire() {
                     Ok(p) => break Some(p),
@@ -1460,7 +1478,7 @@ async fn deliver_job(
             None => None,
         };
         let attempt = {
-            let _slot = slots.acquire().await;
+            let _slot = room.slots.acquire().await;
             // Boxed: the request future is large and lives only while the request is in flight,
             // so a record waiting for its turn or its retry stays small.
             Box::pin(sink.send(&job.url, &job.key, job.body.clone())).await
@@ -1503,7 +1521,7 @@ async fn deliver_job(
                             break Err((HANDED_BACK.into(), reason));
                         }
                         if retrying.is_none() {
-                            retrying = Some(Retrying::new(&guards.retrying));
+                            retrying = Some(Retrying::new(&room.retrying));
                         }
                         Progress::add(&ctx.progress.retries, 1);
                         ferry_telemetry::metrics::retry(&ctx.flow);
@@ -1538,7 +1556,7 @@ async fn deliver_job(
         }
     };
     ferry_telemetry::metrics::observe_delivery(&ctx.flow, started.elapsed().as_secs_f64());
-    if let Some(b) = &breaker {
+    if let Some(b) = breaker {
         gauge_breaker(dest, b);
     }
     record_delivery(&result, attempts.len());
@@ -1867,6 +1885,8 @@ mod tests {
         assert_eq!(origin("http://h"), "http://h");
         assert_eq!(origin("not a url/x"), "not a url");
         assert_eq!(origin(""), "");
+        assert_eq!(origin("http://h/a?next=http://o/b"), "http://h");
+        assert_eq!(origin("h/a?next=http://o/b"), "h");
     }
 
     /// Records of one destination share its guards; another destination gets its own, and two
