@@ -73,7 +73,7 @@ struct Fetched {
 fn parse_page(body: &[u8]) -> Result<Value, String> {
     let text = std::str::from_utf8(body).map_err(|e| {
         format!(
-            "the body is not UTF-8 text (invalid byte at offset {})",
+            "the body is not UTF-8 text (invalid byte at offset {}); JSON must be UTF-8 (RFC 8259): check the source's encoding or charset",
             e.valid_up_to()
         )
     })?;
