@@ -10,9 +10,9 @@
 //! `Page.navigate`, fills and clicks with `Runtime.evaluate` (a real form submission, with the
 //! browser's own cookies and Origin header), and polls the page until what it waits for shows.
 //!
-//! Without chromium the test fails with a message saying how to install it, unless
-//! `FERRY_TEST_BROWSER=skip` is set (then it says loudly that it skipped). `FERRY_CHROMIUM`
-//! names another binary. `FERRY_TEST_SCREENSHOTS=DIR` saves a PNG of each page visited.
+//! Without chromium (or with `FERRY_TEST_BROWSER=skip`) the test skips with a loud message
+//! saying how to install it — and fails under CI (`ferry_testkit`). `FERRY_CHROMIUM` names
+//! another binary. `FERRY_TEST_SCREENSHOTS=DIR` saves a PNG of each page visited.
 
 mod server_world;
 
@@ -30,24 +30,18 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Longest wait for one protocol answer.
 const CALL_WAIT: Duration = Duration::from_secs(60);
 
-/// The chromium binary, or why there is none.
-fn chromium() -> Result<String, String> {
-    if let Ok(b) = std::env::var("FERRY_CHROMIUM")
-        && !b.is_empty()
-    {
-        return Ok(b);
+/// The chromium binary, or `None` after a loud skip message (a failure under CI).
+fn chromium(test: &str) -> Option<std::path::PathBuf> {
+    if std::env::var("FERRY_TEST_BROWSER").as_deref() == Ok("skip") {
+        ferry_testkit::missing(test, "FERRY_TEST_BROWSER=skip", "unset FERRY_TEST_BROWSER");
+        return None;
     }
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {name}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if found {
-            return Ok(name.to_string());
-        }
-    }
-    Err("no chromium found: install Debian's package (`apt-get install chromium`; .ci/run does this when it is missing), point FERRY_CHROMIUM at a binary, or set FERRY_TEST_BROWSER=skip to skip this test".into())
+    ferry_testkit::program(
+        test,
+        "FERRY_CHROMIUM",
+        &["chromium", "chromium-browser", "google-chrome"],
+        "install Debian's package (`apt-get install chromium`; .ci/run does this when it is missing) or point FERRY_CHROMIUM at a binary",
+    )
 }
 
 /// A headless chromium spoken to over the DevTools pipe.
@@ -272,19 +266,9 @@ impl Drop for Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_in_see_a_run_replay_a_dead_letter_and_approve_a_promotion() {
-    let bin = match chromium() {
-        Ok(b) => b,
-        Err(why) => {
-            if std::env::var("FERRY_TEST_BROWSER").as_deref() == Ok("skip") {
-                // Straight to stderr, past the test harness's capture: a skip must be seen.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n\n*** SKIPPED the dashboard browser test (FERRY_TEST_BROWSER=skip): {why} ***\n\n"
-                );
-                return;
-            }
-            panic!("{why}");
-        }
+    let Some(bin) = chromium("log_in_see_a_run_replay_a_dead_letter_and_approve_a_promotion")
+    else {
+        return;
     };
     let w = ServerWorld::start(None).await;
     // A promotion waiting for approval, made as `ferry promote` makes it.
@@ -315,7 +299,7 @@ async fn log_in_see_a_run_replay_a_dead_letter_and_approve_a_promotion() {
     let run_id = w.seed_run.id.to_string();
     // The browser is driven from a blocking thread; the server runs on this runtime.
     let replayed_path = tokio::task::spawn_blocking(move || {
-        let mut b = Browser::launch(&bin);
+        let mut b = Browser::launch(&bin.to_string_lossy());
 
         // Not logged in: the dashboard sends the browser to the login form.
         b.goto(&format!("{base}/"));

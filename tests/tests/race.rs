@@ -17,12 +17,11 @@ const TOKEN: &str = "race-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_racing_on_one_flow_send_every_record_once() {
-    if std::env::var("FERRY_TEST_PG").as_deref() == Ok("skip") {
-        eprintln!("\n!!!!! SKIPPED the PostgreSQL race test: FERRY_TEST_PG=skip !!!!!\n");
+    let Some(base) =
+        ferry_testkit::postgres_url("three_processes_racing_on_one_flow_send_every_record_once")
+    else {
         return;
-    }
-    let base = std::env::var("FERRY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    };
     let schema = format!("ferry_race_{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&base)
         .await

@@ -7,8 +7,8 @@
 //! printed with its reason, and each is also run through jsonpath-rust directly, so a failure
 //! caused by ferry's own singular fast path (rather than the library) shows up as a regression.
 //!
-//! The suite lives in `shared/conformance/` beside the repository (CI has it there); set
-//! `FERRY_CTS` to its path to run it from elsewhere.
+//! The suite is carried in `tests/conformance/` (with its licence and the upstream commit it
+//! came from, in that folder's README), so a fresh clone runs it with nothing beside it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use ferry_spec::JsonPath;
 use serde_json::Value;
 
-/// Cases that pass, measured at the suite commit in shared/conformance/README.md: 700 of 703.
+/// Cases that pass, measured at the suite commit in tests/conformance/README.md: 700 of 703.
 /// jsonpath-rust alone passes 666; ferry adds the RFC 9535 function well-typedness checks in
 /// `ferry_spec::path`. The 3 failures left are jsonpath-rust evaluation bugs: the order of
 /// `$..['a','d']` (two cases) and a filter directly on `@` inside a filter (`$[?@[?@>1]]`).
@@ -25,20 +25,10 @@ const MIN_PASSED: usize = 700;
 const INVALID_SELECTORS: usize = 247;
 
 fn suite_path() -> PathBuf {
-    let beside = PathBuf::from(concat!(
+    PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/conformance/jsonpath-cts.json"
-    ));
-    if beside.exists() {
-        return beside;
-    }
-    match std::env::var_os("FERRY_CTS") {
-        Some(p) => PathBuf::from(p),
-        None => panic!(
-            "the JSONPath compliance suite is missing: expected {} (shared/ beside the repository, as CI has it) or a path in FERRY_CTS",
-            beside.display()
-        ),
-    }
+        "/tests/conformance/jsonpath-cts.json"
+    ))
 }
 
 enum Outcome {

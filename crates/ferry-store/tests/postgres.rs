@@ -2,30 +2,11 @@
 //! workers open the store at the same time.
 //!
 //! Needs the server at `FERRY_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
-//! `FERRY_TEST_PG=skip` skips the tests that need it, loudly.
+//! without one the tests that need it skip loudly, or fail under CI (`ferry_testkit`).
 
 use ferry_store::{StoreError, open};
-use std::io::Write;
 
 use sqlx::{Connection, PgConnection};
-
-fn base_url() -> String {
-    std::env::var("FERRY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn skipped(test: &str) -> bool {
-    if std::env::var("FERRY_TEST_PG").as_deref() == Ok("skip") {
-        // Written to stderr directly, not through eprintln!, so the test harness does not
-        // capture it: a skipped backend must be visible in every run.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED PostgreSQL test `{test}`: FERRY_TEST_PG=skip. The PostgreSQL backend is NOT being tested. !!!!!\n"
-        );
-        return true;
-    }
-    false
-}
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_transient_error_without_the_password() {
@@ -54,14 +35,15 @@ async fn a_malformed_postgres_url_is_an_invalid_url_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_opens_migrate_once_and_reopen_keeps_data() {
-    if skipped("concurrent_opens_migrate_once_and_reopen_keeps_data") {
+    let Some(base) =
+        ferry_testkit::postgres_url("concurrent_opens_migrate_once_and_reopen_keeps_data")
+    else {
         return;
-    }
-    let base = base_url();
+    };
     let schema = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&base).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is not reachable at {base} ({e}); start it or set FERRY_TEST_PG=skip")
-    });
+    let mut admin = PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL answers at {base} but the connection failed: {e}"));
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&mut admin)
         .await

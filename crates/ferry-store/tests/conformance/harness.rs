@@ -2,19 +2,15 @@
 //! PostgreSQL schema that is dropped afterwards.
 //!
 //! PostgreSQL is expected at `FERRY_TEST_PG_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`). A server that cannot be reached FAILS the
-//! PostgreSQL tests; set `FERRY_TEST_PG=skip` to skip them (loudly) on a machine without one.
+//! `postgres://postgres@127.0.0.1:5432/test`). Without a server there, the PostgreSQL tests
+//! skip loudly — or fail under CI (`ferry_testkit`).
 
 use std::future::Future;
 use std::sync::Arc;
 
 use ferry_store::StateStore;
-use std::io::Write;
 
 use sqlx::{Connection, PgConnection};
-
-/// Default PostgreSQL address of the test machine.
-const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A store under test and what to clean up after it.
 pub struct Backend {
@@ -40,37 +36,20 @@ pub async fn sqlite() -> Backend {
     }
 }
 
-/// The PostgreSQL server address for tests.
-pub fn pg_base_url() -> String {
-    std::env::var("FERRY_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string())
-}
-
-/// True (after a loud message) when PostgreSQL tests are switched off.
-pub fn pg_skipped(test: &str) -> bool {
-    if std::env::var("FERRY_TEST_PG").as_deref() == Ok("skip") {
-        // Written to stderr directly, not through eprintln!, so the test harness does not
-        // capture it: a skipped backend must be visible in every run.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPED PostgreSQL test `{test}`: FERRY_TEST_PG=skip. The PostgreSQL backend is NOT being tested. !!!!!\n"
-        );
-        return true;
-    }
-    false
+/// The PostgreSQL server of the tests, or `None` (after a loud skip message; a failure under CI)
+/// when there is none.
+pub fn pg_base_url(test: &str) -> Option<String> {
+    ferry_testkit::postgres_url(test)
 }
 
 /// A store in a fresh schema `ferry_test_<random>`, or `None` when PostgreSQL tests are skipped.
 pub async fn postgres(test: &str) -> Option<Backend> {
-    if pg_skipped(test) {
-        return None;
-    }
-    let base_url = pg_base_url();
+    let base_url = pg_base_url(test)?;
     let schema = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&base_url).await.unwrap_or_else(|e| {
         panic!(
             "PostgreSQL is not reachable at {base_url} ({e}). Start it \
-             (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start) \
-             or set FERRY_TEST_PG=skip"
+             (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)"
         )
     });
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
