@@ -174,10 +174,16 @@ async fn a_run_past_its_deadline_stops_incomplete_and_the_next_run_finishes() {
         );
     }
     assert_eq!(run.cursor_after, None, "the cursor stays");
+    // The records read add up, those handed back included: they are a count of the run.
+    let c = run.counts;
+    assert!(c.handed_back > 0, "{c:?}");
     assert_eq!(
-        run.counts.fetched,
-        run.counts.delivered + run.counts.skipped + run.counts.filtered + run.counts.dead_lettered
+        c.fetched,
+        c.delivered + c.skipped + c.filtered + c.dead_lettered + c.handed_back,
+        "{c:?}"
     );
+    let stored = w.store.run(run.id).await.unwrap().unwrap();
+    assert_eq!(stored.counts, c, "the store keeps the handed-back count");
 
     w.sandbox.sink().set_down(false);
     let next = w.run().await;

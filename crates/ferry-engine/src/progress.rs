@@ -27,6 +27,7 @@ impl Progress {
             skipped: self.skipped.load(Relaxed),
             filtered: self.filtered.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
+            handed_back: self.handed_back.load(Relaxed),
         }
     }
     pub fn pages(&self) -> u64 {

@@ -1008,7 +1008,7 @@ pub async fn replay(
     let written = settle_task.await;
     stopper.abort();
 
-    let (counts, outcomes, error) = match written {
+    let (mut counts, outcomes, error) = match written {
         Ok(Ok(w)) => (w.counts, w.outcomes, deliver_error),
         Ok(Err((w, e))) => (w.counts, w.outcomes, Some(e)),
         Err(e) => (
@@ -1031,6 +1031,10 @@ pub async fn replay(
         .iter()
         .filter(|e| e.outcome == EntryOutcome::NotAttempted)
         .count();
+    // Entries not sent are handed back (they stay pending): a count of the replay run, so that
+    // its counts add up to the entries it took.
+    counts.handed_back = not_attempted as u64;
+    counts.fetched = counts.read();
     let (status, error) = match error {
         Some(e) => (RunStatus::Failed, Some(e)),
         None if not_attempted > 0 => (
@@ -1277,7 +1281,7 @@ impl Writer {
 
     /// Writes one batch, retrying while the store reports a transient failure.
     async fn write(&self, w: &mut Written, batch: Pending) -> Result<(), String> {
-        w.counts.fetched = w.counts.settled();
+        w.counts.fetched = w.counts.read();
         let rs = ReplaySettle {
             batch: Settle {
                 run_id: self.ctx.run_id,

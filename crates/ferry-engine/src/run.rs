@@ -1646,6 +1646,7 @@ async fn settle_stage(
                             cursor
                         }
                         Settled::HandedBack => {
+                            counts.handed_back += 1;
                             Progress::add(&p.handed_back, 1);
                             None
                         }
@@ -1662,7 +1663,7 @@ async fn settle_stage(
             _ = tick.tick() => dirty,
         };
         if flush_now {
-            counts.fetched = counts.settled();
+            counts.fetched = counts.read();
             let batch = Settle {
                 run_id: ctx.run_id,
                 flow: ctx.flow.clone(),
@@ -1679,7 +1680,7 @@ async fn settle_stage(
             dirty = false;
         }
     }
-    counts.fetched = counts.settled();
+    counts.fetched = counts.read();
     if dirty {
         let batch = Settle {
             run_id: ctx.run_id,

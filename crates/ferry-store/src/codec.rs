@@ -106,25 +106,27 @@ pub(crate) fn to_u64(op: &'static str, column: &'static str, v: i64) -> Result<u
     u64::try_from(v).map_err(|_| bad(op, column, format!("{v} is negative")))
 }
 
-/// The five counters of a run, for binding.
-pub(crate) fn counts_to_i64(op: &'static str, c: &RunCounts) -> Result<[i64; 5]> {
+/// The six counters of a run, for binding.
+pub(crate) fn counts_to_i64(op: &'static str, c: &RunCounts) -> Result<[i64; 6]> {
     Ok([
         to_i64(op, "fetched", c.fetched)?,
         to_i64(op, "delivered", c.delivered)?,
         to_i64(op, "skipped", c.skipped)?,
         to_i64(op, "filtered", c.filtered)?,
         to_i64(op, "dead_lettered", c.dead_lettered)?,
+        to_i64(op, "handed_back", c.handed_back)?,
     ])
 }
 
 /// Run counters read back.
-pub(crate) fn counts_from_i64(op: &'static str, v: [i64; 5]) -> Result<RunCounts> {
+pub(crate) fn counts_from_i64(op: &'static str, v: [i64; 6]) -> Result<RunCounts> {
     Ok(RunCounts {
         fetched: to_u64(op, "runs.fetched", v[0])?,
         delivered: to_u64(op, "runs.delivered", v[1])?,
         skipped: to_u64(op, "runs.skipped", v[2])?,
         filtered: to_u64(op, "runs.filtered", v[3])?,
         dead_lettered: to_u64(op, "runs.dead_lettered", v[4])?,
+        handed_back: to_u64(op, "runs.handed_back", v[5])?,
     })
 }
 

@@ -414,16 +414,27 @@ pub struct RunCounts {
     pub filtered: u64,
     /// Records sent to the dead-letter queue.
     pub dead_lettered: u64,
+    /// Records read but not settled because the run stopped (deadline, Ctrl-C, SIGTERM, a
+    /// destination that stayed down): neither delivered nor dead-lettered, and the cursor did
+    /// not move past them, so the next run reads them again. A count of the run, not an outcome
+    /// of the record.
+    #[serde(default)]
+    pub handed_back: u64,
 }
 
 impl RunCounts {
     /// Records that reached an outcome: delivered + skipped + filtered + dead-lettered.
-    /// Equals `fetched` when a run lost nothing.
     pub fn settled(&self) -> u64 {
         self.delivered
             .saturating_add(self.skipped)
             .saturating_add(self.filtered)
             .saturating_add(self.dead_lettered)
+    }
+
+    /// Records read: those that reached an outcome plus those handed back. Equals `fetched`
+    /// when a run lost nothing.
+    pub fn read(&self) -> u64 {
+        self.settled().saturating_add(self.handed_back)
     }
 }
 
@@ -852,8 +863,16 @@ mod tests {
             skipped: 3,
             filtered: 2,
             dead_lettered: 1,
+            handed_back: 0,
         };
         assert_eq!(c.settled(), 10);
+        assert_eq!(c.read(), 10);
+        let stopped = RunCounts {
+            handed_back: 5,
+            ..c
+        };
+        assert_eq!(stopped.settled(), 10);
+        assert_eq!(stopped.read(), 15);
         let big = RunCounts {
             delivered: u64::MAX,
             skipped: 1,

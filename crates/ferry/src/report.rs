@@ -83,10 +83,18 @@ pub fn summary(output: Output, r: &RunRecord, hash: &str, took: Duration, retrie
     println!("flow      {} (environment {})", r.flow, r.env);
     println!("revision  {} ({})", r.revision, &hash[..12.min(hash.len())]);
     println!("status    {}", r.status);
-    println!(
-        "records   fetched {} = delivered {} + skipped {} + filtered {} + dead-lettered {}",
-        c.fetched, c.delivered, c.skipped, c.filtered, c.dead_lettered
-    );
+    if c.handed_back > 0 {
+        println!(
+            "records   fetched {} = delivered {} + skipped {} + filtered {} + dead-lettered {} + handed back {}",
+            c.fetched, c.delivered, c.skipped, c.filtered, c.dead_lettered, c.handed_back
+        );
+        println!("          (handed back: not delivered, read again by the next run)");
+    } else {
+        println!(
+            "records   fetched {} = delivered {} + skipped {} + filtered {} + dead-lettered {}",
+            c.fetched, c.delivered, c.skipped, c.filtered, c.dead_lettered
+        );
+    }
     if retries > 0 {
         println!("retries   {retries}");
     }

@@ -388,13 +388,14 @@ pub async fn run_page(
 <dt>Flow</dt><dd>{flow} in {env}</dd><dt>Revision</dt><dd>{rev}</dd><dt>Trigger</dt><dd>{trigger}</dd>\
 <dt>Status</dt><dd>{status}</dd><dt>Started</dt><dd>{started}</dd><dt>Finished</dt><dd>{finished}</dd>\
 <dt>Duration</dt><dd>{dur}</dd><dt>Cursor before</dt><dd>{cb}</dd><dt>Cursor after</dt><dd>{ca}</dd>{error}</dl>\
-<h2>Counts</h2><table id=\"counts\"><tr><th>Fetched</th><th>Delivered</th><th>Skipped</th><th>Filtered</th><th>Dead-lettered</th></tr>\
-<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr></table>",
+<h2>Counts</h2><table id=\"counts\"><tr><th>Fetched</th><th>Delivered</th><th>Skipped</th><th>Filtered</th><th>Dead-lettered</th><th>Handed back</th></tr>\
+<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr></table>",
         c.fetched,
         c.delivered,
         c.skipped,
         c.filtered,
         c.dead_lettered,
+        c.handed_back,
         id = r.id,
         flow = esc(&r.flow),
         env = esc(&r.env),

@@ -64,6 +64,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "claims",
         sql: include_str!("migrations/0004_claims.sql"),
     },
+    Migration {
+        version: 5,
+        name: "runs_handed_back",
+        sql: include_str!("migrations/0005_runs_handed_back.sql"),
+    },
 ];
 
 /// Connections per process.
@@ -110,7 +115,7 @@ macro_rules! rev_cols {
 macro_rules! run_cols {
     () => {
         "id, flow, env, revision, hash, trigger, status, fetched, delivered, skipped, filtered, \
-         dead_lettered, cursor_before::text AS cursor_before, cursor_after::text AS cursor_after, \
+         dead_lettered, handed_back, cursor_before::text AS cursor_before, cursor_after::text AS cursor_after, \
          error, started_at, finished_at"
     };
 }
@@ -304,6 +309,7 @@ fn run_from_row(op: &'static str, row: &PgRow) -> Result<RunRecord> {
             get(row, op, "skipped")?,
             get(row, op, "filtered")?,
             get(row, op, "dead_lettered")?,
+            get(row, op, "handed_back")?,
         ],
     )?;
     Ok(RunRecord {
@@ -483,14 +489,15 @@ async fn settle_in(
     }
 
     let updated = sqlx::query(
-            "UPDATE runs SET fetched = $1, delivered = $2, skipped = $3, filtered = $4, dead_lettered = $5
-             WHERE id = $6 AND status = 'running'",
+            "UPDATE runs SET fetched = $1, delivered = $2, skipped = $3, filtered = $4, dead_lettered = $5,
+             handed_back = $6 WHERE id = $7 AND status = 'running'",
         )
         .bind(counts[0])
         .bind(counts[1])
         .bind(counts[2])
         .bind(counts[3])
         .bind(counts[4])
+        .bind(counts[5])
         .bind(batch.run_id)
         .execute(&mut **tx)
         .await
@@ -760,8 +767,9 @@ impl StateStore for PgStore {
         let mut tx = self.tx(OP).await?;
         let updated = sqlx::query(
             "UPDATE runs SET status = $1, fetched = $2, delivered = $3, skipped = $4, filtered = $5,
-                 dead_lettered = $6, cursor_after = $7::jsonb, error = $8, finished_at = $9
-             WHERE id = $10 AND status = 'running'",
+                 dead_lettered = $6, handed_back = $7, cursor_after = $8::jsonb, error = $9,
+                 finished_at = $10
+             WHERE id = $11 AND status = 'running'",
         )
         .bind(status.as_str())
         .bind(counts[0])
@@ -769,6 +777,7 @@ impl StateStore for PgStore {
         .bind(counts[2])
         .bind(counts[3])
         .bind(counts[4])
+        .bind(counts[5])
         .bind(cursor_after.map(json_text))
         .bind(error.map(|e| clean_text(e).into_owned()))
         .bind(now())

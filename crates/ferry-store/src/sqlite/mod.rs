@@ -80,6 +80,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "ledger_key_first",
         sql: include_str!("migrations/0007_ledger_key_first.sql"),
     },
+    Migration {
+        version: 8,
+        name: "runs_handed_back",
+        sql: include_str!("migrations/0008_runs_handed_back.sql"),
+    },
 ];
 
 /// How long a statement waits for another connection's write lock.
@@ -106,7 +111,7 @@ macro_rules! rev_cols {
 macro_rules! run_cols {
     () => {
         "id, flow, env, revision, hash, trigger, status, fetched, delivered, skipped, filtered, \
-         dead_lettered, cursor_before, cursor_after, error, started_at, finished_at"
+         dead_lettered, handed_back, cursor_before, cursor_after, error, started_at, finished_at"
     };
 }
 /// Columns of `dead_letters` written when an entry is created.
@@ -396,6 +401,7 @@ fn run_from_row(op: &'static str, row: &SqliteRow) -> Result<RunRecord> {
             get(row, op, "skipped")?,
             get(row, op, "filtered")?,
             get(row, op, "dead_lettered")?,
+            get(row, op, "handed_back")?,
         ],
     )?;
     let finished_at: Option<String> = get(row, op, "finished_at")?;
@@ -621,14 +627,15 @@ async fn settle_in(
     }
 
     let updated = sqlx::query(
-        "UPDATE runs SET fetched = ?, delivered = ?, skipped = ?, filtered = ?, dead_lettered = ?
-             WHERE id = ? AND status = 'running'",
+        "UPDATE runs SET fetched = ?, delivered = ?, skipped = ?, filtered = ?, dead_lettered = ?,
+             handed_back = ? WHERE id = ? AND status = 'running'",
     )
     .bind(counts[0])
     .bind(counts[1])
     .bind(counts[2])
     .bind(counts[3])
     .bind(counts[4])
+    .bind(counts[5])
     .bind(batch.run_id.to_string())
     .execute(&mut **tx)
     .await
@@ -917,7 +924,7 @@ impl StateStore for SqliteStore {
         let mut tx = self.write_tx(OP).await?;
         let updated = sqlx::query(
             "UPDATE runs SET status = ?, fetched = ?, delivered = ?, skipped = ?, filtered = ?,
-                 dead_lettered = ?, cursor_after = ?, error = ?, finished_at = ?
+                 dead_lettered = ?, handed_back = ?, cursor_after = ?, error = ?, finished_at = ?
              WHERE id = ? AND status = 'running'",
         )
         .bind(status.as_str())
@@ -926,6 +933,7 @@ impl StateStore for SqliteStore {
         .bind(counts[2])
         .bind(counts[3])
         .bind(counts[4])
+        .bind(counts[5])
         .bind(cursor_after.map(json_text))
         .bind(error.map(|e| clean_text(e).into_owned()))
         .bind(ts_text(now()))

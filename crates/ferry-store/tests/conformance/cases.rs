@@ -369,13 +369,15 @@ pub async fn settle_writes_ledger_dead_letters_counts_and_cursor(store: Store) {
 
     // cursor None leaves it as it is.
     let mut next = settle(&run, vec![entry("k3", "b3", &run)], vec![]);
-    next.counts.fetched = 4;
+    next.counts.fetched = 6;
+    next.counts.handed_back = 2;
     store.settle(&next).await.unwrap();
     assert_eq!(
         store.cursor("orders", "dev").await.unwrap(),
         Some(json!("c1"))
     );
-    assert_eq!(store.run(run.id).await.unwrap().unwrap().counts.fetched, 4);
+    let counts = store.run(run.id).await.unwrap().unwrap().counts;
+    assert_eq!((counts.fetched, counts.handed_back), (6, 2));
 
     // An empty batch just stores counts.
     store.settle(&settle(&run, vec![], vec![])).await.unwrap();
@@ -689,11 +691,12 @@ pub async fn runs_are_newest_first_with_counts(store: Store) {
     );
 
     let counts = RunCounts {
-        fetched: 10,
+        fetched: 13,
         delivered: 6,
         skipped: 2,
         filtered: 1,
         dead_lettered: 1,
+        handed_back: 3,
     };
     store
         .finish_run(
@@ -722,7 +725,8 @@ pub async fn runs_are_newest_first_with_counts(store: Store) {
     let done = &orders[1];
     assert_eq!(done.status, RunStatus::Succeeded);
     assert_eq!(done.counts, counts);
-    assert_eq!(done.counts.settled(), done.counts.fetched);
+    assert_eq!(done.counts.read(), done.counts.fetched);
+    assert_eq!(done.counts.handed_back, 3, "handed back is a stored count");
     assert_eq!(done.cursor_after, Some(json!("c9")));
     assert_eq!(done.cursor_before, second.cursor_before);
     assert!(done.finished_at.is_some());

@@ -150,7 +150,7 @@ pub async fn list(ctx: &Ctx, flow: Option<&str>, limit: u32) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<36}  {:<24} {:>4}  {:<10} {:<8} {:>8} {:>9} {:>7} {:>8} {:>5}  STARTED",
+        "{:<36}  {:<24} {:>4}  {:<10} {:<8} {:>8} {:>9} {:>7} {:>8} {:>5} {:>6}  STARTED",
         "RUN",
         "FLOW",
         "REV",
@@ -160,11 +160,12 @@ pub async fn list(ctx: &Ctx, flow: Option<&str>, limit: u32) -> Result<u8> {
         "DELIVERED",
         "SKIPPED",
         "FILTERED",
-        "DLQ"
+        "DLQ",
+        "BACK"
     );
     for r in runs {
         println!(
-            "{:<36}  {:<24} {:>4}  {:<10} {:<8} {:>8} {:>9} {:>7} {:>8} {:>5}  {}",
+            "{:<36}  {:<24} {:>4}  {:<10} {:<8} {:>8} {:>9} {:>7} {:>8} {:>5} {:>6}  {}",
             r.id,
             r.flow,
             r.revision,
@@ -175,6 +176,7 @@ pub async fn list(ctx: &Ctx, flow: Option<&str>, limit: u32) -> Result<u8> {
             r.counts.skipped,
             r.counts.filtered,
             r.counts.dead_lettered,
+            r.counts.handed_back,
             r.started_at.format("%Y-%m-%d %H:%M:%S")
         );
     }
