@@ -24,6 +24,11 @@ pub struct World {
 
 /// A sandbox with `records` orders, a fresh SQLite store, and the example flow deployed.
 pub async fn world(records: u64, flow_text: Option<&str>) -> World {
+    world_on(records, flow_text, None).await
+}
+
+/// [`world`] with the state store at `store_url` (a fresh SQLite file when `None`).
+pub async fn world_on(records: u64, flow_text: Option<&str>, store_url: Option<&str>) -> World {
     let sandbox = Sandbox::start(SandboxConfig {
         records,
         source_token: Some(TOKEN.into()),
@@ -32,9 +37,11 @@ pub async fn world(records: u64, flow_text: Option<&str>) -> World {
     .await
     .expect("sandbox starts");
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = ferry_store::open(&format!("sqlite:{}", dir.path().join("state.db").display()))
-        .await
-        .expect("store opens");
+    let url = match store_url {
+        Some(u) => u.to_string(),
+        None => format!("sqlite:{}", dir.path().join("state.db").display()),
+    };
+    let store = ferry_store::open(&url).await.expect("store opens");
     let text = flow_text
         .map(str::to_string)
         .unwrap_or_else(ferry_e2e::example_flow);
@@ -57,6 +64,11 @@ pub async fn world(records: u64, flow_text: Option<&str>) -> World {
 
 impl World {
     pub async fn run(&self) -> RunRecord {
+        self.run_with(RunOptions::default()).await
+    }
+
+    /// A run with these options.
+    pub async fn run_with(&self, opts: RunOptions) -> RunRecord {
         let req = RunRequest {
             flow: Arc::new(self.flow.clone()),
             revision: self.revision,
@@ -65,11 +77,61 @@ impl World {
         };
         tokio::time::timeout(
             std::time::Duration::from_secs(120),
-            ferry_engine::execute(self.store.clone(), req, RunOptions::default()),
+            ferry_engine::execute(self.store.clone(), req, opts),
         )
         .await
         .expect("run finishes within 2 minutes")
         .expect("run is recorded")
+    }
+
+    /// The SQLite state file of a world opened with [`world`].
+    pub fn state_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("state.db")
+    }
+
+    /// Deploys `text` as the flow's next revision and makes it the one [`World::run`] runs.
+    pub async fn redeploy(&mut self, text: &str) {
+        let flow = ferry_spec::load_str(text, None).expect("flow loads");
+        let d = ferry_engine::deploy(&self.store, &flow, "test", "e2e", "tests")
+            .await
+            .expect("deploy");
+        self.flow = flow;
+        self.revision = d.revision.number;
+    }
+}
+
+/// Order ids the sink applied, with how many distinct keys applied each; fails when one key
+/// was applied twice.
+pub fn applied_ids(w: &World) -> std::collections::HashMap<u64, u32> {
+    let mut out = std::collections::HashMap::new();
+    for a in w.sandbox.sink().applied() {
+        assert_eq!(
+            a.times_applied, 1,
+            "key {} applied {} times",
+            a.key, a.times_applied
+        );
+        let id: u64 = a.body["order_ref"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("A-")
+            .parse()
+            .unwrap();
+        *out.entry(id).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Every record of the source that the example flow does not filter out was applied exactly
+/// once, by exactly one key.
+pub fn assert_each_applied_once(w: &World, records: u64) {
+    let applied = applied_ids(w);
+    for id in 1..=records {
+        let src = w.sandbox.source().record(id).unwrap();
+        if expected_mapping(&src).is_some() {
+            assert_eq!(applied.get(&id), Some(&1), "record {id}");
+        } else {
+            assert!(!applied.contains_key(&id), "filtered record {id} applied");
+        }
     }
 }
 

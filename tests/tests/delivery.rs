@@ -3,33 +3,13 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use ferry_sandbox::SinkFaults;
 use ferry_store::{DlqFilter, RunStatus};
 
-use common::{expected_mapping, world};
-
-/// Order ids the sink applied, with how many distinct keys applied each.
-fn applied_ids(w: &common::World) -> HashMap<u64, u32> {
-    let mut out = HashMap::new();
-    for a in w.sandbox.sink().applied() {
-        assert_eq!(
-            a.times_applied, 1,
-            "key {} applied {} times",
-            a.key, a.times_applied
-        );
-        let id: u64 = a.body["order_ref"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("A-")
-            .parse()
-            .unwrap();
-        *out.entry(id).or_insert(0) += 1;
-    }
-    out
-}
+use common::{applied_ids, expected_mapping, world};
 
 fn with_policy(policy: &str) -> String {
     ferry_e2e::example_flow().replace(

@@ -46,8 +46,12 @@ impl Project {
     }
 
     fn write_flow(&self, schedule: &str) -> PathBuf {
+        self.write_flow_text(&flow(schedule))
+    }
+
+    fn write_flow_text(&self, text: &str) -> PathBuf {
         let p = self.path().join("orders.yaml");
-        std::fs::write(&p, flow(schedule)).unwrap();
+        std::fs::write(&p, text).unwrap();
         p
     }
 
@@ -71,6 +75,12 @@ impl Project {
 
     fn deploy(&self, schedule: &str) {
         self.write_flow(schedule);
+        self.ok(&["deploy", "orders.yaml", "-m", schedule]);
+    }
+
+    /// Deploys the flow with a `policy:` block added.
+    fn deploy_with_policy(&self, schedule: &str, policy: &str) {
+        self.write_flow_text(&format!("{}policy:\n{policy}\n", flow(schedule)));
         self.ok(&["deploy", "orders.yaml", "-m", schedule]);
     }
 
@@ -359,7 +369,8 @@ async fn runs_slower_than_the_interval_are_never_overlapped_and_sigterm_drains_t
     sb.source().set_fault(SourceFault::Delay { millis: 3000 });
     let p = Project::new(&sb);
     blocking(move || {
-        p.deploy("{ every: 2s, overlap: skip }");
+        // Without a deadline: scheduled runs otherwise stop before their next tick.
+        p.deploy_with_policy("{ every: 2s, overlap: skip }", "  deadline: none");
         let serve = p.serve();
         std::thread::sleep(Duration::from_secs(9));
         let (status, took, log) = serve.terminate();
@@ -434,6 +445,38 @@ async fn a_restart_after_missed_ticks_catches_up_once_with_run_once_and_not_with
             }
             assert_never_overlaps(&runs);
         }
+    })
+    .await;
+}
+
+/// Without `policy.deadline`, a scheduled run stops after min(55 minutes, 0.9 × the time to
+/// its next tick): a run that would outlive its interval ends `incomplete` before the next
+/// tick, which then fires instead of being skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_run_stops_before_its_next_tick_by_default() {
+    let sb = sandbox(30).await;
+    // every page takes 3 s: each run would outlive the 2 s interval
+    sb.source().set_fault(SourceFault::Delay { millis: 3000 });
+    let p = Project::new(&sb);
+    blocking(move || {
+        p.deploy("{ every: 2s, overlap: skip }");
+        let serve = p.serve();
+        std::thread::sleep(Duration::from_secs(7));
+        let (status, _took, log) = serve.terminate();
+        assert_eq!(status.code(), Some(0), "{log}");
+        let runs = p.scheduled_runs();
+        assert!(runs.len() >= 2, "{runs:#?}\n{log}");
+        assert_never_overlaps(&runs);
+        let stopped: Vec<&Run> = runs.iter().filter(|r| r.status == "incomplete").collect();
+        assert_eq!(stopped.len(), runs.len(), "{runs:#?}");
+        assert!(
+            log.contains("reached its deadline of 1800ms"),
+            "0.9 × 2 s: {log}"
+        );
+        assert!(
+            p.audit("tick_skipped").is_empty(),
+            "no tick is swallowed by a run: {log}"
+        );
     })
     .await;
 }

@@ -118,6 +118,13 @@ pub fn header_safe(raw: String) -> String {
     out
 }
 
+/// The key a record is sent under when `--rekey` asks for a new one: the key and the revision
+/// that sends it (`<key>~r<N>`), kept header-safe and bounded. The same record of the same
+/// revision always gets the same new key, so a rekeyed record is still sent once.
+pub fn rekeyed(key: &str, revision: i64) -> String {
+    header_safe(format!("{key}~r{revision}"))
+}
+
 /// The record key used in default idempotency keys: `map.key`'s value, or a hash of the source
 /// record when the flow names no key.
 pub fn record_key(mapped_key: Option<String>, source: &Value) -> String {
@@ -151,6 +158,17 @@ mod tests {
         assert_eq!(idempotency_key(Some(&t), &vars).unwrap(), "order-7-3");
         let t = Template::parse("o-{{ source.missing }}").unwrap();
         assert!(idempotency_key(Some(&t), &vars).is_err());
+    }
+
+    #[test]
+    fn rekeyed_keys_carry_the_revision_and_stay_bounded() {
+        assert_eq!(rekeyed("order-7", 4), "order-7~r4");
+        assert_eq!(rekeyed("order-7", 4), rekeyed("order-7", 4));
+        assert_ne!(rekeyed("order-7", 4), rekeyed("order-7", 5));
+        let long = "k".repeat(MAX_KEY_LEN);
+        let k = rekeyed(&long, 12);
+        assert_eq!(k.len(), MAX_KEY_LEN);
+        assert_ne!(k, rekeyed(&long, 13));
     }
 
     #[test]

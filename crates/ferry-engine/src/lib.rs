@@ -6,6 +6,9 @@
 //! - [`keys`]: idempotency keys and content hashes;
 //! - [`cursor`]: ordering of incremental cursor values;
 //! - [`progress`]: live counters for progress bars;
+//! - `stop`: why a run stops early (asked to, deadline, destination down, store trouble);
+//! - `outage`: waiting out a state store that does not answer, and failing on one that is
+//!   broken;
 //! - [`deploy`]: turning a flow file into the active revision of an environment;
 //! - [`replay`]: the dead-letter queue's operator surface: replay (a run of its own), dry run,
 //!   edit, discard;
@@ -22,10 +25,12 @@ pub mod error;
 pub mod keys;
 pub mod lifecycle;
 pub mod liveness;
+mod outage;
 pub mod progress;
 pub mod replay;
 pub mod run;
 pub mod scheduler;
+mod stop;
 
 pub use deploy::{DeployResult, deploy};
 pub use error::EngineError;

@@ -48,18 +48,18 @@ use ferry_store::{
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::outage::StoreWatch;
 use crate::progress::Progress;
 use crate::run::{Ctx, Guards, Inflight, MapStage, Settled, deliver_stage, prepare, screen_stage};
+use crate::stop::Stopper;
 
 /// Records queued for delivery at once.
 const WORK_CAPACITY: usize = 1024;
 /// Outcomes queued for the settle writer.
 const OUTCOME_CAPACITY: usize = 4096;
-/// Attempts to write a settle batch before the replay fails.
-const SETTLE_ATTEMPTS: u32 = 8;
 /// Longest field path of `--set`, in bytes.
 pub const MAX_SET_PATH_BYTES: usize = 1024;
 /// Most segments in a `--set` field path.
@@ -791,6 +791,10 @@ pub async fn dry_run(
         progress: Arc::new(Progress::default()),
         lone: None,
         claiming: Default::default(),
+        stop: Arc::new(Stopper::new()),
+        store_watch: StoreWatch::new(t.loaded.flow.policy.store_outage_max()),
+        // A dry run maps and compares; it claims and sends nothing.
+        rekey: false,
     };
     let stage = MapStage {
         map: t.map,
@@ -885,8 +889,10 @@ pub async fn replay(
         reason,
     };
     let sink = Arc::new(HttpDelivery::new(sink_spec, &req.env).map_err(|e| bad(e.to_string()))?);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let guards = Arc::new(Guards::from_flow(spec, stop_rx.clone()).map_err(bad)?);
+    let stop = Arc::new(Stopper::new());
+    // A replay is started by an operator: only an explicit `policy.deadline` bounds it.
+    let deadline = spec.policy.deadline_for(None);
+    let guards = Arc::new(Guards::from_flow(spec, stop.clone(), deadline).map_err(bad)?);
 
     let run_id = Uuid::now_v7();
     store
@@ -906,7 +912,7 @@ pub async fn replay(
     let span = tracing::info_span!("run", run_id = %run_id, flow = %req.flow, revision = t.number, env = %req.env.name, trigger = "replay");
     let run_clock = std::time::Instant::now();
 
-    let stopper = tokio::spawn(stop_when(opts.cancel.clone(), guards.deadline, stop_tx));
+    let stopper = crate::stop::stop_on(stop.clone(), opts.cancel.clone(), deadline);
     let ctx = Arc::new(Ctx {
         run_id,
         flow: req.flow.clone(),
@@ -917,6 +923,9 @@ pub async fn replay(
         // A replay claims per key: its settle is not the run's.
         lone: None,
         claiming: Default::default(),
+        stop: stop.clone(),
+        store_watch: StoreWatch::new(spec.policy.store_outage_max()),
+        rekey: opts.rekey,
     });
     let stage = MapStage {
         map: t.map,
@@ -965,7 +974,6 @@ pub async fn replay(
         ready_tx,
         settle_tx.clone(),
         inflight.clone(),
-        stop_rx.clone(),
     ));
     let deliver_task = tokio::spawn(tracing::Instrument::instrument(
         deliver_stage(
@@ -994,7 +1002,7 @@ pub async fn replay(
     }
     drop(settle_tx);
     for w in work {
-        if *stop_rx.borrow() || work_tx.send(w).await.is_err() {
+        if stop.is_stopped() || work_tx.send(w).await.is_err() {
             break;
         }
     }
@@ -1087,37 +1095,6 @@ pub async fn replay(
         run,
         entries: report_entries,
     })
-}
-
-/// Sets `stop` when `cancel` turns true or the deadline passes.
-async fn stop_when(
-    cancel: Option<watch::Receiver<bool>>,
-    deadline: Option<tokio::time::Instant>,
-    stop: watch::Sender<bool>,
-) {
-    let cancelled = async {
-        match cancel {
-            Some(mut c) => {
-                while !*c.borrow() {
-                    if c.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    let expired = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = cancelled => {}
-        _ = expired => {}
-    }
-    let _ = stop.send(true);
 }
 
 /// What the settle writer has recorded.
@@ -1295,28 +1272,27 @@ impl Writer {
             entries: batch.entries,
             actor: self.actor.clone(),
         };
-        let mut wait = Duration::from_millis(100);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.ctx.store.settle_replay(&rs).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && attempt < SETTLE_ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "State store write failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+        match self
+            .ctx
+            .store_watch
+            .patiently("settle_replay", || self.ctx.store.settle_replay(&rs))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(trouble) => {
+                // Not recorded: those entries stay pending, and a later replay sends them
+                // again under the same keys, which the destination dedupes.
+                for e in &rs.entries {
+                    w.outcomes.remove(&e.id());
                 }
-                Err(e) => {
-                    // Not recorded: those entries stay pending, and a later replay sends them
-                    // again under the same keys, which the destination dedupes.
-                    for e in &rs.entries {
-                        w.outcomes.remove(&e.id());
-                    }
-                    return Err(format!(
-                        "could not record the outcome of {} dead letters in the state store: {e}; they stay pending and a later replay is answered by the destination's dedupe",
-                        rs.entries.len()
-                    ));
-                }
+                let why = crate::run::stop_reason(trouble);
+                let msg = format!(
+                    "could not record the outcome of {} dead letters: {}; they stay pending and a later replay is answered by the destination's dedupe",
+                    rs.entries.len(),
+                    why.describe()
+                );
+                self.ctx.stop.stop(why);
+                Err(msg)
             }
         }
     }

@@ -37,8 +37,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::EngineError;
-use crate::keys::{RecordVars, idempotency_key, record_key, sha256_hex};
+use crate::keys::{RecordVars, idempotency_key, record_key, rekeyed, sha256_hex};
+use crate::outage::{StoreTrouble, StoreWatch};
 use crate::progress::Progress;
+use crate::stop::{StopReason, Stopper};
 
 /// Records buffered between the map, screen and delivery stages (the source hands the map
 /// stage whole pages, one buffered).
@@ -53,10 +55,10 @@ const SETTLE_INBOX: usize = 256;
 /// allow about 90 000. A waiting record holds its parsed source and its body (3–4 KiB for the
 /// example flow's orders), so a full waiting room is about 16 MiB.
 const MAX_WAITING_RECORDS: usize = 4096;
+/// Least time the final write of a run (its status and counts) waits for the state store.
+const FINISH_PATIENCE: Duration = Duration::from_secs(60);
 /// Keys looked up in the ledger at once.
 const LOOKUP_CHUNK: usize = 512;
-/// Attempts to write a settle batch before the run fails.
-const SETTLE_ATTEMPTS: u32 = 8;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -82,6 +84,14 @@ pub struct RunOptions {
     /// A backfill: read the source from `from` (instead of the stored cursor), treat records
     /// whose cursor value is past `to` as filtered, and never move the stored cursor.
     pub window: Option<Window>,
+    /// For a scheduled run: the time from its tick to the next one. Without a
+    /// `policy.deadline`, the run stops after min(55 minutes, 0.9 × this), so that a run never
+    /// swallows the next tick. `None` (manual runs, backfills, replays): no default deadline.
+    pub period: Option<Duration>,
+    /// A record whose idempotency key was delivered before with another body (a map changed
+    /// since) is sent under a new key made with the revision (`<key>~r<N>`), instead of being
+    /// refused locally. Records delivered with the same body are still skipped.
+    pub rekey: bool,
 }
 
 /// The cursor window of a backfill run (`ferry backfill FLOW --from T1 --to T2`).
@@ -101,6 +111,8 @@ impl Default for RunOptions {
             settle_batch: 1000,
             settle_interval: Duration::from_millis(200),
             window: None,
+            period: None,
+            rekey: false,
         }
     }
 }
@@ -117,6 +129,8 @@ pub(crate) struct Work {
     pub(crate) body: Bytes,
     pub(crate) body_hash: String,
     pub(crate) cursor: Option<Value>,
+    /// The key was made anew with [`rekeyed`] (`RunOptions::rekey`): it is not rekeyed twice.
+    pub(crate) rekeyed: bool,
 }
 
 impl Work {
@@ -157,9 +171,13 @@ pub(crate) struct Guards {
     pub(crate) breaker: Option<BreakerConfig>,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) budget: BudgetConfig,
-    /// Set when the run is stopping.
-    pub(crate) stop: watch::Receiver<bool>,
+    /// The run's stop signal.
+    pub(crate) stop: Arc<Stopper>,
     pub(crate) deadline: Option<Instant>,
+    /// How long records may wait on an open breaker before the run stops.
+    max_open: Option<Duration>,
+    /// Since when records found the destination's breaker open with no call answered since.
+    unavailable_since: std::sync::Mutex<Option<Instant>>,
     /// The guards of the destination the last record went to: a run mostly sends to one
     /// destination, so most records find theirs here without a registry lookup.
     last: std::sync::Mutex<Option<Arc<Destination>>>,
@@ -196,7 +214,8 @@ impl Guards {
     /// Builds the layers from a flow's policy.
     pub(crate) fn from_flow(
         flow: &ferry_spec::Flow,
-        stop: watch::Receiver<bool>,
+        stop: Arc<Stopper>,
+        deadline: Option<Duration>,
     ) -> Result<Guards, String> {
         let p = &flow.policy;
         let r = &p.retry;
@@ -244,7 +263,9 @@ impl Guards {
             rate_limit,
             budget,
             stop,
-            deadline: p.deadline.map(|d| Instant::now() + d.get()),
+            deadline: deadline.map(|d| Instant::now() + d),
+            max_open: b.max_open(),
+            unavailable_since: std::sync::Mutex::new(None),
             last: std::sync::Mutex::new(None),
         })
     }
@@ -275,7 +296,43 @@ impl Guards {
     /// True when a record may wait `wait` more: the run is not stopping and the wait ends
     /// before the deadline.
     pub(crate) fn may_wait(&self, wait: Duration) -> bool {
-        !*self.stop.borrow() && self.deadline.is_none_or(|d| Instant::now() + wait < d)
+        !self.stop.is_stopped() && self.deadline.is_none_or(|d| Instant::now() + wait < d)
+    }
+
+    /// A record found `dest`'s breaker open: true when the destination has now been
+    /// unavailable longer than `circuit_breaker.max_open`, after stopping the run.
+    fn unavailable_too_long(&self, dest: &str) -> bool {
+        let since = {
+            let mut u = self
+                .unavailable_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *u.get_or_insert_with(Instant::now)
+        };
+        let Some(max) = self.max_open else {
+            return false;
+        };
+        let out = since.elapsed();
+        if out < max {
+            return false;
+        }
+        tracing::warn!(destination = %dest, for_ms = out.as_millis() as u64, "The destination stayed unavailable too long; stopping the run");
+        self.stop.stop(StopReason::DestinationDown {
+            destination: dest.to_string(),
+            for_: out,
+        });
+        true
+    }
+
+    /// The destination answered a call: it is available again.
+    fn answered(&self) {
+        let mut u = self
+            .unavailable_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if u.is_some() {
+            *u = None;
+        }
     }
 }
 
@@ -363,6 +420,12 @@ pub(crate) struct Ctx {
     /// One claim at a time per run: a hand-over reads and clears `lone`, which a claim that
     /// was granted `alone` fills.
     pub(crate) claiming: tokio::sync::Mutex<()>,
+    /// The run's stop signal, seen by every stage.
+    pub(crate) stop: Arc<Stopper>,
+    /// Whether the state store answers; claims and settles wait while it does not.
+    pub(crate) store_watch: StoreWatch,
+    /// See [`RunOptions::rekey`].
+    pub(crate) rekey: bool,
 }
 
 /// Keys claimed while the run held its flow alone, until their records settle: what the run
@@ -504,50 +567,17 @@ async fn execute_in(
         })?),
         None => None,
     };
-    // One stop signal for the stages: set by the caller's cancel (Ctrl-C, SIGTERM) or by the
-    // run's deadline.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let guards =
-        Arc::new(
-            Guards::from_flow(flow, stop_rx.clone()).map_err(|reason| EngineError::Flow {
-                flow: flow.name.clone(),
-                reason,
-            })?,
-        );
-    let stop_reason = Arc::new(std::sync::Mutex::new(None::<String>));
-    let stopper = {
-        let mut cancel = opts.cancel.clone();
-        let deadline = guards.deadline;
-        let reason = stop_reason.clone();
-        tokio::spawn(async move {
-            let cancelled = async {
-                match cancel.as_mut() {
-                    Some(c) => {
-                        while !*c.borrow() {
-                            if c.changed().await.is_err() {
-                                std::future::pending::<()>().await;
-                            }
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            let expired = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            let why = tokio::select! {
-                _ = cancelled => "the run was asked to stop",
-                _ = expired => "the run reached its deadline (policy.deadline)",
-            };
-            if let Ok(mut r) = reason.lock() {
-                *r = Some(why.to_string());
-            }
-            let _ = stop_tx.send(true);
-        })
-    };
+    // One stop signal for the stages: set by the caller's cancel (Ctrl-C, SIGTERM), by the
+    // run's deadline, by a destination down too long, or by state store trouble.
+    let stop = Arc::new(Stopper::new());
+    let deadline = flow.policy.deadline_for(opts.period);
+    let guards = Arc::new(
+        Guards::from_flow(flow, stop.clone(), deadline).map_err(|reason| EngineError::Flow {
+            flow: flow.name.clone(),
+            reason,
+        })?,
+    );
+    let stopper = crate::stop::stop_on(stop.clone(), opts.cancel.clone(), deadline);
 
     let env_name = req.env.name.clone();
     crate::liveness::reap(&store, &flow.name, &env_name).await?;
@@ -584,6 +614,9 @@ async fn execute_in(
         progress: opts.progress.clone(),
         lone: Some(LoneKeys::default()),
         claiming: Default::default(),
+        stop: stop.clone(),
+        store_watch: StoreWatch::new(flow.policy.store_outage_max()),
+        rekey: opts.rekey,
     });
 
     let setup = HttpPager::new(src, &req.env, cursor_before.as_ref())
@@ -625,12 +658,7 @@ async fn execute_in(
 
     let sink = Arc::new(sink);
     let source_task = tokio::spawn(tracing::Instrument::instrument(
-        source_stage(
-            pager,
-            fetched_tx,
-            ctx.progress.clone(),
-            Some(stop_rx.clone()),
-        ),
+        source_stage(pager, fetched_tx, ctx.progress.clone(), stop.clone()),
         span.clone(),
     ));
     let map_task = tokio::spawn(map_stage(
@@ -655,7 +683,6 @@ async fn execute_in(
         ready_tx,
         settle_tx.clone(),
         inflight.clone(),
-        stop_rx.clone(),
     ));
     let deliver_task = tokio::spawn(tracing::Instrument::instrument(
         deliver_stage(
@@ -689,12 +716,6 @@ async fn execute_in(
     let settled = settle_task.await;
     stopper.abort();
     hand_over.abort();
-    let stopped = stop_reason.lock().ok().and_then(|r| r.clone());
-    let handed_back = ctx
-        .progress
-        .handed_back
-        .load(std::sync::atomic::Ordering::Relaxed);
-
     let (source_error, cancelled) = match source_result {
         Ok(SourceEnd::Done) => (None, false),
         Ok(SourceEnd::Cancelled) => (None, true),
@@ -710,21 +731,32 @@ async fn execute_in(
             Some(format!("settle stage crashed: {e}")),
         ),
     };
+    let stopped = stop.reason();
+    let handed_back = counts.handed_back;
 
     let (status, error, cursor_after) = if let Some(e) = settle_error {
         (RunStatus::Failed, Some(e), stored_cursor.clone())
+    } else if let Some(why) = stopped.as_ref().filter(|r| r.fails_the_run()) {
+        (
+            RunStatus::Failed,
+            Some(format!(
+                "{}; {handed_back} records handed back undelivered, the cursor stays where it was",
+                why.describe()
+            )),
+            stored_cursor.clone(),
+        )
     } else if let Some(e) = deliver_error.or(source_error) {
         (RunStatus::Failed, Some(e), stored_cursor.clone())
     } else if cancelled || handed_back > 0 || stopped.is_some() {
         // Records are handed back as soon as their next wait would cross the deadline, which
         // can be before the deadline's own timer fires.
-        let why = stopped.unwrap_or_else(|| {
-            if guards.deadline.is_some() {
-                "the run reached its deadline (policy.deadline)".to_string()
-            } else {
-                "the run was asked to stop".to_string()
+        let why = match stopped {
+            Some(r) => r.describe(),
+            None if guards.deadline.is_some() => {
+                StopReason::Deadline(deadline.unwrap_or_default()).describe()
             }
-        });
+            None => StopReason::Asked.describe(),
+        };
         (
             RunStatus::Incomplete,
             Some(format!(
@@ -742,24 +774,46 @@ async fn execute_in(
             _ => None,
         };
         if let Some(c) = &next {
-            commit_cursor(&ctx, counts, c).await.map_or_else(
-                |e| (RunStatus::Failed, Some(e), stored_cursor.clone()),
-                |_| (RunStatus::Succeeded, None, Some(c.clone())),
-            )
+            match commit_cursor(&ctx, counts, c).await {
+                Ok(()) => (RunStatus::Succeeded, None, Some(c.clone())),
+                Err(trouble) => {
+                    let why = stop_reason(trouble);
+                    let status = if why.fails_the_run() {
+                        RunStatus::Failed
+                    } else {
+                        RunStatus::Incomplete
+                    };
+                    let msg = format!(
+                        "every record settled, but the cursor could not be moved: {}; the next run reads those records again and skips them",
+                        why.describe()
+                    );
+                    (status, Some(msg), stored_cursor.clone())
+                }
+            }
         } else {
             (RunStatus::Succeeded, None, stored_cursor.clone())
         }
     };
     let error = error.map(scrub);
-    store
-        .finish_run(
-            run_id,
-            status,
-            &counts,
-            cursor_after.as_ref(),
-            error.as_deref(),
-        )
-        .await?;
+    // The last write of the run gets a patience of its own: a run stopped because the store
+    // was unreachable still records how it ended once the store answers again.
+    let finish = StoreWatch::new(flow.policy.store_outage_max().max(FINISH_PATIENCE))
+        .patiently("finish_run", || {
+            store.finish_run(
+                run_id,
+                status,
+                &counts,
+                cursor_after.as_ref(),
+                error.as_deref(),
+            )
+        })
+        .await;
+    match finish {
+        Ok(()) => {}
+        Err(StoreTrouble::Failed(e)) | Err(StoreTrouble::Unreachable { error: e, .. }) => {
+            return Err(EngineError::Store(e));
+        }
+    }
     let took = run_clock.elapsed();
     publish_run_metrics(
         &store,
@@ -784,7 +838,7 @@ async fn execute_in(
     })
 }
 
-async fn commit_cursor(ctx: &Ctx, counts: RunCounts, cursor: &Value) -> Result<(), String> {
+async fn commit_cursor(ctx: &Ctx, counts: RunCounts, cursor: &Value) -> Result<(), StoreTrouble> {
     let batch = Settle {
         run_id: ctx.run_id,
         flow: ctx.flow.clone(),
@@ -811,11 +865,10 @@ async fn source_stage(
     mut pager: HttpPager,
     tx: mpsc::Sender<Vec<Value>>,
     progress: Arc<Progress>,
-    cancel: Option<watch::Receiver<bool>>,
+    stop: Arc<Stopper>,
 ) -> SourceEnd {
-    let stopped = move || cancel.as_ref().is_some_and(|c| *c.borrow());
     loop {
-        if stopped() {
+        if stop.is_stopped() {
             // What was fetched is handed on; no new page is read.
             return SourceEnd::Cancelled;
         }
@@ -826,7 +879,13 @@ async fn source_stage(
         );
         ferry_telemetry::trace::inherit_run_context(&page_span);
         let next = tracing::Instrument::instrument(pager.next_page(), page_span.clone());
-        match next.await {
+        // A stop while a page is on its way ends the wait: the page is not taken.
+        let next = tokio::select! {
+            biased;
+            page = next => page,
+            _ = stop.stopped() => return SourceEnd::Cancelled,
+        };
+        match next {
             Ok(Some(page)) => {
                 let records = page.records.len() as u64;
                 page_span.record("page", page.number as i64);
@@ -864,7 +923,13 @@ async fn map_stage(
 ) {
     while let Some(page) = rx.recv().await {
         for source in page {
-            if !map_one(&ctx, &stage, source, &work_tx, &settle_tx).await {
+            let sent = if ctx.stop.is_stopped() {
+                // Read but not yet mapped: handed back to the next run.
+                settle_tx.send(Settled::HandedBack).await.is_ok()
+            } else {
+                map_one(&ctx, &stage, source, &work_tx, &settle_tx).await
+            };
+            if !sent {
                 return;
             }
         }
@@ -983,6 +1048,7 @@ pub(crate) fn prepare(
         body,
         body_hash,
         cursor,
+        rekeyed: false,
     })
 }
 
@@ -1051,6 +1117,15 @@ pub(crate) async fn deliver_stage(
     let mut buf: Vec<Work> = Vec::new();
     let mut open = true;
     loop {
+        let stopping = ctx.stop.is_stopped();
+        if stopping && !buf.is_empty() {
+            // Not on the wire yet: handed back to the next run.
+            for _ in buf.drain(..) {
+                if settle_tx.send(Settled::HandedBack).await.is_err() {
+                    return;
+                }
+            }
+        }
         if !buf.is_empty() {
             let ready = std::mem::take(&mut buf);
             let jobs: Vec<Job> = match batch {
@@ -1091,7 +1166,14 @@ pub(crate) async fn deliver_stage(
                     }
                 }
             }
-            w = rx.recv(), if open && free > 0 => match w {
+            // A stop wakes the stage, so that what waits in its channel is handed back at once.
+            _ = ctx.stop.stopped(), if !stopping => {}
+            w = rx.recv(), if open && (free > 0 || stopping) => match w {
+                Some(_) if stopping => {
+                    if settle_tx.send(Settled::HandedBack).await.is_err() {
+                        return;
+                    }
+                }
                 Some(w) => {
                     buf.push(w);
                     let cap = LOOKUP_CHUNK.min(free * per_job);
@@ -1192,7 +1274,6 @@ pub(crate) async fn screen_stage(
     ready_tx: mpsc::Sender<Work>,
     settle_tx: mpsc::Sender<Settled>,
     inflight: Inflight,
-    stop: watch::Receiver<bool>,
 ) {
     let mut waiting: Vec<Work> = Vec::new();
     let mut waiting_since: Option<Instant> = None;
@@ -1241,8 +1322,9 @@ pub(crate) async fn screen_stage(
             chunk.append(&mut waiting);
             rechecked = Instant::now();
         }
-        if *stop.borrow() {
-            // Stopping: records waiting for another run's claim go back to the next run.
+        if ctx.stop.is_stopped() {
+            // Stopping: records not sent yet (waiting for another run's claim, or not screened)
+            // go back to the next run.
             for _ in chunk.drain(..).chain(waiting.drain(..)) {
                 if settle_tx.send(Settled::HandedBack).await.is_err() {
                     return;
@@ -1351,13 +1433,18 @@ async fn screen(
     inflight: &Inflight,
 ) -> (Vec<Work>, Vec<Settled>, Vec<Work>) {
     let keys: Vec<String> = chunk.iter().map(|w| w.idem.clone()).collect();
-    let claims = match claim(ctx, &keys).await {
+    // No record is sent without its claim: while the store does not answer, screening (and so
+    // delivery) waits; when it gives up, nothing of the chunk is sent.
+    let claims = match ctx
+        .store_watch
+        .patiently("claim_keys", || claim(ctx, &keys))
+        .await
+    {
         Ok(c) => c,
-        Err(e) => {
-            // Without the ledger we cannot tell what was delivered: sending anyway is safe
-            // because the destination dedupes on the key we always send.
-            tracing::warn!(error = %e, "Claiming keys failed; relying on the destination's dedupe for this batch");
-            Default::default()
+        Err(trouble) => {
+            ctx.stop.stop(stop_reason(trouble));
+            let back = chunk.iter().map(|_| Settled::HandedBack).collect();
+            return (Vec::new(), back, Vec::new());
         }
     };
     let mut held = Vec::new();
@@ -1367,7 +1454,7 @@ async fn screen(
         Ok(m) => m,
         Err(poisoned) => poisoned.into_inner(),
     };
-    for w in chunk {
+    for mut w in chunk {
         let hit = match claims.get(&w.idem) {
             Some(Claim::Delivered(hit)) => Some(hit),
             Some(Claim::HeldBy(_)) => {
@@ -1379,9 +1466,15 @@ async fn screen(
         if let Some(hit) = hit {
             if hit.body_hash == w.body_hash {
                 done.push(Settled::Skipped { cursor: w.cursor });
+            } else if ctx.rekey && !w.rekeyed {
+                // Delivered before with another body: sent under a new key made with this
+                // revision, claimed and screened like any key at the next recheck.
+                w.idem = rekeyed(&w.idem, ctx.revision);
+                w.rekeyed = true;
+                held.push(w);
             } else {
                 let err = format!(
-                    "idempotency key `{}` was delivered before with a different body (run {}, revision {}); refused locally and not sent: change the key template or replay with a new key",
+                    "idempotency key `{}` was delivered before with a different body (run {}, revision {}); refused locally and not sent. To deliver the changed record, replay this entry with `ferry dlq replay <id> --rekey` (or backfill with `--rekey`): it is then sent under a new key made with the revision; or put the content into the key template (`{{{{ hash }}}}`)",
                     w.idem, hit.run_id, hit.revision
                 );
                 let mapped = w.mapped_value();
@@ -1428,6 +1521,19 @@ async fn screen(
     (ready, done, held)
 }
 
+/// How a run stops when the state store gave up on it.
+pub(crate) fn stop_reason(trouble: StoreTrouble) -> StopReason {
+    match trouble {
+        StoreTrouble::Unreachable { for_, error } => StopReason::StoreUnreachable {
+            for_,
+            error: error.to_string(),
+        },
+        StoreTrouble::Failed(e) => StopReason::StoreFailed {
+            error: e.to_string(),
+        },
+    }
+}
+
 /// Delivers one job with retries; returns each record's outcome with its key.
 async fn deliver_job(
     ctx: Arc<Ctx>,
@@ -1454,31 +1560,46 @@ async fn deliver_job(
         if let Some(b) = breaker {
             gauge_breaker(dest, b);
         }
+        let unavailable = || {
+            Err((
+                HANDED_BACK.to_string(),
+                format!("destination {dest} unavailable (circuit breaker open)"),
+            ))
+        };
         if let Some(l) = limiter {
-            Box::pin(l.acquire()).await;
+            tokio::select! {
+                biased;
+                _ = Box::pin(l.acquire()) => {}
+                _ = guards.stop.stopped() => break 'outer unavailable(),
+            }
         }
         // While the breaker is open the record waits (an outage must not flood the
-        // dead-letter queue), unless the run is stopping: then it is handed back.
+        // dead-letter queue), unless the run is stopping or the destination stayed
+        // unavailable longer than `circuit_breaker.max_open`: then it is handed back.
         let permit = match breaker {
             Some(b) => loop {
                 match b.try_acquire() {
                     Ok(p) => break Some(p),
                     Err(open) => {
                         let wait = open.retry_in.max(Duration::from_millis(10));
-                        if !guards.may_wait(wait) {
-                            break 'outer Err((
-                                HANDED_BACK.into(),
-                                format!("destination {dest} unavailable (circuit breaker open)"),
-                            ));
+                        if !guards.may_wait(wait) || guards.unavailable_too_long(dest) {
+                            break 'outer unavailable();
                         }
-                        tokio::time::sleep(wait).await;
+                        if !pause(&guards, wait).await {
+                            break 'outer unavailable();
+                        }
                     }
                 }
             },
             None => None,
         };
         let attempt = {
-            let _slot = room.slots.acquire().await;
+            // Not on the wire until it has a slot: a stop meanwhile hands it back.
+            let _slot = tokio::select! {
+                biased;
+                slot = room.slots.acquire() => slot,
+                _ = guards.stop.stopped() => break 'outer Err((HANDED_BACK.into(), "the run stopped before the record was sent".into())),
+            };
             // Boxed: the request future is large and lives only while the request is in flight,
             // so a record waiting for its turn or its retry stays small.
             Box::pin(sink.send(&job.url, &job.key, job.body.clone())).await
@@ -1488,6 +1609,7 @@ async fn deliver_job(
                 if let Some(p) = permit {
                     p.success(attempt.took);
                 }
+                guards.answered();
                 break Ok(attempt.status.unwrap_or(200));
             }
             Outcome::Fail { reason } => {
@@ -1495,6 +1617,7 @@ async fn deliver_job(
                 if let Some(p) = permit {
                     p.success(attempt.took);
                 }
+                guards.answered();
                 attempts.push(Attempt {
                     at: Utc::now(),
                     status: attempt.status,
@@ -1526,7 +1649,9 @@ async fn deliver_job(
                         Progress::add(&ctx.progress.retries, 1);
                         ferry_telemetry::metrics::retry(&ctx.flow);
                         tracing::debug!(key = %job.key, attempt = n, wait_ms = wait.as_millis() as u64, reason = %reason, "Retrying delivery");
-                        tokio::time::sleep(wait).await;
+                        if !pause(&guards, wait).await {
+                            break 'outer Err((HANDED_BACK.into(), reason));
+                        }
                         // Over the retry budget: wait further instead of adding to a storm.
                         while !budget.try_withdraw() {
                             // The run is stopping (deadline, SIGTERM): the record goes back to
@@ -1542,7 +1667,9 @@ async fn deliver_job(
                                     ),
                                 ));
                             }
-                            tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
+                            if !pause(&guards, wait.max(Duration::from_millis(50))).await {
+                                break 'outer Err((HANDED_BACK.into(), reason));
+                            }
                         }
                     }
                     RetryDecision::GiveUp(why) => {
@@ -1597,7 +1724,22 @@ async fn deliver_job(
         .collect()
 }
 
+/// Sleeps `wait` unless the run stops first; false when it stopped.
+async fn pause(guards: &Guards, wait: Duration) -> bool {
+    tokio::select! {
+        biased;
+        _ = guards.stop.stopped() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
 /// Writes outcomes in batches; returns the run's counts and the largest cursor value settled.
+///
+/// While the state store does not answer, a batch waits ([`StoreWatch::patiently`]) and the
+/// stages before it back up behind the channel. When the store gives up on the run (unreachable
+/// past `store_outage_max`, or failed), the run is stopped and nothing more is written: the
+/// batch that could not be written and every outcome after it count as handed back (delivered
+/// records are then answered by the destination's dedupe when the next run sends them again).
 async fn settle_stage(
     ctx: Arc<Ctx>,
     mut rx: mpsc::Receiver<Settled>,
@@ -1608,6 +1750,8 @@ async fn settle_stage(
     let mut delivered = Vec::new();
     let mut dead = Vec::new();
     let mut dirty = false;
+    // Set once the store gave up on the run: outcomes are counted, not written.
+    let mut unwritable = false;
     let mut max_cursor: Option<Value> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1620,6 +1764,12 @@ async fn settle_stage(
                     break;
                 }
                 for s in inbox.drain(..) {
+                    let s = match s {
+                        Settled::Delivered { .. } | Settled::Dead { .. } if unwritable => {
+                            Settled::HandedBack
+                        }
+                        s => s,
+                    };
                     ferry_telemetry::metrics::record_outcome(&ctx.flow, outcome_of(&s), 1);
                     let p = &ctx.progress;
                     let cursor = match s {
@@ -1657,12 +1807,12 @@ async fn settle_stage(
                         max_cursor = Some(c);
                     }
                 }
-                dirty = true;
+                dirty = !unwritable;
                 delivered.len() + dead.len() >= batch_size
             }
             _ = tick.tick() => dirty,
         };
-        if flush_now {
+        if flush_now && !unwritable {
             counts.fetched = counts.read();
             let batch = Settle {
                 run_id: ctx.run_id,
@@ -1673,15 +1823,19 @@ async fn settle_stage(
                 counts,
                 cursor: None,
             };
-            if let Err(e) = write_settle(&ctx, &batch).await {
-                return Err((counts, e));
+            match write_settle(&ctx, &batch).await {
+                Ok(()) => settled_alone(&ctx, &batch),
+                Err(trouble) => {
+                    unwritable = true;
+                    give_back_unwritten(&mut counts, &batch);
+                    ctx.stop.stop(stop_reason(trouble));
+                }
             }
-            settled_alone(&ctx, &batch);
             dirty = false;
         }
     }
     counts.fetched = counts.read();
-    if dirty {
+    if dirty && !unwritable {
         let batch = Settle {
             run_id: ctx.run_id,
             flow: ctx.flow.clone(),
@@ -1691,10 +1845,30 @@ async fn settle_stage(
             counts,
             cursor: None,
         };
-        write_settle(&ctx, &batch).await.map_err(|e| (counts, e))?;
-        settled_alone(&ctx, &batch);
+        match write_settle(&ctx, &batch).await {
+            Ok(()) => settled_alone(&ctx, &batch),
+            Err(trouble) => {
+                give_back_unwritten(&mut counts, &batch);
+                ctx.stop.stop(stop_reason(trouble));
+            }
+        }
     }
     Ok((counts, max_cursor))
+}
+
+/// A settle batch that could not be written: its delivered and dead-lettered records were not
+/// recorded, so they count as handed back (the next run reads them again).
+fn give_back_unwritten(counts: &mut RunCounts, batch: &Settle) {
+    let unwritten = (batch.delivered.len() + batch.dead.len()) as u64;
+    counts.delivered -= batch.delivered.len() as u64;
+    counts.dead_lettered -= batch.dead.len() as u64;
+    counts.handed_back += unwritten;
+    counts.fetched = counts.read();
+    tracing::error!(
+        delivered = batch.delivered.len(),
+        dead_lettered = batch.dead.len(),
+        "Outcomes could not be recorded in the state store; they are handed back and the destination's dedupe answers those delivered when the next run sends them again"
+    );
 }
 
 /// Keys claimed while alone stop being this run's to hand over once their records settled.
@@ -1706,28 +1880,11 @@ fn settled_alone(ctx: &Ctx, batch: &Settle) {
     }
 }
 
-/// Writes one settle batch, retrying while the store reports a transient failure.
-async fn write_settle(ctx: &Ctx, batch: &Settle) -> Result<(), String> {
-    let mut wait = Duration::from_millis(100);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match ctx.store.settle(batch).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && attempt < SETTLE_ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "State store write failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                return Err(format!(
-                    "could not record {} delivered and {} dead-lettered records in the state store: {e}; delivered records will be recognised by the destination's dedupe on the next run",
-                    batch.delivered.len(),
-                    batch.dead.len()
-                ));
-            }
-        }
-    }
+/// Writes one settle batch, waiting while the store does not answer (see [`StoreWatch`]).
+async fn write_settle(ctx: &Ctx, batch: &Settle) -> Result<(), StoreTrouble> {
+    ctx.store_watch
+        .patiently("settle", || ctx.store.settle(batch))
+        .await
 }
 
 /// The span of one request's delivery (one record, or a batch), with its idempotency key. At
@@ -1896,8 +2053,7 @@ mod tests {
     fn destinations_are_looked_up_once_per_origin() {
         let text = include_str!("../../../flows/orders-to-warehouse.yaml");
         let flow = ferry_spec::load_str(text, None).expect("example flow").flow;
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let guards = Guards::from_flow(&flow, stop_rx).expect("guards");
+        let guards = Guards::from_flow(&flow, Arc::new(Stopper::new()), None).expect("guards");
         let a = guards.destination("http://dest-cache.test:81/orders/1");
         let b = guards.destination("http://dest-cache.test:81/orders/2?x=1");
         assert!(Arc::ptr_eq(&a, &b), "same origin, same guards");

@@ -13,7 +13,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::units::{ByteSize, Dur};
+use crate::units::{ByteSize, Dur, Limit};
 
 /// Default timeout of one HTTP request.
 pub const DEFAULT_REQUEST_TIMEOUT: Dur = Dur::from_secs(30);
@@ -640,8 +640,42 @@ pub struct Policy {
     pub retry_budget: f64,
     /// A run still going after this long stops cleanly as `incomplete`; records not yet
     /// delivered are handed back to the next run (the cursor does not move past them).
+    /// Without it, a scheduled run stops after min(55 minutes, 0.9 × the time to the next
+    /// tick) so that it never swallows the next tick, and a manual run or backfill has no
+    /// deadline; `none` switches the scheduled default off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<Dur>,
+    pub deadline: Option<Limit>,
+    /// How long a run pauses while the state store is unreachable (claims, deliveries and
+    /// settles wait for it) before it stops as `incomplete`, handing its records back
+    /// (default [`DEFAULT_STORE_OUTAGE_MAX`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_outage_max: Option<Dur>,
+}
+
+/// How long a run waits for an unreachable state store by default.
+pub const DEFAULT_STORE_OUTAGE_MAX: Dur = Dur::from_secs(300);
+/// How long a destination may stay unavailable (its breaker open) before a run stops, by
+/// default.
+pub const DEFAULT_BREAKER_MAX_OPEN: Dur = Dur::from_secs(300);
+/// The longest default deadline of a scheduled run.
+pub const MAX_SCHEDULED_DEADLINE: Dur = Dur::from_secs(55 * 60);
+
+impl Policy {
+    /// The deadline of a run: the configured one; else, for a scheduled run whose next tick
+    /// is `period` after its own, min(55 minutes, 0.9 × period); else none.
+    pub fn deadline_for(&self, period: Option<std::time::Duration>) -> Option<std::time::Duration> {
+        match self.deadline {
+            Some(limit) => limit.get(),
+            None => period.map(|p| p.mul_f64(0.9).min(MAX_SCHEDULED_DEADLINE.get())),
+        }
+    }
+
+    /// How long a run waits for an unreachable state store.
+    pub fn store_outage_max(&self) -> std::time::Duration {
+        self.store_outage_max
+            .unwrap_or(DEFAULT_STORE_OUTAGE_MAX)
+            .get()
+    }
 }
 
 fn default_retry_budget() -> f64 {
@@ -656,6 +690,7 @@ impl Default for Policy {
             rate_limit: None,
             retry_budget: default_retry_budget(),
             deadline: None,
+            store_outage_max: None,
         }
     }
 }
@@ -706,6 +741,21 @@ pub struct BreakerSpec {
     /// Trial calls let through when half-open.
     #[serde(default = "default_half_open")]
     pub half_open_calls: u32,
+    /// A run whose destination stays unavailable this long (its breaker open, no call
+    /// answered since) stops as `incomplete`, handing its records back, instead of waiting
+    /// for ever (default [`DEFAULT_BREAKER_MAX_OPEN`]; `none`: wait until the deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open: Option<Limit>,
+}
+
+impl BreakerSpec {
+    /// How long records may wait on an open breaker before the run stops; `None`: no bound.
+    pub fn max_open(&self) -> Option<std::time::Duration> {
+        match self.max_open {
+            Some(limit) => limit.get(),
+            None => Some(DEFAULT_BREAKER_MAX_OPEN.get()),
+        }
+    }
 }
 
 impl Default for BreakerSpec {
@@ -719,6 +769,7 @@ impl Default for BreakerSpec {
             window: default_window(),
             open_for: default_open_for(),
             half_open_calls: default_half_open(),
+            max_open: None,
         }
     }
 }

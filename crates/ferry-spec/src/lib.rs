@@ -35,4 +35,4 @@ pub use merge::{Conflict, MergeResult, Take};
 pub use path::JsonPath;
 pub use project::{EdgeRules, Environment, Project, load_project_file, load_project_str};
 pub use template::Template;
-pub use units::{ByteSize, Dur};
+pub use units::{ByteSize, Dur, Limit};

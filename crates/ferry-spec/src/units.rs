@@ -133,6 +133,75 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// A time limit that may be switched off: a duration, or `none` (no limit). Settings whose
+/// default is a limit (a scheduled run's deadline, say) take `none` to turn it off
+/// explicitly, which is different from leaving the setting out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// No limit.
+    None,
+    /// This long.
+    After(Dur),
+}
+
+impl Limit {
+    /// The duration, or `None` when switched off.
+    pub fn get(self) -> Option<Duration> {
+        match self {
+            Limit::None => None,
+            Limit::After(d) => Some(d.get()),
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::None => f.write_str("none"),
+            Limit::After(d) => d.fmt(f),
+        }
+    }
+}
+
+impl Serialize for Limit {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // A limit serialises as the duration alone, so a flow that set one before `none`
+        // existed keeps its canonical form and hash.
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Limit;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as `30s` or `50m`, or `none`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Limit, E> {
+                if v.trim() == "none" {
+                    return Ok(Limit::None);
+                }
+                Dur::parse(v)
+                    .map(Limit::After)
+                    .map_err(|e| E::custom(format!("{e}; or `none` for no limit")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Limit, E> {
+                Dur::from_secs_checked(v)
+                    .map(Limit::After)
+                    .ok_or_else(|| E::custom(format!("{v} seconds is out of range")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Limit, E> {
+                let secs =
+                    u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+                self.visit_u64(secs)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A size in bytes, written `512KiB`, `16MiB`, `1GB` or as a bare number of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
@@ -232,6 +301,23 @@ mod tests {
             }
             assert!(Dur::parse(bad).is_err(), "{bad} should fail");
         }
+    }
+
+    #[test]
+    fn limits_read_a_duration_or_none_and_write_the_duration_alone() {
+        let l: Limit = serde_json::from_str("\"50m\"").unwrap();
+        assert_eq!(l, Limit::After(Dur::from_secs(3000)));
+        assert_eq!(serde_json::to_string(&l).unwrap(), "\"50m\"");
+        let n: Limit = serde_json::from_str("\"none\"").unwrap();
+        assert_eq!(n, Limit::None);
+        assert_eq!(n.get(), None);
+        assert_eq!(serde_json::to_string(&n).unwrap(), "\"none\"");
+        assert_eq!(
+            serde_json::from_str::<Limit>("90").unwrap().get(),
+            Some(Duration::from_secs(90))
+        );
+        let e = serde_json::from_str::<Limit>("\"never\"").unwrap_err();
+        assert!(e.to_string().contains("or `none`"), "{e}");
     }
 
     #[test]

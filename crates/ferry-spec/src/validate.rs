@@ -636,8 +636,30 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
             "a ratio of retries to requests, more than 0 and at most 10 (e.g. 0.2)",
         );
     }
-    if flow.policy.deadline.is_some_and(|d| d.get().is_zero()) {
-        c.err("policy.deadline", "must be more than 0s");
+    if flow
+        .policy
+        .deadline
+        .is_some_and(|d| d.get().is_some_and(|d| d.is_zero()))
+    {
+        c.err("policy.deadline", "must be more than 0s (or `none`)");
+    }
+    if flow
+        .policy
+        .store_outage_max
+        .is_some_and(|d| d.get().is_zero())
+    {
+        c.err("policy.store_outage_max", "must be more than 0s");
+    }
+    if flow
+        .policy
+        .circuit_breaker
+        .max_open
+        .is_some_and(|d| d.get().is_some_and(|d| d.is_zero()))
+    {
+        c.err(
+            "policy.circuit_breaker.max_open",
+            "must be more than 0s (or `none`)",
+        );
     }
     for (at, rl) in [
         ("policy.rate_limit", flow.policy.rate_limit),

@@ -119,6 +119,30 @@ pub enum StoreError {
         source: Arc<sqlx::Error>,
     },
 
+    /// The database answered that its file is damaged (SQLite's SQLITE_CORRUPT or
+    /// SQLITE_NOTADB in the middle of an operation). Waiting does not mend it, and going on
+    /// without the ledger could send a record twice.
+    #[error(
+        "state store operation `{op}` failed: the state file is damaged ({source}). Stop ferry, run `ferry store check` to see which table, and restore the state file from a backup (`ferry store backup FILE` makes one while ferry runs)"
+    )]
+    Damaged {
+        /// The store operation.
+        op: &'static str,
+        /// SQLite's error.
+        source: Arc<sqlx::Error>,
+    },
+
+    /// The database gave no answer in time (a lock held elsewhere, a connection that hangs).
+    #[error(
+        "state store operation `{op}` got no answer within {after:?}; the database may be locked by another process or unreachable"
+    )]
+    NoAnswer {
+        /// The store operation.
+        op: &'static str,
+        /// How long it waited.
+        after: std::time::Duration,
+    },
+
     /// The operation refers to a row that does not exist.
     #[error("state store operation `{op}`: {what} does not exist")]
     NotFound {
@@ -218,10 +242,12 @@ impl StoreError {
             StoreError::Connect { source, .. }
             | StoreError::Query { source, .. }
             | StoreError::Migration { source, .. } => sqlx_is_transient(source),
+            StoreError::NoAnswer { .. } => true,
             StoreError::InvalidUrl { .. }
             | StoreError::File { .. }
             | StoreError::IsDirectory { .. }
             | StoreError::Corrupt { .. }
+            | StoreError::Damaged { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::MigrationMismatch { .. }
             | StoreError::NotFound { .. }
@@ -235,11 +261,21 @@ impl StoreError {
         }
     }
 
-    /// Wraps a driver error of operation `op`.
+    /// Wraps a driver error of operation `op`: [`StoreError::Damaged`] when it says the
+    /// file is damaged, else [`StoreError::Query`].
     pub(crate) fn query(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-        move |source| StoreError::Query {
-            op,
-            source: Arc::new(source),
+        move |source| {
+            if sqlite_is_corrupt(&source) {
+                StoreError::Damaged {
+                    op,
+                    source: Arc::new(source),
+                }
+            } else {
+                StoreError::Query {
+                    op,
+                    source: Arc::new(source),
+                }
+            }
         }
     }
 }

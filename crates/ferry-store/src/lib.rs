@@ -58,7 +58,8 @@ pub use model::{
     DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, KeyClaims, LedgerEntry,
     LedgerHit, MAX_SNAPSHOT_NAME_CHARS, NewAudit, NewDeadLetter, NewPromotion, NewRun,
     ParseEnumError, Promotion, PromotionState, ReplaySettle, RevisionInfo, RevisionRef, RunCounts,
-    RunRecord, RunStatus, RunningRun, Settle, Snapshot, SnapshotFlow, Stage, Trigger,
+    RunRecord, RunStatus, RunningRun, Settle, Snapshot, SnapshotFlow, Stage, StoreCheck,
+    TableCheck, Trigger,
 };
 pub use store::StateStore;
 pub use target::redact;

@@ -901,3 +901,29 @@ mod tests {
         assert!(err.to_string().contains("sate"));
     }
 }
+
+/// What [`StateStore::check`](crate::StateStore::check) found, table by table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreCheck {
+    /// `"sqlite"` or `"postgres"`.
+    pub backend: &'static str,
+    /// What was checked, in words (SQLite: "integrity_check of every table and its indexes").
+    pub method: &'static str,
+    /// Every table of ferry's schema, by name.
+    pub tables: Vec<TableCheck>,
+}
+
+impl StoreCheck {
+    /// True when no table has a problem.
+    pub fn healthy(&self) -> bool {
+        self.tables.iter().all(|t| t.problems.is_empty())
+    }
+}
+
+/// One table's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableCheck {
+    pub table: String,
+    /// What is wrong, as the database says it; empty when the table is healthy.
+    pub problems: Vec<String>,
+}

@@ -20,7 +20,7 @@ use crate::model::{
     Activation, AuditEntry, AuditFilter, Claim, ClaimMode, DeadLetter, DeadLetterEvent, DeployItem,
     DeployOutcome, DlqFilter, DlqState, FlowSummary, KeyClaims, LedgerHit, NewAudit, NewPromotion,
     NewRun, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
-    RunningRun, Settle, Snapshot,
+    RunningRun, Settle, Snapshot, StoreCheck,
 };
 
 /// ferry's state: revisions, runs, cursors, the idempotency ledger and the dead-letter queue.
@@ -346,4 +346,19 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 
     /// Every flow ever deployed (in any environment), sorted by name.
     async fn flow_names(&self) -> Result<Vec<String>>;
+
+    /// Checks the store's own integrity, table by table, and reports what it found (a damaged
+    /// table is a result, not an error). SQLite: `PRAGMA integrity_check` of every table and
+    /// its indexes. PostgreSQL (which checks its own pages when data checksums are on):
+    /// every table of the schema exists and reads end to end.
+    ///
+    /// Errors only when the check itself cannot run (the store is unreachable, the schema
+    /// cannot be read).
+    async fn check(&self) -> Result<StoreCheck>;
+
+    /// Writes a consistent copy of the whole store to the new file `path` while ferry keeps
+    /// running (SQLite's `VACUUM INTO`: one read transaction, so the copy is one point in time,
+    /// compacted). `path` must not exist. PostgreSQL is backed up with its own tools:
+    /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) naming `pg_dump`.
+    async fn backup(&self, path: &std::path::Path) -> Result<()>;
 }

@@ -330,3 +330,82 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters_and_ledger() {
         Some(serde_json::json!({"id": 1, "x": 2}))
     );
 }
+
+/// A state file whose ledger was damaged (4 KiB overwritten): every query that reads the ledger
+/// fails as damaged — not as something worth retrying — with what to do, and the check names
+/// the ledger and only it.
+#[tokio::test]
+async fn a_damaged_ledger_is_named_by_the_check_and_never_taken_for_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let url = format!("sqlite:{}", path.display());
+    {
+        let store = open(&url).await.unwrap();
+        let run = ferry_store::NewRun {
+            id: uuid::Uuid::now_v7(),
+            flow: "orders".into(),
+            env: "dev".into(),
+            revision: 1,
+            hash: "h".into(),
+            trigger: ferry_store::Trigger::Manual,
+            cursor_before: None,
+            started_at: chrono::Utc::now(),
+        };
+        store.create_run(&run).await.unwrap();
+        let delivered = (0..2000)
+            .map(|i| ferry_store::LedgerEntry {
+                key: format!("order-{i:05}-with-a-key-long-enough-to-fill-pages"),
+                body_hash: format!("{i:064x}"),
+                run_id: run.id,
+                revision: 1,
+                status: 200,
+                delivered_at: chrono::Utc::now(),
+            })
+            .collect::<Vec<_>>();
+        let counts = ferry_store::RunCounts {
+            fetched: 2000,
+            delivered: 2000,
+            ..Default::default()
+        };
+        store
+            .settle(&ferry_store::Settle {
+                run_id: run.id,
+                flow: "orders".into(),
+                env: "dev".into(),
+                delivered,
+                dead: Vec::new(),
+                counts,
+                cursor: None,
+            })
+            .await
+            .unwrap();
+    }
+    // Let the pool's connections close before the file is changed under them.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    ferry_testkit::damage::damage_sqlite_table(&path, "ledger").await;
+
+    let store = open(&url).await.expect("the schema itself is intact");
+    let err = store
+        .ledger_lookup(
+            "orders",
+            "dev",
+            &["order-00007-with-a-key-long-enough-to-fill-pages".into()],
+        )
+        .await
+        .expect_err("the ledger is damaged");
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err:?}");
+    assert!(!err.is_transient(), "waiting does not mend a damaged file");
+    let msg = err.to_string();
+    assert!(msg.contains("ferry store check"), "{msg}");
+    assert!(msg.contains("backup"), "{msg}");
+
+    let check = store.check().await.unwrap();
+    assert!(!check.healthy());
+    let damaged: Vec<&str> = check
+        .tables
+        .iter()
+        .filter(|t| !t.problems.is_empty())
+        .map(|t| t.table.as_str())
+        .collect();
+    assert_eq!(damaged, ["ledger"], "{check:?}");
+}

@@ -13,6 +13,12 @@
 //! - [`in_ci`], [`missing`]: the rule itself.
 //! - [`postgres_url`], [`rabbitmq_url`]: the servers, checked by a TCP connect to their address.
 //! - [`program`]: a program on `PATH` (or named by an environment variable).
+//! - [`proxy`]: a TCP proxy a test puts between ferry and a server, to cut its connections
+//!   without stopping the shared server.
+//! - [`damage`]: damaging one table of a SQLite state file, as a disk or a careless copy does.
+
+pub mod damage;
+pub mod proxy;
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

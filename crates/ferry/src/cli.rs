@@ -237,6 +237,11 @@ pub enum Command {
         /// Last cursor value to deliver; later records are counted as filtered.
         #[arg(long)]
         to: String,
+        /// Records delivered before under the same key with another body (the map changed
+        /// since) are sent under a new key made with the revision (`<key>~r<N>`) instead of
+        /// being refused; unchanged records are still skipped.
+        #[arg(long)]
+        rekey: bool,
         #[arg(long)]
         no_progress: bool,
     },
@@ -272,6 +277,11 @@ pub enum Command {
     },
     /// Start a schedule that paused after failed runs again, in --env (audited).
     Resume { flow: String },
+    /// The state store itself: check its integrity, or back it up while ferry runs.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Start the sandbox, deploy the example flow and run it twice (full, then incremental).
     Demo {
         /// Number of source records.
@@ -308,6 +318,20 @@ pub enum SnapshotCommand {
     Show { name: String },
     /// Bring every flow of the snapshot back to its content then, as new revisions.
     Restore { name: String },
+}
+
+/// `ferry store …`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Check the state store's integrity table by table; exit 1 when a table is damaged, with
+    /// what to do.
+    Check,
+    /// Write a consistent copy of the SQLite state file to a new file, while ferry keeps
+    /// running (PostgreSQL: use pg_dump).
+    Backup {
+        /// The new file.
+        file: std::path::PathBuf,
+    },
 }
 
 /// `ferry cursor …` (of --env).
@@ -380,6 +404,11 @@ pub enum DlqCommand {
         /// write and send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Entries whose key was delivered before with another body (`key_conflict`) are sent
+        /// under a new key made with the revision (`<key>~r<N>`), so a destination that refuses
+        /// a known key with a new body accepts the change.
+        #[arg(long, conflicts_with = "dry_run")]
+        rekey: bool,
         /// Don't show the live progress bar.
         #[arg(long)]
         no_progress: bool,

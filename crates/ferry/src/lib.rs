@@ -21,8 +21,13 @@ use clap::Parser;
 
 use crate::cli::{Cli, LogFormat};
 
+/// Exit status of a process whose reader went away (128 + SIGPIPE), as a shell reports
+/// `ls | head`'s `ls`.
+const BROKEN_PIPE_EXIT: i32 = 141;
+
 /// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     // Dropped last, after the runtime: flushes the spans not yet exported.
     let _telemetry = init_logging(&cli);
@@ -46,6 +51,26 @@ pub fn main() -> ExitCode {
             ExitCode::from(exit::code_of(&e))
         }
     }
+}
+
+/// A listing piped into `head` (or `true`) finds its reader gone, and the standard library's
+/// `println!` panics on the broken pipe. Every printing path of the CLI ends there, so the one
+/// place to handle it is the panic hook: that panic exits quietly with status 141, as a process
+/// killed by SIGPIPE does (`ls | head`); any other panic goes to the default hook.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        default(info)
+    }));
 }
 
 /// Logs to stderr (text or `--log-format json`, `-v` levels, `FERRY_LOG` overrides, secrets

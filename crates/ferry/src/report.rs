@@ -10,20 +10,48 @@ use serde_json::json;
 
 use crate::cli::Output;
 
-/// A progress bar fed from a run's counters; drawn only on a terminal.
+/// How often a progress line is printed when stderr is not a terminal (a log file, a CI job,
+/// systemd), unless `FERRY_PROGRESS_EVERY` says otherwise (`30s`, `500ms`).
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// A run's progress: a live bar on a terminal; elsewhere a line every 10 seconds, so a run
+/// that waits (a destination down, a store outage) is visible in logs too.
 pub struct ProgressView {
     task: Option<tokio::task::JoinHandle<()>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// One progress line: the counts so far and the rate.
+fn progress_text(progress: &Progress, started: Instant) -> String {
+    let c = progress.counts();
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    let back = if c.handed_back > 0 {
+        format!(" · handed back {}", c.handed_back)
+    } else {
+        String::new()
+    };
+    format!(
+        "fetched {} · delivered {} · skipped {} · filtered {} · dead-lettered {}{back} · {:.0} records/s",
+        c.fetched,
+        c.delivered,
+        c.skipped,
+        c.filtered,
+        c.dead_lettered,
+        c.settled() as f64 / secs
+    )
+}
+
 impl ProgressView {
     pub fn start(progress: Arc<Progress>, enabled: bool) -> Self {
         use std::io::IsTerminal;
-        if !enabled || !std::io::stderr().is_terminal() {
+        if !enabled {
             return ProgressView {
                 task: None,
                 stop: None,
             };
+        }
+        if !std::io::stderr().is_terminal() {
+            return Self::lines(progress);
         }
         let bar = ProgressBar::new_spinner();
         bar.set_style(
@@ -34,17 +62,7 @@ impl ProgressView {
         let task = tokio::spawn(async move {
             let started = Instant::now();
             loop {
-                let c = progress.counts();
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                bar.set_message(format!(
-                    "fetched {} · delivered {} · skipped {} · filtered {} · dead-lettered {} · {:.0} records/s",
-                    c.fetched,
-                    c.delivered,
-                    c.skipped,
-                    c.filtered,
-                    c.dead_lettered,
-                    c.settled() as f64 / secs
-                ));
+                bar.set_message(progress_text(&progress, started));
                 bar.tick();
                 tokio::select! {
                     _ = &mut rx => break,
@@ -52,6 +70,36 @@ impl ProgressView {
                 }
             }
             bar.finish_and_clear();
+        });
+        ProgressView {
+            task: Some(task),
+            stop: Some(tx),
+        }
+    }
+
+    /// Progress as lines on stderr, for a stderr that is not a terminal.
+    fn lines(progress: Arc<Progress>) -> Self {
+        let every = std::env::var("FERRY_PROGRESS_EVERY")
+            .ok()
+            .and_then(|v| ferry_spec::Dur::parse(&v).ok())
+            .map(|d| d.get())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(PROGRESS_LINE_EVERY);
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    _ = tokio::time::sleep(every) => {
+                        eprintln!(
+                            "progress {:.0}s: {}",
+                            started.elapsed().as_secs_f64(),
+                            progress_text(&progress, started)
+                        );
+                    }
+                }
+            }
         });
         ProgressView {
             task: Some(task),

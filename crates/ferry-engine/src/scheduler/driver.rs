@@ -553,12 +553,18 @@ impl Driver {
         };
         self.seq += 1;
         let seq = self.seq;
+        let period = e
+            .plan
+            .as_ref()
+            .and_then(|p| p.next_after(tick))
+            .and_then(|next| (next - tick).to_std().ok());
         let req = LaunchRequest {
             flow: key.0.clone(),
             env: key.1.clone(),
             revision: revision.clone(),
             tick,
             catch_up,
+            period,
             cancel: self.cancel.subscribe(),
         };
         tracing::info!(

@@ -29,6 +29,9 @@ pub struct LaunchRequest {
     pub tick: DateTime<Utc>,
     /// True for the one run made up for ticks missed while no scheduler ran.
     pub catch_up: bool,
+    /// Time from `tick` to the schedule's next tick: without a `policy.deadline`, the run
+    /// stops after min(55 minutes, 0.9 × this), so it never swallows the next tick.
+    pub period: Option<std::time::Duration>,
     /// Becomes true when the scheduler shuts down: stop fetching, settle, end `incomplete`.
     pub cancel: watch::Receiver<bool>,
 }
@@ -108,6 +111,7 @@ impl Launcher for EngineLauncher {
             };
             let opts = RunOptions {
                 cancel: Some(req.cancel.clone()),
+                period: req.period,
                 ..RunOptions::default()
             };
             match execute(store, run, opts).await {

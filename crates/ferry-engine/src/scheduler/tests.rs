@@ -66,6 +66,7 @@ struct Launched {
     revision: i64,
     tick: DateTime<Utc>,
     catch_up: bool,
+    period: Option<Duration>,
     start: DateTime<Utc>,
     end: Option<DateTime<Utc>>,
     status: Option<RunStatus>,
@@ -185,6 +186,7 @@ impl Launcher for Fake {
                 revision: req.revision.number,
                 tick: req.tick,
                 catch_up: req.catch_up,
+                period: req.period,
                 start,
                 end: None,
                 status: None,
@@ -427,6 +429,48 @@ async fn long_runs_with_skip_never_overlap_and_skipped_ticks_are_recorded() {
     h.shutdown().await;
     assert_never_overlaps(&fake.log());
     assert_eq!(h.audit_count(ACTION_TICK_SKIPPED).await, 20);
+}
+
+/// A scheduled run is told the time to the next tick, from which its default deadline comes
+/// (min(55 minutes, 0.9 × the period)); on an irregular cron it is the gap after its own tick.
+#[tokio::test]
+async fn each_run_is_told_the_time_to_the_next_tick() {
+    let store = store().await;
+    deploy(&store, "minutely", "{ every: 60s }", "v1").await;
+    // 09:00 on weekdays: Friday's run is followed by Monday's.
+    deploy(&store, "weekdays", r#"{ cron: "0 9 * * 1-5" }"#, "v1").await;
+    // 2025-06-05 is a Thursday.
+    let clock = ManualClock::new(utc(2025, 6, 5, 8, 59, 30));
+    let fake = Fake::new(&clock, &store);
+    let h = Harness::start(&store, &clock, &fake, Duration::from_secs(30)).await;
+    h.run_until(utc(2025, 6, 6, 9, 0, 30)).await;
+    h.shutdown().await;
+    let log = fake.log();
+    let minutely = log.iter().find(|l| l.flow == "minutely").expect("ran");
+    assert_eq!(minutely.period, Some(Duration::from_secs(60)));
+    let weekdays: Vec<Option<Duration>> = log
+        .iter()
+        .filter(|l| l.flow == "weekdays")
+        .map(|l| l.period)
+        .collect();
+    assert_eq!(
+        weekdays,
+        vec![
+            Some(Duration::from_secs(24 * 3600)),
+            Some(Duration::from_secs(3 * 24 * 3600))
+        ]
+    );
+    let policy = ferry_spec::Policy::default();
+    assert_eq!(
+        policy.deadline_for(minutely.period),
+        Some(Duration::from_secs(54)),
+        "0.9 × 60s"
+    );
+    assert_eq!(
+        policy.deadline_for(weekdays[0]),
+        Some(Duration::from_secs(55 * 60)),
+        "at most 55 minutes"
+    );
 }
 
 /// T10 with `overlap: queue`: one tick waits, the rest are skipped, runs go back to back.

@@ -131,6 +131,7 @@ macro_rules! dlq_cols {
 // After the column macros, which it uses.
 mod claims;
 mod lifecycle;
+mod maintain;
 
 /// State in PostgreSQL.
 #[derive(Debug)]
@@ -1294,6 +1295,14 @@ impl StateStore for PgStore {
 
     async fn flow_names(&self) -> Result<Vec<String>> {
         PgStore::flow_names(self).await
+    }
+
+    async fn check(&self) -> Result<crate::model::StoreCheck> {
+        PgStore::check(self).await
+    }
+
+    async fn backup(&self, path: &std::path::Path) -> Result<()> {
+        PgStore::backup(self, path).await
     }
 }
 

@@ -131,6 +131,7 @@ macro_rules! dlq_read_cols {
 // After the column macros, which it uses.
 mod claims;
 mod lifecycle;
+mod maintain;
 
 /// State in a SQLite file (or in memory, for tests).
 #[derive(Debug)]
@@ -179,6 +180,10 @@ impl SqliteStore {
             path: Some(path.to_path_buf()),
         };
         store.migrate().await.map_err(|e| match e {
+            StoreError::Damaged { source, .. } => StoreError::Corrupt {
+                path: path.to_path_buf(),
+                source,
+            },
             StoreError::Migration { source, .. } | StoreError::Query { source, .. }
                 if sqlite_is_corrupt(&source) =>
             {
@@ -518,10 +523,7 @@ async fn run_not_updatable(
             .fetch_optional(&mut **tx)
             .await;
     match status {
-        Err(source) => StoreError::Query {
-            op,
-            source: source.into(),
-        },
+        Err(source) => StoreError::query(op)(source),
         Ok(None) => StoreError::NotFound {
             op,
             what: format!("run {id}"),
@@ -1460,6 +1462,14 @@ impl StateStore for SqliteStore {
 
     async fn flow_names(&self) -> Result<Vec<String>> {
         SqliteStore::flow_names(self).await
+    }
+
+    async fn check(&self) -> Result<crate::model::StoreCheck> {
+        SqliteStore::check(self).await
+    }
+
+    async fn backup(&self, path: &Path) -> Result<()> {
+        SqliteStore::backup(self, path).await
     }
 }
 

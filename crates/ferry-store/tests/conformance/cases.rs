@@ -1543,3 +1543,42 @@ pub async fn settle_replay_resolves_and_fails_entries_in_one_transaction(store: 
         DlqState::Pending
     );
 }
+
+pub async fn a_healthy_store_checks_clean_and_backs_up_or_says_how(store: Store) {
+    let run = new_run("orders", "dev", t(0));
+    store.create_run(&run).await.unwrap();
+    store
+        .settle(&settle(&run, vec![entry("k1", "b1", &run)], vec![]))
+        .await
+        .unwrap();
+    let check = store.check().await.unwrap();
+    assert_eq!(check.backend, store.backend());
+    assert!(check.healthy(), "{check:?}");
+    for table in ["ledger", "runs", "dead_letters"] {
+        assert!(
+            check.tables.iter().any(|t| t.table == table),
+            "{table} is checked: {check:?}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("backup.db");
+    match store.backend() {
+        "sqlite" => {
+            store.backup(&copy).await.unwrap();
+            let restored = ferry_store::open(copy.to_str().unwrap()).await.unwrap();
+            let hits = restored
+                .ledger_lookup("orders", "dev", &["k1".to_string()])
+                .await
+                .unwrap();
+            assert_eq!(hits["k1"].body_hash, "b1", "the copy holds the ledger");
+            // A backup never overwrites a file.
+            let again = store.backup(&copy).await.unwrap_err();
+            assert!(again.to_string().contains("exists"), "{again}");
+        }
+        _ => {
+            let e = store.backup(&copy).await.unwrap_err();
+            assert!(e.to_string().contains("pg_dump"), "{e}");
+            assert!(!copy.exists());
+        }
+    }
+}

@@ -50,4 +50,5 @@ conformance!(
     dead_letter_edit_keeps_the_original_and_records_who,
     discard_needs_a_pending_entry_and_a_reason,
     settle_replay_resolves_and_fails_entries_in_one_transaction,
+    a_healthy_store_checks_clean_and_backs_up_or_says_how,
 );

@@ -57,6 +57,7 @@ pub async fn dlq(ctx: &Ctx, command: DlqCommand) -> Result<u8> {
             all,
             revision,
             dry_run,
+            rekey,
             no_progress,
         } => {
             let ids = ids
@@ -64,7 +65,13 @@ pub async fn dlq(ctx: &Ctx, command: DlqCommand) -> Result<u8> {
                 .map(|i| parse_id(i))
                 .collect::<Result<Vec<_>>>()?;
             let flow = if all { flow } else { None };
-            replay(ctx, ids, flow, revision, dry_run, !no_progress).await
+            let how = ReplayHow {
+                revision,
+                dry_run,
+                rekey,
+                show_progress: !no_progress,
+            };
+            replay(ctx, ids, flow, how).await
         }
         DlqCommand::Discard { ids, reason } => {
             let ids = ids
@@ -294,14 +301,21 @@ async fn discard(ctx: &Ctx, ids: &[Uuid], reason: &str) -> Result<u8> {
     Ok(0)
 }
 
-async fn replay(
-    ctx: &Ctx,
-    ids: Vec<Uuid>,
-    all_of: Option<String>,
+/// How `ferry dlq replay` replays.
+struct ReplayHow {
     revision: Option<i64>,
     dry_run: bool,
+    rekey: bool,
     show_progress: bool,
-) -> Result<u8> {
+}
+
+async fn replay(ctx: &Ctx, ids: Vec<Uuid>, all_of: Option<String>, how: ReplayHow) -> Result<u8> {
+    let ReplayHow {
+        revision,
+        dry_run,
+        rekey,
+        show_progress,
+    } = how;
     let store = ctx.store().await?;
     let env = ctx.run_env()?;
     let groups: Vec<(String, Selection)> = match all_of {
@@ -348,15 +362,9 @@ async fn replay(
     let mut reports: Vec<ReplayReport> = Vec::new();
     for req in requests {
         let progress = Arc::new(Progress::default());
-        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-        let ctrl_c = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\nstopping: records in flight are finished and recorded; the rest stay pending"
-                );
-                let _ = cancel_tx.send(true);
-            }
-        });
+        let (cancel_rx, ctrl_c) = crate::commands::runs::interrupts(
+            "requests already sent are finished and recorded; the other entries stay pending",
+        );
         let bar = report::ProgressView::start(
             progress.clone(),
             show_progress && ctx.output() == Output::Text,
@@ -364,6 +372,7 @@ async fn replay(
         let opts = ReplayOptions {
             progress,
             cancel: Some(cancel_rx),
+            rekey,
             ..ReplayOptions::default()
         };
         let result = ferry_engine::replay(store.clone(), req, opts).await;

@@ -550,7 +550,14 @@ pub async fn cursor(ctx: &Ctx, command: CursorCommand) -> Result<u8> {
     Ok(0)
 }
 
-pub async fn backfill(ctx: &Ctx, flow: &str, from: &str, to: &str, progress: bool) -> Result<u8> {
+pub async fn backfill(
+    ctx: &Ctx,
+    flow: &str,
+    from: &str,
+    to: &str,
+    rekey: bool,
+    progress: bool,
+) -> Result<u8> {
     let store = ctx.store().await?;
     let env_name = ctx.global.env.clone();
     let rev = lifecycle::active(&store, flow, &env_name)
@@ -578,7 +585,7 @@ pub async fn backfill(ctx: &Ctx, flow: &str, from: &str, to: &str, progress: boo
             flow: Some(flow.to_string()),
             env: Some(env_name.clone()),
             revision: Some(rev.number),
-            detail: json!({"from": window.from, "to": window.to}),
+            detail: json!({"from": window.from, "to": window.to, "rekey": rekey}),
         })
         .await?;
     let record = crate::commands::runs::run_window(
@@ -590,6 +597,7 @@ pub async fn backfill(ctx: &Ctx, flow: &str, from: &str, to: &str, progress: boo
         Trigger::Manual,
         progress,
         Some(window),
+        rekey,
     )
     .await?;
     Ok(if record.status == ferry_store::RunStatus::Succeeded {

@@ -10,6 +10,7 @@ pub mod record;
 pub mod runs;
 pub mod sandbox;
 pub mod serve;
+pub mod store;
 pub mod validate;
 
 use anyhow::Result;
@@ -90,14 +91,16 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
             flow,
             from,
             to,
+            rekey,
             no_progress,
-        } => lifecycle::backfill(&ctx, &flow, &from, &to, !no_progress).await,
+        } => lifecycle::backfill(&ctx, &flow, &from, &to, rekey, !no_progress).await,
         Command::Sandbox {
             listen,
             records,
             token_env,
         } => sandbox::serve(&listen, records, token_env).await,
         Command::Dlq { command } => dlq::dlq(&ctx, command).await,
+        Command::Store { command } => store::store(&ctx, command).await,
         Command::Serve {
             drain_timeout,
             listen,

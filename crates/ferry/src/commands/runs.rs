@@ -82,6 +82,7 @@ pub async fn run_loaded(
         trigger,
         show_progress,
         None,
+        false,
     )
     .await
 }
@@ -97,16 +98,12 @@ pub async fn run_window(
     trigger: Trigger,
     show_progress: bool,
     window: Option<ferry_engine::Window>,
+    rekey: bool,
 ) -> Result<ferry_store::RunRecord> {
     let progress = Arc::new(Progress::default());
-    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-    let ctrl_c = tokio::spawn(async move {
-        stop_signal().await;
-        eprintln!(
-            "\nstopping: no new pages are fetched; records in flight are finished or handed back, and recorded"
-        );
-        let _ = cancel_tx.send(true);
-    });
+    let (cancel_rx, ctrl_c) = interrupts(
+        "no new pages are fetched; requests already sent are finished and recorded, everything else is handed back to the next run",
+    );
     let bar = report::ProgressView::start(
         progress.clone(),
         show_progress && ctx.output() == Output::Text,
@@ -115,6 +112,7 @@ pub async fn run_window(
         progress: progress.clone(),
         cancel: Some(cancel_rx),
         window,
+        rekey,
         ..RunOptions::default()
     };
     let req = RunRequest {
@@ -337,6 +335,31 @@ pub async fn history(ctx: &Ctx, flow: &str) -> Result<u8> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
+/// Ctrl-C and SIGTERM for a command that runs records: the first asks the run to stop cleanly
+/// (`what` says what that means here), the second exits at once with status 130 — the run is
+/// then found dead by the next start's liveness check and marked failed, its key claims
+/// released, and what was in flight is answered by the destination's dedupe on the next run.
+/// Abort the returned task when the run has ended.
+pub(crate) fn interrupts(
+    what: &'static str,
+) -> (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        stop_signal().await;
+        eprintln!("\nstopping: {what}. Press Ctrl-C again to exit at once.");
+        let _ = cancel_tx.send(true);
+        stop_signal().await;
+        eprintln!(
+            "\nexiting at once: the next run finds this one dead and carries on; requests that were in flight are answered by the destination's dedupe"
+        );
+        std::process::exit(130);
+    });
+    (cancel_rx, task)
+}
+
 pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
