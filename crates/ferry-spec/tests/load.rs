@@ -30,6 +30,30 @@ fn the_example_flow_loads() {
     assert_eq!(f.flow.tests.len(), 3);
 }
 
+/// Flow files that did not change keep their revision hash whatever ferry's reader learns: a
+/// new hash would make every deployed flow look changed and deploy a new revision of each.
+#[test]
+fn unchanged_flow_files_keep_their_revision_hash() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for (file, hash) in [
+        (
+            example(),
+            "bd2f20f490d6a254d8a3ccddabcd75a7e34aa0bcb42cdeb7446da0242b005771",
+        ),
+        (
+            root.join("../ferry-map/tests/fixtures/every-step.yaml"),
+            "aab2dd9a231446f45940fac9d1264375c0b8ffacb535a5e07855ccfb72e8bfbf",
+        ),
+        (
+            root.join("tests/fixtures/lifecycle/flow.yaml"),
+            "2ec71e2d3134cb1f73c5ff3ed65d77b7381cc64ad3556cbfb8f00b66e0ff9b24",
+        ),
+    ] {
+        let loaded = load_file(&file).unwrap();
+        assert_eq!(loaded.hash, hash, "{}", file.display());
+    }
+}
+
 #[test]
 fn formatting_order_and_defaults_do_not_change_the_hash() {
     let a = load_str(MINIMAL, None).unwrap();
