@@ -73,6 +73,40 @@ fn validate_reports_every_bad_file_with_position_and_path() {
     assert_eq!(v[0]["errors"][0]["line"], 8);
 }
 
+/// The YAML 1.2 core schema table (README "YAML in flow files") through the real binary: the
+/// fixture's test cases quote every expected text, so a YAML 1.1 reading of the map (`no` as
+/// false, `NO` as a lookup key false, `01234` as 1234.0) fails them.
+#[test]
+fn flow_files_follow_the_yaml_1_2_core_schema_in_validate_and_test() {
+    let file = fixture("yaml-core-schema.yaml");
+    let out = run_ferry(&["validate", &file], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok    "),
+        "{}",
+        text(&out)
+    );
+    let out = run_ferry(&["test", &file], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 passed, 0 failed"),
+        "{}",
+        text(&out)
+    );
+
+    let file = fixture("yaml-non-finite.yaml");
+    for command in ["validate", "test"] {
+        let out = run_ferry(&[command, &file], &[], &workspace(), LIMIT);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains("yaml-non-finite.yaml:7:21: `.inf` is not a number JSON can hold"),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
 #[test]
 fn missing_files_and_bad_arguments_exit_2() {
     let out = run_ferry(&["validate", "no/such/file.yaml"], &[], &workspace(), LIMIT);

@@ -228,7 +228,8 @@ impl<'de> Deserialize<'de> for Param {
                     .map(Param::Secret)
             }
         }
-        d.deserialize_any(V)
+        // `page_size: 200` and `version: 1.10` are the text as written.
+        crate::yaml::as_written(d, V)
     }
 }
 
@@ -267,7 +268,8 @@ impl<'de> Deserialize<'de> for SecretRef {
                 })
             }
         }
-        d.deserialize_any(V)
+        // Any scalar comes as text, so a numeric credential is refused without being echoed.
+        crate::yaml::as_written(d, V)
     }
 }
 
@@ -434,7 +436,7 @@ impl<'de> Deserialize<'de> for FieldSpec {
                     .map(|d| FieldSpec::Def(Box::new(d)))
             }
         }
-        d.deserialize_any(V)
+        crate::yaml::as_written(d, V)
     }
 }
 

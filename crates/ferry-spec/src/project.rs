@@ -278,16 +278,15 @@ pub fn load_project_file(path: &Path) -> Result<Project, SpecErrors> {
 
 /// Reads and checks a project from YAML text; `file` is used in error messages.
 pub fn load_project_str(text: &str, file: Option<PathBuf>) -> Result<Project, SpecErrors> {
-    let (value, index) =
-        crate::load::read_yaml(text, &file, MAX_PROJECT_FILE_BYTES, "project files")?;
-    if value.is_null() {
+    let doc = crate::yaml::parse(text, &file, MAX_PROJECT_FILE_BYTES, "project files")?;
+    if doc.root.is_null() {
         return Err(SpecErrors::single(
             file,
             ".",
             "the project file is empty: declare `environments:` (and `promotion:` edges between them)",
         ));
     }
-    let project: Project = crate::load::deserialize_located(&value, &index, &file)?;
+    let project: Project = crate::yaml::deserialize(&doc, &file)?;
     let problems = project.validate();
     if !problems.is_empty() {
         return Err(SpecErrors(
@@ -295,7 +294,7 @@ pub fn load_project_str(text: &str, file: Option<PathBuf>) -> Result<Project, Sp
                 .into_iter()
                 .map(|p| SpecError {
                     file: file.clone(),
-                    location: index.locate(&p.path),
+                    location: doc.index.locate(&p.path),
                     path: p.path,
                     message: p.message,
                 })
@@ -307,42 +306,8 @@ pub fn load_project_str(text: &str, file: Option<PathBuf>) -> Result<Project, Sp
 
 /// Deserializes a map whose values are scalars, each taken as text.
 fn text_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    let m: BTreeMap<String, Text> = BTreeMap::deserialize(d)?;
+    let m: BTreeMap<String, crate::yaml::Text> = BTreeMap::deserialize(d)?;
     Ok(m.into_iter().map(|(k, v)| (k, v.0)).collect())
-}
-
-/// A scalar as text: `eu`, `8080`, `true`.
-struct Text(String);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a text, a number or true/false")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
-                Ok(Text(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// Deserializes `to: staging` or `to: [prod-eu, prod-us]`.
@@ -364,7 +329,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
             Ok(out)
         }
     }
-    d.deserialize_any(V)
+    crate::yaml::as_written(d, V)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1121,13 +1086,17 @@ mod tests {
     #[test]
     fn scalar_variables_are_text_and_to_takes_one_or_many() {
         let p = project(
-            "environments:\n  a: { variables: { PORT: 8080, DEBUG: true, RATIO: 0.5 } }\n  b: {}\n  c: {}\npromotion:\n  - { from: a, to: b }\n  - { from: b, to: [c] }\n",
+            "environments:\n  a: { variables: { PORT: 8080, DEBUG: true, RATIO: 0.5, VERSION: 1.10, VERBOSE: no, ZIP: 01234 } }\n  b: {}\n  c: {}\npromotion:\n  - { from: a, to: b }\n  - { from: b, to: [c] }\n",
         )
         .unwrap();
         let vars = &p.environments["a"].variables;
         assert_eq!(vars["PORT"], "8080");
         assert_eq!(vars["DEBUG"], "true");
         assert_eq!(vars["RATIO"], "0.5");
+        // the text as written (YAML 1.2 core schema; no YAML 1.1 booleans or lost zeros)
+        assert_eq!(vars["VERSION"], "1.10");
+        assert_eq!(vars["VERBOSE"], "no");
+        assert_eq!(vars["ZIP"], "01234");
         assert_eq!(p.promotion[0].to, vec!["b"]);
         assert_eq!(p.promotion[1].to, vec!["c"]);
         let e = project("environments:\n  a: { variables: { X: [1] } }\n").unwrap_err();

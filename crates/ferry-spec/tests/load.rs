@@ -96,11 +96,15 @@ fn an_unknown_key_is_an_error_with_its_path_and_position() {
         "    urll: \"http://127.0.0.1:2/in\"",
     );
     let e = errors(&text);
-    let err = &e.0[0];
+    // Both problems, in file order: `url` is missing, and `urll` is not a setting.
+    assert_eq!(e.0.len(), 2, "{e}");
+    let err = &e.0[1];
     assert_eq!(err.path, "destination.http.urll");
     assert!(err.message.contains("unknown field `urll`"), "{e}");
     let loc = err.location.unwrap();
     assert_eq!((loc.line, loc.column), (8, 5), "{e}");
+    assert_eq!(e.0[0].path, "destination.http");
+    assert!(e.0[0].message.contains("missing field `url`"), "{e}");
 }
 
 #[test]
