@@ -432,8 +432,10 @@ impl Project {
                     ),
                 );
             }
-            for var in env.variables.keys() {
-                check_variable(&mut err, &format!("{at}.variables.{var}"), var);
+            for (var, value) in &env.variables {
+                let here = format!("{at}.variables.{var}");
+                check_variable(&mut err, &here, var);
+                check_url_value(&mut err, &here, value);
             }
             let mut seen = BTreeSet::new();
             for (i, s) in env.secrets.iter().enumerate() {
@@ -508,8 +510,10 @@ impl Project {
                     }
                 }
             }
-            for var in edge.rules.set.keys() {
-                check_variable(&mut err, &format!("{at}.rules.set.{var}"), var);
+            for (var, value) in &edge.rules.set {
+                let here = format!("{at}.rules.set.{var}");
+                check_variable(&mut err, &here, var);
+                check_url_value(&mut err, &here, value);
             }
             if let Some(cond) = &edge.when {
                 for label in cond.labels.keys() {
@@ -760,6 +764,22 @@ fn check_variable(err: &mut impl FnMut(String, String), at: &str, var: &str) {
             at.to_string(),
             format!(
                 "`{var}` looks like a credential, and variables are stored and shown in plain text: list it under the environment's `secrets:` and reference it as `{{ secret: {var} }}`"
+            ),
+        );
+    }
+}
+
+/// A variable holding a URL with credentials in it (`https://user:pw@host`, `?api_key=...`):
+/// variables are shown in plain text, so the same rule as URLs in flow files applies.
+fn check_url_value(err: &mut impl FnMut(String, String), at: &str, value: &str) {
+    if !value.contains("://") {
+        return;
+    }
+    for message in crate::validate::url_credentials(value) {
+        err(
+            at.to_string(),
+            format!(
+                "{message}; variables are shown in plain text, so list the credential under the environment's `secrets:`"
             ),
         );
     }
@@ -1104,6 +1124,26 @@ mod tests {
         let e = project("environments:\n  a: {}\npromotion:\n  - { from: a, to: { b: 1 } }\n")
             .unwrap_err();
         assert!(e.to_string().contains("environment name or a list"), "{e}");
+    }
+
+    #[test]
+    fn variables_holding_urls_with_credentials_are_refused() {
+        let e = project(
+            "environments:\n  dev:\n    variables:\n      SHOP_URL: \"https://ops:hunter2pass@shop.example\"\n      WMS_URL: \"https://wms.example/in?api_key=hunter2pass\"\n      PLAIN: \"user@example.com\"\n  prod: {}\npromotion:\n  - { from: dev, to: prod, rules: { set: { HOOK: \"https://x:y@hook.example\" } } }\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = e.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "environments.dev.variables.SHOP_URL",
+                "environments.dev.variables.WMS_URL",
+                "promotion[0].rules.set.HOOK"
+            ],
+            "{e}"
+        );
+        assert!(!e.to_string().contains("hunter2pass"), "{e}");
+        assert!(e.0.iter().all(|p| p.message.contains("secrets:")), "{e}");
     }
 
     #[test]

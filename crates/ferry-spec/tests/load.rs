@@ -171,6 +171,74 @@ fn a_literal_secret_is_refused_and_not_echoed() {
 }
 
 #[test]
+fn credentials_in_urls_are_refused_and_not_echoed() {
+    let source = "    url: \"http://127.0.0.1:1/api\"";
+    let sink = "    url: \"http://127.0.0.1:2/in\"";
+    let refused = [
+        (
+            source,
+            "    url: \"https://admin:hunter2pass@shop.example/api\"",
+            "source.http.url",
+            "user name or password",
+        ),
+        (
+            sink,
+            "    url: \"https://admin@wms.example/in\"",
+            "destination.http.url",
+            "user name or password",
+        ),
+        (
+            sink,
+            "    url: \"{{ env.SCHEME }}://ops:hunter2pass@wms.example/in\"",
+            "destination.http.url",
+            "user name or password",
+        ),
+        (
+            source,
+            "    url: \"{{ env.SHOP_URL }}/api?page=1&api_key=hunter2pass\"",
+            "source.http.url",
+            "query parameter `api_key`",
+        ),
+        (
+            sink,
+            "    url: \"https://wms.example/in?x=1;access_token={{ record.t }}#top\"",
+            "destination.http.url",
+            "query parameter `access_token`",
+        ),
+        (
+            source,
+            "    url: \"https://shop.example/api?api%5Fkey=hunter2pass\"",
+            "source.http.url",
+            "query parameter `api_key`",
+        ),
+        (
+            source,
+            "    url: \"http://127.0.0.1:1/api\"\n    auth: { oauth2: { token_url: \"https://id.example/token?client_secret=hunter2pass\", client_id: c, client_secret: { secret: S } } }",
+            "source.http.auth.oauth2.token_url",
+            "query parameter `client_secret`",
+        ),
+    ];
+    for (from, to, path, want) in refused {
+        let e = errors(&MINIMAL.replace(from, to));
+        let s = e.to_string();
+        let p =
+            e.0.iter()
+                .find(|p| p.path == path)
+                .unwrap_or_else(|| panic!("{path} in {s}"));
+        assert!(p.message.contains(want), "{s}");
+        assert!(p.location.is_some(), "{s}");
+        assert!(!s.contains("hunter2pass"), "the secret is echoed: {s}");
+    }
+    // an `@` after the host, or in a parameter that is not a credential, is fine
+    for ok in [
+        "    url: \"https://wms.example/users/@me?email=a@b.example\"",
+        "    url: \"{{ env.WMS_URL }}/in?page=1&sort=asc&key_id=7\"",
+    ] {
+        load_str(&MINIMAL.replace(sink, ok), None).unwrap();
+    }
+}
+
+#[test]
 fn wrong_types_and_bad_units_are_explained() {
     let e = errors(&MINIMAL.replace(
         "http://127.0.0.1:1/api\"",
