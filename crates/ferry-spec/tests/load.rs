@@ -238,6 +238,77 @@ fn credentials_in_urls_are_refused_and_not_echoed() {
     }
 }
 
+fn with_field(field: &str) -> String {
+    format!("{MINIMAL}map:\n  fields:\n    f: {field}\n")
+}
+
+#[test]
+fn lookup_long_form_says_what_happens_to_values_not_in_the_table() {
+    use ferry_spec::{FieldSpec, Lookup, Otherwise};
+    let lookup = |field: &str| -> (Lookup, String) {
+        let l = load_str(&with_field(field), None).unwrap();
+        match &l.flow.map.fields["f"] {
+            FieldSpec::Def(d) => (d.lookup.clone().unwrap(), l.hash),
+            FieldSpec::Path(_) => unreachable!(),
+        }
+    };
+    let (short, short_hash) = lookup(r#"{ from: "$.c", lookup: { GB: UK } }"#);
+    assert_eq!(short.otherwise, Otherwise::Null);
+    // spelling out the default is the same revision
+    let (long, long_hash) =
+        lookup(r#"{ from: "$.c", lookup: { table: { GB: UK }, otherwise: null } }"#);
+    assert_eq!((long, long_hash), (short.clone(), short_hash.clone()));
+    for (text, want) in [("keep", Otherwise::Keep), ("fail", Otherwise::Fail)] {
+        let (l, hash) = lookup(&format!(
+            r#"{{ from: "$.c", lookup: {{ table: {{ GB: UK }}, otherwise: {text} }} }}"#
+        ));
+        assert_eq!(l.otherwise, want);
+        assert_eq!(l.table, short.table);
+        assert_ne!(hash, short_hash);
+        // the stored revision reads back the same
+        let loaded = load_str(
+            &with_field(&format!(
+                r#"{{ from: "$.c", lookup: {{ table: {{ GB: UK }}, otherwise: {text} }} }}"#
+            )),
+            None,
+        )
+        .unwrap();
+        let back = ferry_spec::from_canonical(&loaded.canonical).unwrap();
+        assert_eq!((back.flow, back.hash), (loaded.flow, loaded.hash));
+    }
+    // `table` as an entry of a short table: text maps to text, so it stays the short form
+    let (l, _) = lookup(r#"{ from: "$.c", lookup: { table: desk, chair: seat } }"#);
+    assert_eq!(l.table.len(), 2);
+    // a short table whose `table` entry is a mapping has to be written long; it reads back
+    let loaded = load_str(
+        &with_field(r#"{ from: "$.c", lookup: { table: { table: { a: 1 } } } }"#),
+        None,
+    )
+    .unwrap();
+    let back = ferry_spec::from_canonical(&loaded.canonical).unwrap();
+    assert_eq!(back.flow, loaded.flow);
+    // the step form
+    let l = load_str(
+        &with_field(
+            r#"{ from: "$.c", transform: [{ lookup: { table: { a: b }, otherwise: keep } }] }"#,
+        ),
+        None,
+    )
+    .unwrap();
+    let back = ferry_spec::from_canonical(&l.canonical).unwrap();
+    assert_eq!(back.hash, l.hash);
+
+    let e = errors(&with_field(
+        r#"{ from: "$.c", lookup: { table: { GB: UK }, otherwise: maybe } }"#,
+    ));
+    assert_eq!(e.0[0].path, "map.fields.f.lookup", "{e}");
+    assert!(e.0[0].message.contains("`keep`"), "{e}");
+    let e = errors(&with_field(
+        r#"{ from: "$.c", lookup: { table: { GB: UK }, otherwize: keep } }"#,
+    ));
+    assert!(e.0[0].message.contains("unknown field `otherwize`"), "{e}");
+}
+
 #[test]
 fn wrong_types_and_bad_units_are_explained() {
     let e = errors(&MINIMAL.replace(

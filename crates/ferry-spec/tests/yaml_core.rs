@@ -61,6 +61,7 @@ fn lookup_keys_are_the_text_as_written() {
             .lookup
             .as_ref()
             .unwrap()
+            .table
             .keys()
             .cloned()
             .collect()
