@@ -77,21 +77,29 @@ pub(crate) fn read_text_file(
 /// Reads and checks a flow from YAML text; `file` is used in error messages.
 pub fn load_str(text: &str, file: Option<PathBuf>) -> Result<LoadedFlow, SpecErrors> {
     let doc = crate::yaml::parse(text, &file, MAX_FLOW_FILE_BYTES, "flow files")?;
-    let flow: Flow = crate::yaml::deserialize(&doc, &file)?;
-    let problems = crate::validate::validate(&flow);
-    if !problems.is_empty() {
-        return Err(SpecErrors(
-            problems
-                .into_iter()
-                .map(|p| SpecError {
-                    file: file.clone(),
-                    location: doc.index.locate(&p.path),
-                    path: p.path,
-                    message: p.message,
-                })
-                .collect(),
-        ));
-    }
+    let read = crate::yaml::read::<Flow>(&doc, &file);
+    // The checks types cannot express run on the flow as far as it could be read, so one pass
+    // of `ferry validate` lists type errors and these problems together.
+    let checked: Vec<SpecError> = read
+        .value
+        .as_ref()
+        .map(crate::validate::validate)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !read.touches_problem(&p.path))
+        .map(|p| SpecError {
+            file: file.clone(),
+            location: doc.index.locate(&p.path),
+            path: p.path,
+            message: p.message,
+        })
+        .collect();
+    let (flow, mut problems) = (read.value, read.problems);
+    problems.extend(checked);
+    let flow = match flow {
+        Some(flow) if problems.is_empty() => flow,
+        _ => return Err(SpecErrors(problems)),
+    };
     let canonical = canonical_json(&flow);
     let hash = content_hash(&canonical);
     Ok(LoadedFlow {

@@ -286,22 +286,29 @@ pub fn load_project_str(text: &str, file: Option<PathBuf>) -> Result<Project, Sp
             "the project file is empty: declare `environments:` (and `promotion:` edges between them)",
         ));
     }
-    let project: Project = crate::yaml::deserialize(&doc, &file)?;
-    let problems = project.validate();
-    if !problems.is_empty() {
-        return Err(SpecErrors(
-            problems
-                .into_iter()
-                .map(|p| SpecError {
-                    file: file.clone(),
-                    location: doc.index.locate(&p.path),
-                    path: p.path,
-                    message: p.message,
-                })
-                .collect(),
-        ));
+    let read = crate::yaml::read::<Project>(&doc, &file);
+    // Names, edges and cycles are checked on the project as far as it could be read, so every
+    // problem of the file is listed at once.
+    let checked: Vec<SpecError> = read
+        .value
+        .as_ref()
+        .map(Project::validate)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !read.touches_problem(&p.path))
+        .map(|p| SpecError {
+            file: file.clone(),
+            location: doc.index.locate(&p.path),
+            path: p.path,
+            message: p.message,
+        })
+        .collect();
+    let (project, mut problems) = (read.value, read.problems);
+    problems.extend(checked);
+    match project {
+        Some(project) if problems.is_empty() => Ok(project),
+        _ => Err(SpecErrors(problems)),
     }
-    Ok(project)
 }
 
 /// Deserializes a map whose values are scalars, each taken as text.

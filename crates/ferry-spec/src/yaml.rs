@@ -578,12 +578,48 @@ fn join(path: &str, key: &str) -> String {
 
 /// Deserializes a typed document from the tree, reporting every type error (unknown key, wrong
 /// type, missing field) with its field path and position, in file order.
+#[cfg(test)]
 pub(crate) fn deserialize<T: de::DeserializeOwned>(
     doc: &Doc,
     file: &Option<PathBuf>,
 ) -> Result<T, SpecErrors> {
+    let read = read::<T>(doc, file);
+    match read.value {
+        Some(v) if read.problems.is_empty() => Ok(v),
+        _ => Err(SpecErrors(read.problems)),
+    }
+}
+
+/// What [`read`] found.
+pub(crate) struct Read<T> {
+    /// The document without the nodes that had type errors, when it could be read that way
+    /// (every wrong value was optional): further checks can still run on it.
+    pub(crate) value: Option<T>,
+    /// Every type error, in file order; empty when `value` is the whole document.
+    pub(crate) problems: Vec<SpecError>,
+}
+
+impl<T> Read<T> {
+    /// True when `path` is where a type error was, or inside or around it: a later check of
+    /// the partly read document says nothing useful there.
+    pub(crate) fn touches_problem(&self, path: &str) -> bool {
+        let within = |outer: &str, inner: &str| {
+            inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        };
+        self.problems
+            .iter()
+            .any(|p| p.path == "." || within(&p.path, path) || within(path, &p.path))
+    }
+}
+
+/// Reads a typed document from the tree, collecting every type error (unknown key, wrong type,
+/// missing field) with its field path and position, in file order.
+pub(crate) fn read<T: de::DeserializeOwned>(doc: &Doc, file: &Option<PathBuf>) -> Read<T> {
     let mut hidden = HashSet::new();
     let mut problems: Vec<SpecError> = Vec::new();
+    let mut value = None;
     // Each round hides at least one more node, so the loop ends; the cap bounds the time a
     // hostile file can take.
     for _ in 0..MAX_PROBLEMS * 4 {
@@ -597,8 +633,10 @@ pub(crate) fn deserialize<T: de::DeserializeOwned>(
             path: &root,
             ctx: &ctx,
         }) {
-            Ok(v) if problems.is_empty() => return Ok(v),
-            Ok(_) => break,
+            Ok(v) => {
+                value = Some(v);
+                break;
+            }
             Err(e) => e,
         };
         let failure = ctx.failure.into_inner().unwrap_or(Failure {
@@ -619,7 +657,7 @@ pub(crate) fn deserialize<T: de::DeserializeOwned>(
         }
         hidden.insert(failure.node);
     }
-    if problems.is_empty() {
+    if problems.is_empty() && value.is_none() {
         problems.push(SpecError {
             file: file.clone(),
             location: None,
@@ -627,11 +665,8 @@ pub(crate) fn deserialize<T: de::DeserializeOwned>(
             message: "the document does not have the expected shape".into(),
         });
     }
-    problems.sort_by_key(|p| {
-        p.location
-            .map_or((u64::MAX, u64::MAX), |l| (l.line, l.column))
-    });
-    Err(SpecErrors(problems))
+    crate::error::sort_by_position(&mut problems);
+    Read { value, problems }
 }
 
 /// Asks for a value that is text or a structure: with ferry's reader a non-null scalar comes to

@@ -150,6 +150,46 @@ policy:
 }
 
 #[test]
+fn type_errors_and_other_problems_are_listed_together() {
+    let file =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/many-problems.yaml");
+    let e = load_file(&file).unwrap_err();
+    let got: Vec<(&str, u64, u64)> =
+        e.0.iter()
+            .map(|p| {
+                let l = p.location.unwrap();
+                (p.path.as_str(), l.line, l.column)
+            })
+            .collect();
+    assert_eq!(
+        got,
+        [
+            ("source.http.timeout", 6, 5),
+            ("source.http.retries", 7, 5),
+            ("destination.http.concurency", 14, 5),
+            ("map.fields.total", 10, 5),
+        ],
+        "{e}"
+    );
+    assert!(e.0[0].message.contains("not a duration"), "{e}");
+    assert!(e.0[1].message.contains("unknown field `retries`"), "{e}");
+    assert!(e.0[2].message.contains("unknown field `concurency`"), "{e}");
+    assert!(e.0[3].message.contains("invalid JSONPath"), "{e}");
+
+    // a required value of the wrong type and an unknown key elsewhere: both, and nothing that
+    // only follows from the first (no `missing field`, no check of a half-read field)
+    let text = MINIMAL.replace("name: mini", "name: [1, 2]")
+        + "map:\n  fields:\n    a: { from: [1] }\n    b: { from: \"$.b\", requird: true }\n";
+    let e = errors(&text);
+    let paths: Vec<&str> = e.0.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["name", "map.fields.a.from", "map.fields.b.requird"],
+        "{e}"
+    );
+}
+
+#[test]
 fn a_literal_secret_is_refused_and_not_echoed() {
     let text = MINIMAL.replace(
         "    url: \"http://127.0.0.1:1/api\"",
