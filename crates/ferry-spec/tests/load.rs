@@ -208,6 +208,23 @@ fn a_literal_secret_is_refused_and_not_echoed() {
     let s = e.to_string();
     assert!(s.contains("source.http.headers.Authorization"), "{s}");
     assert!(!s.contains("sk_live_abcdef"), "{s}");
+
+    // a credential that YAML reads as a number or a boolean is refused the same way
+    for literal in ["98765432", "1.10", "yes"] {
+        let text = MINIMAL.replace(
+            "    url: \"http://127.0.0.1:1/api\"",
+            &format!(
+                "    url: \"http://127.0.0.1:1/api\"\n    auth: {{ api_key: {{ key: {literal} }} }}"
+            ),
+        );
+        let e = errors(&text);
+        let s = e.to_string();
+        assert!(
+            s.contains("source.http.auth.api_key.key: a literal credential"),
+            "{s}"
+        );
+        assert!(!s.contains(literal), "{s}");
+    }
 }
 
 #[test]
