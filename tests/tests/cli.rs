@@ -73,6 +73,153 @@ fn validate_reports_every_bad_file_with_position_and_path() {
     assert_eq!(v[0]["errors"][0]["line"], 8);
 }
 
+/// The YAML 1.2 core schema table (README "YAML in flow files") through the real binary: the
+/// fixture's test cases quote every expected text, so a YAML 1.1 reading of the map (`no` as
+/// false, `NO` as a lookup key false, `01234` as 1234.0) fails them.
+#[test]
+fn flow_files_follow_the_yaml_1_2_core_schema_in_validate_and_test() {
+    let file = fixture("yaml-core-schema.yaml");
+    let out = run_ferry(&["validate", &file], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok    "),
+        "{}",
+        text(&out)
+    );
+    let out = run_ferry(&["test", &file], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 passed, 0 failed"),
+        "{}",
+        text(&out)
+    );
+
+    let file = fixture("yaml-non-finite.yaml");
+    for command in ["validate", "test"] {
+        let out = run_ferry(&[command, &file], &[], &workspace(), LIMIT);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains("yaml-non-finite.yaml:7:21: `.inf` is not a number JSON can hold"),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn validate_lists_every_problem_of_a_file() {
+    let file = fixture("many-problems.yaml");
+    let out = run_ferry(&["validate", &file], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "many-problems.yaml:6:5: source.http.timeout: `10 parsecs` is not a duration",
+        "many-problems.yaml:7:5: source.http.retries: unknown field `retries`",
+        "many-problems.yaml:14:5: destination.http.concurency: unknown field `concurency`",
+        "many-problems.yaml:10:5: map.fields.total: invalid JSONPath",
+    ] {
+        assert!(s.contains(want), "{want} missing in\n{s}");
+    }
+    assert_eq!(s.lines().filter(|l| l.starts_with("  ")).count(), 4, "{s}");
+}
+
+/// `ferry validate` reads `ferry.yaml` as a project file (named, or in a named folder, or in
+/// effect), and the commands that only read state refuse to run beside a broken one instead of
+/// ignoring it.
+#[test]
+fn the_project_file_is_validated_and_a_broken_one_is_never_ignored() {
+    let broken = workspace().join("tests/fixtures/broken-project");
+    let wants = [
+        "ferry.yaml:6:5: environments.dev.descripton: unknown field `descripton`",
+        "ferry.yaml:7:14: environments.staging.variables: invalid type: sequence, expected a map",
+        "ferry.yaml:4:82: environments.dev.variables.1BAD: `1BAD` is not a variable name",
+        "ferry.yaml:4:68: environments.dev.variables.API_TOKEN: `API_TOKEN` looks like a credential",
+        "ferry.yaml:4:18: environments.dev.variables.SHOP_URL: the URL carries a user name or password",
+        "ferry.yaml:5:27: environments.dev.secrets[1]: `SHOP_TOKEN` is listed twice",
+        "ferry.yaml:11:33: promotion[1].to[1]: unknown environment `qa`",
+        "ferry.yaml:13:18: promotion[3].to: a second edge dev → staging",
+        "ferry.yaml:12:5: promotion[2]: promotion edges form a cycle: dev → staging → prod → dev",
+    ];
+    let check = |out: &std::process::Output, stream: &[u8]| {
+        assert_eq!(out.status.code(), Some(2), "{}", text(out));
+        let s = String::from_utf8_lossy(stream);
+        for want in wants {
+            assert!(s.contains(want), "{want} missing in\n{s}");
+        }
+        assert!(!s.contains("hunter2pass"), "{s}");
+    };
+    // named, and as the folder holding it
+    let named = broken.join("ferry.yaml");
+    let out = run_ferry(
+        &["validate", named.to_str().unwrap()],
+        &[],
+        &workspace(),
+        LIMIT,
+    );
+    check(&out, &out.stdout);
+    let out = run_ferry(
+        &["validate", broken.to_str().unwrap()],
+        &[],
+        &workspace(),
+        LIMIT,
+    );
+    check(&out, &out.stdout);
+    // in effect: ./ferry.yaml is checked beside the flows named
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&named, dir.path().join("ferry.yaml")).unwrap();
+    let flows = workspace().join("flows");
+    let out = run_ferry(
+        &["validate", flows.to_str().unwrap()],
+        &[],
+        dir.path(),
+        LIMIT,
+    );
+    check(&out, &out.stdout);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok    "));
+    // read-only commands say it is broken, with every problem
+    for args in [
+        &["runs"][..],
+        &["flows"],
+        &["history", "orders-to-warehouse"],
+        &["promotions"],
+        &["dlq", "list"],
+    ] {
+        let out = run_ferry(args, &[], dir.path(), LIMIT);
+        check(&out, &out.stderr);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("the project file ferry.yaml is broken"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    // --project names it from anywhere
+    let out = run_ferry(
+        &["--project", named.to_str().unwrap(), "runs"],
+        &[],
+        &workspace(),
+        LIMIT,
+    );
+    check(&out, &out.stderr);
+
+    // fixed, it is reported as a project and the commands run
+    std::fs::write(
+        dir.path().join("ferry.yaml"),
+        "environments:\n  dev: { variables: { SHOP_URL: \"https://shop.example\" }, secrets: [SHOP_TOKEN] }\n  prod: {}\npromotion:\n  - { from: dev, to: prod }\n",
+    )
+    .unwrap();
+    let out = run_ferry(&["validate", "ferry.yaml"], &[], dir.path(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("ok    ferry.yaml  (project: 2 environments, 1 promotion edge)"),
+        "{}",
+        text(&out)
+    );
+    let out = run_ferry(&["runs"], &[], dir.path(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
 #[test]
 fn missing_files_and_bad_arguments_exit_2() {
     let out = run_ferry(&["validate", "no/such/file.yaml"], &[], &workspace(), LIMIT);

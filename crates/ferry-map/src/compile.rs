@@ -313,8 +313,8 @@ impl Compiler {
         {
             ops.push(op);
         }
-        if let Some(table) = &d.lookup {
-            ops.push(Op::Lookup(table.clone()));
+        if let Some(lookup) = &d.lookup {
+            ops.push(Op::Lookup(lookup.clone()));
         }
         if let Some(ty) = d.ty {
             ops.push(Op::To(ty));
@@ -383,7 +383,7 @@ impl Compiler {
             }
             Step::Join(sep) => Op::Join(sep.clone()),
             Step::Date(ds) => self.date(&format!("{at}.date"), ds)?,
-            Step::Lookup(table) => Op::Lookup(table.clone()),
+            Step::Lookup(lookup) => Op::Lookup(lookup.clone()),
         })
     }
 

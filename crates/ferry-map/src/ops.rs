@@ -9,12 +9,10 @@
 //! Semantics of each step are on [`Op`]. A step given a value it cannot take (e.g. `trim` on a
 //! number) fails the record with a reason that names the step and the type it found.
 
-use std::collections::BTreeMap;
-
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::Value;
 
-use ferry_spec::ValueType;
+use ferry_spec::{Lookup, Otherwise, ValueType};
 
 use crate::date::DateOp;
 use crate::deep::clone_value;
@@ -90,8 +88,9 @@ pub(crate) enum Op {
     Join(String),
     /// Parse and format a date.
     Date(Box<DateOp>),
-    /// Look the value's text form up in a table; not found (or an array or object) gives null.
-    Lookup(BTreeMap<String, Value>),
+    /// Look the value's text form up in a table. A value not found (or an array or object)
+    /// becomes null, stays as it is, or fails the record, as the lookup's `otherwise` says.
+    Lookup(Lookup),
     /// `decimal_to_int: F`: multiply by F, round half away from zero, integer. The second field
     /// is F as a 64-bit integer when it is one.
     DecimalToInt(Decimal, Option<i64>),
@@ -252,7 +251,7 @@ impl Op {
                 *v = Val::Own(out);
                 Ok(())
             }
-            Op::Lookup(table) => {
+            Op::Lookup(Lookup { table, otherwise }) => {
                 let found = match &*v {
                     Val::Ref(Value::String(s)) => table.get(s.as_str()),
                     Val::Own(Value::String(s)) => table.get(s.as_str()),
@@ -269,7 +268,19 @@ impl Op {
                     },
                     _ => None,
                 };
-                *v = found.map_or(Val::Own(Value::Null), Val::Ref);
+                match (found, otherwise) {
+                    (Some(to), _) => *v = Val::Ref(to),
+                    (None, Otherwise::Null) => *v = Val::Own(Value::Null),
+                    (None, Otherwise::Keep) => {}
+                    (None, Otherwise::Fail) => {
+                        return Err(with_json(v, |j| {
+                            format!(
+                                "`lookup`: {} is not in the table (`otherwise: fail`)",
+                                preview(j)
+                            )
+                        }));
+                    }
+                }
                 Ok(())
             }
         }
@@ -528,6 +539,7 @@ fn coerce_json(value: &Value, ty: ValueType, label: &str) -> Result<Option<Value
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
     use std::str::FromStr;
 
     fn dec(s: &str) -> Decimal {
@@ -870,7 +882,10 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let op = Op::Lookup(table);
+        let op = Op::Lookup(Lookup {
+            table,
+            otherwise: Otherwise::Null,
+        });
         assert_eq!(run_lookup(&op, json!("express")), json!("high"));
         assert_eq!(run_lookup(&op, json!(1)), json!("one"));
         assert_eq!(run_lookup(&op, json!(2.5)), json!("two and a half"));
@@ -880,6 +895,46 @@ mod tests {
         let mut v = Val::Dec(dec("2.50"), Origin::Text);
         op.apply(&mut v).unwrap();
         assert_eq!(v.into_value(), Some(json!("two and a half")));
+    }
+
+    #[test]
+    fn a_value_not_in_the_table_becomes_null_stays_or_fails() {
+        let table: BTreeMap<String, Value> =
+            [("GB".to_string(), json!("UK"))].into_iter().collect();
+        let lookup = |otherwise| {
+            Op::Lookup(Lookup {
+                table: table.clone(),
+                otherwise,
+            })
+        };
+        for otherwise in [Otherwise::Null, Otherwise::Keep, Otherwise::Fail] {
+            assert_eq!(run_lookup(&lookup(otherwise), json!("GB")), json!("UK"));
+        }
+        assert_eq!(
+            run_lookup(&lookup(Otherwise::Null), json!("DE")),
+            json!(null)
+        );
+        assert_eq!(
+            run_lookup(&lookup(Otherwise::Keep), json!("DE")),
+            json!("DE")
+        );
+        assert_eq!(run_lookup(&lookup(Otherwise::Keep), json!(49)), json!(49));
+        assert_eq!(
+            run_lookup(&lookup(Otherwise::Keep), json!({"a": 1})),
+            json!({"a": 1})
+        );
+        let keep = lookup(Otherwise::Keep);
+        let mut v = Val::Dec(dec("2.50"), Origin::Text);
+        keep.apply(&mut v).unwrap();
+        let untouched = Val::Dec(dec("2.50"), Origin::Text).into_value();
+        assert_eq!(v.into_value(), untouched);
+        let fail = lookup(Otherwise::Fail);
+        let mut v = Val::Own(json!("DE"));
+        let e = fail.apply(&mut v).unwrap_err();
+        assert_eq!(
+            e,
+            "`lookup`: \"DE\" is not in the table (`otherwise: fail`)"
+        );
     }
 
     fn run_lookup(op: &Op, v: Value) -> Value {

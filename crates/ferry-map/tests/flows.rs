@@ -77,6 +77,12 @@ fn every_step_fixture_test_cases_pass() {
 }
 
 #[test]
+fn lookup_otherwise_fixture_test_cases_pass() {
+    let ran = run_flow_tests(&flow_file("tests/fixtures/lookup-otherwise.yaml"));
+    assert_eq!(ran, 4);
+}
+
+#[test]
 fn the_order_flow_key_is_the_order_id() {
     let loaded = ferry_spec::load_file(&flow_file("../../flows/orders-to-warehouse.yaml")).unwrap();
     let map = CompiledMap::compile(&loaded.flow.map).unwrap();

@@ -70,3 +70,12 @@ impl SpecErrors {
         }])
     }
 }
+
+/// Orders problems as they appear in the file (those without a position last), keeping the
+/// order of problems at the same position: someone fixing a file goes from top to bottom.
+pub(crate) fn sort_by_position(problems: &mut [SpecError]) {
+    problems.sort_by_key(|p| {
+        p.location
+            .map_or((u64::MAX, u64::MAX), |l| (l.line, l.column))
+    });
+}

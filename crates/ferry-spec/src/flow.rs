@@ -228,7 +228,8 @@ impl<'de> Deserialize<'de> for Param {
                     .map(Param::Secret)
             }
         }
-        d.deserialize_any(V)
+        // `page_size: 200` and `version: 1.10` are the text as written.
+        crate::yaml::as_written(d, V)
     }
 }
 
@@ -267,7 +268,8 @@ impl<'de> Deserialize<'de> for SecretRef {
                 })
             }
         }
-        d.deserialize_any(V)
+        // Any scalar comes as text, so a numeric credential is refused without being echoed.
+        crate::yaml::as_written(d, V)
     }
 }
 
@@ -434,7 +436,7 @@ impl<'de> Deserialize<'de> for FieldSpec {
                     .map(|d| FieldSpec::Def(Box::new(d)))
             }
         }
-        d.deserialize_any(V)
+        crate::yaml::as_written(d, V)
     }
 }
 
@@ -473,9 +475,10 @@ pub struct FieldDef {
     /// Shorthand: a date step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<DateSpec>,
-    /// Shorthand: a lookup step; a value not in the table becomes null (and takes `default`).
+    /// Shorthand: a lookup step (see [`Lookup`]); by default a value not in the table becomes
+    /// null (and takes `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lookup: Option<BTreeMap<String, Value>>,
+    pub lookup: Option<Lookup>,
     /// Final type coercion.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub ty: Option<ValueType>,
@@ -526,8 +529,100 @@ pub enum Step {
     Join(String),
     /// Parse and format a date or time.
     Date(DateSpec),
-    /// Look the value up in a table; a value not found becomes null.
-    Lookup(BTreeMap<String, Value>),
+    /// Look the value up in a table (see [`Lookup`]).
+    Lookup(Lookup),
+}
+
+/// A lookup table: the value's text form (`express`, `1`, `2.5`, `true`) is looked up and
+/// replaced by what the table gives.
+///
+/// Written as the table itself (`lookup: { express: high }`: a value not in it becomes null), or
+/// in the long form `lookup: { table: { GB: UK }, otherwise: keep }`, which says what happens to
+/// a value not in the table ([`Otherwise`]). A mapping whose key `table` holds a mapping is the
+/// long form; the short form of a table with such a `table` entry has to be written long
+/// (`{ table: { table: {...} } }`). Both forms of the same lookup have the same canonical form
+/// (the short one, unless the table itself looks long), so spelling out `otherwise: null` never
+/// makes a new revision.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Lookup {
+    /// Text form of a value → what it becomes.
+    pub table: BTreeMap<String, Value>,
+    /// What happens to a value not in the table.
+    pub otherwise: Otherwise,
+}
+
+/// What a lookup does with a value not in its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Otherwise {
+    /// It becomes null, and takes the field's `default` (the short form's behaviour).
+    #[default]
+    Null,
+    /// It stays as it is (`GB → UK`, every other code unchanged).
+    Keep,
+    /// The record fails at this field and goes to the dead-letter queue with the field path and
+    /// the value.
+    Fail,
+}
+
+/// The long form's keys.
+const LOOKUP_TABLE: &str = "table";
+const LOOKUP_OTHERWISE: &str = "otherwise";
+
+impl Lookup {
+    /// A table that would read back as the long form if written short.
+    fn looks_long(table: &BTreeMap<String, Value>) -> bool {
+        table.get(LOOKUP_TABLE).is_some_and(Value::is_object)
+    }
+}
+
+impl Serialize for Lookup {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self.otherwise == Otherwise::Null && !Lookup::looks_long(&self.table) {
+            return self.table.serialize(s);
+        }
+        let long = self.otherwise != Otherwise::Null;
+        let mut m = s.serialize_map(Some(1 + usize::from(long)))?;
+        if long {
+            m.serialize_entry(LOOKUP_OTHERWISE, &self.otherwise)?;
+        }
+        m.serialize_entry(LOOKUP_TABLE, &self.table)?;
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Lookup {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut map: BTreeMap<String, Value> = BTreeMap::deserialize(d)?;
+        if !Lookup::looks_long(&map) {
+            return Ok(Lookup {
+                table: map,
+                otherwise: Otherwise::Null,
+            });
+        }
+        if let Some(extra) = map
+            .keys()
+            .find(|k| *k != LOOKUP_TABLE && *k != LOOKUP_OTHERWISE)
+        {
+            return Err(de::Error::custom(format!(
+                "unknown field `{extra}` in the long form `{{ table: {{...}}, otherwise: keep | null | fail }}` (a lookup whose `table` entry is a mapping is the long form; to look up the text `table` itself, write the long form around it)"
+            )));
+        }
+        let otherwise = match map.remove(LOOKUP_OTHERWISE) {
+            None | Some(Value::Null) => Otherwise::Null,
+            Some(v) => Otherwise::deserialize(v).map_err(|_| {
+                de::Error::custom(
+                    "`otherwise` is `keep` (the value stays), `null` (it becomes null and takes `default`) or `fail` (the record is dead-lettered)",
+                )
+            })?,
+        };
+        let table = match map.remove(LOOKUP_TABLE) {
+            Some(Value::Object(t)) => t.into_iter().collect(),
+            _ => BTreeMap::new(),
+        };
+        Ok(Lookup { table, otherwise })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

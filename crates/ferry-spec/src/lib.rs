@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`flow`]: the flow file as types (the reference for flow authors);
 //! - [`load`]: YAML text to a checked flow, with line, column and field path on every error;
+//! - `yaml`: the YAML 1.2 core schema, positions, and typed reading with every type error;
 //! - [`validate`]: the checks types cannot express, all problems at once;
 //! - [`canonical`]: canonical JSON and the content hash that identifies a revision;
 //! - [`diff`]: structural diff of two flows by field path, and the field path spelling;
@@ -26,6 +27,7 @@ pub mod project;
 pub mod template;
 pub mod units;
 pub mod validate;
+mod yaml;
 
 pub use diff::{Change, ChangeKind};
 pub use error::{Location, SpecError, SpecErrors};

@@ -278,71 +278,43 @@ pub fn load_project_file(path: &Path) -> Result<Project, SpecErrors> {
 
 /// Reads and checks a project from YAML text; `file` is used in error messages.
 pub fn load_project_str(text: &str, file: Option<PathBuf>) -> Result<Project, SpecErrors> {
-    let (value, index) =
-        crate::load::read_yaml(text, &file, MAX_PROJECT_FILE_BYTES, "project files")?;
-    if value.is_null() {
+    let doc = crate::yaml::parse(text, &file, MAX_PROJECT_FILE_BYTES, "project files")?;
+    if doc.root.is_null() {
         return Err(SpecErrors::single(
             file,
             ".",
             "the project file is empty: declare `environments:` (and `promotion:` edges between them)",
         ));
     }
-    let project: Project = crate::load::deserialize_located(&value, &index, &file)?;
-    let problems = project.validate();
-    if !problems.is_empty() {
-        return Err(SpecErrors(
-            problems
-                .into_iter()
-                .map(|p| SpecError {
-                    file: file.clone(),
-                    location: index.locate(&p.path),
-                    path: p.path,
-                    message: p.message,
-                })
-                .collect(),
-        ));
+    let read = crate::yaml::read::<Project>(&doc, &file);
+    // Names, edges and cycles are checked on the project as far as it could be read, so every
+    // problem of the file is listed at once.
+    let checked: Vec<SpecError> = read
+        .value
+        .as_ref()
+        .map(Project::validate)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !read.touches_problem(&p.path))
+        .map(|p| SpecError {
+            file: file.clone(),
+            location: doc.index.locate(&p.path),
+            path: p.path,
+            message: p.message,
+        })
+        .collect();
+    let (project, mut problems) = (read.value, read.problems);
+    problems.extend(checked);
+    match project {
+        Some(project) if problems.is_empty() => Ok(project),
+        _ => Err(SpecErrors(problems)),
     }
-    Ok(project)
 }
 
 /// Deserializes a map whose values are scalars, each taken as text.
 fn text_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    let m: BTreeMap<String, Text> = BTreeMap::deserialize(d)?;
+    let m: BTreeMap<String, crate::yaml::Text> = BTreeMap::deserialize(d)?;
     Ok(m.into_iter().map(|(k, v)| (k, v.0)).collect())
-}
-
-/// A scalar as text: `eu`, `8080`, `true`.
-struct Text(String);
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a text, a number or true/false")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
-                Ok(Text(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
-                Ok(Text(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// Deserializes `to: staging` or `to: [prod-eu, prod-us]`.
@@ -364,7 +336,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
             Ok(out)
         }
     }
-    d.deserialize_any(V)
+    crate::yaml::as_written(d, V)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,8 +439,10 @@ impl Project {
                     ),
                 );
             }
-            for var in env.variables.keys() {
-                check_variable(&mut err, &format!("{at}.variables.{var}"), var);
+            for (var, value) in &env.variables {
+                let here = format!("{at}.variables.{var}");
+                check_variable(&mut err, &here, var);
+                check_url_value(&mut err, &here, value);
             }
             let mut seen = BTreeSet::new();
             for (i, s) in env.secrets.iter().enumerate() {
@@ -543,8 +517,10 @@ impl Project {
                     }
                 }
             }
-            for var in edge.rules.set.keys() {
-                check_variable(&mut err, &format!("{at}.rules.set.{var}"), var);
+            for (var, value) in &edge.rules.set {
+                let here = format!("{at}.rules.set.{var}");
+                check_variable(&mut err, &here, var);
+                check_url_value(&mut err, &here, value);
             }
             if let Some(cond) = &edge.when {
                 for label in cond.labels.keys() {
@@ -795,6 +771,22 @@ fn check_variable(err: &mut impl FnMut(String, String), at: &str, var: &str) {
             at.to_string(),
             format!(
                 "`{var}` looks like a credential, and variables are stored and shown in plain text: list it under the environment's `secrets:` and reference it as `{{ secret: {var} }}`"
+            ),
+        );
+    }
+}
+
+/// A variable holding a URL with credentials in it (`https://user:pw@host`, `?api_key=...`):
+/// variables are shown in plain text, so the same rule as URLs in flow files applies.
+fn check_url_value(err: &mut impl FnMut(String, String), at: &str, value: &str) {
+    if !value.contains("://") {
+        return;
+    }
+    for message in crate::validate::url_credentials(value) {
+        err(
+            at.to_string(),
+            format!(
+                "{message}; variables are shown in plain text, so list the credential under the environment's `secrets:`"
             ),
         );
     }
@@ -1121,13 +1113,17 @@ mod tests {
     #[test]
     fn scalar_variables_are_text_and_to_takes_one_or_many() {
         let p = project(
-            "environments:\n  a: { variables: { PORT: 8080, DEBUG: true, RATIO: 0.5 } }\n  b: {}\n  c: {}\npromotion:\n  - { from: a, to: b }\n  - { from: b, to: [c] }\n",
+            "environments:\n  a: { variables: { PORT: 8080, DEBUG: true, RATIO: 0.5, VERSION: 1.10, VERBOSE: no, ZIP: 01234 } }\n  b: {}\n  c: {}\npromotion:\n  - { from: a, to: b }\n  - { from: b, to: [c] }\n",
         )
         .unwrap();
         let vars = &p.environments["a"].variables;
         assert_eq!(vars["PORT"], "8080");
         assert_eq!(vars["DEBUG"], "true");
         assert_eq!(vars["RATIO"], "0.5");
+        // the text as written (YAML 1.2 core schema; no YAML 1.1 booleans or lost zeros)
+        assert_eq!(vars["VERSION"], "1.10");
+        assert_eq!(vars["VERBOSE"], "no");
+        assert_eq!(vars["ZIP"], "01234");
         assert_eq!(p.promotion[0].to, vec!["b"]);
         assert_eq!(p.promotion[1].to, vec!["c"]);
         let e = project("environments:\n  a: { variables: { X: [1] } }\n").unwrap_err();
@@ -1135,6 +1131,26 @@ mod tests {
         let e = project("environments:\n  a: {}\npromotion:\n  - { from: a, to: { b: 1 } }\n")
             .unwrap_err();
         assert!(e.to_string().contains("environment name or a list"), "{e}");
+    }
+
+    #[test]
+    fn variables_holding_urls_with_credentials_are_refused() {
+        let e = project(
+            "environments:\n  dev:\n    variables:\n      SHOP_URL: \"https://ops:hunter2pass@shop.example\"\n      WMS_URL: \"https://wms.example/in?api_key=hunter2pass\"\n      PLAIN: \"user@example.com\"\n  prod: {}\npromotion:\n  - { from: dev, to: prod, rules: { set: { HOOK: \"https://x:y@hook.example\" } } }\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = e.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "environments.dev.variables.SHOP_URL",
+                "environments.dev.variables.WMS_URL",
+                "promotion[0].rules.set.HOOK"
+            ],
+            "{e}"
+        );
+        assert!(!e.to_string().contains("hunter2pass"), "{e}");
+        assert!(e.0.iter().all(|p| p.message.contains("secrets:")), "{e}");
     }
 
     #[test]

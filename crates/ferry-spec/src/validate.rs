@@ -148,6 +148,9 @@ impl Checker {
     }
 
     fn url_template(&mut self, at: &str, text: &str, roots: &[Root]) {
+        for message in url_credentials(text) {
+            self.err(at, message);
+        }
         if let Some(t) = self.template(at, text, roots) {
             let starts_with_var = t.as_str().trim_start().starts_with("{{");
             if !(starts_with_var || text.starts_with("http://") || text.starts_with("https://")) {
@@ -346,6 +349,40 @@ impl Checker {
             self.date(&format!("{at}.date"), ds);
         }
     }
+}
+
+/// Credentials written into a URL (or URL template): a user name or password before the host
+/// (`https://admin:pw@host`), or a query parameter whose name carries a credential
+/// (`?api_key=...`, the same names refused in `params:` and `headers:`). One message per
+/// problem, never echoing the value: a URL is logged, stored with every revision and shown.
+pub fn url_credentials(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (before_fragment, _) = url.split_once('#').unwrap_or((url, ""));
+    let (base, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
+    if let Some((_, rest)) = base.split_once("://") {
+        let authority = rest.split('/').next().unwrap_or(rest);
+        if authority.contains('@') {
+            out.push(
+                "the URL carries a user name or password (`user:password@host`): remove it and use `auth: { basic: { username: ..., password: { secret: NAME } } }`, so the credential stays a secret and never appears in logs or revisions".to_string(),
+            );
+        }
+    }
+    for pair in query.split(['&', ';']) {
+        let raw_name = pair.split('=').next().unwrap_or(pair).trim();
+        if raw_name.is_empty() || raw_name.contains("{{") {
+            continue;
+        }
+        let name = percent_encoding::percent_decode_str(raw_name).decode_utf8_lossy();
+        if is_sensitive(&name) {
+            out.push(format!(
+                "the URL's query parameter `{}` carries a credential: take it out of the URL and send it as a secret reference (`params: {{ {0}: {{ secret: NAME }} }}` on a source, `headers:` otherwise) or use `auth:`; a URL is logged and stored with every revision",
+                short(&name)
+            ));
+        }
+    }
+    out
 }
 
 fn short(s: &str) -> String {

@@ -30,6 +30,30 @@ fn the_example_flow_loads() {
     assert_eq!(f.flow.tests.len(), 3);
 }
 
+/// Flow files that did not change keep their revision hash whatever ferry's reader learns: a
+/// new hash would make every deployed flow look changed and deploy a new revision of each.
+#[test]
+fn unchanged_flow_files_keep_their_revision_hash() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for (file, hash) in [
+        (
+            example(),
+            "bd2f20f490d6a254d8a3ccddabcd75a7e34aa0bcb42cdeb7446da0242b005771",
+        ),
+        (
+            root.join("../ferry-map/tests/fixtures/every-step.yaml"),
+            "aab2dd9a231446f45940fac9d1264375c0b8ffacb535a5e07855ccfb72e8bfbf",
+        ),
+        (
+            root.join("tests/fixtures/lifecycle/flow.yaml"),
+            "2ec71e2d3134cb1f73c5ff3ed65d77b7381cc64ad3556cbfb8f00b66e0ff9b24",
+        ),
+    ] {
+        let loaded = load_file(&file).unwrap();
+        assert_eq!(loaded.hash, hash, "{}", file.display());
+    }
+}
+
 #[test]
 fn formatting_order_and_defaults_do_not_change_the_hash() {
     let a = load_str(MINIMAL, None).unwrap();
@@ -72,11 +96,15 @@ fn an_unknown_key_is_an_error_with_its_path_and_position() {
         "    urll: \"http://127.0.0.1:2/in\"",
     );
     let e = errors(&text);
-    let err = &e.0[0];
+    // Both problems, in file order: `url` is missing, and `urll` is not a setting.
+    assert_eq!(e.0.len(), 2, "{e}");
+    let err = &e.0[1];
     assert_eq!(err.path, "destination.http.urll");
     assert!(err.message.contains("unknown field `urll`"), "{e}");
     let loc = err.location.unwrap();
     assert_eq!((loc.line, loc.column), (8, 5), "{e}");
+    assert_eq!(e.0[0].path, "destination.http");
+    assert!(e.0[0].message.contains("missing field `url`"), "{e}");
 }
 
 #[test]
@@ -122,6 +150,46 @@ policy:
 }
 
 #[test]
+fn type_errors_and_other_problems_are_listed_together() {
+    let file =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/many-problems.yaml");
+    let e = load_file(&file).unwrap_err();
+    let got: Vec<(&str, u64, u64)> =
+        e.0.iter()
+            .map(|p| {
+                let l = p.location.unwrap();
+                (p.path.as_str(), l.line, l.column)
+            })
+            .collect();
+    assert_eq!(
+        got,
+        [
+            ("source.http.timeout", 6, 5),
+            ("source.http.retries", 7, 5),
+            ("destination.http.concurency", 14, 5),
+            ("map.fields.total", 10, 5),
+        ],
+        "{e}"
+    );
+    assert!(e.0[0].message.contains("not a duration"), "{e}");
+    assert!(e.0[1].message.contains("unknown field `retries`"), "{e}");
+    assert!(e.0[2].message.contains("unknown field `concurency`"), "{e}");
+    assert!(e.0[3].message.contains("invalid JSONPath"), "{e}");
+
+    // a required value of the wrong type and an unknown key elsewhere: both, and nothing that
+    // only follows from the first (no `missing field`, no check of a half-read field)
+    let text = MINIMAL.replace("name: mini", "name: [1, 2]")
+        + "map:\n  fields:\n    a: { from: [1] }\n    b: { from: \"$.b\", requird: true }\n";
+    let e = errors(&text);
+    let paths: Vec<&str> = e.0.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["name", "map.fields.a.from", "map.fields.b.requird"],
+        "{e}"
+    );
+}
+
+#[test]
 fn a_literal_secret_is_refused_and_not_echoed() {
     let text = MINIMAL.replace(
         "    url: \"http://127.0.0.1:1/api\"",
@@ -140,6 +208,162 @@ fn a_literal_secret_is_refused_and_not_echoed() {
     let s = e.to_string();
     assert!(s.contains("source.http.headers.Authorization"), "{s}");
     assert!(!s.contains("sk_live_abcdef"), "{s}");
+
+    // a credential that YAML reads as a number or a boolean is refused the same way
+    for literal in ["98765432", "1.10", "yes"] {
+        let text = MINIMAL.replace(
+            "    url: \"http://127.0.0.1:1/api\"",
+            &format!(
+                "    url: \"http://127.0.0.1:1/api\"\n    auth: {{ api_key: {{ key: {literal} }} }}"
+            ),
+        );
+        let e = errors(&text);
+        let s = e.to_string();
+        assert!(
+            s.contains("source.http.auth.api_key.key: a literal credential"),
+            "{s}"
+        );
+        assert!(!s.contains(literal), "{s}");
+    }
+}
+
+#[test]
+fn credentials_in_urls_are_refused_and_not_echoed() {
+    let source = "    url: \"http://127.0.0.1:1/api\"";
+    let sink = "    url: \"http://127.0.0.1:2/in\"";
+    let refused = [
+        (
+            source,
+            "    url: \"https://admin:hunter2pass@shop.example/api\"",
+            "source.http.url",
+            "user name or password",
+        ),
+        (
+            sink,
+            "    url: \"https://admin@wms.example/in\"",
+            "destination.http.url",
+            "user name or password",
+        ),
+        (
+            sink,
+            "    url: \"{{ env.SCHEME }}://ops:hunter2pass@wms.example/in\"",
+            "destination.http.url",
+            "user name or password",
+        ),
+        (
+            source,
+            "    url: \"{{ env.SHOP_URL }}/api?page=1&api_key=hunter2pass\"",
+            "source.http.url",
+            "query parameter `api_key`",
+        ),
+        (
+            sink,
+            "    url: \"https://wms.example/in?x=1;access_token={{ record.t }}#top\"",
+            "destination.http.url",
+            "query parameter `access_token`",
+        ),
+        (
+            source,
+            "    url: \"https://shop.example/api?api%5Fkey=hunter2pass\"",
+            "source.http.url",
+            "query parameter `api_key`",
+        ),
+        (
+            source,
+            "    url: \"http://127.0.0.1:1/api\"\n    auth: { oauth2: { token_url: \"https://id.example/token?client_secret=hunter2pass\", client_id: c, client_secret: { secret: S } } }",
+            "source.http.auth.oauth2.token_url",
+            "query parameter `client_secret`",
+        ),
+    ];
+    for (from, to, path, want) in refused {
+        let e = errors(&MINIMAL.replace(from, to));
+        let s = e.to_string();
+        let p =
+            e.0.iter()
+                .find(|p| p.path == path)
+                .unwrap_or_else(|| panic!("{path} in {s}"));
+        assert!(p.message.contains(want), "{s}");
+        assert!(p.location.is_some(), "{s}");
+        assert!(!s.contains("hunter2pass"), "the secret is echoed: {s}");
+    }
+    // an `@` after the host, or in a parameter that is not a credential, is fine
+    for ok in [
+        "    url: \"https://wms.example/users/@me?email=a@b.example\"",
+        "    url: \"{{ env.WMS_URL }}/in?page=1&sort=asc&key_id=7\"",
+    ] {
+        load_str(&MINIMAL.replace(sink, ok), None).unwrap();
+    }
+}
+
+fn with_field(field: &str) -> String {
+    format!("{MINIMAL}map:\n  fields:\n    f: {field}\n")
+}
+
+#[test]
+fn lookup_long_form_says_what_happens_to_values_not_in_the_table() {
+    use ferry_spec::{FieldSpec, Lookup, Otherwise};
+    let lookup = |field: &str| -> (Lookup, String) {
+        let l = load_str(&with_field(field), None).unwrap();
+        match &l.flow.map.fields["f"] {
+            FieldSpec::Def(d) => (d.lookup.clone().unwrap(), l.hash),
+            FieldSpec::Path(_) => unreachable!(),
+        }
+    };
+    let (short, short_hash) = lookup(r#"{ from: "$.c", lookup: { GB: UK } }"#);
+    assert_eq!(short.otherwise, Otherwise::Null);
+    // spelling out the default is the same revision
+    let (long, long_hash) =
+        lookup(r#"{ from: "$.c", lookup: { table: { GB: UK }, otherwise: null } }"#);
+    assert_eq!((long, long_hash), (short.clone(), short_hash.clone()));
+    for (text, want) in [("keep", Otherwise::Keep), ("fail", Otherwise::Fail)] {
+        let (l, hash) = lookup(&format!(
+            r#"{{ from: "$.c", lookup: {{ table: {{ GB: UK }}, otherwise: {text} }} }}"#
+        ));
+        assert_eq!(l.otherwise, want);
+        assert_eq!(l.table, short.table);
+        assert_ne!(hash, short_hash);
+        // the stored revision reads back the same
+        let loaded = load_str(
+            &with_field(&format!(
+                r#"{{ from: "$.c", lookup: {{ table: {{ GB: UK }}, otherwise: {text} }} }}"#
+            )),
+            None,
+        )
+        .unwrap();
+        let back = ferry_spec::from_canonical(&loaded.canonical).unwrap();
+        assert_eq!((back.flow, back.hash), (loaded.flow, loaded.hash));
+    }
+    // `table` as an entry of a short table: text maps to text, so it stays the short form
+    let (l, _) = lookup(r#"{ from: "$.c", lookup: { table: desk, chair: seat } }"#);
+    assert_eq!(l.table.len(), 2);
+    // a short table whose `table` entry is a mapping has to be written long; it reads back
+    let loaded = load_str(
+        &with_field(r#"{ from: "$.c", lookup: { table: { table: { a: 1 } } } }"#),
+        None,
+    )
+    .unwrap();
+    let back = ferry_spec::from_canonical(&loaded.canonical).unwrap();
+    assert_eq!(back.flow, loaded.flow);
+    // the step form
+    let l = load_str(
+        &with_field(
+            r#"{ from: "$.c", transform: [{ lookup: { table: { a: b }, otherwise: keep } }] }"#,
+        ),
+        None,
+    )
+    .unwrap();
+    let back = ferry_spec::from_canonical(&l.canonical).unwrap();
+    assert_eq!(back.hash, l.hash);
+
+    let e = errors(&with_field(
+        r#"{ from: "$.c", lookup: { table: { GB: UK }, otherwise: maybe } }"#,
+    ));
+    assert_eq!(e.0[0].path, "map.fields.f.lookup", "{e}");
+    assert!(e.0[0].message.contains("`keep`"), "{e}");
+    let e = errors(&with_field(
+        r#"{ from: "$.c", lookup: { table: { GB: UK }, otherwize: keep } }"#,
+    ));
+    assert!(e.0[0].message.contains("unknown field `otherwize`"), "{e}");
 }
 
 #[test]

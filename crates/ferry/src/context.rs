@@ -15,6 +15,9 @@ use crate::exit::CliError;
 
 /// File name of the embedded state database inside the state directory.
 pub const STATE_FILE: &str = "state.db";
+/// File name of the project file, looked for in the working directory and in folders given to
+/// `ferry validate`.
+pub const PROJECT_FILE: &str = "ferry.yaml";
 
 pub struct Ctx {
     pub global: Global,
@@ -40,34 +43,37 @@ impl Ctx {
             .with_context(|| format!("opening the state store {}", redact(&url)))
     }
 
-    /// The project file: --project, else `./ferry.yaml` when it exists, else none.
-    pub fn project(&self) -> Result<Option<Project>> {
-        let path = match &self.global.project {
-            Some(p) => p.clone(),
+    /// Where the project file in effect is: --project, else `./ferry.yaml` when it exists.
+    pub fn project_path(&self) -> Option<PathBuf> {
+        match &self.global.project {
+            Some(p) => Some(p.clone()),
             None => {
-                let p = PathBuf::from("ferry.yaml");
-                if !p.exists() {
-                    return Ok(None);
-                }
-                p
+                let p = PathBuf::from(PROJECT_FILE);
+                p.exists().then_some(p)
             }
-        };
-        let project =
-            ferry_spec::load_project_file(&path).map_err(|e| CliError::input(e.to_string()))?;
-        let problems = project.validate();
-        if !problems.is_empty() {
-            return Err(CliError::input(format!(
-                "{}: {}",
-                path.display(),
-                problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.path, p.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))
-            .into());
         }
-        Ok(Some(project))
+    }
+
+    /// The project file in effect (see [`Ctx::project_path`]), or none. A project file that
+    /// cannot be read or has problems is an error listing every problem: a command never goes
+    /// on as if a broken `ferry.yaml` were not there.
+    pub fn project(&self) -> Result<Option<Project>> {
+        let Some(path) = self.project_path() else {
+            return Ok(None);
+        };
+        match ferry_spec::load_project_file(&path) {
+            Ok(project) => Ok(Some(project)),
+            Err(e) => Err(CliError::input(format!(
+                "the project file {} is broken: fix it (`ferry validate {}` lists every problem) or name another with --project\n{}",
+                path.display(),
+                path.display(),
+                e.0.iter()
+                    .map(|p| format!("  {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+            .into()),
+        }
     }
 
     /// The project file, checking that it defines --env (when it defines environments).
@@ -79,7 +85,7 @@ impl Ctx {
             .global
             .project
             .clone()
-            .unwrap_or_else(|| PathBuf::from("ferry.yaml"));
+            .unwrap_or_else(|| PathBuf::from(PROJECT_FILE));
         if !project.environments.is_empty() && project.environment(&self.global.env).is_none() {
             return Err(CliError::input(format!(
                 "environment `{}` is not defined in {}: it defines {}",
@@ -197,7 +203,12 @@ pub fn flow_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 fn is_flow_file(p: &Path) -> bool {
     p.is_file()
         && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        && p.file_name().and_then(|n| n.to_str()) != Some("ferry.yaml")
+        && !is_project_file(p)
+}
+
+/// True for a file called `ferry.yaml`: a project file, not a flow.
+pub fn is_project_file(p: &Path) -> bool {
+    p.file_name().and_then(|n| n.to_str()) == Some(PROJECT_FILE)
 }
 
 /// The OS user, for revision authorship.

@@ -21,6 +21,10 @@ use crate::context::Ctx;
 /// Runs a parsed command line; returns the exit code.
 pub async fn dispatch(cli: Cli) -> Result<u8> {
     let ctx = Ctx { global: cli.global };
+    if works_in_the_project(&cli.command) {
+        // Read-only commands too: a broken ferry.yaml is said, not silently skipped.
+        ctx.project()?;
+    }
     match cli.command {
         Command::Validate { paths } => validate::validate(&ctx, &paths),
         Command::Test { paths, update } => flowtest::test(&ctx, &paths, update),
@@ -113,4 +117,20 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
             no_progress,
         } => demo::demo(&ctx, records, flow, !no_progress).await,
     }
+}
+
+/// Commands that work with the state and environments of a project, and so refuse to run
+/// beside a broken project file. `validate` reports it among its files; `test`, `record`,
+/// `sandbox`, `demo` and `api-token` work offline, on a single flow file, on their own state,
+/// or on the API token, and never read it.
+fn works_in_the_project(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Validate { .. }
+            | Command::Test { .. }
+            | Command::Record { .. }
+            | Command::Sandbox { .. }
+            | Command::Demo { .. }
+            | Command::ApiToken { .. }
+    )
 }
