@@ -577,7 +577,7 @@ pub async fn promote(
                     source.number, edge.from, edge.to
                 ),
                 author: actor.to_string(),
-                pending: edge.rules.approval,
+                pending: edge.rules.approval.required,
                 detail: json!({
                     "edge": edge.index,
                     "rules": edge.rules,

@@ -5,6 +5,7 @@
 //! - [`load`]: YAML text to a checked flow, with line, column and field path on every error;
 //! - [`validate`]: the checks types cannot express, all problems at once;
 //! - [`canonical`]: canonical JSON and the content hash that identifies a revision;
+//! - [`export`]: a stored revision written back as a flow file (YAML with the same hash);
 //! - [`diff`]: structural diff of two flows by field path, and the field path spelling;
 //! - [`merge`]: three-way merge of flows by field path, with conflicts and their resolution;
 //! - [`project`]: the project file `ferry.yaml`: environments and the promotion topology;
@@ -18,6 +19,7 @@
 pub mod canonical;
 pub mod diff;
 pub mod error;
+pub mod export;
 pub mod flow;
 pub mod load;
 pub mod merge;
@@ -33,6 +35,8 @@ pub use flow::*;
 pub use load::{LoadedFlow, from_canonical, load_file, load_str};
 pub use merge::{Conflict, MergeResult, Take};
 pub use path::JsonPath;
-pub use project::{EdgeRules, Environment, Project, load_project_file, load_project_str};
+pub use project::{
+    Approval, DeployMode, EdgeRules, Environment, Project, load_project_file, load_project_str,
+};
 pub use template::Template;
 pub use units::{ByteSize, Dur};
