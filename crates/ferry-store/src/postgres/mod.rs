@@ -36,8 +36,8 @@ use crate::migrate::{Migration, check_applied};
 use crate::model::{
     Activation, AuditEntry, AuditFilter, Claim, DeadLetter, DeadLetterEvent, DeadLetterReplay,
     DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit,
-    NewPromotion, NewRun, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts,
-    RunRecord, RunStatus, RunningRun, Settle, Snapshot,
+    NewPromotion, NewRun, NewToken, Promotion, PromotionState, ReplaySettle, RevisionInfo,
+    RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot, TokenInfo,
 };
 use crate::store::StateStore;
 use crate::target::redact;
@@ -63,6 +63,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "claims",
         sql: include_str!("migrations/0004_claims.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "api_tokens",
+        sql: include_str!("migrations/0005_api_tokens.sql"),
     },
 ];
 
@@ -126,6 +131,7 @@ macro_rules! dlq_cols {
 // After the column macros, which it uses.
 mod claims;
 mod lifecycle;
+mod tokens;
 
 /// State in PostgreSQL.
 #[derive(Debug)]
@@ -1285,6 +1291,32 @@ impl StateStore for PgStore {
 
     async fn flow_names(&self) -> Result<Vec<String>> {
         PgStore::flow_names(self).await
+    }
+
+    async fn create_draft(
+        &self,
+        env: &str,
+        item: &DeployItem,
+        author: &str,
+        action: &str,
+    ) -> Result<RevisionInfo> {
+        PgStore::create_draft(self, env, item, author, action).await
+    }
+
+    async fn create_token(&self, t: &NewToken) -> Result<TokenInfo> {
+        PgStore::create_token(self, t).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        PgStore::tokens(self).await
+    }
+
+    async fn revoke_token(&self, name: &str, actor: &str) -> Result<bool> {
+        PgStore::revoke_token(self, name, actor).await
+    }
+
+    async fn mark_token_used(&self, name: &str) -> Result<()> {
+        PgStore::mark_token_used(self, name).await
     }
 }
 
