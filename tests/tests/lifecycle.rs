@@ -45,12 +45,29 @@ impl Project {
     /// Runs ferry in the project directory (blocking; call from `spawn_blocking` when a
     /// sandbox runs on this runtime).
     fn ferry(&self, args: &[&str]) -> std::process::Output {
-        let envs: Vec<(&str, &str)> = self
+        self.ferry_as("alice", args)
+    }
+
+    /// [`Project::ferry`] as another user (`FERRY_USER`).
+    fn ferry_as(&self, user: &str, args: &[&str]) -> std::process::Output {
+        let mut envs: Vec<(&str, &str)> = self
             .envs
             .iter()
+            .filter(|(k, _)| k != "FERRY_USER")
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        envs.push(("FERRY_USER", user));
         run_ferry(args, &envs, self.path(), LIMIT)
+    }
+
+    /// `--output json` as another user.
+    fn json_as(&self, user: &str, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let out = self.ferry_as(user, &a);
+        assert_eq!(out.status.code(), Some(0), "ferry {args:?}: {}", text(&out));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("ferry {args:?}: not JSON ({e}): {}", text(&out)))
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -446,10 +463,17 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
 
         // dev → staging (the only unconditional edge from dev: internal needs a label)
         let out = p.json(&["promote", "orders", "--from", "dev"]);
-        assert_eq!(out.as_array().unwrap().len(), 1, "{out}");
-        assert_eq!(out[0]["to_env"], "staging");
-        assert_eq!(out[0]["state"], "active");
-        assert_eq!(out[0]["revision"], 1, "same content, same revision");
+        let taken: Vec<&Value> = out["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["taken"] == true)
+            .collect();
+        assert_eq!(taken.len(), 1, "{out}");
+        let staged = &taken[0]["promotion"];
+        assert_eq!(staged["to_env"], "staging");
+        assert_eq!(staged["state"], "active");
+        assert_eq!(staged["revision"], 1, "same content, same revision");
         // the conditional edge refuses by name
         let msg = p.fails(
             &["promote", "orders", "--from", "dev", "--to", "internal"],
@@ -465,14 +489,29 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
             "{msg}"
         );
         assert!(p.json(&["promotions"]).as_array().unwrap().len() == 1);
-        let eu = p.json(&["promote", "orders", "--from", "staging", "--to", "prod-eu"]);
-        assert_eq!(eu[0]["state"], "active");
-        assert_eq!(eu[0]["revision"], 1);
-        let us = p.json(&["promote", "orders", "--from", "staging", "--to", "prod-us"]);
-        assert_eq!(us[0]["state"], "pending");
-        let us_rev = us[0]["revision"].as_i64().unwrap();
+        let promoted = |out: &Value, to: &str| {
+            out["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["to"] == to && e["taken"] == true)
+                .unwrap_or_else(|| panic!("no promotion to {to}: {out}"))["promotion"]
+                .clone()
+        };
+        let eu = promoted(
+            &p.json(&["promote", "orders", "--from", "staging", "--to", "prod-eu"]),
+            "prod-eu",
+        );
+        assert_eq!(eu["state"], "active");
+        assert_eq!(eu["revision"], 1);
+        let us = promoted(
+            &p.json(&["promote", "orders", "--from", "staging", "--to", "prod-us"]),
+            "prod-us",
+        );
+        assert_eq!(us["state"], "pending");
+        let us_rev = us["revision"].as_i64().unwrap();
         assert_eq!(us_rev, 2, "the host rewrite makes a new revision");
-        let us_id = us[0]["id"].as_str().unwrap().to_string();
+        let us_id = us["id"].as_str().unwrap().to_string();
         // nothing is active in prod-us while pending
         let msg = p.fails(&["run", "orders", "--env", "prod-us", "--no-progress"], 2);
         assert!(msg.contains("prod-us"), "{msg}");
@@ -481,10 +520,11 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
 
         // prod-eu runs at once, against the staging sink
         p.ok(&["run", "orders", "--env", "prod-eu", "--no-progress"]);
-        // approve prod-us; then it runs revision 2 against the rewritten host
-        let a = p.json(&["approve", &us_id]);
+        // approve prod-us (alice asked for it: four eyes, so bob approves); then it runs
+        // revision 2 against the rewritten host
+        let a = p.json_as("bob", &["approve", &us_id]);
         assert_eq!(a[0]["state"], "approved");
-        assert_eq!(a[0]["decided_by"], "alice");
+        assert_eq!(a[0]["decided_by"], "bob");
         let msg = p.fails(&["approve", &us_id], 2);
         assert!(msg.contains("pending"), "{msg}");
         p.ok(&["run", "orders", "--env", "prod-us", "--no-progress"]);
@@ -500,8 +540,11 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
         assert_eq!(us_run["status"], "succeeded");
 
         // a promotion can be rejected, with a reason; prod-us keeps what it had
-        let again = p.json(&["promote", "orders", "--from", "staging", "--to", "prod-us"]);
-        let id = again[0]["id"].as_str().unwrap().to_string();
+        let again = promoted(
+            &p.json(&["promote", "orders", "--from", "staging", "--to", "prod-us"]),
+            "prod-us",
+        );
+        let id = again["id"].as_str().unwrap().to_string();
         let msg = p.fails(&["reject", &id, "--reason", ""], 2);
         assert!(msg.contains("reason"), "{msg}");
         let r = p.json(&["reject", &id, "--reason", "not this week"]);
@@ -535,7 +578,7 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
         );
         p.ok(&["deploy", "orders.yaml", "--env", "dev"]);
         let out = p.json(&["promote", "orders", "--from", "dev", "--to", "internal"]);
-        assert_eq!(out[0]["state"], "active");
+        assert_eq!(promoted(&out, "internal")["state"], "active");
 
         // every action is in the audit log
         let audit = p.json(&["audit", "--flow", "orders", "--limit", "200"]);
