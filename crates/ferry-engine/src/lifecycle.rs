@@ -180,6 +180,7 @@ pub async fn deploy_all(
                     revision: a,
                     created: false,
                 }),
+                // New or changed content: always refused here (the environment is protected).
                 _ => {
                     refuse_new_content(store, project, env, &f.flow.name, "deploy", actor).await?;
                 }
