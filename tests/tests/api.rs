@@ -45,6 +45,33 @@ async fn get(w: &ServerWorld, path: &str) -> (StatusCode, Value) {
     .await
 }
 
+/// A POST with another token.
+async fn post_as(w: &ServerWorld, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    json_of(
+        client()
+            .post(format!("{}{path}", w.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await
+}
+
+/// A GET with another token.
+async fn get_as(w: &ServerWorld, token: &str, path: &str) -> (StatusCode, Value) {
+    json_of(
+        client()
+            .get(format!("{}{path}", w.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await
+}
+
 async fn post(w: &ServerWorld, path: &str, body: Value) -> (StatusCode, Value) {
     json_of(
         authed(
@@ -309,7 +336,8 @@ async fn flows_revisions_diff_deploy_and_runs() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(revs.as_array().unwrap().len(), 2);
     assert_eq!(revs[1]["message"], "new description");
-    assert_eq!(revs[1]["author"], "api:alice");
+    // The actor is the token's name; an `X-Ferry-User` header changes nothing.
+    assert_eq!(revs[1]["author"], "api:admin");
     assert!(revs[1].get("spec").is_none());
     let (status, rev) = get(&w, &format!("/api/v1/flows/{FLOW}/revisions/2")).await;
     assert_eq!(status, StatusCode::OK, "{rev}");
@@ -454,7 +482,7 @@ async fn dead_letters_list_show_replay_and_discard() {
     assert_eq!(e.state, DlqState::Discarded);
     let (_, shown) = get(&w, &format!("/api/v1/dlq/{second}")).await;
     assert_eq!(shown["history"][0]["action"], "discard");
-    assert_eq!(shown["history"][0]["actor"], "api");
+    assert_eq!(shown["history"][0]["actor"], "api:admin");
 
     // Both ways of naming entries at once are refused; `all` replays the rest of the flow.
     let (status, body) = post(
@@ -500,10 +528,20 @@ async fn promotions_request_approve_and_reject() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list.as_array().unwrap().len(), 1);
 
-    let (status, approved) = post(&w, &format!("/api/v1/promotions/{id}/approve"), json!({})).await;
+    // The admin token asked for it, so it cannot approve it (four eyes); an approver can.
+    let (status, body) = post(&w, &format!("/api/v1/promotions/{id}/approve"), json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let carol = w.token("carol", ferry_store::Role::Approver).await;
+    let (status, approved) = post_as(
+        &w,
+        &carol,
+        &format!("/api/v1/promotions/{id}/approve"),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{approved}");
     assert_eq!(approved["state"], "approved");
-    assert_eq!(approved["decided_by"], "api");
+    assert_eq!(approved["decided_by"], "api:carol");
     assert!(
         w.store
             .active_revision(FLOW, "prod")
@@ -512,7 +550,13 @@ async fn promotions_request_approve_and_reject() {
             .is_some()
     );
     // Decided already: 409.
-    let (status, body) = post(&w, &format!("/api/v1/promotions/{id}/approve"), json!({})).await;
+    let (status, body) = post_as(
+        &w,
+        &carol,
+        &format!("/api/v1/promotions/{id}/approve"),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 
     // Another request, rejected with a reason (none: 400).
@@ -606,4 +650,191 @@ async fn a_public_address_without_a_chosen_token_is_refused() {
         !dir.path().join("api-token.sha256").exists(),
         "nothing is generated for a refused start"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_roles_gate_routes_and_refusals_are_audited() {
+    use ferry_store::Role;
+    let w = ServerWorld::start(None).await;
+    let vera = w.token("vera", Role::Viewer).await;
+    let otto = w.token("otto", Role::Operator).await;
+    let carol = w.token("carol", Role::Approver).await;
+    let pending = w
+        .store
+        .dead_letters(&ferry_store::DlqFilter {
+            state: Some(DlqState::Pending),
+            ..ferry_store::DlqFilter::default()
+        })
+        .await
+        .unwrap();
+
+    // A viewer reads, and cannot replay or start runs: 403 naming the role needed.
+    let (status, flows) = get_as(&w, &vera, "/api/v1/flows").await;
+    assert_eq!(status, StatusCode::OK, "{flows}");
+    let (status, body) = post_as(
+        &w,
+        &vera,
+        "/api/v1/dlq/replay",
+        json!({"ids": [pending[0].id]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], "forbidden");
+    assert_eq!(body["details"]["needed_role"], "operator");
+    assert!(
+        body["error"].as_str().unwrap().contains("operator role"),
+        "{body}"
+    );
+    let (status, _) = post_as(&w, &vera, &format!("/api/v1/flows/{FLOW}/runs"), json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        w.store
+            .dead_letter(pending[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        DlqState::Pending,
+        "nothing was replayed"
+    );
+
+    // An operator replays, and cannot deploy or promote.
+    let (status, out) = post_as(
+        &w,
+        &otto,
+        "/api/v1/dlq/replay",
+        json!({"ids": [pending[0].id]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let history = w.store.dead_letter_history(pending[0].id).await.unwrap();
+    assert_eq!(history.last().unwrap().actor.as_deref(), Some("api:otto"));
+    let flow_text = server_world::example_flow_text().replace("concurrency: 32", "concurrency: 8");
+    let (status, body) = post_as(&w, &otto, "/api/v1/deploy", json!({"flows": [flow_text]})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["details"]["needed_role"], "admin");
+    let (status, _) = post_as(&w, &carol, "/api/v1/promotions", json!({"flow": FLOW})).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an approver does not promote"
+    );
+    assert_eq!(w.store.revisions(FLOW).await.unwrap().len(), 1);
+
+    // An approver approves what the admin token asked for; the admin token cannot (four eyes).
+    let (status, out) = post(
+        &w,
+        "/api/v1/promotions",
+        json!({"flow": FLOW, "to": "prod"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{out}");
+    assert_eq!(out["edges"][0]["taken"], true, "{out}");
+    let id = out["promotions"][0]["id"].as_str().unwrap().to_string();
+    let (status, body) = post(&w, &format!("/api/v1/promotions/{id}/approve"), json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("four eyes"),
+        "{body}"
+    );
+    let (status, body) = post_as(
+        &w,
+        &otto,
+        &format!("/api/v1/promotions/{id}/approve"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, ok) = post_as(
+        &w,
+        &carol,
+        &format!("/api/v1/promotions/{id}/approve"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ok}");
+    assert_eq!(ok["decided_by"], "api:carol");
+
+    // `prod` is where dev → prod leads: no direct deploy there, even for the admin.
+    let (status, body) = post(
+        &w,
+        "/api/v1/deploy",
+        json!({"flows": [flow_text], "env": "prod"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("dev → prod"),
+        "{body}"
+    );
+
+    // Every refusal is in the audit log, with who and what.
+    let refused = w
+        .store
+        .audit(&ferry_store::AuditFilter {
+            action: Some("refused".into()),
+            ..ferry_store::AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let who: std::collections::BTreeSet<&str> = refused.iter().map(|e| e.actor.as_str()).collect();
+    assert_eq!(
+        who,
+        ["api:admin", "api:carol", "api:otto", "api:vera"]
+            .into_iter()
+            .collect(),
+        "{refused:?}"
+    );
+    assert!(refused.len() >= 7, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.actor == "api:vera" && e.detail["needed"] == "operator"),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.actor == "api:admin" && e.detail["operation"] == "approve"),
+        "{refused:?}"
+    );
+
+    // Tokens over the API: admin only; listed without hashes; a revoked token opens nothing.
+    let (status, _) = get_as(&w, &carol, "/api/v1/tokens").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, made) = post(
+        &w,
+        "/api/v1/tokens",
+        json!({"name": "ci-bot", "role": "operator"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let ci = made["token"].as_str().unwrap().to_string();
+    let (status, list) = get(&w, "/api/v1/tokens").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["carol", "ci-bot", "otto", "vera"]);
+    assert!(!list.to_string().contains(&ci), "the token is never listed");
+    assert!(list[0].get("hash").is_none(), "{list}");
+    let (status, _) = get_as(&w, &ci, "/api/v1/runs").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = post(
+        &w,
+        "/api/v1/tokens",
+        json!({"name": "admin", "role": "viewer"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = post(&w, "/api/v1/tokens/ci-bot/revoke", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = get_as(&w, &ci, "/api/v1/runs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = post(&w, "/api/v1/tokens/ci-bot/revoke", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    w.stop().await;
 }

@@ -279,10 +279,11 @@ async fn log_in_see_a_run_replay_a_dead_letter_and_approve_a_promotion() {
         "dev",
         Some("prod"),
         None,
-        "tests",
+        &ferry_engine::governance::Actor::cli("tests"),
     )
     .await
     .expect("promote");
+    let promoted = promoted.promotions();
     assert_eq!(promoted[0].state, PromotionState::Pending);
     let promotion = promoted[0].id;
     let pending: Vec<_> = w
@@ -309,7 +310,7 @@ async fn log_in_see_a_run_replay_a_dead_letter_and_approve_a_promotion() {
         b.eval("document.querySelector('#token').value = 'not-the-token-at-all'");
         b.click("#login");
         b.wait_for(
-            "location.pathname === '/login' && document.body.innerText.includes('That is not the API token')",
+            "location.pathname === '/login' && document.body.innerText.includes('That is not an API token')",
             "the refusal",
         );
         // The right one opens the overview.
@@ -388,10 +389,14 @@ async fn log_in_see_a_run_replay_a_dead_letter_and_approve_a_promotion() {
     let e = w.store.dead_letter(entry).await.unwrap().unwrap();
     assert_eq!(e.state, DlqState::Replayed);
     let history = w.store.dead_letter_history(entry).await.unwrap();
-    assert_eq!(history.last().unwrap().actor.as_deref(), Some("dashboard"));
+    // Done in the name of the token the session was opened with.
+    assert_eq!(
+        history.last().unwrap().actor.as_deref(),
+        Some("dashboard:admin")
+    );
     let p = w.store.promotion(promotion).await.unwrap().unwrap();
     assert_eq!(p.state, PromotionState::Approved);
-    assert_eq!(p.decided_by.as_deref(), Some("dashboard"));
+    assert_eq!(p.decided_by.as_deref(), Some("dashboard:admin"));
     assert_eq!(
         w.store
             .active_revision(FLOW, "prod")
@@ -563,6 +568,126 @@ async fn dashboard_forms_from_another_site_are_refused() {
     let res = c
         .get(format!("{}/", w.base))
         .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()["location"], "/login");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_actions_need_their_role_and_follow_four_eyes() {
+    // No browser needed: the forms' posts as a browser sends them.
+    let w = ServerWorld::start(None).await;
+    let viewer = w.token("vera", ferry_store::Role::Viewer).await;
+    let approver = w.token("carol", ferry_store::Role::Approver).await;
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = |token: String| {
+        let c = c.clone();
+        let base = w.base.clone();
+        async move {
+            let res = c
+                .post(format!("{base}/login"))
+                .header("origin", &base)
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER);
+            res.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string()
+        }
+    };
+    // A promotion carol asks for herself (through the engine, as an approver-role caller
+    // cannot promote over the API).
+    let report = ferry_engine::lifecycle::promote(
+        &w.store,
+        &w.project,
+        FLOW,
+        "dev",
+        Some("prod"),
+        None,
+        &ferry_engine::governance::Actor::cli("carol"),
+    )
+    .await
+    .unwrap();
+    let id = report.promotions()[0].id;
+    let approve = |session: String| {
+        let c = c.clone();
+        let base = w.base.clone();
+        async move {
+            let res = c
+                .post(format!("{base}/promotions/{id}/approve"))
+                .header("cookie", session)
+                .header("origin", &base)
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.text().await.unwrap())
+        }
+    };
+
+    // The viewer sees the pages, and may not approve: the page says which role is needed.
+    let vera = login(viewer).await;
+    let res = c
+        .get(format!("{}/promotions", w.base))
+        .header("cookie", &vera)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let (status, page) = approve(vera.clone()).await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("needs the approver role"), "{page}");
+    // carol has the role, but asked for the promotion herself: four eyes.
+    let carol = login(approver).await;
+    let (status, page) = approve(carol.clone()).await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("four eyes"), "{page}");
+    let p = w.store.promotion(id).await.unwrap().unwrap();
+    assert_eq!(p.state, PromotionState::Pending);
+    // She may withdraw it, though.
+    let res = c
+        .post(format!("{}/promotions/{id}/reject", w.base))
+        .header("cookie", &carol)
+        .header("origin", &w.base)
+        .form(&[("reason", "asked by mistake")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::SEE_OTHER);
+    let p = w.store.promotion(id).await.unwrap().unwrap();
+    assert_eq!(
+        (p.state, p.decided_by.as_deref()),
+        (PromotionState::Rejected, Some("dashboard:carol"))
+    );
+    // Both refusals are in the audit log under the session's token name.
+    let refused = w
+        .store
+        .audit(&ferry_store::AuditFilter {
+            action: Some("refused".into()),
+            ..ferry_store::AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let who: Vec<&str> = refused.iter().map(|e| e.actor.as_str()).collect();
+    assert_eq!(who, ["dashboard:carol", "dashboard:vera"], "{refused:?}");
+    // A revoked token's session ends.
+    ferry_server::tokens::revoke(&w.store, "vera", "tests")
+        .await
+        .unwrap();
+    let res = c
+        .get(format!("{}/", w.base))
+        .header("cookie", &vera)
         .send()
         .await
         .unwrap();

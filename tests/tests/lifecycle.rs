@@ -1,6 +1,8 @@
 //! The flow lifecycle through the real `ferry` binary: deploys (all or nothing), diff, revert
-//! with snapshots, clone and merge, promotion along a project topology with a host rewrite and
-//! an approval, label conditions, cursor commands, backfill, and the audit log.
+//! with snapshots, clone drafts and merge, `ferry show`, promotion along a project topology
+//! with a host rewrite and an approval (four eyes), the report of every edge, label
+//! conditions, protected environments, named tokens, cursor commands, snapshot restores with
+//! cursors, backfill, and the audit log.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,12 +47,29 @@ impl Project {
     /// Runs ferry in the project directory (blocking; call from `spawn_blocking` when a
     /// sandbox runs on this runtime).
     fn ferry(&self, args: &[&str]) -> std::process::Output {
-        let envs: Vec<(&str, &str)> = self
+        self.ferry_as("alice", args)
+    }
+
+    /// [`Project::ferry`] as another user (`FERRY_USER`).
+    fn ferry_as(&self, user: &str, args: &[&str]) -> std::process::Output {
+        let mut envs: Vec<(&str, &str)> = self
             .envs
             .iter()
+            .filter(|(k, _)| k != "FERRY_USER")
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        envs.push(("FERRY_USER", user));
         run_ferry(args, &envs, self.path(), LIMIT)
+    }
+
+    /// `--output json` as another user.
+    fn json_as(&self, user: &str, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let out = self.ferry_as(user, &a);
+        assert_eq!(out.status.code(), Some(0), "ferry {args:?}: {}", text(&out));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("ferry {args:?}: not JSON ({e}): {}", text(&out)))
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -446,10 +465,17 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
 
         // dev → staging (the only unconditional edge from dev: internal needs a label)
         let out = p.json(&["promote", "orders", "--from", "dev"]);
-        assert_eq!(out.as_array().unwrap().len(), 1, "{out}");
-        assert_eq!(out[0]["to_env"], "staging");
-        assert_eq!(out[0]["state"], "active");
-        assert_eq!(out[0]["revision"], 1, "same content, same revision");
+        let taken: Vec<&Value> = out["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["taken"] == true)
+            .collect();
+        assert_eq!(taken.len(), 1, "{out}");
+        let staged = &taken[0]["promotion"];
+        assert_eq!(staged["to_env"], "staging");
+        assert_eq!(staged["state"], "active");
+        assert_eq!(staged["revision"], 1, "same content, same revision");
         // the conditional edge refuses by name
         let msg = p.fails(
             &["promote", "orders", "--from", "dev", "--to", "internal"],
@@ -465,14 +491,29 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
             "{msg}"
         );
         assert!(p.json(&["promotions"]).as_array().unwrap().len() == 1);
-        let eu = p.json(&["promote", "orders", "--from", "staging", "--to", "prod-eu"]);
-        assert_eq!(eu[0]["state"], "active");
-        assert_eq!(eu[0]["revision"], 1);
-        let us = p.json(&["promote", "orders", "--from", "staging", "--to", "prod-us"]);
-        assert_eq!(us[0]["state"], "pending");
-        let us_rev = us[0]["revision"].as_i64().unwrap();
+        let promoted = |out: &Value, to: &str| {
+            out["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["to"] == to && e["taken"] == true)
+                .unwrap_or_else(|| panic!("no promotion to {to}: {out}"))["promotion"]
+                .clone()
+        };
+        let eu = promoted(
+            &p.json(&["promote", "orders", "--from", "staging", "--to", "prod-eu"]),
+            "prod-eu",
+        );
+        assert_eq!(eu["state"], "active");
+        assert_eq!(eu["revision"], 1);
+        let us = promoted(
+            &p.json(&["promote", "orders", "--from", "staging", "--to", "prod-us"]),
+            "prod-us",
+        );
+        assert_eq!(us["state"], "pending");
+        let us_rev = us["revision"].as_i64().unwrap();
         assert_eq!(us_rev, 2, "the host rewrite makes a new revision");
-        let us_id = us[0]["id"].as_str().unwrap().to_string();
+        let us_id = us["id"].as_str().unwrap().to_string();
         // nothing is active in prod-us while pending
         let msg = p.fails(&["run", "orders", "--env", "prod-us", "--no-progress"], 2);
         assert!(msg.contains("prod-us"), "{msg}");
@@ -481,10 +522,13 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
 
         // prod-eu runs at once, against the staging sink
         p.ok(&["run", "orders", "--env", "prod-eu", "--no-progress"]);
-        // approve prod-us; then it runs revision 2 against the rewritten host
-        let a = p.json(&["approve", &us_id]);
+        // approve prod-us: alice asked for it, so she may not (four eyes, audited); bob does,
+        // and then it runs revision 2 against the rewritten host
+        let msg = p.fails(&["approve", &us_id], 2);
+        assert!(msg.contains("four eyes"), "{msg}");
+        let a = p.json_as("bob", &["approve", &us_id]);
         assert_eq!(a[0]["state"], "approved");
-        assert_eq!(a[0]["decided_by"], "alice");
+        assert_eq!(a[0]["decided_by"], "bob");
         let msg = p.fails(&["approve", &us_id], 2);
         assert!(msg.contains("pending"), "{msg}");
         p.ok(&["run", "orders", "--env", "prod-us", "--no-progress"]);
@@ -500,8 +544,11 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
         assert_eq!(us_run["status"], "succeeded");
 
         // a promotion can be rejected, with a reason; prod-us keeps what it had
-        let again = p.json(&["promote", "orders", "--from", "staging", "--to", "prod-us"]);
-        let id = again[0]["id"].as_str().unwrap().to_string();
+        let again = promoted(
+            &p.json(&["promote", "orders", "--from", "staging", "--to", "prod-us"]),
+            "prod-us",
+        );
+        let id = again["id"].as_str().unwrap().to_string();
         let msg = p.fails(&["reject", &id, "--reason", ""], 2);
         assert!(msg.contains("reason"), "{msg}");
         let r = p.json(&["reject", &id, "--reason", "not this week"]);
@@ -535,7 +582,7 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
         );
         p.ok(&["deploy", "orders.yaml", "--env", "dev"]);
         let out = p.json(&["promote", "orders", "--from", "dev", "--to", "internal"]);
-        assert_eq!(out[0]["state"], "active");
+        assert_eq!(promoted(&out, "internal")["state"], "active");
 
         // every action is in the audit log
         let audit = p.json(&["audit", "--flow", "orders", "--limit", "200"]);
@@ -608,4 +655,309 @@ async fn cursor_commands_and_backfill_leave_the_live_cursor_alone() {
     // every record delivered once in total
     let stats = sb.sink().stats();
     assert_eq!(stats.applied, 200);
+}
+
+/// A project where `staging` and `prod-us` are protected (edges lead there) and `lab` opts out.
+fn protected_project(shop: &str) -> String {
+    format!(
+        r#"environments:
+  dev:     {{ variables: {{ SHOP_URL: "{shop}" }}, secrets: [SHOP_TOKEN] }}
+  staging: {{ variables: {{ SHOP_URL: "{shop}" }}, secrets: [SHOP_TOKEN] }}
+  prod-us: {{ variables: {{ SHOP_URL: "{shop}" }}, secrets: [SHOP_TOKEN] }}
+  lab:     {{ variables: {{ SHOP_URL: "{shop}" }}, secrets: [SHOP_TOKEN], deploy: direct }}
+promotion:
+  - {{ from: dev, to: [staging, lab] }}
+  - {{ from: staging, to: prod-us, rules: {{ approval: true }} }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_environments_take_content_only_by_promotion_and_allow_rollbacks() {
+    let sb = sandbox(20).await;
+    let mut p = Project::new();
+    p.env("SHOP_TOKEN", TOKEN);
+    p.write("ferry.yaml", &protected_project(&sb.base_url()));
+    p.write("orders.yaml", &flow("orders", &sb.base_url(), "", ""));
+    p.write(
+        "edited.yaml",
+        &flow("orders", &sb.base_url(), "    note: { const: x }", ""),
+    );
+    blocking(move || {
+        p.ok(&["deploy", "orders.yaml", "--env", "dev"]);
+        p.ok(&["promote", "orders", "--from", "dev", "--to", "staging"]);
+
+        // deploy and run-with-a-changed-file into a protected environment: exit 2, naming the
+        // edge and how to get the content there; nothing written.
+        for (env, edge) in [
+            ("staging", "dev → staging"),
+            ("prod-us", "staging → prod-us"),
+        ] {
+            let msg = p.fails(&["deploy", "edited.yaml", "--env", env], 2);
+            assert!(
+                msg.contains(edge) && msg.contains("ferry promote orders"),
+                "{msg}"
+            );
+            let msg = p.fails(&["run", "edited.yaml", "--env", env, "--no-progress"], 2);
+            assert!(msg.contains(edge), "{msg}");
+        }
+        assert_eq!(revisions(&p, "orders").len(), 1);
+        // The same content as what runs there: it just runs.
+        let out = p.ok(&["run", "orders.yaml", "--env", "staging", "--no-progress"]);
+        assert!(out.contains("succeeded"), "{out}");
+        // clone and merge into it: refused the same way.
+        let msg = p.fails(&["clone", "orders", "orders-exp", "--env", "staging"], 2);
+        assert!(msg.contains("dev → staging"), "{msg}");
+        p.ok(&["clone", "orders", "orders-exp", "--env", "dev"]);
+        let msg = p.fails(
+            &[
+                "merge",
+                "orders-exp",
+                "--into",
+                "orders",
+                "--env",
+                "staging",
+            ],
+            2,
+        );
+        assert!(msg.contains("dev → staging"), "{msg}");
+        // `deploy: direct` opts out.
+        p.ok(&["deploy", "edited.yaml", "--env", "lab"]);
+
+        // A rollback is allowed: revision 2 reaches staging by promotion, then staging goes
+        // back to revision 1, which ran there; revision 3 never ran there.
+        p.ok(&["deploy", "edited.yaml", "--env", "dev"]);
+        p.ok(&["promote", "orders", "--from", "dev", "--to", "staging"]);
+        p.write(
+            "third.yaml",
+            &flow("orders", &sb.base_url(), "    note: { const: three }", ""),
+        );
+        p.ok(&["deploy", "third.yaml", "--env", "dev"]);
+        let third = revisions(&p, "orders").last().unwrap()["number"]
+            .as_i64()
+            .unwrap();
+        let r = p.json(&["revert", "orders", "--to", "1", "--env", "staging"]);
+        assert_eq!(r["outcome"]["revision"]["number"], third + 1);
+        let third = third.to_string();
+        let msg = p.fails(&["revert", "orders", "--to", &third, "--env", "staging"], 2);
+        assert!(msg.contains("never active there"), "{msg}");
+        let msg = p.fails(
+            &[
+                "activate",
+                "orders",
+                "--revision",
+                &third,
+                "--env",
+                "staging",
+            ],
+            2,
+        );
+        assert!(msg.contains("never active there"), "{msg}");
+        let revert = p.json(&["audit", "--action", "revert"]);
+        assert_eq!(revert[0]["env"], "staging", "{revert}");
+        assert_eq!(revert[0]["actor"], "alice", "{revert}");
+
+        // Every refusal is in the audit log.
+        let refused = p.json(&["audit", "--action", "refused"]);
+        let ops: Vec<&str> = refused
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["detail"]["operation"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "activate", "revert", "merge", "clone", "deploy", "deploy", "deploy", "deploy"
+            ],
+            "{refused}"
+        );
+    })
+    .await;
+}
+
+#[test]
+fn a_clone_is_a_draft_until_deployed_or_activated_and_show_round_trips() {
+    let p = Project::new();
+    p.write(
+        "orders.yaml",
+        &flow("orders", "http://127.0.0.1:9", "", "team: ops"),
+    );
+    p.ok(&["deploy", "orders.yaml"]);
+    let out = p.ok(&["clone", "orders", "orders-exp"]);
+    assert!(out.contains("draft"), "{out}");
+    // Not active: not listed by `ferry flows` (which is what `ferry serve` schedules), and
+    // not run by name.
+    let names = |p: &Project| -> Vec<String> {
+        p.json(&["flows"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&p), ["orders"]);
+    let msg = p.fails(&["run", "orders-exp", "--no-progress"], 2);
+    assert!(
+        msg.contains("draft") && msg.contains("ferry activate"),
+        "{msg}"
+    );
+    let h = p.json(&["history", "orders-exp"]);
+    assert_eq!(h["revisions"][0]["active_in"], serde_json::json!([]), "{h}");
+
+    // `ferry show` exports a revision as a flow file; deploying it gives the same hash.
+    let yaml = p.ok(&["show", "orders"]);
+    assert!(yaml.contains("name: orders\n"), "{yaml}");
+    p.write("exported.yaml", &yaml);
+    let out = p.json(&["deploy", "exported.yaml"]);
+    assert_eq!(out[0]["created"], false, "unchanged content: {out}");
+    let draft_hash = revisions(&p, "orders-exp")[0]["hash"].clone();
+    p.write(
+        "exp.yaml",
+        &p.ok(&["show", "orders-exp", "--revision", "1"]),
+    );
+    let out = p.json(&["deploy", "exp.yaml"]);
+    assert_eq!(out[0]["hash"], draft_hash, "{out}");
+    assert_eq!(names(&p), ["orders", "orders-exp"], "deployed: it runs now");
+
+    // Activating a draft makes it run, as a deploy would.
+    p.ok(&["clone", "orders", "orders-b"]);
+    assert_eq!(names(&p), ["orders", "orders-exp"]);
+    let a = p.json(&["activate", "orders-b"]);
+    assert_eq!(a["changed"], true, "{a}");
+    assert_eq!(names(&p), ["orders", "orders-b", "orders-exp"]);
+    let activations = p.json(&["audit", "--action", "activate"]);
+    assert_eq!(activations[0]["flow"], "orders-b", "{activations}");
+}
+
+fn fan_out_project() -> &'static str {
+    r#"environments:
+  dev: {}
+  staging: {}
+  internal: {}
+  qa: {}
+promotion:
+  - { from: dev, to: staging }
+  - { from: dev, to: internal, when: { labels: { internal: "true" } } }
+  - { from: dev, to: qa, rules: { approval: true } }
+"#
+}
+
+#[test]
+fn promotion_reports_skipped_edges_and_refuses_a_second_pending_request() {
+    let p = Project::new();
+    p.write("ferry.yaml", fan_out_project());
+    // The flow reads SHOP_URL and SHOP_TOKEN, which these environments do not provide: use
+    // a flow without them.
+    let plain = flow("orders", "http://127.0.0.1:9", "", "team: ops")
+        .replace("{{ env.SHOP_URL }}", "http://127.0.0.1:9")
+        .replace("    auth:\n      bearer: { secret: SHOP_TOKEN }\n", "");
+    p.write("orders.yaml", &plain);
+    p.ok(&["deploy", "orders.yaml", "--env", "dev"]);
+    let out = p.ok(&["promote", "orders", "--from", "dev"]);
+    assert!(
+        out.contains("dev → staging") && out.contains("taken"),
+        "{out}"
+    );
+    let skipped = out
+        .lines()
+        .find(|l| l.contains("dev → internal"))
+        .unwrap_or_else(|| panic!("the conditional edge is listed: {out}"));
+    assert!(
+        skipped.contains("skipped") && skipped.contains("label `internal`"),
+        "{skipped}"
+    );
+    assert!(out.contains("waits for approval"), "{out}");
+    let pending = p.json(&["promotions", "--status", "pending"]);
+    let id = pending[0]["id"].as_str().unwrap().to_string();
+
+    // Again: qa still waits for that revision, so it is refused naming the pending one.
+    let msg = p.fails(&["promote", "orders", "--from", "dev"], 2);
+    assert!(msg.contains(&id), "{msg}");
+    assert_eq!(p.json(&["promotions"]).as_array().unwrap().len(), 2);
+    let msg = p.fails(&["promote", "orders", "--from", "dev", "--to", "qa"], 2);
+    assert!(msg.contains(&id), "{msg}");
+    // The JSON report lists every edge too.
+    let out = p.json(&["promote", "orders", "--from", "dev", "--to", "staging"]);
+    let edges: Vec<(String, bool)> = out["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["to"].as_str().unwrap().to_string(), e["taken"] == true))
+        .collect();
+    assert_eq!(
+        edges,
+        [
+            ("staging".to_string(), true),
+            ("internal".to_string(), false),
+            ("qa".to_string(), false)
+        ]
+    );
+    assert_eq!(out["edges"][1]["unmet"][0]["label"], "internal", "{out}");
+}
+
+#[test]
+fn snapshot_restore_says_what_became_of_cursors_and_restores_them_when_asked() {
+    let p = Project::new();
+    p.write("orders.yaml", &flow("orders", "http://127.0.0.1:9", "", ""));
+    p.ok(&["deploy", "orders.yaml"]);
+    p.ok(&["cursor", "set", "orders", "2024-03-01T00:00:00Z"]);
+    p.ok(&["snapshot", "create", "before"]);
+    p.ok(&["cursor", "set", "orders", "2024-09-01T00:00:00Z"]);
+
+    let out = p.ok(&["snapshot", "restore", "before"]);
+    assert!(out.contains("cursor NOT restored"), "{out}");
+    assert!(out.contains("--with-cursors"), "{out}");
+    let c = p.json(&["cursor", "show", "orders"]);
+    assert_eq!(c["cursor"], "2024-09-01T00:00:00Z");
+
+    let out = p.ok(&["snapshot", "restore", "before", "--with-cursors"]);
+    assert!(
+        out.contains("cursor restored: \"2024-09-01T00:00:00Z\" → \"2024-03-01T00:00:00Z\""),
+        "{out}"
+    );
+    let c = p.json(&["cursor", "show", "orders"]);
+    assert_eq!(c["cursor"], "2024-03-01T00:00:00Z");
+    let r = p.json(&["snapshot", "restore", "before", "--with-cursors"]);
+    assert_eq!(r["cursors"][0]["outcome"], "unchanged", "{r}");
+    let moves = p.json(&["audit", "--action", "cursor"]);
+    assert!(
+        moves[0]["detail"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("snapshot restore before"),
+        "{moves}"
+    );
+}
+
+#[test]
+fn tokens_are_created_once_listed_and_revoked() {
+    let p = Project::new();
+    let out = p.ferry(&["token", "create", "ci-bot", "--role", "operator"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(token.len(), 64, "{token}");
+    let list = p.json(&["token", "list"]);
+    assert_eq!(list[0]["name"], "ci-bot");
+    assert_eq!(list[0]["role"], "operator");
+    assert!(!list.to_string().contains(&token), "never shown again");
+    let msg = p.fails(&["token", "create", "ci-bot", "--role", "viewer"], 2);
+    assert!(msg.contains("already exists"), "{msg}");
+    let msg = p.fails(&["token", "create", "admin", "--role", "viewer"], 2);
+    assert!(msg.contains("server's own token"), "{msg}");
+    let msg = p.fails(&["token", "create", "Not A Name", "--role", "viewer"], 2);
+    assert!(msg.contains("not a token name"), "{msg}");
+    p.ok(&["token", "revoke", "ci-bot"]);
+    assert_eq!(p.json(&["token", "list"]), serde_json::json!([]));
+    let msg = p.fails(&["token", "revoke", "ci-bot"], 2);
+    assert!(msg.contains("no token named"), "{msg}");
+    let audit = p.json(&["audit", "--action", "token_create"]);
+    assert_eq!(audit[0]["actor"], "alice");
+    assert_eq!(
+        p.json(&["audit", "--action", "token_revoke"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

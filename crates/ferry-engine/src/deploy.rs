@@ -1,4 +1,9 @@
 //! Deploying a flow file: its content becomes a revision and the active one of an environment.
+//!
+//! This is the store-level deploy, without a project file or an actor's role: for the demo,
+//! tests and benchmarks, which run without `ferry.yaml`. Operators' deploys (`ferry deploy`,
+//! `ferry run FILE`, `POST /api/v1/deploy`) go through [`crate::lifecycle::deploy_all`], which
+//! applies the project's rules (protected environments) and the actor's role.
 
 use std::sync::Arc;
 

@@ -12,6 +12,8 @@
 //! - [`deploy`]: turning a flow file into the active revision of an environment;
 //! - [`replay`]: the dead-letter queue's operator surface: replay (a run of its own), dry run,
 //!   edit, discard;
+//! - [`lifecycle`]: deploy plans, revert, snapshots, clone and merge, promotion and approval;
+//! - [`governance`]: actors and roles, protected environments, who may approve;
 //! - [`scheduler`]: fires runs on flows' schedules (cron or interval) for `ferry serve`;
 //! - [`error`]: what keeps a run from starting.
 //!
@@ -22,6 +24,7 @@
 pub mod cursor;
 pub mod deploy;
 pub mod error;
+pub mod governance;
 pub mod keys;
 pub mod lifecycle;
 pub mod liveness;

@@ -11,17 +11,25 @@
 //! History is linear and never rewritten: a revert, a restore and a merge each *add* a revision
 //! with the wanted content. The CLI and the control API call these functions and only format
 //! their results.
+//!
+//! Every operation that writes takes the project file (when there is one) and the [`Actor`]:
+//! the rules of [`crate::governance`] — roles, protected environments, who may approve — are
+//! checked here, once, for every surface.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::Utc;
 use ferry_spec::merge::{self, Conflict, Take};
-use ferry_spec::project::{Edge, PromotionError, apply_rules};
+use ferry_spec::project::{Approval, Edge, PromotionError, UnmetLabel, apply_rules};
 use ferry_spec::{Change, LoadedFlow, Project};
 use ferry_store::{
     DeployItem, DeployOutcome, NewPromotion, Promotion, PromotionState, RevisionInfo, RevisionRef,
-    StateStore, StoreError,
+    Role, StateStore, StoreError,
+};
+
+use crate::governance::{
+    Actor, Refusal, forbidden, identity, refuse_new_content, require_role, require_rollback,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -39,6 +47,11 @@ pub enum LifecycleError {
     /// A three-way merge left paths changed differently on both sides; nothing was written.
     #[error("{} conflicting path(s); nothing was written: resolve them with --take ours|theirs or --take-path PATH=ours|theirs", .0.len())]
     Conflicts(Vec<Conflict>),
+    /// The operation is not allowed to this actor here: a role it lacks, a protected
+    /// environment, an approval it may not give. Recorded in the audit log (action
+    /// `refused`); nothing else was written.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 type Result<T> = std::result::Result<T, LifecycleError>;
@@ -124,15 +137,32 @@ pub async fn plan(
     Ok(out)
 }
 
+/// What `doing` is called in a refusal.
+fn at<'a>(doing: &'a str, flow: Option<&'a str>, env: &'a str) -> Refusal<'a> {
+    Refusal {
+        operation: doing,
+        flow,
+        env: Some(env),
+        revision: None,
+    }
+}
+
 /// Deploys every flow to `env` in one transaction: changed flows get a new revision, active at
 /// once; unchanged ones get nothing. Two flows with one name are refused.
+///
+/// In an environment the project protects ([`Project::protected_by`]), a deploy that would
+/// change anything is refused (audited) naming the edge to promote along; one that changes
+/// nothing (`ferry run FILE` with the content that runs there) succeeds without writing.
+/// Needs the admin role.
 pub async fn deploy_all(
     store: &Arc<dyn StateStore>,
+    project: Option<&Project>,
     env: &str,
     flows: &[LoadedFlow],
     message: &str,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<Vec<DeployOutcome>> {
+    require_role(store, actor, Role::Admin, at("deploy", None, env)).await?;
     let mut names = BTreeSet::new();
     for f in flows {
         if !names.insert(f.flow.name.as_str()) {
@@ -141,6 +171,22 @@ pub async fn deploy_all(
                 f.flow.name
             )));
         }
+    }
+    if !crate::governance::protecting_edges(project, env).is_empty() {
+        let mut unchanged = Vec::with_capacity(flows.len());
+        for f in flows {
+            match store.active_revision(&f.flow.name, env).await? {
+                Some(a) if a.hash == f.hash => unchanged.push(DeployOutcome {
+                    revision: a,
+                    created: false,
+                }),
+                // New or changed content: always refused here (the environment is protected).
+                _ => {
+                    refuse_new_content(store, project, env, &f.flow.name, "deploy", actor).await?;
+                }
+            }
+        }
+        return Ok(unchanged);
     }
     let items: Vec<DeployItem> = flows
         .iter()
@@ -152,7 +198,9 @@ pub async fn deploy_all(
             origin: None,
         })
         .collect();
-    Ok(store.deploy_many(env, &items, actor, "deploy").await?)
+    Ok(store
+        .deploy_many(env, &items, &actor.label, "deploy")
+        .await?)
 }
 
 /// Takes a snapshot of `env` named after the operation that follows; returns its name.
@@ -190,15 +238,21 @@ pub struct RevertReport {
 /// Makes revision `to`'s content active again in `env` as a NEW revision (history stays
 /// linear), after a snapshot. With `with_cursor`, the cursor goes back to where it stood after
 /// the last finished run of revision `to` in `env` (refused when it never ran there).
+///
+/// In a protected environment only a rollback is allowed: revision `to` (or its content) must
+/// have been active there before. Needs the admin role; audited as `revert`.
+#[allow(clippy::too_many_arguments)]
 pub async fn revert(
     store: &Arc<dyn StateStore>,
+    project: Option<&Project>,
     flow: &str,
     env: &str,
     to: i64,
     with_cursor: bool,
     message: &str,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<RevertReport> {
+    require_role(store, actor, Role::Admin, at("revert", Some(flow), env)).await?;
     let target = revision(store, flow, to).await?;
     let current = active(store, flow, env).await?;
     if current.hash == target.hash {
@@ -207,6 +261,7 @@ pub async fn revert(
             current.number
         )));
     }
+    require_rollback(store, project, env, &target, "revert", actor).await?;
     let cursor = if with_cursor {
         let run = store
             .last_run_of_revision(flow, env, to)
@@ -220,7 +275,8 @@ pub async fn revert(
     } else {
         None
     };
-    let snapshot = auto_snapshot(store, env, &format!("revert-{flow}-to-{to}"), actor).await?;
+    let snapshot =
+        auto_snapshot(store, env, &format!("revert-{flow}-to-{to}"), &actor.label).await?;
     let msg = if message.is_empty() {
         format!("revert to revision {to}")
     } else {
@@ -234,12 +290,20 @@ pub async fn revert(
         origin: None,
     };
     let outcome = store
-        .deploy_many(env, &[item], actor, "revert")
+        .deploy_many(env, &[item], &actor.label, "revert")
         .await?
         .pop()
         .ok_or_else(|| refused("the store returned no outcome for the revert"))?;
     if let Some(c) = &cursor {
-        set_cursor(store, flow, env, c.as_ref(), actor, "revert --with-cursor").await?;
+        set_cursor(
+            store,
+            flow,
+            env,
+            c.as_ref(),
+            &actor.label,
+            "revert --with-cursor",
+        )
+        .await?;
     }
     Ok(RevertReport {
         snapshot,
@@ -272,6 +336,31 @@ pub async fn set_cursor(
     Ok(before)
 }
 
+/// What became of one flow's cursor in a snapshot restore.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CursorRestore {
+    pub flow: String,
+    /// The cursor the snapshot lists (`None`: none was set then — the flow's start).
+    pub snapshot: Option<Value>,
+    /// The cursor before the restore.
+    pub before: Option<Value>,
+    /// What was done.
+    pub outcome: CursorOutcome,
+}
+
+/// What a restore did with a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorOutcome {
+    /// Set to the snapshot's cursor (`--with-cursors`; audited as a cursor move).
+    Restored,
+    /// It already was the snapshot's cursor.
+    Unchanged,
+    /// It differs from the snapshot's and was left as it is (restore without
+    /// `--with-cursors`).
+    Kept,
+}
+
 /// What a snapshot restore did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
@@ -279,18 +368,28 @@ pub struct RestoreReport {
     pub snapshot: String,
     /// One outcome per flow of the restored snapshot (created=false: already at that content).
     pub outcomes: Vec<DeployOutcome>,
+    /// One entry per flow of the snapshot: its cursor then and now, and what was done.
+    pub cursors: Vec<CursorRestore>,
     /// Flows active in the environment that the snapshot does not hold: left as they are.
     pub not_in_snapshot: Vec<String>,
 }
 
 /// Brings every flow of snapshot `name` back to the content it had then, as new revisions in
-/// one transaction, after a snapshot of the present.
+/// one transaction, after a snapshot of the present. With `with_cursors`, each flow's cursor
+/// goes back to the one the snapshot lists (each move audited); without, cursors stay and the
+/// report says which differ.
+///
+/// A snapshot holds what ran in its environment, so in a protected environment a restore is
+/// a rollback; each flow is still checked. Needs the admin role; audited as `restore`.
 pub async fn restore(
     store: &Arc<dyn StateStore>,
+    project: Option<&Project>,
     env: &str,
     name: &str,
-    actor: &str,
+    with_cursors: bool,
+    actor: &Actor,
 ) -> Result<RestoreReport> {
+    require_role(store, actor, Role::Admin, at("restore", None, env)).await?;
     let snap = store.snapshot(env, name).await?.ok_or_else(|| {
         refused(format!(
             "environment `{env}` has no snapshot `{name}` (`ferry snapshot list` shows them)"
@@ -299,6 +398,7 @@ pub async fn restore(
     let mut items = Vec::new();
     for f in &snap.flows {
         let rev = revision(store, &f.flow, f.revision).await?;
+        require_rollback(store, project, env, &rev, "snapshot restore", actor).await?;
         items.push(DeployItem {
             flow: f.flow.clone(),
             spec: rev.spec,
@@ -315,12 +415,92 @@ pub async fn restore(
         .map(|f| f.name)
         .filter(|n| !in_snapshot.contains(n.as_str()))
         .collect();
-    let snapshot = auto_snapshot(store, env, &format!("restore-{name}"), actor).await?;
-    let outcomes = store.deploy_many(env, &items, actor, "restore").await?;
+    let snapshot = auto_snapshot(store, env, &format!("restore-{name}"), &actor.label).await?;
+    let outcomes = store
+        .deploy_many(env, &items, &actor.label, "restore")
+        .await?;
+    let mut cursors = Vec::with_capacity(snap.flows.len());
+    for f in &snap.flows {
+        let before = store.cursor(&f.flow, env).await?;
+        let outcome = if before == f.cursor {
+            CursorOutcome::Unchanged
+        } else if with_cursors {
+            set_cursor(
+                store,
+                &f.flow,
+                env,
+                f.cursor.as_ref(),
+                &actor.label,
+                &format!("snapshot restore {name} --with-cursors"),
+            )
+            .await?;
+            CursorOutcome::Restored
+        } else {
+            CursorOutcome::Kept
+        };
+        cursors.push(CursorRestore {
+            flow: f.flow.clone(),
+            snapshot: f.cursor.clone(),
+            before,
+            outcome,
+        });
+    }
     Ok(RestoreReport {
         snapshot,
         outcomes,
+        cursors,
         not_in_snapshot,
+    })
+}
+
+/// What an activation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivateReport {
+    /// The revision active now.
+    pub revision: RevisionInfo,
+    /// The revision active before, if any.
+    pub previous: Option<i64>,
+    /// False when it already was the active one (nothing written).
+    pub changed: bool,
+}
+
+/// Makes an existing revision of `flow` (default: its newest, e.g. a clone's draft) the active
+/// one in `env`, with an activation and an audit row (action `activate`). Activating counts as
+/// a deploy: in a protected environment only a revision whose content ran there before may be
+/// activated (a rollback). Needs the admin role.
+pub async fn activate(
+    store: &Arc<dyn StateStore>,
+    project: Option<&Project>,
+    flow: &str,
+    env: &str,
+    number: Option<i64>,
+    actor: &Actor,
+) -> Result<ActivateReport> {
+    require_role(store, actor, Role::Admin, at("activate", Some(flow), env)).await?;
+    let rev = match number {
+        Some(n) => revision(store, flow, n).await?,
+        None => store
+            .revisions(flow)
+            .await?
+            .pop()
+            .ok_or_else(|| refused(format!("flow `{flow}` was never deployed")))?,
+    };
+    let previous = store.active_revision(flow, env).await?.map(|r| r.number);
+    if previous == Some(rev.number) {
+        return Ok(ActivateReport {
+            revision: rev,
+            previous,
+            changed: false,
+        });
+    }
+    require_rollback(store, project, env, &rev, "activate", actor).await?;
+    let changed = store
+        .activate(flow, env, rev.number, &actor.label, "activate")
+        .await?;
+    Ok(ActivateReport {
+        revision: rev,
+        previous,
+        changed,
     })
 }
 
@@ -334,20 +514,27 @@ fn renamed(spec: &str, name: &str) -> Result<LoadedFlow> {
     merge::to_flow(&value).map_err(|e| refused(e.to_string()))
 }
 
-/// Clones the revision of `flow` active in `env` into a new, independent flow `new_name`,
-/// active in `env`, that remembers its origin (flow and revision) for a later merge.
+/// Clones the revision of `flow` active in `env` into a new, independent flow `new_name` that
+/// remembers its origin (flow and revision) for a later merge. The clone is a *draft*: active
+/// nowhere, so nothing runs or schedules it (it would fetch from the same source and deliver
+/// to the same sink) until it is deployed or activated.
+///
+/// Refused in a protected environment. Needs the admin role; audited as `clone`.
 pub async fn clone_flow(
     store: &Arc<dyn StateStore>,
+    project: Option<&Project>,
     flow: &str,
     new_name: &str,
     env: &str,
-    actor: &str,
-) -> Result<DeployOutcome> {
+    actor: &Actor,
+) -> Result<RevisionInfo> {
+    require_role(store, actor, Role::Admin, at("clone", Some(flow), env)).await?;
     if !store.revisions(new_name).await?.is_empty() {
         return Err(refused(format!(
             "a flow named `{new_name}` exists already; pick another name"
         )));
     }
+    refuse_new_content(store, project, env, new_name, "clone", actor).await?;
     let source = active(store, flow, env).await?;
     let cloned = renamed(&source.spec, new_name)?;
     let item = DeployItem {
@@ -360,11 +547,9 @@ pub async fn clone_flow(
             revision: source.number,
         }),
     };
-    store
-        .deploy_many(env, &[item], actor, "clone")
-        .await?
-        .pop()
-        .ok_or_else(|| refused("the store returned no outcome for the clone"))
+    Ok(store
+        .create_draft(env, &item, &actor.label, "clone")
+        .await?)
 }
 
 /// How merge conflicts are settled: per path, then overall.
@@ -417,18 +602,23 @@ async fn merge_base(store: &Arc<dyn StateStore>, source: &str, into: &str) -> Re
     }))
 }
 
-/// Three-way merge of `source` (a clone, its revision active in `env`) into `into` (its
-/// revision active in `env`) against their common base. Conflicts not settled by `resolution`
-/// refuse the merge with the list and write nothing; otherwise the result becomes a new
-/// revision of `into`, active in `env`, whose message names the source.
+/// Three-way merge of `source` (a clone: its newest revision, active anywhere or a draft)
+/// into `into` (its revision active in `env`) against their common base. Conflicts not
+/// settled by `resolution` refuse the merge with the list and write nothing; otherwise the
+/// result becomes a new revision of `into`, active in `env`, whose message names the source.
+///
+/// Refused in a protected environment. Needs the admin role; audited as `merge`.
 pub async fn merge(
     store: &Arc<dyn StateStore>,
+    project: Option<&Project>,
     source: &str,
     into: &str,
     env: &str,
     resolution: &Resolution,
-    actor: &str,
+    actor: &Actor,
 ) -> Result<MergeReport> {
+    require_role(store, actor, Role::Admin, at("merge", Some(into), env)).await?;
+    refuse_new_content(store, project, env, into, "merge", actor).await?;
     let base_ref = merge_base(store, source, into).await?;
     let base = renamed(
         &revision(store, &base_ref.flow, base_ref.revision)
@@ -438,7 +628,11 @@ pub async fn merge(
     )?;
     let ours_rev = active(store, into, env).await?;
     let ours = revision_flow(&ours_rev)?;
-    let theirs_rev = active(store, source, env).await?;
+    let theirs_rev = store
+        .revisions(source)
+        .await?
+        .pop()
+        .ok_or_else(|| refused(format!("flow `{source}` was never deployed")))?;
     // The clone's name differs by design; it is not a change to merge.
     let theirs = renamed(&theirs_rev.spec, into)?;
     let result = merge::merge_flows(&base.flow, &ours.flow, &theirs.flow);
@@ -452,7 +646,13 @@ pub async fn merge(
         )));
     }
     let changes = ferry_spec::diff::diff_flows(&ours.flow, &merged.flow);
-    let snapshot = auto_snapshot(store, env, &format!("merge-{source}-into-{into}"), actor).await?;
+    let snapshot = auto_snapshot(
+        store,
+        env,
+        &format!("merge-{source}-into-{into}"),
+        &actor.label,
+    )
+    .await?;
     let item = DeployItem {
         flow: into.to_string(),
         spec: merged.canonical,
@@ -467,7 +667,7 @@ pub async fn merge(
         }),
     };
     let outcome = store
-        .deploy_many(env, &[item], actor, "merge")
+        .deploy_many(env, &[item], &actor.label, "merge")
         .await?
         .pop()
         .ok_or_else(|| refused("the store returned no outcome for the merge"))?;
@@ -480,13 +680,58 @@ pub async fn merge(
     })
 }
 
+/// One edge from the source environment in a promotion: taken (with the promotion it made)
+/// or skipped (with why).
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeReport {
+    pub from: String,
+    pub to: String,
+    /// True when a promotion was recorded along this edge.
+    pub taken: bool,
+    /// The promotion (live at once, or pending approval) when taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
+    /// Why the edge was not taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The label conditions the flow does not meet, when that is why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmet: Vec<UnmetLabel>,
+}
+
+/// What a promotion request did, edge by edge: every edge from the source environment is
+/// listed, taken or skipped.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromotionReport {
+    pub flow: String,
+    pub from: String,
+    /// The revision promoted.
+    pub revision: i64,
+    /// Every edge from `from`, in file order.
+    pub edges: Vec<EdgeReport>,
+}
+
+impl PromotionReport {
+    /// The promotions recorded, in edge order.
+    pub fn promotions(&self) -> Vec<&Promotion> {
+        self.edges
+            .iter()
+            .filter_map(|e| e.promotion.as_ref())
+            .collect()
+    }
+}
+
 /// Promotes a revision of `flow` from environment `from` along every edge of the project's
 /// topology that takes it (or only to `to`): applies each edge's rules, checks that every
 /// variable and secret resolves in the target, snapshots each target, and records one
-/// promotion per target — live at once, or `pending` where the edge needs approval.
+/// promotion per target — live at once, or `pending` where the edge needs approval. The report
+/// lists every edge from `from`: taken, or skipped with the reason (a label condition not met,
+/// naming the label; another target asked for with `to`).
 ///
 /// `revision` defaults to the one active in `from`; one that was never active there is
-/// refused. Everything is checked before anything is written: one refused target refuses all.
+/// refused. Everything is checked before anything is written: one refused target refuses all,
+/// as does a target where the same revision already waits for approval (naming that
+/// promotion). Needs the admin role.
 pub async fn promote(
     store: &Arc<dyn StateStore>,
     project: &Project,
@@ -494,14 +739,29 @@ pub async fn promote(
     from: &str,
     to: Option<&str>,
     revision_no: Option<i64>,
-    actor: &str,
-) -> Result<Vec<Promotion>> {
+    actor: &Actor,
+) -> Result<PromotionReport> {
+    require_role(store, actor, Role::Admin, at("promote", Some(flow), from)).await?;
     let source = match revision_no {
         Some(n) => revision(store, flow, n).await?,
         None => active(store, flow, from).await?,
     };
     let loaded = revision_flow(&source)?;
     let labels = &loaded.flow.labels;
+    if project.environment(from).is_none() {
+        return Err(refused(
+            PromotionError::UnknownEnvironment {
+                name: from.to_string(),
+                known: project
+                    .environments
+                    .keys()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .to_string(),
+        ));
+    }
     let edges: Vec<Edge> = match to {
         Some(t) => vec![
             project
@@ -509,20 +769,6 @@ pub async fn promote(
                 .map_err(|e| refused(e.to_string()))?,
         ],
         None => {
-            if project.environment(from).is_none() {
-                return Err(refused(
-                    PromotionError::UnknownEnvironment {
-                        name: from.to_string(),
-                        known: project
-                            .environments
-                            .keys()
-                            .map(|k| format!("`{k}`"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    }
-                    .to_string(),
-                ));
-            }
             let edges = project.edges_from(from, labels);
             if edges.is_empty() {
                 let refusals = project.refused_edges(from, labels);
@@ -540,8 +786,23 @@ pub async fn promote(
         }
     };
     // Check every target before writing anything.
+    let waiting = store
+        .promotions(Some(flow), Some(PromotionState::Pending))
+        .await?;
     let mut planned = Vec::new();
     for edge in &edges {
+        if edge.rules.approval.required
+            && let Some(p) = waiting
+                .iter()
+                .find(|p| p.to_env == edge.to && p.source_revision == source.number)
+        {
+            return Err(LifecycleError::Store(StoreError::PromotionPending {
+                pending: p.id,
+                flow: flow.to_string(),
+                to_env: edge.to.clone(),
+                source_revision: source.number,
+            }));
+        }
         let promoted = apply_rules(&loaded.flow, &edge.rules);
         project
             .check_references(&edge.to, &promoted, &edge.rules)
@@ -560,9 +821,9 @@ pub async fn promote(
             .collect();
         planned.push((edge, checked, overrides));
     }
-    let mut out = Vec::new();
+    let mut taken: BTreeMap<String, Promotion> = BTreeMap::new();
     for (edge, checked, overrides) in planned {
-        auto_snapshot(store, &edge.to, &format!("promote-{flow}"), actor).await?;
+        auto_snapshot(store, &edge.to, &format!("promote-{flow}"), &actor.label).await?;
         let p = store
             .create_promotion(&NewPromotion {
                 id: Uuid::now_v7(),
@@ -576,8 +837,8 @@ pub async fn promote(
                     "promoted from {from} revision {} along edge {} → {}",
                     source.number, edge.from, edge.to
                 ),
-                author: actor.to_string(),
-                pending: edge.rules.approval,
+                author: actor.label.clone(),
+                pending: edge.rules.approval.required,
                 detail: json!({
                     "edge": edge.index,
                     "rules": edge.rules,
@@ -585,23 +846,132 @@ pub async fn promote(
                 }),
             })
             .await?;
-        out.push(p);
+        taken.insert(edge.to.clone(), p);
     }
-    Ok(out)
+    // Every edge from `from`, in file order: taken, or skipped with the reason.
+    let refusals: BTreeMap<String, ferry_spec::project::Refusal> =
+        project.refused_edges(from, labels).into_iter().collect();
+    let mut all: Vec<Edge> = project.edges_from(from, labels);
+    all.extend(
+        refusals
+            .keys()
+            .filter_map(|t| project.edge_between(from, t)),
+    );
+    // File order; stable, so the targets of one fanned-out edge keep theirs.
+    all.sort_by_key(|e| e.index);
+    let mut report = Vec::new();
+    for edge in all {
+        let promotion = taken.remove(&edge.to);
+        let (reason, unmet) = match (&promotion, refusals.get(&edge.to)) {
+            (Some(_), _) => (None, Vec::new()),
+            (None, Some(r)) => (Some(r.to_string()), r.unmet.clone()),
+            (None, None) => (
+                Some(format!(
+                    "not asked for: only --to {} was promoted",
+                    to.unwrap_or_default()
+                )),
+                Vec::new(),
+            ),
+        };
+        report.push(EdgeReport {
+            from: edge.from,
+            to: edge.to,
+            taken: promotion.is_some(),
+            promotion,
+            reason,
+            unmet,
+        });
+    }
+    Ok(PromotionReport {
+        flow: flow.to_string(),
+        from: from.to_string(),
+        revision: source.number,
+        edges: report,
+    })
+}
+
+/// The approval rule a promotion is decided by: the edge's in the project file as it is now;
+/// without the project (or the edge), the rule recorded with the request; failing both, any
+/// approver with four eyes.
+fn approval_of(project: Option<&Project>, p: &Promotion) -> Approval {
+    if let Some(edge) = project.and_then(|pr| pr.edge_between(&p.from_env, &p.to_env)) {
+        return edge.rules.approval;
+    }
+    p.detail
+        .get("rules")
+        .and_then(|r| r.get("approval"))
+        .and_then(|a| serde_json::from_value::<Approval>(a.clone()).ok())
+        .filter(|a| a.required)
+        .unwrap_or_else(Approval::required)
 }
 
 /// Approves (activates in its target) or rejects a pending promotion.
+///
+/// An approval needs the approver role, must come from one of the edge's `approvers` (token
+/// names or members of the named groups; anyone when it names none), and — unless the edge
+/// says `four_eyes: false` — not from whoever requested the promotion. A rejection needs the
+/// approver role and one of the approvers too, except that the requester may always withdraw
+/// their own request. Every refusal is audited.
 pub async fn decide(
     store: &Arc<dyn StateStore>,
+    project: Option<&Project>,
     id: Uuid,
     approve: bool,
-    actor: &str,
+    actor: &Actor,
     reason: &str,
 ) -> Result<Promotion> {
     if !approve && reason.trim().is_empty() {
         return Err(refused("a rejection needs a reason (--reason)"));
     }
-    Ok(store.decide_promotion(id, approve, actor, reason).await?)
+    let p = store.promotion(id).await?.ok_or(StoreError::NotFound {
+        op: "decide_promotion",
+        what: format!("promotion {id}"),
+    })?;
+    if p.state != PromotionState::Pending {
+        return Err(StoreError::PromotionNotPending { id, state: p.state }.into());
+    }
+    let operation = if approve { "approve" } else { "reject" };
+    let here = Refusal {
+        operation,
+        flow: Some(&p.flow),
+        env: Some(&p.to_env),
+        revision: Some(p.revision),
+    };
+    let requester = identity(&p.requested_by) == actor.name;
+    let withdrawal = !approve && requester;
+    if !withdrawal {
+        require_role(store, actor, Role::Approver, here).await?;
+        let approval = approval_of(project, &p);
+        let groups = Project::default();
+        if !project
+            .unwrap_or(&groups)
+            .may_approve(&approval, &actor.name)
+        {
+            let message = format!(
+                "only {} may {operation} promotions along {} → {}; `{}` is not one of them",
+                approval
+                    .approvers
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                p.from_env,
+                p.to_env,
+                actor.name
+            );
+            return Err(forbidden(store, actor, here, message).await);
+        }
+        if approve && requester && approval.four_eyes {
+            let message = format!(
+                "`{}` requested promotion {id}, so another approver must approve it (four eyes on {} → {}; `four_eyes: false` on the edge in ferry.yaml would allow it)",
+                actor.name, p.from_env, p.to_env
+            );
+            return Err(forbidden(store, actor, here, message).await);
+        }
+    }
+    Ok(store
+        .decide_promotion(id, approve, &actor.label, reason)
+        .await?)
 }
 
 /// Variables a promotion edge set for the revision of `flow` active in `env` (its `rules.set`

@@ -1,16 +1,27 @@
-//! Who may use the server: the bearer token, dashboard sessions, and the CSRF check.
+//! Who may use the server: bearer tokens and their roles, dashboard sessions, and the CSRF
+//! check.
 //!
 //! # Decisions
-//! - **One token, stored hashed.** The server keeps only the sha256 of the token, in memory
-//!   and (for a generated token) in `<state dir>/api-token.sha256`, mode 0600. A presented
-//!   token is hashed and the two digests are compared with `subtle`'s constant-time equality,
-//!   so neither the comparison's time nor a leaked hash file gives the token away.
+//! - **Named tokens with roles, stored hashed.** Tokens made with `ferry token create NAME
+//!   --role R` live in the state store as name, role and sha256 ([`crate::tokens`]). The
+//!   server's own token (`FERRY_API_TOKEN`, or the one generated at the first start, whose
+//!   sha256 is kept in `<state dir>/api-token.sha256`, mode 0600) is the admin token named
+//!   [`ADMIN_TOKEN_NAME`]. A presented token is hashed and compared with every known digest
+//!   using `subtle`'s constant-time equality (no early exit), so neither the comparison's time
+//!   nor a leaked hash gives a token away. Store tokens are read at every request, so a
+//!   revocation takes effect at once.
+//! - **The token's name is the actor**: `api:<name>` in the audit log for the API,
+//!   `dashboard:<name>` for a session opened with it. No request header can change it.
+//! - **Roles gate routes.** Each route in [`crate::routes::ROUTES`] names the least role it
+//!   needs ([`Role`]: viewer < operator < approver < admin); a token without it gets 403 with
+//!   the role needed, and the refusal is written to the audit log.
 //! - **The API takes the token only in the `Authorization` header**, never from a cookie: a
 //!   browser never adds that header to a cross-site request on its own, so the JSON API needs
 //!   no CSRF defence.
-//! - **The dashboard logs in once.** `POST /login` with the token starts a session: a random
+//! - **The dashboard logs in once.** `POST /login` with a token starts a session: a random
 //!   256-bit id in an `HttpOnly; SameSite=Strict` cookie, kept server-side as its sha256 with
-//!   an expiry ([`SESSION_TTL`]). Sessions live in memory: a restart logs everyone out, and
+//!   an expiry ([`SESSION_TTL`]) and the token's name; the role is read again at every request,
+//!   and a session of a revoked token ends. Sessions live in memory: a restart logs everyone out, and
 //!   several `ferry serve` processes behind one address each need their own login. The cookie
 //!   never holds the token, so a stolen cookie expires and does not open the API.
 //! - **CSRF on dashboard forms**: besides `SameSite=Strict`, every state-changing dashboard
@@ -29,7 +40,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use ferry_engine::governance::{Actor, REFUSED, Role};
 use rand::RngCore as _;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
@@ -37,6 +50,11 @@ use crate::config::{TOKEN_HASH_FILE, TokenSource, check_token_text};
 use crate::error::{ApiError, ServerError};
 use crate::state::AppState;
 
+/// The name of the server's own token (`FERRY_API_TOKEN` or the generated one): an admin.
+/// No stored token may take this name.
+pub const ADMIN_TOKEN_NAME: &str = "admin";
+/// How often, at most, a token's last use is written to the store.
+pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 /// Name of the dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "ferry_session";
 /// How long a dashboard session lasts.
@@ -56,7 +74,8 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+/// sha256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
@@ -71,6 +90,11 @@ impl ApiToken {
     /// Whether `presented` is the token, in time independent of where the two differ.
     pub fn verify(&self, presented: &str) -> bool {
         bool::from(sha256(presented.as_bytes()).ct_eq(&self.hash))
+    }
+
+    /// The sha256 of the token.
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
     }
 
     /// The token the config names. With [`TokenSource::Stored`] and no hash file yet, a token
@@ -187,37 +211,45 @@ pub fn rotate_token(state_dir: &Path) -> Result<String, ServerError> {
     Ok(token)
 }
 
-/// Dashboard sessions: sha256 of the session id → expiry.
+/// Dashboard sessions: sha256 of the session id → expiry and the name of the token that
+/// opened it.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    live: Mutex<HashMap<[u8; 32], Instant>>,
+    live: Mutex<HashMap<[u8; 32], (Instant, String)>>,
 }
 
 impl Sessions {
-    /// Starts a session; returns the id for the cookie.
-    pub fn create(&self) -> String {
+    /// Starts a session for the token `name`; returns the id for the cookie.
+    pub fn create(&self, name: &str) -> String {
         let id = generate_token();
         let now = Instant::now();
         if let Ok(mut live) = self.live.lock() {
-            live.retain(|_, exp| *exp > now);
+            live.retain(|_, (exp, _)| *exp > now);
             if live.len() >= MAX_SESSIONS
-                && let Some(oldest) = live.iter().min_by_key(|(_, e)| **e).map(|(k, _)| *k)
+                && let Some(oldest) = live.iter().min_by_key(|(_, e)| e.0).map(|(k, _)| *k)
             {
                 live.remove(&oldest);
             }
-            live.insert(sha256(id.as_bytes()), now + SESSION_TTL);
+            live.insert(sha256(id.as_bytes()), (now + SESSION_TTL, name.to_string()));
         }
         id
     }
 
-    /// Whether `id` is a live session.
-    pub fn valid(&self, id: &str) -> bool {
+    /// The token name of the live session `id`, if it is one.
+    pub fn name(&self, id: &str) -> Option<String> {
         let key = sha256(id.as_bytes());
         let now = Instant::now();
         self.live
             .lock()
-            .map(|live| live.get(&key).is_some_and(|exp| *exp > now))
-            .unwrap_or(false)
+            .ok()?
+            .get(&key)
+            .filter(|(exp, _)| *exp > now)
+            .map(|(_, name)| name.clone())
+    }
+
+    /// Whether `id` is a live session.
+    pub fn valid(&self, id: &str) -> bool {
+        self.name(id).is_some()
     }
 
     /// Ends a session.
@@ -271,19 +303,204 @@ pub enum Credential {
     Session,
 }
 
-/// The credential a request carries, if any is valid. `cookie_ok` says whether a session
-/// cookie counts (dashboard) or not (API).
-pub fn authenticate(state: &AppState, headers: &HeaderMap, cookie_ok: bool) -> Option<Credential> {
+/// Who a valid credential belongs to: a token's name and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's name ([`ADMIN_TOKEN_NAME`] for the server's own token).
+    pub name: String,
+    pub role: Role,
+    pub credential: Credential,
+}
+
+impl Principal {
+    /// The actor of this principal's requests: `api:<name>`, or `dashboard:<name>` for a
+    /// session.
+    pub fn actor(&self) -> Actor {
+        match self.credential {
+            Credential::Bearer => Actor::api(&self.name, self.role),
+            Credential::Session => Actor::dashboard(&self.name, self.role),
+        }
+    }
+}
+
+/// The token `presented` is: the server's own (admin) or a stored one, by constant-time
+/// comparison with every digest; `None` when it is none of them. The stored token's last use
+/// is recorded (at most every [`LAST_USED_EVERY`]).
+pub async fn token_owner(
+    state: &AppState,
+    presented: &str,
+) -> Result<Option<(String, Role)>, ApiError> {
+    let digest = sha256(presented.as_bytes());
+    let mut found = None;
+    if bool::from(digest.ct_eq(&state.token().hash())) {
+        found = Some((ADMIN_TOKEN_NAME.to_string(), Role::Admin));
+    }
+    for t in state.store().tokens().await? {
+        let Ok(stored) = <[u8; 32]>::try_from(hex::decode(&t.hash).unwrap_or_default()) else {
+            continue;
+        };
+        if bool::from(digest.ct_eq(&stored)) && found.is_none() {
+            found = Some((t.name, t.role));
+        }
+    }
+    if let Some((name, _)) = &found
+        && name != ADMIN_TOKEN_NAME
+        && state.due_for_last_used(name)
+        && let Err(e) = state.store().mark_token_used(name).await
+    {
+        tracing::warn!(token = %name, error = %e, "Cannot record the token's last use");
+    }
+    Ok(found)
+}
+
+/// The role of the token named `name` now: admin for the server's own, the stored role for a
+/// stored one, `None` once it was revoked.
+async fn role_of(state: &AppState, name: &str) -> Result<Option<Role>, ApiError> {
+    if name == ADMIN_TOKEN_NAME {
+        return Ok(Some(Role::Admin));
+    }
+    Ok(state
+        .store()
+        .tokens()
+        .await?
+        .into_iter()
+        .find(|t| t.name == name)
+        .map(|t| t.role))
+}
+
+/// The principal a request's credential names, if it is valid. `cookie_ok` says whether a
+/// session cookie counts (dashboard) or not (API).
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    cookie_ok: bool,
+) -> Result<Option<Principal>, ApiError> {
     if let Some(t) = bearer(headers) {
-        return state.token().verify(t).then_some(Credential::Bearer);
+        return Ok(token_owner(state, t).await?.map(|(name, role)| Principal {
+            name,
+            role,
+            credential: Credential::Bearer,
+        }));
     }
     if cookie_ok
         && let Some(id) = cookie(headers, SESSION_COOKIE)
-        && state.sessions().valid(id)
+        && let Some(name) = state.sessions().name(id)
     {
-        return Some(Credential::Session);
+        return Ok(match role_of(state, &name).await? {
+            Some(role) => Some(Principal {
+                name,
+                role,
+                credential: Credential::Session,
+            }),
+            None => {
+                // The token was revoked: so is its session.
+                state.sessions().end(id);
+                None
+            }
+        });
     }
-    None
+    Ok(None)
+}
+
+/// A refusal for a missing role: audited (action `refused`), then the caller's answer.
+async fn audit_role_refusal(
+    state: &AppState,
+    who: &Principal,
+    needed: Role,
+    operation: String,
+) -> String {
+    let actor = who.actor();
+    let reason = format!(
+        "{operation} needs the {needed} role; token `{}` has the {} role",
+        who.name, who.role
+    );
+    let entry = ferry_store::NewAudit {
+        actor: actor.label,
+        action: REFUSED.into(),
+        flow: None,
+        env: None,
+        revision: None,
+        detail: json!({"operation": operation, "role": who.role, "needed": needed, "reason": reason}),
+    };
+    if let Err(e) = state.store().record_audit(&entry).await {
+        tracing::warn!(error = %e, "Cannot record a refused request in the audit log");
+    }
+    reason
+}
+
+/// Middleware of the JSON API (and `/openapi.json`): a bearer token (else 401) with at least
+/// the route's role (else 403, audited). The request carries the caller's [`Actor`] on.
+pub async fn require_token(
+    State((state, needed)): State<(AppState, Role)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let headers = req.headers().clone();
+    let who = match authenticate(&state, &headers, false).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return unauthorized_json(),
+        Err(e) => return e.into_response(),
+    };
+    if !who.role.allows(needed) {
+        let operation = format!("{} {}", req.method(), req.uri().path());
+        let reason = audit_role_refusal(&state, &who, needed, operation).await;
+        return ApiError::forbidden(reason)
+            .with_details(json!({"needed_role": needed, "role": who.role}))
+            .into_response();
+    }
+    req.extensions_mut().insert(who.actor());
+    next.run(req).await
+}
+
+fn unauthorized_json() -> Response {
+    let mut res = ApiError::unauthorized().into_response();
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"ferry\""),
+    );
+    res
+}
+
+/// Middleware of the dashboard: a session (or a bearer token) with at least the route's role;
+/// a page without a session redirects to the login form, a form post gets 401, a missing role
+/// gets the 403 page (audited). Posts authenticated by the cookie must pass the same-origin
+/// check (403 otherwise). The request carries the caller's [`Actor`] on.
+pub async fn require_session(
+    State((state, needed)): State<(AppState, Role)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let headers = req.headers().clone();
+    let who = match authenticate(&state, &headers, true).await {
+        Ok(w) => w,
+        Err(e) => return crate::dashboard::error_page(e),
+    };
+    match who {
+        Some(p)
+            if p.credential == Credential::Session
+                && req.method() != Method::GET
+                && !same_origin(req.headers()) =>
+        {
+            crate::dashboard::forbidden_cross_site()
+        }
+        Some(p) if !p.role.allows(needed) => {
+            let operation = format!("{} {}", req.method(), req.uri().path());
+            let reason = audit_role_refusal(&state, &p, needed, operation).await;
+            crate::dashboard::forbidden_role(&reason)
+        }
+        Some(p) => {
+            req.extensions_mut().insert(p.actor());
+            next.run(req).await
+        }
+        None if req.method() == Method::GET || req.method() == Method::HEAD => {
+            Redirect::to("/login").into_response()
+        }
+        None => (
+            StatusCode::UNAUTHORIZED,
+            crate::dashboard::login_page(Some("Your session has ended: log in again.")),
+        )
+            .into_response(),
+    }
 }
 
 /// Whether a browser request comes from a page of this server: its `Origin` (or, without
@@ -311,43 +528,6 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
         .and_then(|r| r.to_str().ok())
         .and_then(authority)
         .is_some_and(|a| a == host)
-}
-
-/// Middleware of the JSON API (and `/openapi.json`): the bearer token, else 401.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match authenticate(&state, req.headers(), false) {
-        Some(_) => next.run(req).await,
-        None => unauthorized_json(),
-    }
-}
-
-fn unauthorized_json() -> Response {
-    let mut res = ApiError::unauthorized().into_response();
-    res.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"ferry\""),
-    );
-    res
-}
-
-/// Middleware of the dashboard: a session (or the bearer token); a page without one
-/// redirects to the login form, a form post gets 401. Posts authenticated by the cookie must
-/// pass the same-origin check (403 otherwise).
-pub async fn require_session(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match authenticate(&state, req.headers(), true) {
-        Some(Credential::Session) if req.method() != Method::GET && !same_origin(req.headers()) => {
-            crate::dashboard::forbidden_cross_site()
-        }
-        Some(_) => next.run(req).await,
-        None if req.method() == Method::GET || req.method() == Method::HEAD => {
-            Redirect::to("/login").into_response()
-        }
-        None => (
-            StatusCode::UNAUTHORIZED,
-            crate::dashboard::login_page(Some("Your session has ended: log in again.")),
-        )
-            .into_response(),
-    }
 }
 
 /// Middleware of the login form's post: the same-origin check only.
@@ -443,8 +623,9 @@ mod tests {
     #[test]
     fn sessions_start_check_and_end() {
         let s = Sessions::default();
-        let id = s.create();
+        let id = s.create("alice");
         assert!(s.valid(&id));
+        assert_eq!(s.name(&id).as_deref(), Some("alice"));
         assert!(!s.valid("forged"));
         s.end(&id);
         assert!(!s.valid(&id));

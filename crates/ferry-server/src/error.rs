@@ -53,7 +53,7 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What went wrong and what to do, in a sentence.
     pub error: String,
-    /// A stable, machine-readable kind: `bad_request`, `unauthorized`, `not_found`,
+    /// A stable, machine-readable kind: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `conflict`, `payload_too_large`, `unsupported_media_type`, `route_not_found`,
     /// `method_not_allowed`, `unavailable`, `internal`.
     pub code: &'static str,
@@ -94,8 +94,14 @@ impl ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong API token: send `Authorization: Bearer <token>` (FERRY_API_TOKEN, or the token printed at the first start of `ferry serve`)",
+            "missing or wrong API token: send `Authorization: Bearer <token>` (a token from `ferry token create`, FERRY_API_TOKEN, or the token printed at the first start of `ferry serve`)",
         )
+    }
+
+    /// 403: the caller may not do this (a role it lacks, a protected environment, an approval
+    /// it may not give); the refusal is in the audit log.
+    pub fn forbidden(error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", error)
     }
 
     /// 404: the thing asked for does not exist.
@@ -178,6 +184,7 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists { .. }
             | StoreError::NeverActive { .. }
             | StoreError::PromotionNotPending { .. }
+            | StoreError::PromotionPending { .. }
             | StoreError::DeadLetterNotPending { .. }
             | StoreError::RunFinished { .. } => ApiError::conflict(e.to_string()),
             _ if e.is_transient() => ApiError::unavailable(e.to_string()),
@@ -191,6 +198,7 @@ impl From<LifecycleError> for ApiError {
         match e {
             LifecycleError::Store(s) => s.into(),
             LifecycleError::Refused(m) => ApiError::bad_request(m),
+            LifecycleError::Forbidden(m) => ApiError::forbidden(m),
             LifecycleError::Conflicts(c) => {
                 let details = serde_json::to_value(&c).unwrap_or(Value::Null);
                 ApiError::conflict(LifecycleError::Conflicts(c).to_string()).with_details(details)

@@ -4,8 +4,9 @@
 //! # Layout
 //! - [`config`]: [`ServerConfig`] and its rules (loopback by default; no public bind without
 //!   a chosen token);
-//! - [`auth`]: the bearer token (stored hashed, compared in constant time), dashboard
-//!   sessions, the CSRF check;
+//! - [`auth`]: bearer tokens and their roles (stored hashed, compared in constant time),
+//!   dashboard sessions, the CSRF check;
+//! - [`tokens`]: making and revoking named tokens (`ferry token`, `/api/v1/tokens`);
 //! - [`routes`]: [`ROUTES`], the one table of routes the router is built from and the OpenAPI
 //!   document (`openapi.json`, served at `/openapi.json`) is tested against;
 //! - [`api`]: the JSON handlers, one module per resource;
@@ -47,6 +48,7 @@ pub mod launch;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod tokens;
 
 pub use auth::ApiToken;
 pub use config::{DEFAULT_LISTEN, DEFAULT_MAX_BODY, ServerConfig, TOKEN_ENV, TokenSource};

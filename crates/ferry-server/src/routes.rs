@@ -3,8 +3,8 @@
 //! here without its documentation, or documented without being here, fails the build's
 //! tests.
 //!
-//! Each route says who may use it ([`Access`]); the check is a layer on that route alone, so
-//! a route cannot be added without deciding.
+//! Each route says who may use it ([`Access`], with the least [`Role`] it needs); the check is
+//! a layer on that route alone, so a route cannot be added without deciding.
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -12,6 +12,8 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
+
+use ferry_store::Role;
 
 use crate::api;
 use crate::auth;
@@ -24,13 +26,23 @@ use crate::state::AppState;
 pub enum Access {
     /// Anyone: `/healthz`, `/metrics`.
     Public,
-    /// The bearer token in the `Authorization` header (the JSON API).
-    Token,
-    /// A dashboard session (or the bearer token); state-changing requests authenticated by
-    /// the session cookie must also come from a page of this server.
-    Session,
+    /// A bearer token in the `Authorization` header (the JSON API) with at least this role.
+    Token(Role),
+    /// A dashboard session (or a bearer token) with at least this role; state-changing
+    /// requests authenticated by the session cookie must also come from a page of this server.
+    Session(Role),
     /// The login form: anyone, but its post must come from a page of this server.
     Login,
+}
+
+impl Access {
+    /// The least role the route needs; `None` for routes open to anyone.
+    pub fn role(self) -> Option<Role> {
+        match self {
+            Access::Token(r) | Access::Session(r) => Some(r),
+            Access::Public | Access::Login => None,
+        }
+    }
 }
 
 /// One route.
@@ -52,96 +64,168 @@ macro_rules! route {
             build: || $routing($handler),
         }
     };
+    ($method:ident, $path:literal, $access:ident($role:ident), $routing:ident($handler:path)) => {
+        Route {
+            method: Method::$method,
+            path: $path,
+            access: Access::$access(Role::$role),
+            build: || $routing($handler),
+        }
+    };
 }
 
 /// Every route, in the order of the OpenAPI document.
 pub static ROUTES: &[Route] = &[
     route!(GET, "/healthz", Public, get(api::system::healthz)),
     route!(GET, "/metrics", Public, get(api::system::metrics)),
-    route!(GET, "/openapi.json", Token, get(api::system::openapi)),
-    route!(GET, "/api/v1/flows", Token, get(api::flows::list)),
-    route!(GET, "/api/v1/flows/{flow}", Token, get(api::flows::show)),
+    route!(
+        GET,
+        "/openapi.json",
+        Token(Viewer),
+        get(api::system::openapi)
+    ),
+    route!(GET, "/api/v1/flows", Token(Viewer), get(api::flows::list)),
+    route!(
+        GET,
+        "/api/v1/flows/{flow}",
+        Token(Viewer),
+        get(api::flows::show)
+    ),
     route!(
         GET,
         "/api/v1/flows/{flow}/revisions",
-        Token,
+        Token(Viewer),
         get(api::flows::revisions)
     ),
     route!(
         GET,
         "/api/v1/flows/{flow}/revisions/{number}",
-        Token,
+        Token(Viewer),
         get(api::flows::revision)
     ),
     route!(
         GET,
         "/api/v1/flows/{flow}/diff",
-        Token,
+        Token(Viewer),
         get(api::flows::diff)
     ),
     route!(
         POST,
         "/api/v1/flows/{flow}/runs",
-        Token,
+        Token(Operator),
         post(api::flows::trigger)
     ),
-    route!(POST, "/api/v1/deploy", Token, post(api::flows::deploy)),
-    route!(GET, "/api/v1/runs", Token, get(api::runs::list)),
-    route!(GET, "/api/v1/runs/{id}", Token, get(api::runs::show)),
-    route!(GET, "/api/v1/dlq", Token, get(api::dlq::list)),
-    route!(GET, "/api/v1/dlq/{id}", Token, get(api::dlq::show)),
-    route!(POST, "/api/v1/dlq/replay", Token, post(api::dlq::replay)),
-    route!(POST, "/api/v1/dlq/discard", Token, post(api::dlq::discard)),
-    route!(GET, "/api/v1/promotions", Token, get(api::promotions::list)),
+    route!(
+        POST,
+        "/api/v1/flows/{flow}/activate",
+        Token(Admin),
+        post(api::flows::activate)
+    ),
+    route!(
+        POST,
+        "/api/v1/deploy",
+        Token(Admin),
+        post(api::flows::deploy)
+    ),
+    route!(GET, "/api/v1/runs", Token(Viewer), get(api::runs::list)),
+    route!(
+        GET,
+        "/api/v1/runs/{id}",
+        Token(Viewer),
+        get(api::runs::show)
+    ),
+    route!(GET, "/api/v1/dlq", Token(Viewer), get(api::dlq::list)),
+    route!(GET, "/api/v1/dlq/{id}", Token(Viewer), get(api::dlq::show)),
+    route!(
+        POST,
+        "/api/v1/dlq/replay",
+        Token(Operator),
+        post(api::dlq::replay)
+    ),
+    route!(
+        POST,
+        "/api/v1/dlq/discard",
+        Token(Operator),
+        post(api::dlq::discard)
+    ),
+    route!(
+        GET,
+        "/api/v1/promotions",
+        Token(Viewer),
+        get(api::promotions::list)
+    ),
     route!(
         POST,
         "/api/v1/promotions",
-        Token,
+        Token(Admin),
         post(api::promotions::create)
     ),
     route!(
         POST,
         "/api/v1/promotions/{id}/approve",
-        Token,
+        Token(Approver),
         post(api::promotions::approve)
     ),
     route!(
         POST,
         "/api/v1/promotions/{id}/reject",
-        Token,
+        Token(Approver),
         post(api::promotions::reject)
+    ),
+    route!(GET, "/api/v1/tokens", Token(Admin), get(api::tokens::list)),
+    route!(
+        POST,
+        "/api/v1/tokens",
+        Token(Admin),
+        post(api::tokens::create)
+    ),
+    route!(
+        POST,
+        "/api/v1/tokens/{name}/revoke",
+        Token(Admin),
+        post(api::tokens::revoke)
     ),
     route!(GET, "/login", Login, get(dashboard::login_form)),
     route!(POST, "/login", Login, post(dashboard::login)),
-    route!(POST, "/logout", Session, post(dashboard::logout)),
-    route!(GET, "/", Session, get(dashboard::overview)),
-    route!(POST, "/flows/{flow}/run", Session, post(dashboard::run_now)),
-    route!(GET, "/runs/{id}", Session, get(dashboard::run_page)),
-    route!(GET, "/dlq", Session, get(dashboard::dlq_page)),
-    route!(GET, "/dlq/{id}", Session, get(dashboard::dlq_entry)),
+    route!(POST, "/logout", Session(Viewer), post(dashboard::logout)),
+    route!(GET, "/", Session(Viewer), get(dashboard::overview)),
+    route!(
+        POST,
+        "/flows/{flow}/run",
+        Session(Operator),
+        post(dashboard::run_now)
+    ),
+    route!(GET, "/runs/{id}", Session(Viewer), get(dashboard::run_page)),
+    route!(GET, "/dlq", Session(Viewer), get(dashboard::dlq_page)),
+    route!(GET, "/dlq/{id}", Session(Viewer), get(dashboard::dlq_entry)),
     route!(
         POST,
         "/dlq/{id}/replay",
-        Session,
+        Session(Operator),
         post(dashboard::dlq_replay)
     ),
     route!(
         POST,
         "/dlq/{id}/discard",
-        Session,
+        Session(Operator),
         post(dashboard::dlq_discard)
     ),
-    route!(GET, "/promotions", Session, get(dashboard::promotions_page)),
+    route!(
+        GET,
+        "/promotions",
+        Session(Viewer),
+        get(dashboard::promotions_page)
+    ),
     route!(
         POST,
         "/promotions/{id}/approve",
-        Session,
+        Session(Approver),
         post(dashboard::approve)
     ),
     route!(
         POST,
         "/promotions/{id}/reject",
-        Session,
+        Session(Approver),
         post(dashboard::reject)
     ),
 ];
@@ -152,15 +236,18 @@ pub fn router(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     for r in ROUTES {
         let method_router = (r.build)();
-        let method_router =
-            match r.access {
-                Access::Public => method_router,
-                Access::Token => method_router
-                    .route_layer(from_fn_with_state(state.clone(), auth::require_token)),
-                Access::Session => method_router
-                    .route_layer(from_fn_with_state(state.clone(), auth::require_session)),
-                Access::Login => method_router.route_layer(from_fn(auth::require_same_origin)),
-            };
+        let method_router = match r.access {
+            Access::Public => method_router,
+            Access::Token(role) => method_router.route_layer(from_fn_with_state(
+                (state.clone(), role),
+                auth::require_token,
+            )),
+            Access::Session(role) => method_router.route_layer(from_fn_with_state(
+                (state.clone(), role),
+                auth::require_session,
+            )),
+            Access::Login => method_router.route_layer(from_fn(auth::require_same_origin)),
+        };
         router = router.route(r.path, method_router);
     }
     router

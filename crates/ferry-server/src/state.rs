@@ -1,7 +1,9 @@
 //! [`AppState`]: what every handler shares — the store, the launcher, the token, the
 //! sessions — and [`Services`], what the caller plugs in.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ferry_spec::Project;
 use ferry_store::StateStore;
@@ -59,6 +61,8 @@ struct Inner {
     env: String,
     project: Option<Project>,
     max_body: usize,
+    /// When each stored token's last use was last written.
+    last_used: Mutex<HashMap<String, Instant>>,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -86,6 +90,7 @@ impl AppState {
                 env: config.env.clone(),
                 project: config.project.clone(),
                 max_body: config.max_body,
+                last_used: Mutex::default(),
             }),
         }
     }
@@ -125,6 +130,22 @@ impl AppState {
 
     pub fn max_body(&self) -> usize {
         self.inner.max_body
+    }
+
+    /// True (and noted) when token `name`'s last use has not been written for
+    /// [`crate::auth::LAST_USED_EVERY`].
+    pub fn due_for_last_used(&self, name: &str) -> bool {
+        let Ok(mut seen) = self.inner.last_used.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        match seen.get(name) {
+            Some(at) if now.duration_since(*at) < crate::auth::LAST_USED_EVERY => false,
+            _ => {
+                seen.insert(name.to_string(), now);
+                true
+            }
+        }
     }
 
     /// The environments the dashboard shows: the project's, else the default one.

@@ -1,6 +1,7 @@
 //! The OpenAPI document (`openapi.json`) and the router's route table ([`ROUTES`]) describe
 //! the same routes: every (method, path) of one is in the other, each route's access matches
-//! the security its operation declares, and the router really serves every route in the table.
+//! the security its operation declares (and the role it needs, `x-ferry-role`), and the router
+//! really serves every route in the table.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -77,16 +78,22 @@ fn declared_security_matches_each_routes_access() {
                     "{ctx}: must declare `security: []`"
                 )
             }
-            Access::Token => assert!(
+            Access::Token(_) => assert!(
                 security.is_none() || names == ["bearerAuth"],
                 "{ctx}: uses the bearer token (the document's default); declared {names:?}"
             ),
-            Access::Session => assert!(
+            Access::Session(_) => assert!(
                 names.contains(&"sessionCookie".to_string()),
                 "{ctx}: takes the session cookie; declared {names:?}"
             ),
         }
-        if r.access == Access::Token {
+        let declared_role = op.get("x-ferry-role").and_then(Value::as_str);
+        assert_eq!(
+            declared_role,
+            r.access.role().map(|role| role.as_str()),
+            "{ctx}: `x-ferry-role` must name the least role the route needs"
+        );
+        if matches!(r.access, Access::Token(_)) {
             assert!(
                 r.path.starts_with("/api/") || r.path == "/openapi.json",
                 "{ctx}: token routes live under /api/"
@@ -169,7 +176,8 @@ async fn the_router_serves_every_route_in_the_table() {
             .path
             .replace("{flow}", "no-such-flow")
             .replace("{id}", "00000000-0000-0000-0000-000000000000")
-            .replace("{number}", "1");
+            .replace("{number}", "1")
+            .replace("{name}", "no-such-token");
         let mut req = Request::builder()
             .method(r.method.clone())
             .uri(&path)
@@ -177,7 +185,7 @@ async fn the_router_serves_every_route_in_the_table() {
             .header(header::ORIGIN, "http://127.0.0.1:1")
             .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
         let body = if r.method == axum::http::Method::POST {
-            if r.access == Access::Token {
+            if matches!(r.access, Access::Token(_)) {
                 req = req.header(header::CONTENT_TYPE, "application/json");
                 Body::from("{}")
             } else {

@@ -6,6 +6,7 @@
 //! - `yaml`: the YAML 1.2 core schema, positions, and typed reading with every type error;
 //! - [`validate`]: the checks types cannot express, all problems at once;
 //! - [`canonical`]: canonical JSON and the content hash that identifies a revision;
+//! - [`export`]: a stored revision written back as a flow file (YAML with the same hash);
 //! - [`diff`]: structural diff of two flows by field path, and the field path spelling;
 //! - [`merge`]: three-way merge of flows by field path, with conflicts and their resolution;
 //! - [`project`]: the project file `ferry.yaml`: environments and the promotion topology;
@@ -19,6 +20,7 @@
 pub mod canonical;
 pub mod diff;
 pub mod error;
+pub mod export;
 pub mod flow;
 pub mod load;
 pub mod merge;
@@ -35,6 +37,8 @@ pub use flow::*;
 pub use load::{LoadedFlow, from_canonical, load_file, load_str};
 pub use merge::{Conflict, MergeResult, Take};
 pub use path::JsonPath;
-pub use project::{EdgeRules, Environment, Project, load_project_file, load_project_str};
+pub use project::{
+    Approval, DeployMode, EdgeRules, Environment, Project, load_project_file, load_project_str,
+};
 pub use template::Template;
 pub use units::{ByteSize, Dur, Limit};

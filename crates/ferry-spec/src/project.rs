@@ -24,6 +24,8 @@
 //!   - from: dev
 //!     to: internal
 //!     when: { labels: { internal: "true" } }  # only flows labelled so
+//! groups:
+//!   release-managers: [alice, bob]            # token names
 //! ```
 //!
 //! Decisions:
@@ -32,6 +34,13 @@
 //!   with different rules would leave it to declaration order which one applies, so duplicates
 //!   are refused by [`Project::validate`] and the operator writes one edge with all its rules.
 //! - `rules` holds everything an edge does to a flow: `rewrite_host`, `set`, `approval`.
+//!   `approval: true` asks for any token with the approver role, and never the requester (four
+//!   eyes); `approval: { approvers: [alice, release-managers], four_eyes: true }` names who may
+//!   approve: token names, or groups from `groups:`.
+//! - **An environment that is the target of an edge is protected**: it takes new content only
+//!   by promotion along its edges ([`Project::protected_by`]); deploys, clones and merges into it
+//!   are refused by the engine, and only rollbacks to what ran there before are allowed.
+//!   `deploy: direct` on the environment opts out.
 //! - The topology must be acyclic: promotion moves a flow forward, and a cycle is reported with
 //!   the environments on it.
 //! - The file is read with the same located-error machinery as flow files
@@ -69,6 +78,10 @@ pub struct Project {
     /// happens on the way. Without edges, flows are deployed to each environment directly.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promotion: Vec<PromotionEdge>,
+    /// Groups of approvers: a group name and the API token names (or CLI user names) in it
+    /// (`release-managers: [alice, bob]`), for edges' `approval.approvers`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 /// One environment.
@@ -87,6 +100,22 @@ pub struct Environment {
     /// the secrets file or the process environment, never from this file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// How new content arrives here. Unset: by promotion only when the environment is the
+    /// target of a promotion edge (it is *protected*), else by deploy. `direct`: deploys,
+    /// clones and merges are accepted even though edges lead here. `promotion`: says that the
+    /// environment is protected (an edge must lead here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<DeployMode>,
+}
+
+/// How an environment takes new content (its `deploy:` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployMode {
+    /// Deploys, clones and merges write here directly, edges or not.
+    Direct,
+    /// Only promotions along the edges that lead here bring new content.
+    Promotion,
 }
 
 /// One promotion edge, as written: one source, one or more targets.
@@ -122,9 +151,110 @@ pub struct EdgeRules {
     /// environment's own (`{ REGION: eu }`).
     #[serde(default, deserialize_with = "text_map")]
     pub set: BTreeMap<String, String>,
-    /// The promotion waits in `pending` until someone approves it.
+    /// Whether the promotion waits in `pending` until someone approves it, and who may:
+    /// `true` (any token with the approver role, never the one who requested it), `false`
+    /// (the default: live at once), or `{ approvers: [alice, release-managers], four_eyes:
+    /// true }` (only these token names or groups; `four_eyes: false` lets the requester
+    /// approve).
+    #[serde(default, skip_serializing_if = "Approval::is_off")]
+    pub approval: Approval,
+}
+
+/// Who must approve a promotion along an edge (see [`EdgeRules::approval`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// The promotion waits in `pending` until approved.
+    pub required: bool,
+    /// Who may approve: token names, CLI user names, or names of `groups:`. Empty: anyone
+    /// with the approver role.
+    pub approvers: Vec<String>,
+    /// The one who requested the promotion cannot approve it.
+    pub four_eyes: bool,
+}
+
+impl Default for Approval {
+    fn default() -> Self {
+        Approval {
+            required: false,
+            approvers: Vec::new(),
+            four_eyes: true,
+        }
+    }
+}
+
+impl Approval {
+    /// `approval: true`: any approver, four eyes.
+    pub fn required() -> Approval {
+        Approval {
+            required: true,
+            ..Approval::default()
+        }
+    }
+
+    /// True when no approval is asked for.
+    pub fn is_off(&self) -> bool {
+        !self.required
+    }
+}
+
+/// `approval: { approvers, four_eyes }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalRule {
+    /// Token names, CLI user names or group names.
     #[serde(default)]
-    pub approval: bool,
+    approvers: Vec<String>,
+    /// Default true.
+    #[serde(default = "yes")]
+    four_eyes: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl<'de> Deserialize<'de> for Approval {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Approval;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false, or `{ approvers: [NAME, ...], four_eyes: true|false }`")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Approval, E> {
+                Ok(if v {
+                    Approval::required()
+                } else {
+                    Approval::default()
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Approval, A::Error> {
+                let rule = ApprovalRule::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Approval {
+                    required: true,
+                    approvers: rule.approvers,
+                    four_eyes: rule.four_eyes,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Approval {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        if !self.required {
+            return s.serialize_bool(false);
+        }
+        if self.approvers.is_empty() && self.four_eyes {
+            return s.serialize_bool(true);
+        }
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("approvers", &self.approvers)?;
+        m.serialize_entry("four_eyes", &self.four_eyes)?;
+        m.end()
+    }
 }
 
 /// A condition on the flow being promoted.
@@ -368,6 +498,22 @@ fn valid_secret_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
+/// Longest name of an API token, a CLI user named in `approvers`, or a group.
+pub const MAX_IDENTITY_NAME_LEN: usize = 64;
+
+/// Whether `name` is usable as an API token name, an approver or a group name: lower-case
+/// letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most
+/// [`MAX_IDENTITY_NAME_LEN`] characters. No `:`, so `api:<name>` in the audit log is never
+/// ambiguous.
+pub fn valid_identity_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_IDENTITY_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
+        })
+}
+
 /// Variable names that look like credentials, which belong in `secrets`.
 fn looks_like_credential(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
@@ -534,6 +680,81 @@ impl Project {
             }
         }
 
+        for (i, edge) in self.promotion.iter().enumerate() {
+            let a = &edge.rules.approval;
+            if !a.required {
+                continue;
+            }
+            let at = format!("promotion[{i}].rules.approval");
+            if !a.four_eyes && a.approvers.is_empty() {
+                err(
+                    format!("{at}.four_eyes"),
+                    "`four_eyes: false` lets the requester approve alone; name the approvers who may (`approvers: [alice]`), or keep four eyes".into(),
+                );
+            }
+            let mut seen = BTreeSet::new();
+            for (j, name) in a.approvers.iter().enumerate() {
+                let here = format!("{at}.approvers[{j}]");
+                if !valid_identity_name(name) {
+                    err(
+                        here,
+                        format!(
+                            "`{name}` is not a token or group name: lower-case letters, digits, `-`, `_` and `.`, at most {MAX_IDENTITY_NAME_LEN} characters"
+                        ),
+                    );
+                } else if !seen.insert(name.as_str()) {
+                    err(here, format!("`{name}` is listed twice"));
+                }
+            }
+        }
+        let targets: BTreeSet<&str> = self
+            .promotion
+            .iter()
+            .flat_map(|e| e.to.iter().map(String::as_str))
+            .collect();
+        for (name, env) in &self.environments {
+            if env.deploy == Some(DeployMode::Promotion) && !targets.contains(name.as_str()) {
+                err(
+                    format!("environments.{name}.deploy"),
+                    format!(
+                        "`deploy: promotion`, but no promotion edge leads to `{name}`, so nothing could ever arrive there: add an edge `to: {name}`, or remove the setting"
+                    ),
+                );
+            }
+        }
+        for (group, members) in &self.groups {
+            let at = format!("groups.{group}");
+            if !valid_identity_name(group) {
+                err(
+                    at.clone(),
+                    format!(
+                        "`{group}` is not a group name: lower-case letters, digits, `-`, `_` and `.`, at most {MAX_IDENTITY_NAME_LEN} characters"
+                    ),
+                );
+            }
+            if members.is_empty() {
+                err(
+                    at.clone(),
+                    "an empty group approves nothing: list its members' token names".into(),
+                );
+            }
+            for (j, m) in members.iter().enumerate() {
+                if !valid_identity_name(m) {
+                    err(
+                        format!("{at}[{j}]"),
+                        format!(
+                            "`{m}` is not a token name: lower-case letters, digits, `-`, `_` and `.`"
+                        ),
+                    );
+                } else if self.groups.contains_key(m) {
+                    err(
+                        format!("{at}[{j}]"),
+                        format!("`{m}` is a group: groups hold token names, not other groups"),
+                    );
+                }
+            }
+        }
+
         for (path, cycle) in self.cycles(&pairs) {
             err(
                 path,
@@ -636,6 +857,48 @@ impl Project {
     /// The environment called `name`.
     pub fn environment(&self, name: &str) -> Option<&Environment> {
         self.environments.get(name)
+    }
+
+    /// Every edge (fan-out expanded, whatever its condition) that leads to `env`, in file
+    /// order.
+    pub fn edges_to(&self, env: &str) -> Vec<Edge> {
+        self.promotion
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.to.iter().any(|t| t == env))
+            .map(|(i, e)| edge_for(e, i, env))
+            .collect()
+    }
+
+    /// The edges `env` takes new content through: every edge that leads to it, unless the
+    /// environment says `deploy: direct`. Empty: deploys write there directly. Non-empty: the
+    /// environment is *protected* — new content arrives only by promotion along these edges.
+    pub fn protected_by(&self, env: &str) -> Vec<Edge> {
+        match self.environment(env).and_then(|e| e.deploy) {
+            Some(DeployMode::Direct) => Vec::new(),
+            _ => self.edges_to(env),
+        }
+    }
+
+    /// The edge from `from` to `to`, whatever its condition (an approval is decided by the
+    /// edge's rules as the file says them now).
+    pub fn edge_between(&self, from: &str, to: &str) -> Option<Edge> {
+        self.expanded(from)
+            .find(|(e, _)| e.to.iter().any(|t| t == to))
+            .map(|(e, i)| edge_for(e, i, to))
+    }
+
+    /// Whether `name` (a token name or a CLI user) is one of `approval.approvers`, directly or
+    /// as a member of a group; true for anyone when the list is empty.
+    pub fn may_approve(&self, approval: &Approval, name: &str) -> bool {
+        approval.approvers.is_empty()
+            || approval.approvers.iter().any(|a| {
+                a == name
+                    || self
+                        .groups
+                        .get(a)
+                        .is_some_and(|members| members.iter().any(|m| m == name))
+            })
     }
 
     /// Edges from `env` whose condition a flow with `labels` meets, one per target (fan-out
@@ -1192,6 +1455,108 @@ mod tests {
         let s = r.to_string();
         assert!(s.contains("no label `internal`"), "{s}");
         assert!(s.contains("label `team` is \"billing\""), "{s}");
+    }
+
+    #[test]
+    fn approval_is_a_flag_or_a_rule_with_approvers() {
+        let p = project(
+            "environments:\n  a: {}\n  b: {}\n  c: {}\n  d: {}\ngroups:\n  release-managers: [alice, bob]\npromotion:\n  - { from: a, to: b, rules: { approval: true } }\n  - { from: b, to: c, rules: { approval: { approvers: [carol, release-managers] } } }\n  - { from: c, to: d, rules: { approval: { approvers: [dave], four_eyes: false } } }\n",
+        )
+        .unwrap();
+        let ab = &p.promotion[0].rules.approval;
+        assert_eq!(ab, &Approval::required());
+        assert!(ab.four_eyes && ab.approvers.is_empty());
+        let bc = &p.promotion[1].rules.approval;
+        assert!(bc.required && bc.four_eyes);
+        assert_eq!(bc.approvers, ["carol", "release-managers"]);
+        let cd = &p.promotion[2].rules.approval;
+        assert!(cd.required && !cd.four_eyes);
+        // Who may approve: the names, and the members of named groups.
+        assert!(p.may_approve(bc, "carol"));
+        assert!(p.may_approve(bc, "bob"));
+        assert!(!p.may_approve(bc, "dave"));
+        assert!(p.may_approve(ab, "anyone"));
+        // Written back as it was read: `true`, or the rule.
+        let v = serde_json::to_value(&p.promotion[0].rules).unwrap();
+        assert_eq!(v["approval"], true);
+        let v = serde_json::to_value(&p.promotion[2].rules).unwrap();
+        assert_eq!(
+            v["approval"],
+            serde_json::json!({"approvers": ["dave"], "four_eyes": false})
+        );
+        let v = serde_json::to_value(EdgeRules::default()).unwrap();
+        assert!(v.get("approval").is_none(), "{v}");
+        let back: EdgeRules =
+            serde_json::from_value(serde_json::to_value(&p.promotion[1].rules).unwrap()).unwrap();
+        assert_eq!(back, p.promotion[1].rules);
+    }
+
+    #[test]
+    fn approval_rules_and_groups_are_checked() {
+        let e = project(
+            "environments:\n  a: {}\n  b: {}\npromotion:\n  - { from: a, to: b, rules: { approval: { approverz: [x] } } }\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].path, "promotion[0].rules.approval.approverz", "{e}");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = project(
+            "environments:\n  a: {}\n  b: {}\npromotion:\n  - { from: a, to: b, rules: { approval: { four_eyes: false } } }\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].path, "promotion[0].rules.approval.four_eyes", "{e}");
+        let e = project(
+            "environments:\n  a: {}\n  b: {}\npromotion:\n  - { from: a, to: b, rules: { approval: { approvers: [Alice, bob, bob] } } }\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = e.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "promotion[0].rules.approval.approvers[0]",
+                "promotion[0].rules.approval.approvers[2]"
+            ],
+            "{e}"
+        );
+        let e = project("environments:\n  a: {}\ngroups:\n  ops: []\n  leads: [ops, \"x y\"]\n")
+            .unwrap_err();
+        let paths: Vec<&str> = e.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["groups.leads[0]", "groups.leads[1]", "groups.ops"],
+            "{e}"
+        );
+        let e = project("environments:\n  a: { deploy: promotion }\n").unwrap_err();
+        assert_eq!(e.0[0].path, "environments.a.deploy", "{e}");
+        assert!(e.to_string().contains("no promotion edge leads"), "{e}");
+    }
+
+    #[test]
+    fn targets_of_edges_are_protected_unless_direct() {
+        let p = project(
+            "environments:\n  dev: {}\n  staging: {}\n  prod: {}\n  sandbox: { deploy: direct }\n  lab: {}\npromotion:\n  - { from: dev, to: [staging, sandbox] }\n  - { from: staging, to: prod, when: { labels: { tier: gold } } }\n",
+        )
+        .unwrap();
+        assert!(p.protected_by("dev").is_empty());
+        assert!(p.protected_by("lab").is_empty());
+        assert!(p.protected_by("sandbox").is_empty(), "deploy: direct");
+        assert_eq!(p.edges_to("sandbox").len(), 1);
+        let s = p.protected_by("staging");
+        assert_eq!((s[0].from.as_str(), s[0].to.as_str()), ("dev", "staging"));
+        // A conditional edge protects its target as well.
+        assert_eq!(p.protected_by("prod")[0].from, "staging");
+        assert!(p.protected_by("nowhere").is_empty());
+        assert_eq!(p.edge_between("staging", "prod").unwrap().index, 1);
+        assert!(p.edge_between("prod", "staging").is_none());
+    }
+
+    #[test]
+    fn identity_names() {
+        for ok in ["alice", "ci-bot", "release.managers", "r2_d2", "7up"] {
+            assert!(valid_identity_name(ok), "{ok}");
+        }
+        for bad in ["", "Alice", "api:alice", "-x", "a b", &"a".repeat(65)] {
+            assert!(!valid_identity_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -289,7 +289,7 @@ fn the_project_fixture_loads_with_fan_out_and_conditions() {
     let targets: Vec<&str> = from_staging.iter().map(|e| e.to.as_str()).collect();
     assert_eq!(targets, vec!["prod-eu", "prod-us"]);
     for e in &from_staging {
-        assert!(e.rules.approval);
+        assert!(e.rules.approval.required);
         assert_eq!(e.rules.set.get("REGION").map(String::as_str), Some("eu"));
         assert_eq!(e.index, 1);
     }
@@ -298,7 +298,7 @@ fn the_project_fixture_loads_with_fan_out_and_conditions() {
     let plain = p.edges_from("dev", &labels(&[("team", "fulfilment")]));
     assert_eq!(plain.len(), 1);
     assert_eq!(plain[0].to, "staging");
-    assert!(!plain[0].rules.approval);
+    assert!(!plain[0].rules.approval.required);
     let refused = p.refused_edges("dev", &labels(&[("team", "fulfilment")]));
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].0, "prod-internal");
@@ -348,7 +348,7 @@ fn promotion_requests_are_refused_with_a_reason() {
     assert!(e.to_string().contains("unknown environment `qa`"), "{e}");
 
     let edge = p.edge("staging", "prod-us", &BTreeMap::new()).unwrap();
-    assert!(edge.rules.approval);
+    assert!(edge.rules.approval.required);
 }
 
 #[test]

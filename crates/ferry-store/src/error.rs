@@ -210,6 +210,22 @@ pub enum StoreError {
         state: crate::model::PromotionState,
     },
 
+    /// A promotion was requested while the same revision of the flow already waits for an
+    /// approval to the same environment.
+    #[error(
+        "revision {source_revision} of {flow} already waits for approval to {to_env} as promotion {pending}; approve or reject that one (`ferry approve {pending}` / `ferry reject {pending} --reason ...`) instead of asking again"
+    )]
+    PromotionPending {
+        /// The promotion that waits.
+        pending: uuid::Uuid,
+        /// The flow.
+        flow: String,
+        /// The target environment.
+        to_env: String,
+        /// The revision promoted.
+        source_revision: i64,
+    },
+
     /// A stored value could not be read back.
     #[error(
         "state store operation `{op}`: stored {column} is unreadable ({detail}); the database was edited by hand or is damaged"
@@ -256,6 +272,7 @@ impl StoreError {
             | StoreError::AlreadyExists { .. }
             | StoreError::NeverActive { .. }
             | StoreError::PromotionNotPending { .. }
+            | StoreError::PromotionPending { .. }
             | StoreError::BadData { .. }
             | StoreError::InvalidInput { .. } => false,
         }

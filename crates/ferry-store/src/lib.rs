@@ -12,7 +12,9 @@
 //! - `postgres`: cluster mode, shared by many workers;
 //! - `codec`: conversions shared by both backends;
 //! - `lifecycle`: the flow lifecycle's input rules and audit details, shared by both backends
-//!   (each backend's SQL for it is in its own `lifecycle.rs`).
+//!   (each backend's SQL for it is in its own `lifecycle.rs`);
+//! - `tokens`: the rules for named control-API tokens, shared by both backends (each backend's
+//!   SQL is in its own `tokens.rs`).
 //!
 //! Open a store with [`open`]; everything else goes through the trait object.
 //!
@@ -48,6 +50,7 @@ mod migrate;
 mod postgres;
 mod sqlite;
 mod target;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -56,10 +59,10 @@ pub use model::{
     Activation, Attempt, AuditEntry, AuditFilter, Claim, ClaimMode, DEFAULT_AUDIT_LIMIT,
     DEFAULT_DLQ_LIMIT, DeadLetter, DeadLetterEvent, DeadLetterFailure, DeadLetterReplay,
     DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, KeyClaims, LedgerEntry,
-    LedgerHit, MAX_SNAPSHOT_NAME_CHARS, NewAudit, NewDeadLetter, NewPromotion, NewRun,
-    ParseEnumError, Promotion, PromotionState, ReplaySettle, RevisionInfo, RevisionRef, RunCounts,
-    RunRecord, RunStatus, RunningRun, Settle, Snapshot, SnapshotFlow, Stage, StoreCheck,
-    TableCheck, Trigger,
+    LedgerHit, MAX_SNAPSHOT_NAME_CHARS, NewAudit, NewDeadLetter, NewPromotion, NewRun, NewToken,
+    ParseEnumError, Promotion, PromotionState, ReplaySettle, RevisionInfo, RevisionRef, Role,
+    RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot, SnapshotFlow, Stage, StoreCheck,
+    TableCheck, TokenInfo, Trigger,
 };
 pub use store::StateStore;
 pub use target::redact;

@@ -162,6 +162,71 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// What a control-API token (or a dashboard session opened with it) may do. Each role can
+    /// do everything the roles before it can: a viewer reads; an operator also starts runs,
+    /// replays and discards dead letters; an approver also approves and rejects promotions; an
+    /// admin also deploys, promotes and manages tokens.
+    Role, "role", {
+        /// Reads flows, runs, dead letters, promotions.
+        Viewer => "viewer",
+        /// Also starts runs, replays and discards dead letters.
+        Operator => "operator",
+        /// Also approves and rejects promotions.
+        Approver => "approver",
+        /// Also deploys, promotes, and manages tokens.
+        Admin => "admin",
+    }
+);
+
+impl Role {
+    /// Whether this role may do what `needed` may.
+    pub fn allows(self, needed: Role) -> bool {
+        self.rank() >= needed.rank()
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Role::Viewer => 0,
+            Role::Operator => 1,
+            Role::Approver => 2,
+            Role::Admin => 3,
+        }
+    }
+}
+
+/// A named control-API token to store ([`StateStore::create_token`](crate::StateStore::create_token)).
+/// The token itself is never given to the store: only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// Its name: who acts, in the audit log (`api:<name>`).
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// sha256 of the token, 64 lower-case hex digits.
+    pub hash: String,
+    /// Who created it.
+    pub actor: String,
+}
+
+/// A named control-API token as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    /// Its name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// sha256 of the token in hex; never printed.
+    #[serde(skip)]
+    pub hash: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Who created it.
+    pub created_by: String,
+    /// When a request last presented it (updated at most about once a minute), if ever.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
 /// A revision that another one was made from (revert, restore, merge, clone).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RevisionRef {

@@ -19,8 +19,8 @@ use crate::error::Result;
 use crate::model::{
     Activation, AuditEntry, AuditFilter, Claim, ClaimMode, DeadLetter, DeadLetterEvent, DeployItem,
     DeployOutcome, DlqFilter, DlqState, FlowSummary, KeyClaims, LedgerHit, NewAudit, NewPromotion,
-    NewRun, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus,
-    RunningRun, Settle, Snapshot, StoreCheck,
+    NewRun, NewToken, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord,
+    RunStatus, RunningRun, Settle, Snapshot, StoreCheck, TokenInfo,
 };
 
 /// ferry's state: revisions, runs, cursors, the idempotency ledger and the dead-letter queue.
@@ -304,6 +304,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Errors: [`StoreError::NotFound`](crate::StoreError::NotFound) when the source revision
     /// does not exist; [`StoreError::NeverActive`](crate::StoreError::NeverActive) when it was
     /// never active in `from_env` (per [`StateStore::activations`]);
+    /// [`StoreError::PromotionPending`](crate::StoreError::PromotionPending) when `p.pending`
+    /// and a promotion of the same flow and source revision to the same `to_env` is still
+    /// pending (checked in the same transaction, so two requests at once cannot both wait);
     /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) when both environments
     /// are the same. Nothing is written then.
     async fn create_promotion(&self, p: &NewPromotion) -> Result<Promotion>;
@@ -361,4 +364,45 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// compacted). `path` must not exist. PostgreSQL is backed up with its own tools:
     /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) naming `pg_dump`.
     async fn backup(&self, path: &std::path::Path) -> Result<()>;
+
+    /// ONE transaction: creates flow `item.flow` with its first revision (number 1, with the
+    /// item's origin) WITHOUT making it active anywhere — a *draft*, which no environment runs
+    /// or schedules until it is deployed or activated — plus an audit row (`action`, actor
+    /// `author`, env `env`: where it was made; detail as [`StateStore::deploy_many`]'s, with
+    /// `previous` null).
+    ///
+    /// Errors: [`StoreError::AlreadyExists`](crate::StoreError::AlreadyExists) when the flow
+    /// has a revision already (a draft is a new flow; checked in the same transaction);
+    /// [`StoreError::NotFound`](crate::StoreError::NotFound) for an origin that does not
+    /// exist; [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) as for
+    /// `deploy_many`. Nothing is written then.
+    async fn create_draft(
+        &self,
+        env: &str,
+        item: &DeployItem,
+        author: &str,
+        action: &str,
+    ) -> Result<RevisionInfo>;
+
+    /// ONE transaction: stores a named control-API token — its name, role and hash, never the
+    /// token — and an audit row (action `token_create`, actor `t.actor`, detail
+    /// `{"name", "role"}`).
+    ///
+    /// Errors: [`StoreError::AlreadyExists`](crate::StoreError::AlreadyExists) for a name in
+    /// use (revoke that token first); [`StoreError::InvalidInput`](crate::StoreError::InvalidInput)
+    /// for a name that is not an identity name or a hash that is not sha256 hex. Nothing is
+    /// written then.
+    async fn create_token(&self, t: &NewToken) -> Result<TokenInfo>;
+
+    /// Every named token, sorted by name, with its hash (to check a presented token against).
+    async fn tokens(&self) -> Result<Vec<TokenInfo>>;
+
+    /// ONE transaction: deletes token `name` and writes an audit row (action `token_revoke`,
+    /// detail `{"name", "role"}`). A request presenting it is refused from then on. Returns
+    /// false, with nothing written, when no token has that name.
+    async fn revoke_token(&self, name: &str, actor: &str) -> Result<bool>;
+
+    /// Records that token `name` was presented now (`last_used_at`; one statement, no audit
+    /// row). An unknown name is ignored.
+    async fn mark_token_used(&self, name: &str) -> Result<()>;
 }

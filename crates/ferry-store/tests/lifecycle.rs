@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ferry_store::{
-    AuditFilter, DeployItem, DeployOutcome, NewAudit, NewPromotion, NewRun, PromotionState,
-    RevisionRef, RunCounts, RunStatus, StateStore, StoreError, Trigger,
+    AuditFilter, DeployItem, DeployOutcome, NewAudit, NewPromotion, NewRun, NewToken,
+    PromotionState, RevisionRef, Role, RunCounts, RunStatus, StateStore, StoreError, Trigger,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -63,6 +63,9 @@ lifecycle_conformance!(
     promotions_list_newest_first_with_filters,
     last_run_of_revision_picks_the_newest_finished_run,
     flow_names_lists_every_flow_ever_deployed,
+    a_second_pending_promotion_of_a_revision_is_refused,
+    drafts_are_new_flows_active_nowhere,
+    tokens_are_kept_as_hashes_listed_and_revoked,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1180,6 +1183,247 @@ pub async fn flow_names_lists_every_flow_ever_deployed(store: Store) {
         store.flow_names().await.unwrap(),
         vec!["Zeta", "apple", "billing"]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Governance: one pending promotion per revision and target, drafts, named tokens
+
+pub async fn a_second_pending_promotion_of_a_revision_is_refused(store: Store) {
+    deploy(&store, "orders", "staging", "h1").await;
+    let mut req = promotion("orders", "staging", "prod", 1, "h1");
+    req.pending = true;
+    let first = store.create_promotion(&req).await.unwrap();
+    let audits = store.audit(&audit_of("promote")).await.unwrap().len();
+    let mut again = promotion("orders", "staging", "prod", 1, "h1");
+    again.pending = true;
+    let err = store.create_promotion(&again).await.unwrap_err();
+    match &err {
+        StoreError::PromotionPending {
+            pending,
+            to_env,
+            source_revision,
+            ..
+        } => assert_eq!(
+            (*pending, to_env.as_str(), *source_revision),
+            (first.id, "prod", 1)
+        ),
+        other => panic!("expected PromotionPending, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&first.id.to_string()), "{err}");
+    assert!(!err.is_transient());
+    assert_eq!(newest(&store).await, first.id);
+    assert_eq!(
+        store.promotions(Some("orders"), None).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.audit(&audit_of("promote")).await.unwrap().len(),
+        audits
+    );
+    // One that goes live at once (an edge without approval) does not wait, so it is no
+    // duplicate.
+    let live = store
+        .create_promotion(&promotion("orders", "staging", "prod", 1, "h1"))
+        .await
+        .unwrap();
+    assert_eq!(live.state, PromotionState::Active);
+    // Another target, or the same target once the first is decided, is fine.
+    let mut elsewhere = promotion("orders", "staging", "prod-us", 1, "h1");
+    elsewhere.pending = true;
+    store.create_promotion(&elsewhere).await.unwrap();
+    store
+        .decide_promotion(first.id, false, "carol", "not now")
+        .await
+        .unwrap();
+    let mut later = promotion("orders", "staging", "prod", 1, "h1");
+    later.pending = true;
+    assert_eq!(
+        store.create_promotion(&later).await.unwrap().state,
+        PromotionState::Pending
+    );
+}
+
+/// The id of the newest promotion.
+async fn newest(store: &Store) -> Uuid {
+    store.promotions(None, None).await.unwrap()[0].id
+}
+
+pub async fn drafts_are_new_flows_active_nowhere(store: Store) {
+    deploy(&store, "orders", "dev", "h1").await;
+    let mut it = item("orders-exp", "h1-renamed");
+    it.origin = from("orders", 1);
+    let draft = store
+        .create_draft("dev", &it, "ann", "clone")
+        .await
+        .unwrap();
+    assert_eq!(
+        (draft.number, draft.origin.clone(), draft.author.as_str()),
+        (1, from("orders", 1), "ann")
+    );
+    assert_eq!(numbers(&store, "orders-exp").await, vec![1]);
+    assert_eq!(store.revision("orders-exp", 1).await.unwrap(), Some(draft));
+    // Active nowhere: not listed, no activation.
+    assert_eq!(active(&store, "orders-exp", "dev").await, None);
+    let names: Vec<String> = store
+        .flows("dev")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, vec!["orders"]);
+    assert!(
+        store
+            .activations("orders-exp", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .flow_names()
+            .await
+            .unwrap()
+            .contains(&"orders-exp".to_string())
+    );
+    let audit = store.audit(&audit_of("clone")).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (
+            audit[0].flow.as_deref(),
+            audit[0].env.as_deref(),
+            audit[0].revision
+        ),
+        (Some("orders-exp"), Some("dev"), Some(1))
+    );
+    assert_eq!(audit[0].detail["origin"]["flow"], "orders");
+    assert_eq!(audit[0].detail["previous"], Value::Null);
+
+    // A name in use (a draft or a deployed flow) is refused; nothing is written.
+    for name in ["orders-exp", "orders"] {
+        let err = store
+            .create_draft("dev", &item(name, "h9"), "ann", "clone")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    }
+    assert_eq!(numbers(&store, "orders").await, vec![1]);
+    // A missing origin, or a bad name, writes nothing either.
+    let mut orphan = item("orphan", "h1");
+    orphan.origin = from("orders", 9);
+    let err = store
+        .create_draft("dev", &orphan, "ann", "clone")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    let err = store
+        .create_draft("dev", &item("a\0b", "h1"), "ann", "clone")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput { .. }), "{err:?}");
+    assert!(store.revisions("orphan").await.unwrap().is_empty());
+    assert_eq!(store.audit(&audit_of("clone")).await.unwrap().len(), 1);
+    // Deploying a draft makes it active: revision 2.
+    let d = deploy(&store, "orders-exp", "dev", "h2").await;
+    assert_eq!(d.revision.number, 2);
+}
+
+fn token(name: &str, role: Role, hash: &str) -> NewToken {
+    NewToken {
+        name: name.into(),
+        role,
+        hash: hash.into(),
+        actor: "alice".into(),
+    }
+}
+
+pub async fn tokens_are_kept_as_hashes_listed_and_revoked(store: Store) {
+    let h = |c: char| c.to_string().repeat(64);
+    let ci = store
+        .create_token(&token("ci-bot", Role::Operator, &h('a')))
+        .await
+        .unwrap();
+    assert_eq!(
+        (ci.role, ci.created_by.as_str(), ci.last_used_at),
+        (Role::Operator, "alice", None)
+    );
+    store
+        .create_token(&token("bob", Role::Approver, &h('b')))
+        .await
+        .unwrap();
+    let list = store.tokens().await.unwrap();
+    let names: Vec<(&str, Role, &str)> = list
+        .iter()
+        .map(|t| (t.name.as_str(), t.role, t.hash.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("bob", Role::Approver, h('b').as_str()),
+            ("ci-bot", Role::Operator, h('a').as_str())
+        ]
+    );
+    assert!(list[1].created_at <= Utc::now());
+    // Listings never print the hash.
+    let v = serde_json::to_value(&list[0]).unwrap();
+    assert!(v.get("hash").is_none(), "{v}");
+    assert_eq!(v["role"], "approver");
+
+    // A name or a hash in use, a bad name, a token in clear: refused, nothing written.
+    for (t, what) in [
+        (token("bob", Role::Viewer, &h('c')), "name"),
+        (token("carol", Role::Viewer, &h('b')), "hash"),
+    ] {
+        let err = store.create_token(&t).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::AlreadyExists { .. }),
+            "{what}: {err:?}"
+        );
+    }
+    for t in [
+        token("Carol", Role::Viewer, &h('c')),
+        token("carol", Role::Viewer, "my-secret-token"),
+    ] {
+        let err = store.create_token(&t).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidInput { .. }), "{err:?}");
+    }
+    assert_eq!(store.tokens().await.unwrap().len(), 2);
+    let created = store.audit(&audit_of("token_create")).await.unwrap();
+    assert_eq!(created.len(), 2);
+    assert_eq!(created[0].actor, "alice");
+    assert_eq!(
+        created[0].detail,
+        json!({"name": "bob", "role": "approver"})
+    );
+
+    // Last use.
+    store.mark_token_used("bob").await.unwrap();
+    store.mark_token_used("nobody").await.unwrap();
+    let bob = store.tokens().await.unwrap().remove(0);
+    assert!(bob.last_used_at.is_some());
+
+    // Revoke: gone, audited; twice is false.
+    assert!(store.revoke_token("bob", "dave").await.unwrap());
+    assert!(!store.revoke_token("bob", "dave").await.unwrap());
+    let left: Vec<String> = store
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(left, vec!["ci-bot"]);
+    let revoked = store.audit(&audit_of("token_revoke")).await.unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(
+        (revoked[0].actor.as_str(), &revoked[0].detail),
+        ("dave", &json!({"name": "bob", "role": "approver"}))
+    );
+    // The name can be used again after a revocation.
+    store
+        .create_token(&token("bob", Role::Viewer, &h('d')))
+        .await
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

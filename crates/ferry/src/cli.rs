@@ -131,6 +131,22 @@ pub enum Command {
     ShowRun { id: String },
     /// List deployed flows with their active revisions.
     Flows,
+    /// Print a revision of a flow as a flow file (YAML): deploying the output gives the same
+    /// revision hash, so a clone can be exported, edited in git and deployed.
+    Show {
+        flow: String,
+        /// The revision (default: the one active in --env, else the newest).
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// Make an existing revision the active one in --env: a clone's draft (its newest revision
+    /// by default), or a rollback. Counts as a deploy: an environment a promotion edge leads
+    /// to only takes revisions that were active there before.
+    Activate {
+        flow: String,
+        #[arg(long)]
+        revision: Option<i64>,
+    },
     /// List a flow's revisions, with where each is or was active.
     History { flow: String },
     /// Structural diff of two revisions of a flow, or of a revision and a flow file, by field
@@ -159,7 +175,9 @@ pub enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
-    /// Copy a flow into a new, independent flow that remembers where it came from.
+    /// Copy a flow's active revision into a new, independent flow that remembers where it came
+    /// from. The copy is a draft: nothing runs or schedules it until it is deployed or
+    /// activated (`ferry show NEW > new.yaml` to edit it).
     Clone { flow: String, new_name: String },
     /// Three-way merge of a clone back into the flow it was cloned from.
     Merge {
@@ -216,8 +234,14 @@ pub enum Command {
         #[arg(long = "status")]
         status: Option<String>,
     },
-    /// The control API's token: where it comes from; --rotate makes a new one (printed once,
-    /// only its sha256 kept in the state directory; restart `ferry serve` to use it).
+    /// Named control-API tokens with roles: create (printed once, only a hash kept), list,
+    /// revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The server's own admin token: where it comes from; --rotate makes a new one (printed
+    /// once, only its sha256 kept in the state directory; restart `ferry serve` to use it).
     ApiToken {
         /// Generate a new token and replace the stored one.
         #[arg(long)]
@@ -316,8 +340,54 @@ pub enum SnapshotCommand {
     List,
     /// One snapshot's flows, revisions and cursors.
     Show { name: String },
-    /// Bring every flow of the snapshot back to its content then, as new revisions.
-    Restore { name: String },
+    /// Bring every flow of the snapshot back to its content then, as new revisions; says per
+    /// flow whether its cursor differs from the snapshot's.
+    Restore {
+        name: String,
+        /// Also put each flow's cursor back to the one the snapshot lists.
+        #[arg(long)]
+        with_cursors: bool,
+    },
+}
+
+/// A token's role on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Reads flows, runs, dead letters, promotions.
+    Viewer,
+    /// Also starts runs, replays and discards dead letters.
+    Operator,
+    /// Also approves and rejects promotions.
+    Approver,
+    /// Also deploys, promotes and manages tokens.
+    Admin,
+}
+
+impl From<RoleArg> for ferry_store::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Viewer => ferry_store::Role::Viewer,
+            RoleArg::Operator => ferry_store::Role::Operator,
+            RoleArg::Approver => ferry_store::Role::Approver,
+            RoleArg::Admin => ferry_store::Role::Admin,
+        }
+    }
+}
+
+/// `ferry token …`: named tokens for the control API and the dashboard.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; it is printed once, and only its sha256 is stored.
+    Create {
+        /// Its name: who acts in the audit log (`api:NAME`), and what `approvers:` lists.
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// Tokens with their roles, when they were made and last used.
+    List,
+    /// Revoke a token: requests with it are refused from now on.
+    Revoke { name: String },
 }
 
 /// `ferry store …`.

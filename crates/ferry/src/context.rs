@@ -211,6 +211,12 @@ pub fn is_project_file(p: &Path) -> bool {
     p.file_name().and_then(|n| n.to_str()) == Some(PROJECT_FILE)
 }
 
+/// Who acts on the command line: an admin (the CLI is the operator's shell on the state
+/// store's machine) named after [`author`].
+pub fn actor() -> ferry_engine::governance::Actor {
+    ferry_engine::governance::Actor::cli(&author())
+}
+
 /// The OS user, for revision authorship.
 pub fn author() -> String {
     std::env::var("FERRY_USER")

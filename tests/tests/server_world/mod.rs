@@ -163,6 +163,14 @@ impl ServerWorld {
         }
     }
 
+    /// A new named token with `role`, made as `ferry token create` makes it; returns the token.
+    pub async fn token(&self, name: &str, role: ferry_store::Role) -> String {
+        ferry_server::tokens::create(&self.store, name, role, "tests")
+            .await
+            .expect("token created")
+            .1
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {

@@ -739,3 +739,29 @@ async fn shutdown_stops_ticks_and_drains_runs_within_the_bound() {
     assert_eq!(fake.log().len(), 2);
     assert!(!h.handle.snapshot().running);
 }
+
+#[tokio::test]
+async fn a_clone_is_not_scheduled_until_it_is_activated() {
+    let store = store().await;
+    deploy(&store, "orders", "{ every: 60s }", "v1").await;
+    let admin = crate::governance::Actor::cli("test");
+    crate::lifecycle::clone_flow(&store, None, "orders", "orders-exp", ENV, &admin)
+        .await
+        .unwrap();
+    let clock = ManualClock::new(utc(2025, 6, 1, 10, 0, 30));
+    let fake = Fake::new(&clock, &store);
+    let h = Harness::start(&store, &clock, &fake, Duration::from_secs(1)).await;
+    h.run_until(utc(2025, 6, 1, 10, 2, 30)).await;
+    let flows: Vec<String> = fake.log().iter().map(|l| l.flow.clone()).collect();
+    assert_eq!(flows, ["orders", "orders"], "the draft does not fire");
+    assert_eq!(h.handle.status().len(), 1);
+    // Activated, it fires on its own schedule (the same source and sink: the operator's
+    // choice now).
+    crate::lifecycle::activate(&store, None, "orders-exp", ENV, None, &admin)
+        .await
+        .unwrap();
+    h.run_until(utc(2025, 6, 1, 10, 4, 30)).await;
+    let exp = fake.log().iter().filter(|l| l.flow == "orders-exp").count();
+    assert_eq!(exp, 2, "{:?}", fake.log());
+    h.shutdown().await;
+}

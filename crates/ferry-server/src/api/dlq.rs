@@ -3,17 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use ferry_engine::governance::Actor;
 use ferry_engine::{ReplayOptions, ReplayRequest, Selection};
 use ferry_store::{DEFAULT_DLQ_LIMIT, DeadLetter, DlqFilter, DlqState};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::api::actor;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, parse_id};
 use crate::state::AppState;
@@ -168,10 +167,10 @@ pub async fn replay_one(
 /// its original idempotency key; `dry_run` shows what would happen instead.
 pub async fn replay(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<ReplayBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = actor(&headers);
+    let actor = actor.label;
     let store = state.store();
     let groups: Vec<(String, String, Selection)> = match (body.ids.is_empty(), body.all) {
         (false, true) => {
@@ -286,7 +285,7 @@ pub struct DiscardBody {
 /// `POST /api/v1/dlq/discard`: gives up on pending entries, with a reason; they are kept.
 pub async fn discard(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<DiscardBody>,
 ) -> Result<Json<Value>, ApiError> {
     if body.ids.is_empty() {
@@ -304,7 +303,7 @@ pub async fn discard(
             "reason: say why the records will never be delivered",
         ));
     }
-    ferry_engine::discard(state.store(), &body.ids, &body.reason, &actor(&headers)).await?;
+    ferry_engine::discard(state.store(), &body.ids, &body.reason, &actor.label).await?;
     Ok(Json(
         json!({"discarded": body.ids, "reason": body.reason.trim()}),
     ))

@@ -3,15 +3,15 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use ferry_engine::governance::Actor;
 use ferry_engine::lifecycle;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::actor;
 use crate::api::views::{FlowView, RevisionView};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -195,10 +195,11 @@ pub struct DeployBody {
 
 /// `POST /api/v1/deploy`: validates every flow first (one bad file deploys nothing: 400 with
 /// each problem's field path, line and column), then makes each changed flow a new revision,
-/// active in the environment, in one transaction.
+/// active in the environment, in one transaction. An environment the project protects takes
+/// no new content this way (403 naming the edge to promote along).
 pub async fn deploy(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<DeployBody>,
 ) -> Result<Json<Value>, ApiError> {
     let env = state.pick_env(body.env.as_deref())?;
@@ -261,7 +262,8 @@ pub async fn deploy(
         .message
         .filter(|m| !m.trim().is_empty())
         .unwrap_or_else(|| "deployed through the control API".into());
-    let outcomes = lifecycle::deploy_all(store, &env, &loaded, &message, &actor(&headers)).await?;
+    let outcomes =
+        lifecycle::deploy_all(store, state.project(), &env, &loaded, &message, &actor).await?;
     let deployed: Vec<Value> = outcomes
         .iter()
         .map(|o| {
@@ -276,6 +278,49 @@ pub async fn deploy(
     Ok(Json(
         json!({"env": env, "dry_run": false, "plan": plan, "deployed": deployed}),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateBody {
+    /// The revision to make active; default: the flow's newest (a clone's draft).
+    #[serde(default)]
+    revision: Option<i64>,
+    /// The environment; default: the server's.
+    #[serde(default)]
+    env: Option<String>,
+}
+
+/// `POST /api/v1/flows/{flow}/activate`: makes an existing revision (a draft, or one to roll
+/// back to) the active one in the environment. Counts as a deploy: in a protected environment
+/// only a revision that ran there before may be activated (403 otherwise).
+pub async fn activate(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(flow): Path<String>,
+    ApiJson(body): ApiJson<ActivateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let env = state.pick_env(body.env.as_deref())?;
+    if state.store().revisions(&flow).await?.is_empty() {
+        return Err(ApiError::not_found(format!("no flow `{flow}`")));
+    }
+    let r = lifecycle::activate(
+        state.store(),
+        state.project(),
+        &flow,
+        &env,
+        body.revision,
+        &actor,
+    )
+    .await
+    .map_err(not_found_if_refused)?;
+    Ok(Json(json!({
+        "flow": flow,
+        "env": env,
+        "revision": RevisionView::brief(&r.revision),
+        "previous": r.previous,
+        "changed": r.changed,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

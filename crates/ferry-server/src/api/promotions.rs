@@ -1,15 +1,15 @@
 //! Promotions and their approval, through `ferry_engine::lifecycle::{promote, decide}`.
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use ferry_engine::governance::Actor;
 use ferry_engine::lifecycle;
 use ferry_store::{Promotion, PromotionState};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::actor;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, parse_id};
 use crate::state::AppState;
@@ -53,10 +53,11 @@ pub struct PromoteBody {
 }
 
 /// `POST /api/v1/promotions`: promotes along the project's topology; 201 with one promotion
-/// per target, live at once or `pending` where the edge asks for approval.
+/// per target taken (live at once, or `pending` where the edge asks for approval) and every
+/// edge from the source environment, taken or skipped with the reason.
 pub async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<PromoteBody>,
 ) -> Result<Response, ApiError> {
     let project = state.project().ok_or_else(|| {
@@ -65,17 +66,25 @@ pub async fn create(
         )
     })?;
     let from = state.pick_env(body.from.as_deref())?;
-    let promotions = lifecycle::promote(
+    let report = lifecycle::promote(
         state.store(),
         project,
         &body.flow,
         &from,
         body.to.as_deref(),
         body.revision,
-        &actor(&headers),
+        &actor,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(json!({"promotions": promotions}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "promotions": report.promotions(),
+            "revision": report.revision,
+            "edges": report.edges,
+        })),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,16 +96,26 @@ pub struct ApproveBody {
 }
 
 /// `POST /api/v1/promotions/{id}/approve`: the promotion's revision goes live in its target.
+/// Only an approver the edge names, and not the requester unless the edge waives four eyes
+/// (403, audited).
 pub async fn approve(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ApproveBody>,
 ) -> Result<Json<Promotion>, ApiError> {
     let id = parse_id(&id, "promotion")?;
     let reason = body.reason.unwrap_or_default();
     Ok(Json(
-        lifecycle::decide(state.store(), id, true, &actor(&headers), reason.trim()).await?,
+        lifecycle::decide(
+            state.store(),
+            state.project(),
+            id,
+            true,
+            &actor,
+            reason.trim(),
+        )
+        .await?,
     ))
 }
 
@@ -110,7 +129,7 @@ pub struct RejectBody {
 /// `POST /api/v1/promotions/{id}/reject`: the target stays as it is; the reason is kept.
 pub async fn reject(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RejectBody>,
 ) -> Result<Json<Promotion>, ApiError> {
@@ -124,9 +143,10 @@ pub async fn reject(
     Ok(Json(
         lifecycle::decide(
             state.store(),
+            state.project(),
             id,
             false,
-            &actor(&headers),
+            &actor,
             body.reason.trim(),
         )
         .await?,

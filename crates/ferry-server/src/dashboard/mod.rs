@@ -7,18 +7,22 @@
 //! to the page showing its result (so reloading never repeats it) and a failure with the page
 //! and the reason.
 //!
-//! Access is by a session started on `/login` with the API token (see [`crate::auth`] for the
-//! cookie and the CSRF check).
+//! Access is by a session started on `/login` with an API token (see [`crate::auth`] for the
+//! cookie, roles and the CSRF check). Actions are done as `dashboard:<token name>`, and each
+//! needs the role its route names (replays: operator; approvals: approver); a missing role
+//! gets a page saying which role is needed, and the refusal is in the audit log.
 
 pub mod html;
 
 use std::collections::HashMap;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use ferry_engine::Selection;
+use ferry_engine::governance::Actor;
 use ferry_engine::lifecycle;
 use ferry_store::{DeadLetter, DlqFilter, DlqState, Promotion, PromotionState, RunRecord};
 use serde_json::Value;
@@ -30,8 +34,6 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use html::{Nav, Notice, badge, esc, one_line, page, revision_tag, short_id, time, url_part};
 
-/// Who acts, in audit rows and dead-letter histories, for dashboard actions.
-pub const DASHBOARD_ACTOR: &str = "dashboard";
 /// Runs on the overview.
 pub const RECENT_RUNS: u32 = 30;
 /// Entries on one DLQ page.
@@ -75,6 +77,27 @@ fn failure(e: ApiError, back: &str) -> Failure {
     )))
 }
 
+/// A failed request as a page (the store could not be read while checking the session).
+pub fn error_page(e: ApiError) -> Response {
+    failure(e, "/").into_response()
+}
+
+/// The 403 page of a request whose token lacks the role it needs.
+pub fn forbidden_role(reason: &str) -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        page(
+            "Refused",
+            Nav::None,
+            true,
+            Some(&Notice::error(format!(
+                "{reason}. Log in with a token that has it, or ask an admin (`ferry token create NAME --role ROLE`)."
+            ))),
+            "<p><a href=\"/\">Back to the overview</a></p>",
+        ),
+    )
+}
+
 /// The 403 page of a form post that did not come from this server's pages.
 pub fn forbidden_cross_site() -> Response {
     html(
@@ -100,7 +123,7 @@ pub fn login_page(message: Option<&str>) -> Html<String> {
         false,
         notice.as_ref(),
         "<h1>Log in</h1>\
-<p>Enter the API token: <code>FERRY_API_TOKEN</code>, or the token <code>ferry serve</code> printed at its first start.</p>\
+<p>Enter an API token: one from <code>ferry token create</code>, <code>FERRY_API_TOKEN</code>, or the token <code>ferry serve</code> printed at its first start. What you may do follows the token's role.</p>\
 <form method=\"post\" action=\"/login\">\
 <label>API token <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"current-password\" required autofocus></label> \
 <button type=\"submit\" id=\"login\">Log in</button></form>",
@@ -172,18 +195,25 @@ pub async fn login_form() -> Html<String> {
     login_page(None)
 }
 
-/// `POST /login`: the token starts a session (303 to `/`), anything else is 401.
+/// `POST /login`: a known token starts a session in its name (303 to `/`), anything else is
+/// 401.
 pub async fn login(State(state): State<AppState>, form: FormFields) -> Response {
-    let ok = form.get("token").is_some_and(|t| state.token().verify(t));
-    if !ok {
+    let owner = match form.get("token") {
+        Some(t) => match crate::auth::token_owner(&state, t).await {
+            Ok(o) => o,
+            Err(e) => return error_page(e),
+        },
+        None => None,
+    };
+    let Some((name, _role)) = owner else {
         tracing::warn!("Dashboard login with a wrong token");
         return (
             StatusCode::UNAUTHORIZED,
-            login_page(Some("That is not the API token.")),
+            login_page(Some("That is not an API token.")),
         )
             .into_response();
-    }
-    let id = state.sessions().create();
+    };
+    let id = state.sessions().create(&name);
     let mut res = see_other("/");
     if let Ok(v) = HeaderValue::from_str(&session_cookie(&id)) {
         res.headers_mut().insert(header::SET_COOKIE, v);
@@ -334,6 +364,7 @@ pub async fn overview(
 /// `POST /flows/{flow}/run`: starts a run, then shows it.
 pub async fn run_now(
     State(state): State<AppState>,
+    Extension(_actor): Extension<Actor>,
     Path(flow): Path<String>,
     form: FormFields,
 ) -> PageResult {
@@ -663,7 +694,11 @@ pub async fn dlq_entry(
 
 /// `POST /dlq/{id}/replay`: replays the entry as a run of its own with the flow's active
 /// revision and its original idempotency key.
-pub async fn dlq_replay(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+pub async fn dlq_replay(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> PageResult {
     let id = parse_uuid(&id, "dead-letter", "/dlq")?;
     let back = format!("/dlq/{id}");
     let entry = state
@@ -679,7 +714,7 @@ pub async fn dlq_replay(State(state): State<AppState>, Path(id): Path<String>) -
         Selection::Ids(vec![id]),
         None,
         false,
-        DASHBOARD_ACTOR,
+        &actor.label,
     )
     .await
     .map_err(|e| failure(e, &back))?;
@@ -700,6 +735,7 @@ pub async fn dlq_replay(State(state): State<AppState>, Path(id): Path<String>) -
 /// `POST /dlq/{id}/discard` with `reason`.
 pub async fn dlq_discard(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     form: FormFields,
 ) -> PageResult {
@@ -714,7 +750,7 @@ pub async fn dlq_discard(
             &back,
         )
     })?;
-    ferry_engine::discard(state.store(), &[id], reason, DASHBOARD_ACTOR)
+    ferry_engine::discard(state.store(), &[id], reason, &actor.label)
         .await
         .map_err(|e| failure(e.into(), &back))?;
     Ok(see_other(&format!("{back}?done=discarded")))
@@ -808,10 +844,14 @@ pub async fn promotions_page(
     ))
 }
 
-/// `POST /promotions/{id}/approve`.
-pub async fn approve(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+/// `POST /promotions/{id}/approve`: as the API's, with the same approvers and four eyes.
+pub async fn approve(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> PageResult {
     let id = parse_uuid(&id, "promotion", "/promotions")?;
-    lifecycle::decide(state.store(), id, true, DASHBOARD_ACTOR, "")
+    lifecycle::decide(state.store(), state.project(), id, true, &actor, "")
         .await
         .map_err(|e| failure(e.into(), "/promotions"))?;
     Ok(see_other("/promotions?done=approved"))
@@ -820,6 +860,7 @@ pub async fn approve(State(state): State<AppState>, Path(id): Path<String>) -> P
 /// `POST /promotions/{id}/reject` with `reason`.
 pub async fn reject(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     form: FormFields,
 ) -> PageResult {
@@ -830,7 +871,7 @@ pub async fn reject(
             "/promotions",
         )
     })?;
-    lifecycle::decide(state.store(), id, false, DASHBOARD_ACTOR, reason)
+    lifecycle::decide(state.store(), state.project(), id, false, &actor, reason)
         .await
         .map_err(|e| failure(e.into(), "/promotions"))?;
     Ok(see_other("/promotions?done=rejected"))

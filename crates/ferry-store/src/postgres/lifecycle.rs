@@ -372,6 +372,26 @@ impl PgStore {
                 env: p.from_env.clone(),
             });
         }
+        // The flow's row is locked: no other request of this flow can add a pending one now.
+        let waiting: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM promotions
+             WHERE flow = $1 AND to_env = $2 AND source_revision = $3 AND state = 'pending'
+             ORDER BY seq LIMIT 1",
+        )
+        .bind(&p.flow)
+        .bind(&p.to_env)
+        .bind(p.source_revision)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::query(OP))?;
+        if let Some(pending) = waiting.filter(|_| p.pending) {
+            return Err(StoreError::PromotionPending {
+                pending,
+                flow: p.flow.clone(),
+                to_env: p.to_env.clone(),
+                source_revision: p.source_revision,
+            });
+        }
         let at = now();
         let same_content: Option<i64> = if p.hash == source.hash {
             Some(source.number)
@@ -645,6 +665,58 @@ impl PgStore {
         .await
         .map_err(StoreError::query(OP))?;
         row.map(|r| run_from_row(OP, &r)).transpose()
+    }
+
+    pub(super) async fn create_draft(
+        &self,
+        env: &str,
+        item: &DeployItem,
+        author: &str,
+        action: &str,
+    ) -> Result<RevisionInfo> {
+        const OP: &str = "create_draft";
+        check_deploy(OP, env, std::slice::from_ref(item), action)?;
+        let mut tx = self.tx(OP).await?;
+        lock_new_flows(&mut tx, OP, std::slice::from_ref(item)).await?;
+        if next_number(&mut tx, OP, &item.flow).await? != 1 {
+            return Err(StoreError::AlreadyExists {
+                what: format!("flow {}", item.flow),
+            });
+        }
+        if let Some(origin) = &item.origin
+            && !revision_exists(&mut tx, OP, &origin.flow, origin.revision).await?
+        {
+            return Err(missing_origin(OP, &item.flow, origin));
+        }
+        let at = now();
+        let revision = RevisionInfo {
+            flow: item.flow.clone(),
+            number: 1,
+            hash: item.hash.clone(),
+            spec: clean_text(&item.spec).into_owned(),
+            message: clean_text(&item.message).into_owned(),
+            author: clean_text(author).into_owned(),
+            created_at: at,
+            origin: item.origin.clone(),
+        };
+        insert_revision(&mut tx, OP, &revision).await?;
+        insert_audit(
+            &mut tx,
+            OP,
+            &audit_of(
+                author,
+                action,
+                &item.flow,
+                env,
+                1,
+                deploy_detail(item, None),
+            ),
+            at,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::query(OP))?;
+        tracing::info!(flow = %item.flow, env, action, "Created draft flow");
+        Ok(revision)
     }
 
     pub(super) async fn flow_names(&self) -> Result<Vec<String>> {
@@ -947,7 +1019,7 @@ async fn switch_active(conn: &mut PgConnection, op: &'static str, s: Switch<'_>)
 }
 
 /// Appends to the audit log; returns the entry's id.
-async fn insert_audit(
+pub(super) async fn insert_audit(
     conn: &mut PgConnection,
     op: &'static str,
     e: &NewAudit,

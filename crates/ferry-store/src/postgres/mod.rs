@@ -36,8 +36,8 @@ use crate::migrate::{Migration, check_applied};
 use crate::model::{
     Activation, AuditEntry, AuditFilter, Claim, DeadLetter, DeadLetterEvent, DeadLetterReplay,
     DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, LedgerHit, NewAudit,
-    NewPromotion, NewRun, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts,
-    RunRecord, RunStatus, RunningRun, Settle, Snapshot,
+    NewPromotion, NewRun, NewToken, Promotion, PromotionState, ReplaySettle, RevisionInfo,
+    RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot, TokenInfo,
 };
 use crate::store::StateStore;
 use crate::target::redact;
@@ -68,6 +68,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "runs_handed_back",
         sql: include_str!("migrations/0005_runs_handed_back.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "api_tokens",
+        sql: include_str!("migrations/0006_api_tokens.sql"),
     },
 ];
 
@@ -132,6 +137,7 @@ macro_rules! dlq_cols {
 mod claims;
 mod lifecycle;
 mod maintain;
+mod tokens;
 
 /// State in PostgreSQL.
 #[derive(Debug)]
@@ -1303,6 +1309,32 @@ impl StateStore for PgStore {
 
     async fn backup(&self, path: &std::path::Path) -> Result<()> {
         PgStore::backup(self, path).await
+    }
+
+    async fn create_draft(
+        &self,
+        env: &str,
+        item: &DeployItem,
+        author: &str,
+        action: &str,
+    ) -> Result<RevisionInfo> {
+        PgStore::create_draft(self, env, item, author, action).await
+    }
+
+    async fn create_token(&self, t: &NewToken) -> Result<TokenInfo> {
+        PgStore::create_token(self, t).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        PgStore::tokens(self).await
+    }
+
+    async fn revoke_token(&self, name: &str, actor: &str) -> Result<bool> {
+        PgStore::revoke_token(self, name, actor).await
+    }
+
+    async fn mark_token_used(&self, name: &str) -> Result<()> {
+        PgStore::mark_token_used(self, name).await
     }
 }
 

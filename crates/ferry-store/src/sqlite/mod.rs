@@ -38,8 +38,9 @@ use crate::migrate::{Migration, check_applied};
 use crate::model::{
     Activation, AuditEntry, AuditFilter, Claim, ClaimMode, DeadLetter, DeadLetterEvent,
     DeadLetterReplay, DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary,
-    KeyClaims, LedgerHit, NewAudit, NewPromotion, NewRun, Promotion, PromotionState, ReplaySettle,
-    RevisionInfo, RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot,
+    KeyClaims, LedgerHit, NewAudit, NewPromotion, NewRun, NewToken, Promotion, PromotionState,
+    ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot,
+    TokenInfo,
 };
 use crate::store::StateStore;
 
@@ -84,6 +85,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 8,
         name: "runs_handed_back",
         sql: include_str!("migrations/0008_runs_handed_back.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "api_tokens",
+        sql: include_str!("migrations/0009_api_tokens.sql"),
     },
 ];
 
@@ -132,6 +138,7 @@ macro_rules! dlq_read_cols {
 mod claims;
 mod lifecycle;
 mod maintain;
+mod tokens;
 
 /// State in a SQLite file (or in memory, for tests).
 #[derive(Debug)]
@@ -1470,6 +1477,32 @@ impl StateStore for SqliteStore {
 
     async fn backup(&self, path: &Path) -> Result<()> {
         SqliteStore::backup(self, path).await
+    }
+
+    async fn create_draft(
+        &self,
+        env: &str,
+        item: &DeployItem,
+        author: &str,
+        action: &str,
+    ) -> Result<RevisionInfo> {
+        SqliteStore::create_draft(self, env, item, author, action).await
+    }
+
+    async fn create_token(&self, t: &NewToken) -> Result<TokenInfo> {
+        SqliteStore::create_token(self, t).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        SqliteStore::tokens(self).await
+    }
+
+    async fn revoke_token(&self, name: &str, actor: &str) -> Result<bool> {
+        SqliteStore::revoke_token(self, name, actor).await
+    }
+
+    async fn mark_token_used(&self, name: &str) -> Result<()> {
+        SqliteStore::mark_token_used(self, name).await
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cli::Output;
 use crate::commands::lifecycle::cli_error;
-use crate::context::{Ctx, author, flow_files};
+use crate::context::{Ctx, actor, flow_files};
 use crate::exit::CliError;
 
 pub async fn deploy(ctx: &Ctx, paths: &[PathBuf], message: &str, dry_run: bool) -> Result<u8> {
@@ -29,8 +29,8 @@ pub async fn deploy(ctx: &Ctx, paths: &[PathBuf], message: &str, dry_run: bool) 
         ))
         .into());
     }
-    // With a project file, the environment must be one it defines.
-    ctx.project_for_env()?;
+    // With a project file, the environment must be one it defines (and may be protected).
+    let project = ctx.project_for_env()?;
     let store = ctx.store().await?;
     let env = &ctx.global.env;
     if dry_run {
@@ -56,7 +56,7 @@ pub async fn deploy(ctx: &Ctx, paths: &[PathBuf], message: &str, dry_run: bool) 
         }
         return Ok(0);
     }
-    let outcomes = lifecycle::deploy_all(&store, env, &loaded, message, &author())
+    let outcomes = lifecycle::deploy_all(&store, project.as_ref(), env, &loaded, message, &actor())
         .await
         .map_err(cli_error)?;
     let mut out = Vec::new();

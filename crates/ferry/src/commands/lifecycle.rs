@@ -1,5 +1,6 @@
-//! `ferry diff`, `revert`, `snapshot`, `clone`, `merge`, `audit`, `promote`, `approve`,
-//! `reject`, `promotions`, `cursor` and `backfill`: the flow lifecycle from the command line.
+//! `ferry diff`, `show`, `revert`, `activate`, `snapshot`, `clone`, `merge`, `audit`,
+//! `promote`, `approve`, `reject`, `promotions`, `cursor` and `backfill`: the flow lifecycle
+//! from the command line.
 //!
 //! The work is done by `ferry_engine::lifecycle` (shared with the control API); this module
 //! parses arguments, maps refusals to exit code 2 and prints text or JSON.
@@ -9,7 +10,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use chrono::Utc;
-use ferry_engine::lifecycle::{self, LifecycleError, Resolution};
+use ferry_engine::lifecycle::{self, CursorOutcome, LifecycleError, PromotionReport, Resolution};
 use ferry_spec::{LoadedFlow, Take};
 use ferry_store::{AuditFilter, Promotion, PromotionState, StoreError, Trigger};
 use serde_json::{Value, json};
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use crate::cli::{CursorCommand, Output, SnapshotCommand, TakeArg};
 use crate::commands::dlq::parse_since;
-use crate::context::{Ctx, author};
+use crate::context::{Ctx, actor, author};
 use crate::exit::CliError;
 
 /// A lifecycle error as the CLI reports it: refusals and conflicts exit 2, store errors 1.
@@ -26,6 +27,7 @@ pub fn cli_error(e: LifecycleError) -> anyhow::Error {
         LifecycleError::Store(
             s @ (StoreError::NeverActive { .. }
             | StoreError::PromotionNotPending { .. }
+            | StoreError::PromotionPending { .. }
             | StoreError::NotFound { .. }
             | StoreError::AlreadyExists { .. }
             | StoreError::InvalidInput { .. }),
@@ -40,19 +42,19 @@ pub fn cli_error(e: LifecycleError) -> anyhow::Error {
                 msg.push_str(&format!(
                     "  {}\n    base:   {}\n    ours:   {}\n    theirs: {}\n",
                     c.path,
-                    show(c.base.as_ref()),
-                    show(c.ours.as_ref()),
-                    show(c.theirs.as_ref())
+                    show_value(c.base.as_ref()),
+                    show_value(c.ours.as_ref()),
+                    show_value(c.theirs.as_ref())
                 ));
             }
             msg.push_str("settle them with --take ours|theirs, or --take-path PATH=ours|theirs");
             CliError::input(msg).into()
         }
-        LifecycleError::Refused(m) => CliError::input(m).into(),
+        LifecycleError::Refused(m) | LifecycleError::Forbidden(m) => CliError::input(m).into(),
     }
 }
 
-fn show(v: Option<&Value>) -> String {
+fn show_value(v: Option<&Value>) -> String {
     v.map_or_else(|| "(absent)".to_string(), |v| v.to_string())
 }
 
@@ -122,11 +124,21 @@ pub async fn revert(
     with_cursor: bool,
     message: &str,
 ) -> Result<u8> {
+    let project = ctx.project_for_env()?;
     let store = ctx.store().await?;
     let env = &ctx.global.env;
-    let r = lifecycle::revert(&store, flow, env, to, with_cursor, message, &author())
-        .await
-        .map_err(cli_error)?;
+    let r = lifecycle::revert(
+        &store,
+        project.as_ref(),
+        flow,
+        env,
+        to,
+        with_cursor,
+        message,
+        &actor(),
+    )
+    .await
+    .map_err(cli_error)?;
     if ctx.output() == Output::Json {
         print_json(&r)?;
     } else {
@@ -219,10 +231,18 @@ pub async fn snapshot(ctx: &Ctx, command: SnapshotCommand) -> Result<u8> {
                 }
             }
         }
-        SnapshotCommand::Restore { name } => {
-            let r = lifecycle::restore(&store, &env, &name, &author())
-                .await
-                .map_err(cli_error)?;
+        SnapshotCommand::Restore { name, with_cursors } => {
+            let project = ctx.project_for_env()?;
+            let r = lifecycle::restore(
+                &store,
+                project.as_ref(),
+                &env,
+                &name,
+                with_cursors,
+                &actor(),
+            )
+            .await
+            .map_err(cli_error)?;
             if ctx.output() == Output::Json {
                 print_json(&r)?;
             } else {
@@ -240,6 +260,40 @@ pub async fn snapshot(ctx: &Ctx, command: SnapshotCommand) -> Result<u8> {
                         );
                     }
                 }
+                let cursor = |c: &Option<Value>| {
+                    c.as_ref()
+                        .map_or_else(|| "(the flow's start)".to_string(), |v| v.to_string())
+                };
+                let mut kept = false;
+                for c in &r.cursors {
+                    match c.outcome {
+                        CursorOutcome::Restored => println!(
+                            "{:<30} cursor restored: {} → {}",
+                            c.flow,
+                            cursor(&c.before),
+                            cursor(&c.snapshot)
+                        ),
+                        CursorOutcome::Unchanged => println!(
+                            "{:<30} cursor already at the snapshot's: {}",
+                            c.flow,
+                            cursor(&c.snapshot)
+                        ),
+                        CursorOutcome::Kept => {
+                            kept = true;
+                            println!(
+                                "{:<30} cursor NOT restored: it is {}, the snapshot has {}",
+                                c.flow,
+                                cursor(&c.before),
+                                cursor(&c.snapshot)
+                            );
+                        }
+                    }
+                }
+                if kept {
+                    println!(
+                        "cursors were left as they are; `ferry snapshot restore {name} --with-cursors` puts them back too"
+                    );
+                }
                 for f in &r.not_in_snapshot {
                     println!("{f:<30} not in the snapshot; left as it is");
                 }
@@ -250,17 +304,78 @@ pub async fn snapshot(ctx: &Ctx, command: SnapshotCommand) -> Result<u8> {
 }
 
 pub async fn clone(ctx: &Ctx, flow: &str, new_name: &str) -> Result<u8> {
+    let project = ctx.project_for_env()?;
     let store = ctx.store().await?;
     let env = &ctx.global.env;
-    let o = lifecycle::clone_flow(&store, flow, new_name, env, &author())
+    let r = lifecycle::clone_flow(&store, project.as_ref(), flow, new_name, env, &actor())
         .await
         .map_err(cli_error)?;
     if ctx.output() == Output::Json {
-        print_json(&o)?;
+        print_json(&json!({"revision": r, "draft": true}))?;
     } else {
         println!(
-            "{new_name} revision {} (a clone of {flow}) is active in {env}",
-            o.revision.number
+            "{new_name} revision {} (a clone of {flow}) is a draft: nothing runs or schedules it",
+            r.number
+        );
+        println!(
+            "edit it with `ferry show {new_name} > {new_name}.yaml` and `ferry deploy {new_name}.yaml`, or run it as it is after `ferry activate {new_name}`"
+        );
+    }
+    Ok(0)
+}
+
+/// `ferry show FLOW [--revision N]`: the revision as a flow file on stdout.
+pub async fn show(ctx: &Ctx, flow: &str, number: Option<i64>) -> Result<u8> {
+    let store = ctx.store().await?;
+    let env = &ctx.global.env;
+    let rev = match number {
+        Some(n) => lifecycle::revision(&store, flow, n)
+            .await
+            .map_err(cli_error)?,
+        None => match store.active_revision(flow, env).await? {
+            Some(r) => r,
+            None => store.revisions(flow).await?.pop().ok_or_else(|| {
+                CliError::input(format!("no flow `{flow}` (`ferry flows` lists them)"))
+            })?,
+        },
+    };
+    let loaded = lifecycle::revision_flow(&rev).map_err(cli_error)?;
+    if ctx.output() == Output::Json {
+        let spec: Value = serde_json::from_str(&loaded.canonical)?;
+        print_json(&json!({"flow": flow, "revision": rev.number, "hash": rev.hash, "spec": spec}))?;
+    } else {
+        println!(
+            "# {flow} revision {} ({}), exported by `ferry show`; deploying this file gives the same revision hash",
+            rev.number,
+            &rev.hash[..12.min(rev.hash.len())]
+        );
+        print!("{}", ferry_spec::export::flow_yaml(&loaded));
+    }
+    Ok(0)
+}
+
+/// `ferry activate FLOW [--revision N]`.
+pub async fn activate(ctx: &Ctx, flow: &str, number: Option<i64>) -> Result<u8> {
+    let project = ctx.project_for_env()?;
+    let store = ctx.store().await?;
+    let env = &ctx.global.env;
+    let r = lifecycle::activate(&store, project.as_ref(), flow, env, number, &actor())
+        .await
+        .map_err(cli_error)?;
+    if ctx.output() == Output::Json {
+        print_json(&r)?;
+    } else if r.changed {
+        println!(
+            "{flow} revision {} is active in {env}{}",
+            r.revision.number,
+            r.previous
+                .map(|p| format!(" (was revision {p})"))
+                .unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{flow} revision {} already is the active one in {env}",
+            r.revision.number
         );
     }
     Ok(0)
@@ -298,9 +413,20 @@ pub async fn merge(
         per_path,
         overall: take.map(to_take),
     };
+    let project = ctx.project_for_env()?;
     let store = ctx.store().await?;
     let env = &ctx.global.env;
-    let r = match lifecycle::merge(&store, source, into, env, &resolution, &author()).await {
+    let r = match lifecycle::merge(
+        &store,
+        project.as_ref(),
+        source,
+        into,
+        env,
+        &resolution,
+        &actor(),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(LifecycleError::Conflicts(conflicts)) if ctx.output() == Output::Json => {
             // Scripts get the conflicts as data on stdout; the exit code still says refused.
@@ -415,21 +541,42 @@ pub async fn promote(
         )
     })?;
     let store = ctx.store().await?;
-    let list = lifecycle::promote(&store, &project, flow, from, to, revision, &author())
+    let report = lifecycle::promote(&store, &project, flow, from, to, revision, &actor())
         .await
         .map_err(cli_error)?;
-    print_promotions(ctx, &list)?;
-    if ctx.output() == Output::Text {
-        for p in &list {
-            if p.state == PromotionState::Pending {
-                println!(
-                    "{} → {} waits for approval: ferry approve {}",
-                    p.from_env, p.to_env, p.id
-                );
-            }
+    if ctx.output() == Output::Json {
+        return print_json(&report).map(|()| 0);
+    }
+    print_report(&report);
+    Ok(0)
+}
+
+/// Every edge from the source environment: taken (with its promotion) or skipped (why).
+fn print_report(r: &PromotionReport) {
+    println!(
+        "{} revision {} from {}: {} edge(s)",
+        r.flow,
+        r.revision,
+        r.from,
+        r.edges.len()
+    );
+    for e in &r.edges {
+        let edge = format!("{} → {}", e.from, e.to);
+        match (&e.promotion, &e.reason) {
+            (Some(p), _) if p.state == PromotionState::Pending => println!(
+                "  {edge:<28} taken: promotion {} of revision {} waits for approval: ferry approve {}",
+                p.id, p.revision, p.id
+            ),
+            (Some(p), _) => println!(
+                "  {edge:<28} taken: promotion {} ({}), revision {} is live in {}",
+                p.id, p.state, p.revision, p.to_env
+            ),
+            (None, reason) => println!(
+                "  {edge:<28} skipped: {}",
+                reason.as_deref().unwrap_or("not taken")
+            ),
         }
     }
-    Ok(0)
 }
 
 fn parse_uuid(id: &str) -> Result<Uuid> {
@@ -439,8 +586,9 @@ fn parse_uuid(id: &str) -> Result<Uuid> {
 
 pub async fn decide(ctx: &Ctx, id: &str, approve: bool, reason: &str) -> Result<u8> {
     let id = parse_uuid(id)?;
+    let project = ctx.project()?;
     let store = ctx.store().await?;
-    let p = lifecycle::decide(&store, id, approve, &author(), reason)
+    let p = lifecycle::decide(&store, project.as_ref(), id, approve, &actor(), reason)
         .await
         .map_err(cli_error)?;
     print_promotions(ctx, std::slice::from_ref(&p))?;

@@ -11,6 +11,7 @@ pub mod runs;
 pub mod sandbox;
 pub mod serve;
 pub mod store;
+pub mod token;
 pub mod validate;
 
 use anyhow::Result;
@@ -56,6 +57,9 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Runs { flow, limit } => runs::list(&ctx, flow.as_deref(), limit).await,
         Command::ShowRun { id } => runs::show(&ctx, &id).await,
         Command::Flows => runs::flows(&ctx).await,
+        Command::Show { flow, revision } => lifecycle::show(&ctx, &flow, revision).await,
+        Command::Activate { flow, revision } => lifecycle::activate(&ctx, &flow, revision).await,
+        Command::Token { command } => token::token(&ctx, command).await,
         Command::History { flow } => runs::history(&ctx, &flow).await,
         Command::Diff { flow, a, b } => lifecycle::diff(&ctx, &flow, &a, b.as_deref()).await,
         Command::Revert {

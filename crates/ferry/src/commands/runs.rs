@@ -8,25 +8,33 @@ use ferry_engine::{Progress, RunOptions, RunRequest};
 use ferry_store::{RunStatus, Trigger};
 
 use crate::cli::Output;
-use crate::context::{Ctx, author};
+use crate::commands::lifecycle::cli_error;
+use crate::context::{Ctx, actor};
 use crate::exit::CliError;
 use crate::report;
 
-/// Deploys (when given a changed file) and runs a flow; exit 1 when the run failed.
+/// Deploys (when given a changed file) and runs a flow; exit 1 when the run failed. The deploy
+/// follows the project's rules: in a protected environment a file whose content differs from
+/// the active revision is refused (exit 2), one with the same content just runs.
 pub async fn run(ctx: &Ctx, flow: &str, progress: bool) -> Result<u8> {
     let store = ctx.store().await?;
     let env = ctx.run_env()?;
     let (loaded, revision) = if Path::new(flow).exists() {
         let loaded =
             ferry_spec::load_file(Path::new(flow)).map_err(|e| CliError::input(e.to_string()))?;
-        let d = ferry_engine::deploy(
+        let project = ctx.project_for_env()?;
+        let d = ferry_engine::lifecycle::deploy_all(
             &store,
-            &loaded,
+            project.as_ref(),
             &env.name,
+            std::slice::from_ref(&loaded),
             "deployed by `ferry run`",
-            &author(),
+            &actor(),
         )
-        .await?;
+        .await
+        .map_err(cli_error)?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("the deploy of {flow} returned no outcome"))?;
         if d.created && ctx.output() == Output::Text {
             eprintln!(
                 "deployed {} revision {} ({})",
@@ -37,15 +45,22 @@ pub async fn run(ctx: &Ctx, flow: &str, progress: bool) -> Result<u8> {
         }
         (loaded, d.revision.number)
     } else {
-        let rev = store
-            .active_revision(flow, &env.name)
-            .await?
-            .ok_or_else(|| {
-                CliError::input(format!(
+        let Some(rev) = store.active_revision(flow, &env.name).await? else {
+            let revs = store.revisions(flow).await?;
+            let never_active = !revs.is_empty() && store.activations(flow, None).await?.is_empty();
+            return Err(CliError::input(if never_active {
+                format!(
+                    "`{flow}` is a draft (a clone that is active nowhere), so it does not run: deploy it (`ferry show {flow} > {flow}.yaml`, edit, `ferry deploy {flow}.yaml`) or `ferry activate {flow}` in `{}`",
+                    env.name
+                )
+            } else {
+                format!(
                     "`{flow}` is neither a file nor a flow deployed in environment `{}`",
                     env.name
-                ))
-            })?;
+                )
+            })
+            .into());
+        };
         let loaded = ferry_spec::from_canonical(&rev.spec).map_err(|e| {
             CliError::input(format!(
                 "stored revision {} of {flow} cannot be read: {e}",
