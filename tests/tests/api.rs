@@ -634,9 +634,9 @@ async fn metrics_come_from_the_renderer_and_health_needs_no_token() {
 async fn a_public_address_without_a_chosen_token_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = ferry_store::open("sqlite::memory:").await.unwrap();
-    let envs = Arc::new(ferry_server::StaticEnv(ferry_connect::RunEnv::isolated(
+    let envs = Arc::new(ferry_server::StaticEnv(ferry_env::RunEnv::isolated(
         "dev",
-        ferry_connect::Secrets::from_map(Vec::<(String, String)>::new()),
+        ferry_env::Secrets::from_map(Vec::<(String, String)>::new()),
     )));
     let mut config = ferry_server::ServerConfig::new(dir.path(), "dev");
     config.listen = "0.0.0.0:0".parse().unwrap();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::TimeZone;
-use ferry_connect::{RunEnv, Secrets};
+use ferry_env::{RunEnv, Secrets};
 use ferry_engine::{RunOptions, RunRequest};
 use ferry_sandbox::{Sandbox, SandboxConfig};
 use ferry_spec::LoadedFlow;

@@ -201,9 +201,9 @@ async fn an_oversized_page_is_an_error_not_an_allocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_secret_fails_the_run_with_its_name() {
     let mut w = world(10, None).await;
-    w.env = ferry_connect::RunEnv::isolated(
+    w.env = ferry_env::RunEnv::isolated(
         "test",
-        ferry_connect::Secrets::from_map(Vec::<(String, String)>::new()),
+        ferry_env::Secrets::from_map(Vec::<(String, String)>::new()),
     )
     .with_var("SHOP_URL", w.sandbox.base_url())
     .with_var("WMS_URL", w.sandbox.base_url());

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use ferry_connect::{RunEnv, Secrets};
+use ferry_env::{RunEnv, Secrets};
 use ferry_engine::{RunOptions, RunRequest};
 use ferry_sandbox::{Sandbox, SandboxConfig};
 use ferry_store::Trigger;

@@ -9,10 +9,8 @@ use ferry_spec::template::TemplateError;
 /// A source or sink could not be set up, or a source failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("secret `{0}` is not set: add it to the secrets file or export it in the environment")]
-    MissingSecret(String),
-    #[error("cannot read secrets file {path}: {reason}")]
-    Secrets { path: String, reason: String },
+    #[error(transparent)]
+    Env(#[from] ferry_env::EnvError),
     #[error("{field}: {source}")]
     Template {
         field: &'static str,

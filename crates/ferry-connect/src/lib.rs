@@ -3,16 +3,13 @@
 //! # Layout
 //! - [`http`]: the HTTP source (pagination, auth, incremental cursor parameter) and sink
 //!   (idempotency key header, outcome classification); one folder, fixed file roles;
-//! - [`env`]: variables and secrets a flow runs with, resolved at run time;
 //! - [`error`]: what can go wrong, with the URL and page.
 //!
 //! Connectors do I/O and classify outcomes; retries, backoff, breakers and rate limits are
 //! applied around them by the engine with `ferry-resilience`. Adding a sink is one folder here
 //! plus one enum arm in `ferry-spec`.
 
-pub mod env;
 pub mod error;
 pub mod http;
 
-pub use env::{RunEnv, SecretValue, Secrets};
 pub use error::ConnectError;

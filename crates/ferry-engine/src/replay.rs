@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use ferry_connect::RunEnv;
+use ferry_env::RunEnv;
 use ferry_connect::http::HttpDelivery;
 use ferry_map::CompiledMap;
 use ferry_spec::{Change, LoadedFlow, Template};

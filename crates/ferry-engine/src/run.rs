@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use ferry_connect::RunEnv;
+use ferry_env::RunEnv;
 use ferry_connect::http::{HttpDelivery, HttpPager};
 use ferry_map::{CompiledMap, Mapped};
 use ferry_resilience::{

@@ -24,7 +24,7 @@
 //! # async fn f(store: std::sync::Arc<dyn ferry_store::StateStore>) -> Result<(), ferry_server::ServerError> {
 //! use std::sync::Arc;
 //! let envs = Arc::new(ferry_server::ProjectEnv::new(
-//!     ferry_connect::Secrets::from_process_env(), None, Default::default()));
+//!     ferry_env::Secrets::from_process_env(), None, Default::default()));
 //! let services = ferry_server::Services::new(store, envs);   // EngineLauncher, no /metrics
 //! let config = ferry_server::ServerConfig::new(".ferry", "default");
 //! ferry_server::serve(config, services, async { let _ = tokio::signal::ctrl_c().await; }).await

@@ -12,9 +12,9 @@ const TOKEN: &str = "limits-test-token-0123456789";
 
 async fn app(max_body: usize) -> axum::Router {
     let store = ferry_store::open("sqlite::memory:").await.unwrap();
-    let envs = Arc::new(ferry_server::StaticEnv(ferry_connect::RunEnv::isolated(
+    let envs = Arc::new(ferry_server::StaticEnv(ferry_env::RunEnv::isolated(
         "dev",
-        ferry_connect::Secrets::from_map(Vec::<(String, String)>::new()),
+        ferry_env::Secrets::from_map(Vec::<(String, String)>::new()),
     )));
     let mut config = ferry_server::ServerConfig::new("/nonexistent", "dev");
     config.token = ferry_server::TokenSource::Given(TOKEN.into());

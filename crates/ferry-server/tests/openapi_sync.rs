@@ -161,9 +161,9 @@ const TOKEN: &str = "openapi-sync-test-token";
 #[tokio::test]
 async fn the_router_serves_every_route_in_the_table() {
     let store = ferry_store::open("sqlite::memory:").await.unwrap();
-    let envs = Arc::new(ferry_server::StaticEnv(ferry_connect::RunEnv::isolated(
+    let envs = Arc::new(ferry_server::StaticEnv(ferry_env::RunEnv::isolated(
         "dev",
-        ferry_connect::Secrets::from_map(Vec::<(String, String)>::new()),
+        ferry_env::Secrets::from_map(Vec::<(String, String)>::new()),
     )));
     let services = ferry_server::Services::new(store, envs);
     let mut config = ferry_server::ServerConfig::new("/nonexistent", "dev");

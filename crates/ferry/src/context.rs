@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use ferry_connect::{RunEnv, Secrets};
+use ferry_env::{RunEnv, Secrets};
 use ferry_server::{EnvSource, ProjectEnv};
 use ferry_spec::Project;
 use ferry_store::StateStore;

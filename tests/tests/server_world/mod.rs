@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_connect::Secrets;
+use ferry_env::Secrets;
 use ferry_engine::{RunOptions, RunRequest};
 use ferry_sandbox::{Sandbox, SandboxConfig, SinkFaults};
 use ferry_server::{ProjectEnv, Server, ServerConfig, Services, TokenSource};

@@ -13,7 +13,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::env::{RunEnv, SecretValue};
+use ferry_env::{RunEnv, SecretValue};
 use crate::error::ConnectError;
 use crate::http::client::{describe, excerpt, read_capped, redact_url};
 

@@ -19,7 +19,7 @@ use ferry_spec::template::{Encoding, Root, Var};
 use ferry_spec::{HttpSink, Param, SinkMethod, Template};
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 
-use crate::env::RunEnv;
+use ferry_env::RunEnv;
 use crate::error::ConnectError;
 use crate::http::auth::{ResolvedAuth, render_env};
 use crate::http::client::{BodyError, build_client, describe, excerpt, read_capped, redact_url};

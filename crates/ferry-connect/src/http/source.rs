@@ -22,7 +22,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 use url::Url;
 
-use crate::env::RunEnv;
+use ferry_env::RunEnv;
 use crate::error::ConnectError;
 use crate::http::auth::ResolvedAuth;
 use crate::http::client::{BodyError, build_client, describe, excerpt, read_capped, redact_url};

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ferry_connect::RunEnv;
+use ferry_env::RunEnv;
 use ferry_store::{RevisionInfo, RunStatus, StateStore, Trigger};
 use futures::future::BoxFuture;
 use tokio::sync::watch;

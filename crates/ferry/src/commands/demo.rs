@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use ferry_connect::{RunEnv, Secrets};
+use ferry_env::{RunEnv, Secrets};
 use ferry_sandbox::{Sandbox, SandboxConfig};
 use ferry_store::{RunStatus, Trigger};
 use rand::Rng;

@@ -82,7 +82,7 @@ pub async fn run(ctx: &Ctx, flow: &str, progress: bool) -> Result<u8> {
 pub async fn run_loaded(
     ctx: &Ctx,
     store: Arc<dyn ferry_store::StateStore>,
-    env: ferry_connect::RunEnv,
+    env: ferry_env::RunEnv,
     loaded: ferry_spec::LoadedFlow,
     revision: i64,
     trigger: Trigger,
@@ -107,7 +107,7 @@ pub async fn run_loaded(
 pub async fn run_window(
     ctx: &Ctx,
     store: Arc<dyn ferry_store::StateStore>,
-    env: ferry_connect::RunEnv,
+    env: ferry_env::RunEnv,
     loaded: ferry_spec::LoadedFlow,
     revision: i64,
     trigger: Trigger,

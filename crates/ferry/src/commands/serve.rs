@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use ferry_connect::RunEnv;
+use ferry_env::RunEnv;
 use ferry_engine::scheduler::{
     EngineLauncher, ResumeOutcome, RunEnvSource, Scheduler, SchedulerConfig, SchedulerError,
     SchedulerHandle, SystemClock,

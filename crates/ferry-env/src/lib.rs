@@ -7,6 +7,9 @@
 //! [`SecretValue`], whose `Debug` and `Display` never show the value, so it cannot leak through a
 //! log line or an error message by accident; every value is also registered for redaction from
 //! the logs and spans as a whole (`ferry_telemetry::redact`).
+//!
+//! Its own crate, below the connectors and the engine: the CLI, the server, the engine and every
+//! connector need a run's environment, and none of them should reach through another for it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,7 +18,14 @@ use std::sync::Arc;
 
 use ferry_spec::SecretRef;
 
-use crate::error::ConnectError;
+/// A variable or secret that could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("secret `{0}` is not set: add it to the secrets file or export it in the environment")]
+    MissingSecret(String),
+    #[error("cannot read secrets file {path}: {reason}")]
+    SecretsFile { path: String, reason: String },
+}
 
 /// A secret's value. Printing it prints `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -94,8 +104,8 @@ impl Secrets {
 
     /// Reads a secrets file: `NAME=value` lines (`#` comments and blank lines allowed), then
     /// falls back to the process environment for names it lacks.
-    pub fn from_file(path: &Path) -> Result<Self, ConnectError> {
-        let err = |reason: String| ConnectError::Secrets {
+    pub fn from_file(path: &Path) -> Result<Self, EnvError> {
+        let err = |reason: String| EnvError::SecretsFile {
             path: path.display().to_string(),
             reason,
         };
@@ -128,7 +138,7 @@ impl Secrets {
     }
 
     /// Resolves a reference.
-    pub fn resolve(&self, r: &SecretRef) -> Result<SecretValue, ConnectError> {
+    pub fn resolve(&self, r: &SecretRef) -> Result<SecretValue, EnvError> {
         if let Some(v) = self.file.get(&r.secret) {
             return Ok(v.clone());
         }
@@ -137,7 +147,7 @@ impl Secrets {
         {
             return Ok(SecretValue::new(v));
         }
-        Err(ConnectError::MissingSecret(r.secret.clone()))
+        Err(EnvError::MissingSecret(r.secret.clone()))
     }
 
     /// Every value, so outputs can be checked for leaks.
