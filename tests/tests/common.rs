@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use chrono::TimeZone;
-use ferry_env::{RunEnv, Secrets};
 use ferry_engine::{RunOptions, RunRequest};
+use ferry_env::{RunEnv, Secrets};
 use ferry_sandbox::{Sandbox, SandboxConfig};
 use ferry_spec::LoadedFlow;
 use ferry_store::{RunRecord, StateStore, Trigger};

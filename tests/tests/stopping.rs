@@ -42,7 +42,10 @@ async fn a_destination_down_longer_than_max_open_ends_the_run_incomplete() {
     assert!(error.contains("policy.circuit_breaker.max_open"), "{error}");
     assert!(error.contains("unavailable"), "{error}");
     let c = run.counts;
-    assert_eq!(c.dead_lettered, 0, "an outage does not flood the DLQ: {c:?}");
+    assert_eq!(
+        c.dead_lettered, 0,
+        "an outage does not flood the DLQ: {c:?}"
+    );
     assert!(c.handed_back > 0, "{c:?}");
     assert_eq!(c.fetched, c.read(), "{c:?}");
     assert_eq!(run.cursor_after, None, "the cursor stays");
@@ -182,12 +185,12 @@ async fn ctrl_c_stops_after_the_requests_on_the_wire_and_a_second_exits_at_once(
 
     // The next run marks the abandoned one failed and delivers the rest.
     w.sandbox.sink().set_faults(SinkFaults::default());
-    let out = cli.command(&["run", "flow.yaml", "--no-progress"]).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let runs = cli
-        .command(&["runs", "--output", "json"])
+    let out = cli
+        .command(&["run", "flow.yaml", "--no-progress"])
         .output()
         .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = cli.command(&["runs", "--output", "json"]).output().unwrap();
     let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
     let statuses: Vec<&str> = runs
         .as_array()
@@ -219,7 +222,10 @@ async fn progress_is_printed_as_lines_when_stderr_is_not_a_terminal() {
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{}", text(&out));
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("progress ")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("progress "))
+        .collect();
     assert!(!lines.is_empty(), "{stderr}");
     assert!(lines[0].contains("delivered"), "{stderr}");
 
@@ -258,10 +264,8 @@ async fn rekey_delivers_records_whose_key_was_used_with_another_body() {
     let applied_first = w.sandbox.sink().applied_count();
 
     // The map changes for some orders only: express orders become "urgent".
-    let changed = keyed_by_id(ferry_e2e::example_flow()).replace(
-        "lookup: { express: high }",
-        "lookup: { express: urgent }",
-    );
+    let changed = keyed_by_id(ferry_e2e::example_flow())
+        .replace("lookup: { express: high }", "lookup: { express: urgent }");
     w.redeploy(&changed).await;
     let express: Vec<u64> = (1..=records)
         .filter(|id| {
@@ -282,7 +286,12 @@ async fn rekey_delivers_records_whose_key_was_used_with_another_body() {
             ..Default::default()
         })
         .await;
-    assert_eq!(plain.counts.dead_lettered, express.len() as u64, "{:?}", plain.counts);
+    assert_eq!(
+        plain.counts.dead_lettered,
+        express.len() as u64,
+        "{:?}",
+        plain.counts
+    );
     let dlq = w
         .store
         .dead_letters(&DlqFilter {
@@ -293,7 +302,11 @@ async fn rekey_delivers_records_whose_key_was_used_with_another_body() {
         .unwrap();
     assert!(dlq.iter().all(|d| d.error_class == "key_conflict"));
     assert!(dlq[0].error.contains("--rekey"), "{}", dlq[0].error);
-    assert_eq!(w.sandbox.sink().applied_count(), applied_first, "nothing sent");
+    assert_eq!(
+        w.sandbox.sink().applied_count(),
+        applied_first,
+        "nothing sent"
+    );
 
     // With --rekey: the changed records go under new keys; the rest are skipped.
     let rekeyed = w
@@ -304,7 +317,12 @@ async fn rekey_delivers_records_whose_key_was_used_with_another_body() {
         })
         .await;
     assert_eq!(rekeyed.status, RunStatus::Succeeded, "{:?}", rekeyed.error);
-    assert_eq!(rekeyed.counts.delivered, express.len() as u64, "{:?}", rekeyed.counts);
+    assert_eq!(
+        rekeyed.counts.delivered,
+        express.len() as u64,
+        "{:?}",
+        rekeyed.counts
+    );
     assert_eq!(rekeyed.counts.dead_lettered, 0, "{:?}", rekeyed.counts);
     let applied = w.sandbox.sink().applied();
     for id in &express {
@@ -356,7 +374,11 @@ async fn rekey_delivers_records_whose_key_was_used_with_another_body() {
         })
         .await
         .unwrap();
-    assert!(pending.is_empty(), "{:?}", pending.first().map(|d| &d.error));
+    assert!(
+        pending.is_empty(),
+        "{:?}",
+        pending.first().map(|d| &d.error)
+    );
     let applied = w.sandbox.sink().applied();
     assert!(applied.iter().all(|a| a.times_applied == 1));
 }

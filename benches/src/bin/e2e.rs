@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use ferry_env::{RunEnv, Secrets};
 use ferry_engine::{RunOptions, RunRequest};
+use ferry_env::{RunEnv, Secrets};
 use ferry_sandbox::{Sandbox, SandboxConfig};
 use ferry_store::Trigger;
 use futures::StreamExt;

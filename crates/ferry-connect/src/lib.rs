@@ -11,5 +11,9 @@
 
 pub mod error;
 pub mod http;
+pub mod sink;
+pub mod source;
 
 pub use error::ConnectError;
+pub use sink::{Attempt, RunTag, Sink};
+pub use source::{Acker, Batch, Receipt, Source, SourceOptions};

@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use ferry_connect::http::HttpPager;
 use ferry_connect::ConnectError;
+use ferry_connect::http::HttpPager;
 use ferry_env::{RunEnv, Secrets};
 use ferry_sandbox::{Sandbox, SandboxConfig, SourceFault};
 use ferry_spec::HttpSource;

@@ -83,7 +83,7 @@ pub fn idempotency_key(
     let raw = match template {
         Some(t) => t
             .render(Encoding::Raw, |v| vars.lookup(v))
-            .map_err(|e| format!("destination.http.idempotency_key: {e}"))?,
+            .map_err(|e| e.to_string())?,
         None => format!(
             "{}-{}-{}",
             vars.flow,

@@ -2,13 +2,11 @@
 //! happened.
 //!
 //! # Layout
-//! - [`run`]: one run, as four concurrent stages (source → map → deliver → settle);
+//! - [`run`]: the one pipeline — source → map → screen → deliver → settle, all at once — that
+//!   runs, backfills and replays use, with a file per stage;
 //! - [`keys`]: idempotency keys and content hashes;
 //! - [`cursor`]: ordering of incremental cursor values;
 //! - [`progress`]: live counters for progress bars;
-//! - `stop`: why a run stops early (asked to, deadline, destination down, store trouble);
-//! - `outage`: waiting out a state store that does not answer, and failing on one that is
-//!   broken;
 //! - [`deploy`]: turning a flow file into the active revision of an environment;
 //! - [`replay`]: the dead-letter queue's operator surface: replay (a run of its own), dry run,
 //!   edit, discard;
@@ -28,12 +26,10 @@ pub mod governance;
 pub mod keys;
 pub mod lifecycle;
 pub mod liveness;
-mod outage;
 pub mod progress;
 pub mod replay;
 pub mod run;
 pub mod scheduler;
-mod stop;
 
 pub use deploy::{DeployResult, deploy};
 pub use error::EngineError;
@@ -43,5 +39,5 @@ pub use replay::{
     ReplayRequest, ReplayedEntry, Selection, SetField, apply_sets, discard, dry_run, edit,
     ids_by_flow, replay,
 };
-pub use run::{RunOptions, RunRequest, Window, execute};
+pub use run::{MapOutcome, MappedRecord, Mapper, RunOptions, RunRequest, Window, execute};
 pub use scheduler::{Scheduler, SchedulerConfig, SchedulerHandle};

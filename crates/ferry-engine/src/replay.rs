@@ -35,31 +35,29 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use ferry_env::RunEnv;
-use ferry_connect::http::HttpDelivery;
-use ferry_map::CompiledMap;
-use ferry_spec::{Change, LoadedFlow, Template};
+use ferry_spec::{Change, LoadedFlow};
 use ferry_store::{
     DeadLetter, DeadLetterFailure, DeadLetterReplay, DlqFilter, DlqState, LedgerEntry, NewRun,
     ReplaySettle, RunCounts, RunRecord, RunStatus, Settle, Stage, StateStore, StoreError, Trigger,
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::outage::StoreWatch;
 use crate::progress::Progress;
-use crate::run::{Ctx, Guards, Inflight, MapStage, Settled, deliver_stage, prepare, screen_stage};
-use crate::stop::Stopper;
+use crate::run::BackHalf;
+use crate::run::ctx::Ctx;
+use crate::run::guards::Guards;
+use crate::run::outage::StoreWatch;
+use crate::run::outcome::{Pos, Settled};
+use crate::run::stage::map::{MapStage, Mapper, prepare};
+use crate::run::stage::screen::stop_reason;
+use crate::run::stage::settle::Recorder;
+use crate::run::stop::{StopReason, Stopper};
 
-/// Records queued for delivery at once.
-const WORK_CAPACITY: usize = 1024;
-/// Outcomes queued for the settle writer.
-const OUTCOME_CAPACITY: usize = 4096;
 /// Longest field path of `--set`, in bytes.
 pub const MAX_SET_PATH_BYTES: usize = 1024;
 /// Most segments in a `--set` field path.
@@ -654,8 +652,7 @@ fn entry_error(e: StoreError, id: Uuid) -> ReplayError {
 struct Target {
     loaded: LoadedFlow,
     number: i64,
-    map: CompiledMap,
-    key_template: Option<Template>,
+    mapper: Mapper,
 }
 
 async fn target(
@@ -689,26 +686,11 @@ async fn target(
     };
     let loaded = ferry_spec::from_canonical(&rev.spec)
         .map_err(|e| bad(format!("the stored revision cannot be read: {e}")))?;
-    let spec = &loaded.flow;
-    let map = CompiledMap::compile(&spec.map).map_err(|errs| {
-        bad(errs
-            .iter()
-            .map(|e| format!("{}: {}", e.path, e.message))
-            .collect::<Vec<_>>()
-            .join("; "))
-    })?;
-    let key_template = match &spec.http_sink().idempotency_key {
-        Some(t) => Some(
-            Template::parse(t)
-                .map_err(|e| bad(format!("destination.http.idempotency_key: {e}")))?,
-        ),
-        None => None,
-    };
+    let mapper = Mapper::new(&loaded, Some(rev.number)).map_err(bad)?;
     Ok(Target {
         number: rev.number,
         loaded,
-        map,
-        key_template,
+        mapper,
     })
 }
 
@@ -775,12 +757,8 @@ pub async fn dry_run(
 ) -> Result<DryRun, ReplayError> {
     let t = target(&store, &req.flow, &req.env.name, req.revision).await?;
     let entries = select(&store, req).await?;
-    let sink_spec = t.loaded.flow.http_sink();
-    let sink = HttpDelivery::new(sink_spec, &req.env).map_err(|e| ReplayError::Revision {
-        flow: req.flow.clone(),
-        revision: t.number,
-        reason: e.to_string(),
-    })?;
+    let dest = &t.loaded.flow.destination;
+    let sink = sink_for(&t, &req.flow, &req.env, Uuid::nil()).await?;
     let ctx = Ctx {
         // Nothing is written: the id only labels the dead letters `prepare` describes.
         run_id: Uuid::nil(),
@@ -795,19 +773,19 @@ pub async fn dry_run(
         store_watch: StoreWatch::new(t.loaded.flow.policy.store_outage_max()),
         // A dry run maps and compares; it claims and sends nothing.
         rekey: false,
+        keeps_ledger: sink.keeps_ledger(),
     };
+    let batched = dest.batch().is_some();
     let stage = MapStage {
-        map: t.map,
-        cursor_path: None,
-        key_template: t.key_template,
-        sink: Arc::new(sink),
-        batched: sink_spec.batch.is_some(),
+        mapper: t.mapper,
+        sink,
+        batched,
         until: None,
     };
     let mut out = Vec::with_capacity(entries.len());
     let mut keyed: Vec<(usize, String, String)> = Vec::new();
     for e in &entries {
-        let outcome = match prepare(&ctx, &stage, replay_source(e), None) {
+        let outcome = match prepare(&ctx, &stage, replay_source(e), Pos::default()) {
             Ok(w) => {
                 let mapped = w.mapped_value();
                 let key = replay_key(e, w.idem);
@@ -819,7 +797,7 @@ pub async fn dry_run(
                 DryRunOutcome::Deliver {
                     changes: ferry_spec::diff::diff(&before, &mapped),
                     key,
-                    url: w.url,
+                    url: w.target,
                     record: mapped,
                 }
             }
@@ -882,19 +860,18 @@ pub async fn replay(
         });
     }
     let spec = &t.loaded.flow;
-    let sink_spec = spec.http_sink();
     let bad = |reason: String| ReplayError::Revision {
         flow: req.flow.clone(),
         revision: t.number,
         reason,
     };
-    let sink = Arc::new(HttpDelivery::new(sink_spec, &req.env).map_err(|e| bad(e.to_string()))?);
+    let run_id = Uuid::now_v7();
+    let sink = sink_for(&t, &req.flow, &req.env, run_id).await?;
     let stop = Arc::new(Stopper::new());
     // A replay is started by an operator: only an explicit `policy.deadline` bounds it.
     let deadline = spec.policy.deadline_for(None);
     let guards = Arc::new(Guards::from_flow(spec, stop.clone(), deadline).map_err(bad)?);
 
-    let run_id = Uuid::now_v7();
     store
         .create_run(&NewRun {
             id: run_id,
@@ -912,7 +889,7 @@ pub async fn replay(
     let span = tracing::info_span!("run", run_id = %run_id, flow = %req.flow, revision = t.number, env = %req.env.name, trigger = "replay");
     let run_clock = std::time::Instant::now();
 
-    let stopper = crate::stop::stop_on(stop.clone(), opts.cancel.clone(), deadline);
+    let stopper = crate::run::stop::stop_on(stop.clone(), opts.cancel.clone(), deadline);
     let ctx = Arc::new(Ctx {
         run_id,
         flow: req.flow.clone(),
@@ -926,13 +903,12 @@ pub async fn replay(
         stop: stop.clone(),
         store_watch: StoreWatch::new(spec.policy.store_outage_max()),
         rekey: opts.rekey,
+        keeps_ledger: sink.keeps_ledger(),
     });
     let stage = MapStage {
-        map: t.map,
-        cursor_path: None,
-        key_template: t.key_template,
+        mapper: t.mapper,
         sink: sink.clone(),
-        batched: sink_spec.batch.is_some(),
+        batched: spec.destination.batch().is_some(),
         until: None,
     };
 
@@ -944,7 +920,11 @@ pub async fn replay(
     for e in &entries {
         Progress::add(&ctx.progress.fetched, 1);
         let tag = groups.len();
-        match prepare(&ctx, &stage, replay_source(e), Some(Value::from(tag))) {
+        let pos = Pos {
+            cursor: None,
+            receipt: Some(tag as u64),
+        };
+        match prepare(&ctx, &stage, replay_source(e), pos) {
             Ok(mut w) => {
                 w.idem = replay_key(e, std::mem::take(&mut w.idem));
                 match by_key.entry((w.idem.clone(), w.body_hash.clone())) {
@@ -964,37 +944,26 @@ pub async fn replay(
     }
     let groups = Arc::new(groups);
 
-    let (work_tx, work_rx) = mpsc::channel(WORK_CAPACITY);
-    let (settle_tx, settle_rx) = mpsc::channel(OUTCOME_CAPACITY);
-    let inflight = Inflight::default();
-    let (ready_tx, ready_rx) = mpsc::channel(WORK_CAPACITY);
-    let screen_task = tokio::spawn(screen_stage(
-        ctx.clone(),
-        work_rx,
-        ready_tx,
-        settle_tx.clone(),
-        inflight.clone(),
-    ));
-    let deliver_task = tokio::spawn(tracing::Instrument::instrument(
-        deliver_stage(
-            ctx.clone(),
-            sink,
-            guards,
-            sink_spec.concurrency as usize,
-            sink_spec.batch.map(|b| b as usize),
-            inflight,
-            ready_rx,
-            settle_tx.clone(),
-        ),
-        span.clone(),
-    ));
-    let writer = Writer {
+    let recorder = ReplayRecorder {
         ctx: ctx.clone(),
         groups: groups.clone(),
         actor: req.actor.clone(),
+        written: Written::default(),
+        batch: Pending::default(),
+        dirty: false,
+        unwritable: false,
     };
-    let settle_task =
-        tokio::spawn(writer.run(settle_rx, opts.settle_batch.max(1), opts.settle_interval));
+    let back = BackHalf::start(
+        ctx.clone(),
+        sink,
+        guards,
+        &spec.destination,
+        recorder,
+        &opts,
+        &span,
+    );
+    let settle_tx = back.settle_tx.clone();
+    let work_tx = back.work_tx.clone();
     for s in early {
         if settle_tx.send(s).await.is_err() {
             break;
@@ -1007,18 +976,27 @@ pub async fn replay(
         }
     }
     drop(work_tx);
-    let _ = screen_task.await;
     // A delivery stage that crashed lost the entries it held: they stay pending.
-    let deliver_error = deliver_task
-        .await
-        .err()
-        .map(|e| format!("the replay's delivery stage crashed: {e}"));
-    let written = settle_task.await;
+    let (deliver_error, recorded) = back.finish().await;
     stopper.abort();
 
-    let (mut counts, outcomes, error) = match written {
-        Ok(Ok(w)) => (w.counts, w.outcomes, deliver_error),
-        Ok(Err((w, e))) => (w.counts, w.outcomes, Some(e)),
+    let (mut counts, outcomes, error) = match recorded {
+        Ok(rec) => {
+            // A write that failed stopped the replay with the reason: its entries stay pending.
+            let error = match stop.reason() {
+                Some(why)
+                    if why.fails_the_run()
+                        || matches!(why, StopReason::StoreUnreachable { .. }) =>
+                {
+                    Some(format!(
+                        "could not record every outcome: {}; those entries stay pending and a later replay is answered by the destination's dedupe",
+                        why.describe()
+                    ))
+                }
+                _ => deliver_error,
+            };
+            (rec.written.counts, rec.written.outcomes, error)
+        }
         Err(e) => (
             RunCounts::default(),
             HashMap::new(),
@@ -1059,7 +1037,7 @@ pub async fn replay(
             status,
             &counts,
             None,
-            error.map(crate::run::scrub).as_deref(),
+            error.map(crate::run::ctx::scrub).as_deref(),
         )
         .await?;
     tracing::info!(run_id = %run_id, status = %status, delivered = counts.delivered, skipped = counts.skipped, filtered = counts.filtered, failed_again = counts.dead_lettered, not_attempted, "Replay finished");
@@ -1097,18 +1075,24 @@ pub async fn replay(
     })
 }
 
-/// What the settle writer has recorded.
+/// What the replay's recorder has recorded.
 #[derive(Default)]
 struct Written {
     counts: RunCounts,
     outcomes: HashMap<Uuid, EntryOutcome>,
 }
 
-/// Turns outcomes into ledger rows and dead-letter updates, written in batches.
-struct Writer {
+/// Turns a replay's outcomes into ledger rows and dead-letter updates, written in batches
+/// (`StateStore::settle_replay`). Each record carries, as its receipt, the index of the group
+/// of entries it stands for.
+struct ReplayRecorder {
     ctx: Arc<Ctx>,
     groups: Arc<Vec<Vec<Uuid>>>,
     actor: String,
+    written: Written,
+    batch: Pending,
+    dirty: bool,
+    unwritable: bool,
 }
 
 /// One batch being gathered.
@@ -1118,53 +1102,17 @@ struct Pending {
     entries: Vec<DeadLetterReplay>,
 }
 
-impl Writer {
-    async fn run(
-        self,
-        mut rx: mpsc::Receiver<Settled>,
-        batch_size: usize,
-        interval: Duration,
-    ) -> Result<Written, (Written, String)> {
-        let mut w = Written::default();
-        let mut batch = Pending::default();
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let flush = tokio::select! {
-                item = rx.recv() => match item {
-                    Some(s) => {
-                        self.take(s, &mut w, &mut batch);
-                        batch.entries.len() >= batch_size
-                    }
-                    None => break,
-                },
-                _ = tick.tick() => !batch.entries.is_empty(),
-            };
-            if flush && let Err(e) = self.write(&mut w, std::mem::take(&mut batch)).await {
-                return Err((w, e));
-            }
-        }
-        if !batch.entries.is_empty()
-            && let Err(e) = self.write(&mut w, batch).await
-        {
-            return Err((w, e));
-        }
-        Ok(w)
-    }
-
+impl ReplayRecorder {
     /// Adds one outcome to the batch.
-    fn take(&self, s: Settled, w: &mut Written, batch: &mut Pending) {
+    fn take_one(&self, s: Settled, w: &mut Written, batch: &mut Pending) {
         let ctx = &self.ctx;
         let group = match &s {
-            Settled::Delivered { cursor, .. }
-            | Settled::Skipped { cursor }
-            | Settled::Filtered { cursor }
-            | Settled::Dead { cursor, .. } => cursor
-                .as_ref()
-                .and_then(Value::as_u64)
-                .and_then(|i| self.groups.get(usize::try_from(i).ok()?)),
             // A record the run handed back was not sent: its entry stays as it is.
-            _ => return,
+            Settled::HandedBack { .. } => return,
+            s => s
+                .pos()
+                .receipt
+                .and_then(|i| self.groups.get(usize::try_from(i).ok()?)),
         };
         let Some(ids) = group.filter(|g| !g.is_empty()) else {
             tracing::error!("A replay outcome without its entry tag; the entry stays pending");
@@ -1255,10 +1203,34 @@ impl Writer {
             _ => {}
         }
     }
+}
 
-    /// Writes one batch, retrying while the store reports a transient failure.
-    async fn write(&self, w: &mut Written, batch: Pending) -> Result<(), String> {
-        w.counts.fetched = w.counts.read();
+#[async_trait::async_trait]
+impl Recorder for ReplayRecorder {
+    fn take(&mut self, s: Settled) {
+        if self.unwritable {
+            // Nothing more is written: the entry stays pending, not attempted.
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut written = std::mem::take(&mut self.written);
+        self.take_one(s, &mut written, &mut batch);
+        self.batch = batch;
+        self.written = written;
+        self.dirty = true;
+    }
+
+    fn waiting(&self) -> usize {
+        self.batch.entries.len()
+    }
+
+    fn dirty(&self) -> bool {
+        self.dirty && !self.batch.entries.is_empty()
+    }
+
+    async fn write(&mut self) -> Result<(), StopReason> {
+        let batch = std::mem::take(&mut self.batch);
+        self.written.counts.fetched = self.written.counts.read();
         let rs = ReplaySettle {
             batch: Settle {
                 run_id: self.ctx.run_id,
@@ -1266,36 +1238,56 @@ impl Writer {
                 env: self.ctx.env.clone(),
                 delivered: batch.delivered,
                 dead: Vec::new(),
-                counts: w.counts,
+                counts: self.written.counts,
                 cursor: None,
             },
             entries: batch.entries,
             actor: self.actor.clone(),
         };
-        match self
+        let result = self
             .ctx
             .store_watch
             .patiently("settle_replay", || self.ctx.store.settle_replay(&rs))
-            .await
-        {
+            .await;
+        self.dirty = false;
+        match result {
             Ok(()) => Ok(()),
             Err(trouble) => {
                 // Not recorded: those entries stay pending, and a later replay sends them
                 // again under the same keys, which the destination dedupes.
                 for e in &rs.entries {
-                    w.outcomes.remove(&e.id());
+                    self.written.outcomes.remove(&e.id());
                 }
-                let why = crate::run::stop_reason(trouble);
-                let msg = format!(
-                    "could not record the outcome of {} dead letters: {}; they stay pending and a later replay is answered by the destination's dedupe",
-                    rs.entries.len(),
-                    why.describe()
-                );
-                self.ctx.stop.stop(why);
-                Err(msg)
+                Err(stop_reason(trouble))
             }
         }
     }
+
+    fn unwritable(&mut self) {
+        self.batch = Pending::default();
+        self.unwritable = true;
+    }
+}
+
+/// The destination of a revision, for a replay (or its dry run).
+async fn sink_for(
+    t: &Target,
+    flow: &str,
+    env: &RunEnv,
+    run_id: Uuid,
+) -> Result<Arc<dyn ferry_connect::Sink>, ReplayError> {
+    let tag = ferry_connect::RunTag {
+        flow: flow.to_string(),
+        revision: t.number,
+        run_id: run_id.to_string(),
+    };
+    ferry_connect::sink::from_spec(&t.loaded.flow.destination, env, &tag)
+        .await
+        .map_err(|e| ReplayError::Revision {
+            flow: flow.to_string(),
+            revision: t.number,
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]

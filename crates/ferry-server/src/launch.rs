@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ferry_env::{RunEnv, Secrets};
 use ferry_engine::{RunOptions, RunRequest};
+use ferry_env::{RunEnv, Secrets};
 use ferry_spec::Project;
 use ferry_store::{StateStore, Trigger};
 use futures::future::BoxFuture;

@@ -982,6 +982,59 @@ pub struct ExpectError {
     pub contains: Option<String>,
 }
 
+impl Source {
+    /// The incremental cursor settings of a source that reads from one.
+    pub fn cursor(&self) -> Option<&CursorSpec> {
+        match self {
+            Source::Http(h) => h.cursor.as_ref(),
+        }
+    }
+
+    /// The HTTP API this source reads, when it is one.
+    pub fn http(&self) -> Option<&HttpSource> {
+        match self {
+            Source::Http(h) => Some(h),
+        }
+    }
+
+    /// Where this source's settings are in a flow file (`source.http`), for messages.
+    pub fn path(&self) -> &'static str {
+        match self {
+            Source::Http(_) => "source.http",
+        }
+    }
+}
+
+impl Destination {
+    /// The idempotency key template, when the flow sets one.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            Destination::Http(h) => h.idempotency_key.as_deref(),
+        }
+    }
+
+    /// Requests in flight.
+    pub fn concurrency(&self) -> u32 {
+        match self {
+            Destination::Http(h) => h.concurrency,
+        }
+    }
+
+    /// Records per request when records go in batches.
+    pub fn batch(&self) -> Option<u32> {
+        match self {
+            Destination::Http(h) => h.batch,
+        }
+    }
+
+    /// Where this destination's settings are in a flow file (`destination.http`), for messages.
+    pub fn path(&self) -> &'static str {
+        match self {
+            Destination::Http(_) => "destination.http",
+        }
+    }
+}
+
 impl Flow {
     /// The HTTP source (the only source kind so far).
     pub fn http_source(&self) -> &HttpSource {

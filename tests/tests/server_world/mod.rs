@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_env::Secrets;
 use ferry_engine::{RunOptions, RunRequest};
+use ferry_env::Secrets;
 use ferry_sandbox::{Sandbox, SandboxConfig, SinkFaults};
 use ferry_server::{ProjectEnv, Server, ServerConfig, Services, TokenSource};
 use ferry_spec::{LoadedFlow, Project};

@@ -13,9 +13,9 @@ use reqwest::header::{HeaderName, HeaderValue};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use ferry_env::{RunEnv, SecretValue};
 use crate::error::ConnectError;
 use crate::http::client::{describe, excerpt, read_capped, redact_url};
+use ferry_env::{RunEnv, SecretValue};
 
 /// Tokens are renewed this long before their stated expiry.
 const EXPIRY_SKEW: Duration = Duration::from_secs(30);

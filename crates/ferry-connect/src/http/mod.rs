@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod destination;
 pub mod sink;
 pub mod source;
 

@@ -11,7 +11,7 @@
 //! `traceparent` of the record's delivery span.
 
 use std::borrow::Cow;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use ferry_resilience::{ErrorClass, Outcome, classify_http, parse_retry_after};
@@ -19,24 +19,17 @@ use ferry_spec::template::{Encoding, Root, Var};
 use ferry_spec::{HttpSink, Param, SinkMethod, Template};
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 
-use ferry_env::RunEnv;
 use crate::error::ConnectError;
 use crate::http::auth::{ResolvedAuth, render_env};
 use crate::http::client::{BodyError, build_client, describe, excerpt, read_capped, redact_url};
+use ferry_env::RunEnv;
 
 /// Largest response body read from a destination (only an excerpt is kept).
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 /// Length of a response excerpt in errors and dead letters.
 pub const EXCERPT_CHARS: usize = 300;
 
-/// What one attempt came to.
-#[derive(Debug, Clone)]
-pub struct AttemptResult {
-    /// HTTP status, when a response came back.
-    pub status: Option<u16>,
-    pub outcome: Outcome,
-    pub took: Duration,
-}
+pub use crate::sink::Attempt as AttemptResult;
 
 /// A prepared HTTP destination.
 pub struct HttpDelivery {
@@ -227,5 +220,25 @@ impl HttpDelivery {
             },
         };
         Ok((Some(status), outcome))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::sink::Sink for HttpDelivery {
+    fn target(&self, lookup: crate::sink::Lookup<'_>) -> Result<String, ConnectError> {
+        self.url(lookup)
+    }
+
+    fn origin<'a>(&self, target: &'a str) -> &'a str {
+        super::destination::origin(target)
+    }
+
+    fn destination(&self, origin: &str) -> String {
+        super::destination::destination_key(origin)
+    }
+
+    async fn send(&self, target: &str, key: &str, body: Bytes) -> AttemptResult {
+        // Boxed: the request future is large and lives only while the request is in flight.
+        Box::pin(HttpDelivery::send(self, target, key, body)).await
     }
 }

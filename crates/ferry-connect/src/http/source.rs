@@ -22,10 +22,10 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 use url::Url;
 
-use ferry_env::RunEnv;
 use crate::error::ConnectError;
 use crate::http::auth::ResolvedAuth;
 use crate::http::client::{BodyError, build_client, describe, excerpt, read_capped, redact_url};
+use ferry_env::RunEnv;
 
 /// Attempts per page (the first included) before a transient failure fails the run.
 pub const PAGE_ATTEMPTS: u32 = 4;
@@ -630,6 +630,18 @@ pub fn link_target(header: &str, rel: &str) -> Option<String> {
             }
         }
         rest = &after[params_end..];
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::source::Source for HttpPager {
+    async fn next_batch(&mut self) -> Result<Option<crate::source::Batch>, ConnectError> {
+        Ok(self.next_page().await?.map(|p| crate::source::Batch {
+            number: p.number,
+            origin: p.url,
+            records: p.records,
+            ..Default::default()
+        }))
     }
 }
 

@@ -123,7 +123,7 @@ pub fn test(ctx: &Ctx, paths: &[PathBuf], update: bool) -> Result<u8> {
         if fixtures.is_empty() {
             continue;
         }
-        let replayer = match Replayer::new(&loaded, &map) {
+        let replayer = match Replayer::new(&loaded) {
             Ok(r) => r,
             Err(e) => {
                 invalid += 1;

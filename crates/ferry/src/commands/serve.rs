@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use ferry_env::RunEnv;
 use ferry_engine::scheduler::{
     EngineLauncher, ResumeOutcome, RunEnvSource, Scheduler, SchedulerConfig, SchedulerError,
     SchedulerHandle, SystemClock,
 };
+use ferry_env::RunEnv;
 use ferry_server::{
     EnvSource, LaunchError, NextRun, ProjectEnv, RunLauncher, Server, ServerConfig, Services,
 };

@@ -30,12 +30,17 @@ pub(crate) enum StopReason {
     StoreUnreachable { for_: Duration, error: String },
     /// The state store failed in a way waiting does not mend.
     StoreFailed { error: String },
+    /// The destination could not make delivered records durable (a file sink's sync failed).
+    SinkFailed { error: String },
 }
 
 impl StopReason {
     /// True when the run must end `failed` rather than `incomplete`.
     pub(crate) fn fails_the_run(&self) -> bool {
-        matches!(self, StopReason::StoreFailed { .. })
+        matches!(
+            self,
+            StopReason::StoreFailed { .. } | StopReason::SinkFailed { .. }
+        )
     }
 
     /// What happened, for the run's error text.
@@ -55,6 +60,9 @@ impl StopReason {
                 human(*for_)
             ),
             StopReason::StoreFailed { error } => format!("the state store failed: {error}"),
+            StopReason::SinkFailed { error } => {
+                format!("the destination could not keep what was delivered: {error}")
+            }
         }
     }
 }

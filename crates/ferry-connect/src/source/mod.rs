@@ -1,0 +1,81 @@
+//! What every source is to the engine: batches of records, and — for sources that acknowledge —
+//! an acknowledgement once the records are settled.
+//!
+//! A source yields [`Batch`]es: a page of an HTTP API, a slice of a file, the messages a queue
+//! delivered. The engine maps, screens, delivers and settles their records, and tells an
+//! acknowledging source (AMQP) through its [`Acker`] which records are settled *and committed*
+//! in the state store, so a message is never acknowledged before its outcome is recorded.
+//! Retrying a failed page or reconnecting is the resilience layer's job, not the source's:
+//! a source classifies what went wrong (`ConnectError`) and the caller decides.
+//!
+//! [`from_spec`] is the one place with an arm per source kind.
+
+use std::sync::Arc;
+
+use ferry_env::RunEnv;
+use serde_json::Value;
+
+use crate::error::ConnectError;
+
+/// What an acknowledging source needs back to acknowledge one record (an AMQP delivery tag).
+pub type Receipt = u64;
+
+/// A batch of records as a source yields them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// 1-based number of the batch within this read (the page number of an HTTP source).
+    pub number: u64,
+    /// Where the batch came from, for messages (a URL without credentials, a file, a queue).
+    pub origin: String,
+    /// The records, in source order.
+    pub records: Vec<Value>,
+    /// For an acknowledging source, one receipt per record (same order); empty otherwise.
+    pub receipts: Vec<Receipt>,
+    /// What the map may read about each record besides the record itself (`$meta`: an AMQP
+    /// message's properties and headers), one per record; empty when the source has none.
+    pub meta: Vec<Arc<Value>>,
+}
+
+/// A source of records, read batch by batch by one run.
+#[async_trait::async_trait]
+pub trait Source: Send {
+    /// The next batch, or `None` when the source has no more for this run.
+    async fn next_batch(&mut self) -> Result<Option<Batch>, ConnectError>;
+
+    /// The handle the engine acknowledges settled records through; `None` for a source that
+    /// does not acknowledge (HTTP, files: their position is the run's cursor).
+    fn acker(&self) -> Option<Arc<dyn Acker>> {
+        None
+    }
+}
+
+/// Acknowledges records of an acknowledging source.
+#[async_trait::async_trait]
+pub trait Acker: Send + Sync {
+    /// These records are settled and their outcomes committed: the source may forget them.
+    async fn ack(&self, receipts: &[Receipt]) -> Result<(), ConnectError>;
+    /// These records were not settled (the run stopped): the source keeps them for the next run.
+    async fn release(&self, receipts: &[Receipt]) -> Result<(), ConnectError>;
+}
+
+/// How a run reads its source.
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    /// The stored incremental cursor (or the flow's start), for sources that read from one.
+    pub cursor: Option<Value>,
+}
+
+/// The source of a flow, ready to read: the one place with an arm per source kind.
+pub async fn from_spec(
+    spec: &ferry_spec::Source,
+    env: &RunEnv,
+    opts: &SourceOptions,
+) -> Result<Box<dyn Source>, ConnectError> {
+    match spec {
+        ferry_spec::Source::Http(h) => Ok(Box::new(crate::http::HttpPager::new(
+            h,
+            env,
+            opts.cursor.as_ref(),
+        )?)),
+    }
+}
