@@ -32,7 +32,7 @@
 //! # Layout
 //! - [`class`]: [`ErrorClass`], [`Outcome`], [`Classify`], [`classify_http`];
 //! - [`retry_after`]: [`parse_retry_after`] for delta-seconds and the three HTTP-date forms;
-//! - [`backoff`]: [`Jitter`], [`JitteredBackoff`] (a backon `Backoff`), [`backoff_cap`];
+//! - [`backoff`]: [`Jitter`], [`JitteredBackoff`] (an iterator of waits), [`backoff_cap`];
 //! - [`policy`]: [`RetryPolicy`], [`decide`], [`RetryDecision`], [`GiveUpReason`];
 //! - [`budget`]: [`RetryBudget`] and [`BudgetConfig`];
 //! - [`breaker`]: [`CircuitBreaker`], [`BreakerConfig`], [`BreakerPermit`], [`BreakerOpen`];
@@ -42,10 +42,11 @@
 //!
 //! # The key decision
 //!
-//! Full jitter is the default and `Retry-After` only ever *lengthens* a wait. backon's built-in
-//! jitter adds `[0, d)` on top of the exponential delay, which keeps a herd of clients clustered
-//! after an outage; full jitter spreads them over `[0, d]` (test T9 shows the difference). The
-//! cost is a custom backoff iterator instead of backon's builder. All time is
+//! Full jitter is the default and `Retry-After` only ever *lengthens* a wait. Backoff crates'
+//! usual jitter (backon's, for one) adds `[0, d)` on top of the exponential delay, which keeps a
+//! herd of clients clustered after an outage; full jitter spreads them over `[0, d]` (test T9
+//! shows the difference). The cost is a small backoff iterator and retry loop of our own. All
+//! time is
 //! `tokio::time::Instant`, so every time-dependent piece is tested under paused time.
 
 pub mod backoff;

@@ -10,7 +10,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use thiserror::Error;
 
 use crate::backoff::{Jitter, JitteredBackoff, backoff_cap};
@@ -46,11 +45,8 @@ pub enum PolicyError {
     ZeroMaxElapsed,
 }
 
-/// Validated retry settings. Build with [`RetryPolicy::try_new`].
-///
-/// It is also a backon [`BackoffBuilder`]: `op.retry(policy)` retries up to `attempts - 1` times
-/// with [`JitteredBackoff`] waits (backon does not know `max_elapsed` or `Retry-After`; use
-/// [`decide`] or [`crate::Stack`] for those).
+/// Validated retry settings. Build with [`RetryPolicy::try_new`]; run them with
+/// [`crate::Stack`], or ask [`decide`] directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     attempts: u32,
@@ -145,22 +141,6 @@ impl Default for RetryPolicy {
             jitter: Jitter::Full,
             max_elapsed: Duration::from_secs(300),
         }
-    }
-}
-
-impl BackoffBuilder for RetryPolicy {
-    type Backoff = JitteredBackoff;
-
-    fn build(self) -> JitteredBackoff {
-        (&self).build()
-    }
-}
-
-impl BackoffBuilder for &RetryPolicy {
-    type Backoff = JitteredBackoff;
-
-    fn build(self) -> JitteredBackoff {
-        self.backoff().with_limit(Some(self.attempts - 1))
     }
 }
 
@@ -455,16 +435,5 @@ mod tests {
         for (reason, setting) in cases {
             assert!(reason.to_string().contains(setting), "{reason}");
         }
-    }
-
-    #[test]
-    fn backon_builder_limits_to_attempts_minus_one() {
-        let p = policy(4, Jitter::Full);
-        let waits: Vec<Duration> = (&p).build().collect();
-        assert_eq!(waits.len(), 3);
-        for (n, w) in waits.iter().enumerate() {
-            assert!(*w <= p.backoff_bound(n as u32));
-        }
-        assert_eq!(policy(1, Jitter::Full).build().count(), 0);
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use backon::Retryable;
 use ferry_resilience::{
     AttemptError, BreakerConfig, BreakerState, BudgetConfig, CallError, CircuitBreaker, Classify,
     ErrorClass, GiveUpReason, Jitter, RateLimit, RateLimiter, RetryBudget, RetryPolicy, Stack,
@@ -323,24 +322,6 @@ async fn an_empty_budget_stops_retries() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(starts.len(), 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn policy_is_a_backon_backoff_builder() {
-    let p = policy(4);
-    let calls = AtomicU32::new(0);
-    let start = Instant::now();
-    let r: Result<(), &str> = (|| async {
-        calls.fetch_add(1, Ordering::Relaxed);
-        Err("down")
-    })
-    .retry(&p)
-    .sleep(tokio::time::sleep)
-    .await;
-    assert_eq!(r, Err("down"));
-    assert_eq!(calls.load(Ordering::Relaxed), 4);
-    let bound: Duration = (0..3).map(|n| p.backoff_bound(n)).sum();
-    assert!(start.elapsed() <= bound);
 }
 
 fn answer_strategy() -> impl Strategy<Value = Answer> {
