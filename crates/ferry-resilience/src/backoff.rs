@@ -1,11 +1,11 @@
-//! Exponential backoff with full, equal or no jitter, as a backon [`Backoff`](backon::Backoff).
+//! Exponential backoff with full, equal or no jitter, as an iterator of waits.
 //!
-//! backon's own `ExponentialBuilder::with_jitter()` sleeps `d + U(0, d)`: it adds jitter *on top*
-//! of the exponential delay, so every client still waits at least `d` and retries stay
-//! clustered. The AWS backoff study's *full jitter* — `U(0, min(max, initial·2^n))` — spreads a
-//! herd of clients over the whole interval (about half the calls, a thirteenth of the time of
-//! un-jittered backoff with 100 contending clients), so this module implements it as a small
-//! iterator and plugs it into backon through its blanket `BackoffBuilder` impl.
+//! Jitter added *on top* of the exponential delay (`d + U(0, d)`, what backoff crates such as
+//! backon offer) keeps every client waiting at least `d`, so retries stay clustered. The AWS
+//! backoff study's *full jitter* — `U(0, min(max, initial·2^n))` — spreads a herd of clients
+//! over the whole interval (about half the calls, a thirteenth of the time of un-jittered
+//! backoff with 100 contending clients), so this module implements it as a small iterator that
+//! [`crate::decide`] draws from, one sample per retry.
 //!
 //! The arithmetic saturates: `initial·2^n` is computed in `u128` nanoseconds and capped at `max`,
 //! so any `n` up to `u32::MAX` is safe.
@@ -53,10 +53,8 @@ fn nanos_to_duration(nanos: u128) -> Duration {
 /// Exponential backoff with jitter: an `Iterator<Item = Duration>` of waits before retries
 /// 0, 1, 2, ….
 ///
-/// It is a backon [`Backoff`](backon::Backoff) (through backon's blanket impl), and
-/// [`crate::RetryPolicy`] is a backon [`BackoffBuilder`](backon::BackoffBuilder) that builds one
-/// limited to `attempts - 1` retries. Seed it with [`JitteredBackoff::with_rng`] for
-/// deterministic tests.
+/// [`crate::RetryPolicy::backoff`] makes one for a policy; [`crate::Stack::call_with_backoff`]
+/// takes one. Seed it with [`JitteredBackoff::with_rng`] for deterministic tests.
 #[derive(Debug, Clone)]
 pub struct JitteredBackoff {
     initial: Duration,
@@ -102,7 +100,7 @@ impl JitteredBackoff {
         self.with_rng(StdRng::seed_from_u64(seed))
     }
 
-    /// Stops after `limit` samples (`None`: never stops), as backon expects of a finite backoff.
+    /// Stops after `limit` samples (`None`: never stops).
     pub fn with_limit(mut self, limit: Option<u32>) -> Self {
         self.remaining = limit;
         self

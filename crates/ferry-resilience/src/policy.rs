@@ -10,7 +10,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use thiserror::Error;
 
 use crate::backoff::{Jitter, JitteredBackoff, backoff_cap};
@@ -46,11 +45,9 @@ pub enum PolicyError {
     ZeroMaxElapsed,
 }
 
-/// Validated retry settings. Build with [`RetryPolicy::try_new`].
-///
-/// It is also a backon [`BackoffBuilder`]: `op.retry(policy)` retries up to `attempts - 1` times
-/// with [`JitteredBackoff`] waits (backon does not know `max_elapsed` or `Retry-After`; use
-/// [`decide`] or [`crate::Stack`] for those).
+/// Validated retry settings. Build with [`RetryPolicy::try_new`] (a flow's `policy.retry`) or
+/// [`RetryPolicy::until_elapsed`] (retry until a time limit alone); run them with
+/// [`crate::Stack`], or ask [`decide`] directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     attempts: u32,
@@ -96,7 +93,22 @@ impl RetryPolicy {
         })
     }
 
-    /// Attempts in all, the first included.
+    /// A policy that retries until `max_elapsed` has passed since the first attempt, however
+    /// many attempts that takes (up to `u32::MAX`): for calls that must wait out an outage,
+    /// such as state-store writes, source pages and reconnects. `initial`, `max` and
+    /// `max_elapsed` are checked as in [`RetryPolicy::try_new`].
+    pub fn until_elapsed(
+        initial: Duration,
+        max: Duration,
+        jitter: Jitter,
+        max_elapsed: Duration,
+    ) -> Result<Self, PolicyError> {
+        let mut policy = RetryPolicy::try_new(1, initial, max, jitter, max_elapsed)?;
+        policy.attempts = u32::MAX;
+        Ok(policy)
+    }
+
+    /// Attempts in all, the first included (`u32::MAX` for [`RetryPolicy::until_elapsed`]).
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
@@ -145,22 +157,6 @@ impl Default for RetryPolicy {
             jitter: Jitter::Full,
             max_elapsed: Duration::from_secs(300),
         }
-    }
-}
-
-impl BackoffBuilder for RetryPolicy {
-    type Backoff = JitteredBackoff;
-
-    fn build(self) -> JitteredBackoff {
-        (&self).build()
-    }
-}
-
-impl BackoffBuilder for &RetryPolicy {
-    type Backoff = JitteredBackoff;
-
-    fn build(self) -> JitteredBackoff {
-        self.backoff().with_limit(Some(self.attempts - 1))
     }
 }
 
@@ -458,13 +454,39 @@ mod tests {
     }
 
     #[test]
-    fn backon_builder_limits_to_attempts_minus_one() {
-        let p = policy(4, Jitter::Full);
-        let waits: Vec<Duration> = (&p).build().collect();
-        assert_eq!(waits.len(), 3);
-        for (n, w) in waits.iter().enumerate() {
-            assert!(*w <= p.backoff_bound(n as u32));
+    fn until_elapsed_retries_until_the_time_limit_alone() {
+        let p = RetryPolicy::until_elapsed(ms(100), ms(5_000), Jitter::Full, ms(60_000)).unwrap();
+        assert_eq!(p.attempts(), u32::MAX);
+        let mut b = p.backoff().with_seed(4);
+        // far past any attempts a flow may set, still retrying
+        for attempt in [1, MAX_ATTEMPTS, 10_000, u32::MAX - 1] {
+            assert!(
+                matches!(
+                    decide(&p, attempt, ms(1_000), None, &mut b),
+                    RetryDecision::RetryAfter(w) if w <= ms(5_000)
+                ),
+                "attempt {attempt}"
+            );
         }
-        assert_eq!(policy(1, Jitter::Full).build().count(), 0);
+        // the time limit still ends it
+        assert_eq!(
+            decide(&p, 10_000, ms(60_000), Some(ms(1)), &mut b),
+            RetryDecision::GiveUp(GiveUpReason::ElapsedExceeded {
+                elapsed: ms(60_000)
+            })
+        );
+        // the same checks as try_new
+        assert_eq!(
+            RetryPolicy::until_elapsed(ms(0), ms(1), Jitter::Full, ms(1)),
+            Err(PolicyError::ZeroInitial)
+        );
+        assert_eq!(
+            RetryPolicy::until_elapsed(ms(1), ms(1), Jitter::Full, ms(0)),
+            Err(PolicyError::ZeroMaxElapsed)
+        );
+        assert!(matches!(
+            RetryPolicy::until_elapsed(ms(2), ms(1), Jitter::Full, ms(1)),
+            Err(PolicyError::InitialAboveMax { .. })
+        ));
     }
 }

@@ -50,7 +50,9 @@ async fn retries_stay_within_ratio_of_requests_plus_reserve() {
 }
 
 /// The same through `Stack`, records arriving for 60 s: over the whole run retries stay within
-/// the ratio of requests plus one reserve per window the run spans.
+/// the ratio of requests plus one reserve per window the run spans. A record the budget refuses
+/// waits for it, and gives up only when waiting longer would pass `max_elapsed` (30 s), so the
+/// run spans up to 90 s.
 #[tokio::test(start_paused = true)]
 async fn stack_under_total_failure_respects_the_budget() {
     let budget = Arc::new(RetryBudget::new(BudgetConfig::default()));
@@ -66,32 +68,47 @@ async fn stack_under_total_failure_respects_the_budget() {
     let attempts = Arc::new(AtomicU64::new(0));
     let (mut requests, mut budget_refusals) = (0u64, 0u64);
     let mut tasks = Vec::new();
+    let start = tokio::time::Instant::now();
     // 50 records a second for 60 s, each on its own task
     for _ in 0..3_000 {
         requests += 1;
         let stack = stack.clone();
         let attempts = Arc::clone(&attempts);
         tasks.push(tokio::spawn(async move {
-            stack
+            let called = tokio::time::Instant::now();
+            let r = stack
                 .call(|_| {
                     attempts.fetch_add(1, Ordering::Relaxed);
                     async { Err::<(), _>(Fails) }
                 })
-                .await
+                .await;
+            (r, called.elapsed())
         }));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for t in tasks {
         match t.await.expect("task") {
-            Err(CallError::BudgetExhausted { .. }) => budget_refusals += 1,
-            Err(CallError::GaveUp { .. }) => {}
+            (Err(CallError::BudgetExhausted { .. }), took) => {
+                budget_refusals += 1;
+                // the next wait (at most 100 ms) would have passed max_elapsed
+                assert!(
+                    took > Duration::from_millis(29_900),
+                    "gave up after {took:?}"
+                );
+            }
+            (Err(CallError::GaveUp { .. }), _) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
+    let span = start.elapsed();
+    assert!(span <= Duration::from_secs(91), "{span:?}");
     let retries = attempts.load(Ordering::Relaxed) - requests;
-    // 60 s run + the last window's tail: at most 7 windows of 10 s
-    let bound = 0.2 * requests as f64 + 10.0 * 10.0 * 7.0;
-    eprintln!("{requests} requests, {retries} retries, {budget_refusals} refused, bound {bound}");
+    // the run's span in windows of 10 s, plus the last window's tail
+    let windows = span.as_secs_f64() / 10.0;
+    let bound = 0.2 * requests as f64 + 10.0 * 10.0 * (windows.ceil() + 1.0);
+    eprintln!(
+        "{requests} requests over {span:?}, {retries} retries, {budget_refusals} refused, bound {bound}"
+    );
     assert!(retries as f64 <= bound, "{retries} retries > {bound}");
     assert!(budget_refusals > 0, "the budget never refused a retry");
     // without the budget this would have been 4 retries per request

@@ -1,14 +1,16 @@
 //! The composed layers (`Stack`) under paused time: attempts, Retry-After floors, timeouts,
-//! permanent errors, breaker and limiter interplay, and a T2-style flaky destination property.
+//! permanent errors, breaker and limiter interplay per attempt, and a T2-style flaky destination
+//! property. (Waiting — open breakers, a spent budget, cancel and deadlines — is in
+//! `stack_waits.rs`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use backon::Retryable;
 use ferry_resilience::{
-    AttemptError, BreakerConfig, BreakerState, BudgetConfig, CallError, CircuitBreaker, Classify,
-    ErrorClass, GiveUpReason, Jitter, RateLimit, RateLimiter, RetryBudget, RetryPolicy, Stack,
+    AttemptError, BreakerConfig, BreakerState, BudgetConfig, CallError, CallScope, CircuitBreaker,
+    Classify, ErrorClass, GiveUpReason, Jitter, Observer, OpenBreaker, RateLimit, RateLimiter,
+    RetryBudget, RetryPolicy, Stack,
 };
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -84,25 +86,69 @@ fn policy(attempts: u32) -> RetryPolicy {
     .expect("valid policy")
 }
 
+/// The retries the stack announced: (attempt that failed, wait).
+#[derive(Debug, Default)]
+struct Retries(Vec<(u32, Duration)>);
+
+impl Observer for Retries {
+    fn retrying(&mut self, attempt: u32, wait: Duration, _error: &dyn std::fmt::Display) {
+        self.0.push((attempt, wait));
+    }
+}
+
+type Outcome = Result<ferry_resilience::Delivered<&'static str>, CallError<HttpError>>;
+
 /// Runs `answers` (one per attempt, the last repeated) through `stack`; returns the result and
-/// each attempt's start time.
-async fn run(
-    stack: &Stack,
-    seed: u64,
-    answers: &[Answer],
-) -> (
-    Result<ferry_resilience::Delivered<&'static str>, CallError<HttpError>>,
-    Vec<Instant>,
-) {
+/// each attempt's start time. Checks that the closure sees attempts 1, 2, 3, … and that every
+/// retry was announced to the observer, with the wait that followed.
+async fn run(stack: &Stack, seed: u64, answers: &[Answer]) -> (Outcome, Vec<Instant>) {
     let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut retries = Retries::default();
     let result = stack
-        .call_with_backoff(stack.policy().backoff().with_seed(seed), |n| {
-            starts.lock().expect("not poisoned").push(Instant::now());
-            let a = answers[(n as usize - 1).min(answers.len() - 1)];
-            answer(a)
-        })
+        .call_with_backoff(
+            stack.policy().backoff().with_seed(seed),
+            &CallScope::new(),
+            &mut retries,
+            |n| {
+                let mut starts = starts.lock().expect("not poisoned");
+                assert_eq!(
+                    n as usize,
+                    starts.len() + 1,
+                    "attempts are numbered 1, 2, …"
+                );
+                starts.push(Instant::now());
+                let a = answers[(n as usize - 1).min(answers.len() - 1)];
+                answer(a)
+            },
+        )
         .await;
     let starts = starts.lock().expect("not poisoned").clone();
+    // one announcement per retry made; a call stopped while waiting for its retry (breaker,
+    // budget) announced that retry too
+    let retried = starts.len().saturating_sub(1);
+    match &result {
+        Ok(_) | Err(CallError::Rejected { .. } | CallError::GaveUp { .. }) => {
+            assert_eq!(retries.0.len(), retried, "{retries:?}");
+        }
+        Err(_) => assert!(
+            (retried..=starts.len()).contains(&retries.0.len()),
+            "{retries:?}"
+        ),
+    }
+    for (i, &(attempt, wait)) in retries.0.iter().take(retried).enumerate() {
+        assert_eq!(attempt as usize, i + 1);
+        // a hung attempt is only ever used with the stack's timeout
+        let took = match answers[i.min(answers.len() - 1)] {
+            Answer::Hang => TIMEOUT,
+            _ => Duration::ZERO,
+        };
+        let gap = starts[i + 1] - starts[i];
+        // the announced wait was slept in full before the next attempt (a limiter may add more)
+        assert!(
+            gap >= wait + took,
+            "retry {attempt}: announced {wait:?}, next attempt after {gap:?}"
+        );
+    }
     (result, starts)
 }
 
@@ -223,34 +269,63 @@ async fn timeouts_are_transient_and_retried() {
     ));
 }
 
-#[tokio::test(start_paused = true)]
-async fn breaker_sees_final_outcomes_and_fails_fast() {
-    let cfg = BreakerConfig::try_new(
-        0.5,
+fn breaker_cfg(failure_rate: f64, min_calls: u32, window: u32) -> BreakerConfig {
+    BreakerConfig::try_new(
+        failure_rate,
         1.0,
         Duration::from_secs(60),
-        2,
-        10,
+        min_calls,
+        window,
         Duration::from_secs(30),
         1,
     )
-    .expect("valid config");
-    let breaker = Arc::new(CircuitBreaker::new("wms", cfg));
-    let stack = Stack::new(policy(2)).with_breaker(Arc::clone(&breaker));
+    .expect("valid config")
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_sees_every_attempt_and_fails_fast() {
+    let breaker = Arc::new(CircuitBreaker::new("wms", breaker_cfg(0.5, 2, 10)));
+    let stack = Stack::new(policy(2))
+        .with_breaker(Arc::clone(&breaker))
+        .with_open_breaker(OpenBreaker::FailFast);
     // permanent rejections count as successes: the destination answered
     for seed in 0..5 {
         let _ = run(&stack, seed, &[Answer::BadRequest]).await;
     }
     assert_eq!(breaker.state(), BreakerState::Closed);
-    // two records that exhaust their retries: 2 of 7 calls failed, then 2 of... until 50 %
-    let mut failures = 0;
+    // records that exhaust their retries report both attempts: 2 of 7, 4 of 9, then the first
+    // attempt of the third record makes 5 of 10 and opens the breaker, which refuses its retry
+    let mut outcomes = Vec::new();
     while breaker.state() == BreakerState::Closed {
-        let (r, _) = run(&stack, 100 + failures, &[Answer::Unavailable]).await;
-        assert!(matches!(r, Err(CallError::GaveUp { .. })));
-        failures += 1;
-        assert!(failures <= 10, "breaker never opened");
+        let (r, starts) = run(&stack, 100 + outcomes.len() as u64, &[Answer::Unavailable]).await;
+        outcomes.push((r.expect_err("never succeeds"), starts.len()));
+        assert!(outcomes.len() <= 10, "breaker never opened");
     }
-    assert_eq!(breaker.state(), BreakerState::Open);
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    for (e, attempts) in &outcomes[..2] {
+        assert!(matches!(e, CallError::GaveUp { attempts: 2, .. }), "{e:?}");
+        assert_eq!(*attempts, 2);
+    }
+    match &outcomes[2] {
+        (
+            e @ CallError::BreakerOpen {
+                open,
+                last: Some(AttemptError::Call(HttpError { status: 503, .. })),
+                attempts: 1,
+            },
+            1,
+        ) => {
+            assert_eq!(open.name, "wms");
+            assert!(e.hands_back());
+            let msg = e.to_string();
+            assert!(
+                msg.contains("goes back to the next run") && msg.contains("HTTP 503"),
+                "{msg}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // no attempt at all through an open breaker
     let calls = AtomicU32::new(0);
     let r = stack
         .call(|_| {
@@ -259,9 +334,9 @@ async fn breaker_sees_final_outcomes_and_fails_fast() {
         })
         .await;
     match r {
-        Err(CallError::BreakerOpen(open)) => {
-            assert_eq!(open.name, "wms");
-            assert!(open.retry_in <= Duration::from_secs(30));
+        Err(e @ CallError::BreakerOpen { last: None, .. }) => {
+            assert_eq!(e.attempts(), 0);
+            assert!(e.hands_back());
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -278,7 +353,53 @@ async fn breaker_sees_final_outcomes_and_fails_fast() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn limiter_takes_one_cell_per_record_not_per_retry() {
+async fn each_transient_attempt_is_a_breaker_failure() {
+    // three failed attempts of ONE record open a breaker that needs three calls, all failed
+    let breaker = Arc::new(CircuitBreaker::new("wms", breaker_cfg(1.0, 3, 3)));
+    let stack = Stack::new(policy(3)).with_breaker(Arc::clone(&breaker));
+    let (r, starts) = run(&stack, 1, &[Answer::Unavailable]).await;
+    assert!(
+        matches!(r, Err(CallError::GaveUp { attempts: 3, .. })),
+        "{r:?}"
+    );
+    assert_eq!(starts.len(), 3);
+    assert_eq!(breaker.state(), BreakerState::Open);
+    // a timed-out attempt is a failure too
+    let breaker = Arc::new(CircuitBreaker::new("slow", breaker_cfg(1.0, 2, 2)));
+    let stack = Stack::new(policy(2))
+        .with_breaker(Arc::clone(&breaker))
+        .with_timeout(TIMEOUT);
+    let (r, _) = run(&stack, 2, &[Answer::Hang]).await;
+    assert!(
+        matches!(r, Err(CallError::GaveUp { attempts: 2, .. })),
+        "{r:?}"
+    );
+    assert_eq!(breaker.state(), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_failure_reports_a_success() {
+    // Two records, each 503 then 400: the breaker hears failure, success, failure, success.
+    // At a 50 % threshold over 4 calls it opens: all four attempts were reported ...
+    let half = Arc::new(CircuitBreaker::new("half", breaker_cfg(0.5, 4, 4)));
+    // ... and at 75 % it stays closed: the two 400s were reported as successes.
+    let most = Arc::new(CircuitBreaker::new("most", breaker_cfg(0.75, 4, 4)));
+    for (breaker, want) in [(&half, BreakerState::Open), (&most, BreakerState::Closed)] {
+        let stack = Stack::new(policy(5)).with_breaker(Arc::clone(breaker));
+        for seed in 0..2 {
+            let (r, starts) = run(&stack, seed, &[Answer::Unavailable, Answer::BadRequest]).await;
+            assert!(
+                matches!(r, Err(CallError::Rejected { attempts: 2, .. })),
+                "{r:?}"
+            );
+            assert_eq!(starts.len(), 2);
+        }
+        assert_eq!(breaker.state(), want, "{}", breaker.name());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn limiter_takes_one_cell_per_attempt() {
     let limiter = Arc::new(RateLimiter::new(
         RateLimit::try_new(10, 1).expect("valid rate"),
     ));
@@ -290,9 +411,9 @@ async fn limiter_takes_one_cell_per_record_not_per_retry() {
         Duration::from_secs(1),
     )
     .expect("valid policy");
-    let stack = Stack::new(fast).with_limiter(limiter);
+    let stack = Stack::new(fast).with_limiter(Arc::clone(&limiter));
     let start = Instant::now();
-    let mut firsts = Vec::new();
+    let mut all = Vec::new();
     for seed in 0..5 {
         let (r, starts) = run(
             &stack,
@@ -301,46 +422,38 @@ async fn limiter_takes_one_cell_per_record_not_per_retry() {
         )
         .await;
         assert_eq!(r.expect("delivered").attempts, 3);
-        firsts.push(starts[0] - start);
+        all.extend(starts.iter().map(|t| *t - start));
     }
-    // records start 100 ms apart (10/s, burst 1), whatever their retries did
-    let want: Vec<Duration> = (0..5).map(|i| Duration::from_millis(100 * i)).collect();
-    assert_eq!(firsts, want);
+    // 15 attempts, each on its own cell: 100 ms apart (10/s, burst 1), retries included
+    let want: Vec<Duration> = (0..15).map(|i| Duration::from_millis(100 * i)).collect();
+    assert_eq!(all, want);
+    // and the last attempt took the last cell: none is free now
+    assert!(!limiter.try_acquire());
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_empty_budget_stops_retries() {
+async fn an_empty_budget_waits_until_max_elapsed() {
     let budget = Arc::new(RetryBudget::new(
         BudgetConfig::try_new(0.0, 0, Duration::from_secs(1)).expect("valid budget"),
     ));
     let stack = Stack::new(policy(5)).with_budget(budget);
+    let start = Instant::now();
     let (r, starts) = run(&stack, 1, &[Answer::Unavailable, Answer::Ok]).await;
     match r {
         Err(e @ CallError::BudgetExhausted { .. }) => {
             assert_eq!(e.attempts(), 1);
+            assert!(!e.hands_back());
             assert!(e.to_string().contains("retry budget"), "{e}");
         }
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(starts.len(), 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn policy_is_a_backon_backoff_builder() {
-    let p = policy(4);
-    let calls = AtomicU32::new(0);
-    let start = Instant::now();
-    let r: Result<(), &str> = (|| async {
-        calls.fetch_add(1, Ordering::Relaxed);
-        Err("down")
-    })
-    .retry(&p)
-    .sleep(tokio::time::sleep)
-    .await;
-    assert_eq!(r, Err("down"));
-    assert_eq!(calls.load(Ordering::Relaxed), 4);
-    let bound: Duration = (0..3).map(|n| p.backoff_bound(n)).sum();
-    assert!(start.elapsed() <= bound);
+    // it gave up only when the next wait would have passed retry.max_elapsed (300 s)
+    let waited = start.elapsed();
+    assert!(
+        waited <= Duration::from_secs(300) && waited > Duration::from_secs(299),
+        "{waited:?}"
+    );
 }
 
 fn answer_strategy() -> impl Strategy<Value = Answer> {

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_resilience::{Classify, ErrorClass, Jitter, RetryPolicy, Stack};
+use ferry_resilience::{CallScope, Classify, ErrorClass, Jitter, RetryPolicy, Stack};
 use tokio::time::Instant;
 
 #[derive(Debug)]
@@ -45,7 +45,7 @@ async fn herd(jitter: Jitter) -> Vec<Duration> {
         let retries = Arc::clone(&retries);
         clients.push(tokio::spawn(async move {
             stack
-                .call_with_backoff(backoff, |attempt| {
+                .call_with_backoff(backoff, &CallScope::new(), &mut (), |attempt| {
                     let retries = Arc::clone(&retries);
                     async move {
                         let at = start.elapsed();
