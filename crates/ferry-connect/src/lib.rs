@@ -15,5 +15,5 @@ pub mod sink;
 pub mod source;
 
 pub use error::ConnectError;
-pub use sink::{Attempt, RunTag, Sink};
+pub use sink::{Attempt, RunTag, SendFailure, Sink};
 pub use source::{Acker, Batch, Receipt, Source, SourceOptions};

@@ -177,6 +177,29 @@ pub struct HttpSource {
     /// Most page requests per second to this source, shared by every run reading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    /// Retries of a page that failed transiently (connect errors, timeouts, 408, 425, 429,
+    /// 5xx), through the same retry layer as deliveries (default
+    /// [`default_source_retry`]: 4 attempts, 250 ms to 10 s, full jitter, at most 2 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+}
+
+/// How a source page is retried when `source.http.retry` is not set.
+pub fn default_source_retry() -> RetrySpec {
+    RetrySpec {
+        attempts: 4,
+        initial: Dur::from_millis(250),
+        max: Dur::from_secs(10),
+        jitter: Jitter::Full,
+        max_elapsed: Dur::from_secs(120),
+    }
+}
+
+impl HttpSource {
+    /// The retry settings of a page in effect.
+    pub fn retry(&self) -> RetrySpec {
+        self.retry.clone().unwrap_or_else(default_source_retry)
+    }
 }
 
 fn default_records() -> String {

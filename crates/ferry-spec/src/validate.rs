@@ -548,6 +548,9 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
     if src.max_page_bytes.0 == 0 {
         c.err(format!("{p}.max_page_bytes"), "must be more than 0");
     }
+    if let Some(r) = &src.retry {
+        check_retry(&mut c, &format!("{p}.retry"), r);
+    }
 
     if let Some(k) = &flow.map.key {
         c.path("map.key", k);
@@ -615,19 +618,7 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
         c.err(format!("{p}.timeout"), "must be more than 0s");
     }
 
-    let r = &flow.policy.retry;
-    if r.attempts == 0 || r.attempts > 100 {
-        c.err("policy.retry.attempts", "from 1 (no retry) to 100 attempts");
-    }
-    if r.initial > r.max {
-        c.err(
-            "policy.retry.initial",
-            format!("longer than `max` ({})", r.max),
-        );
-    }
-    if r.max_elapsed.get().is_zero() {
-        c.err("policy.retry.max_elapsed", "must be more than 0s");
-    }
+    check_retry(&mut c, "policy.retry", &flow.policy.retry);
     let b = &flow.policy.circuit_breaker;
     for (k, v) in [
         ("failure_rate", b.failure_rate),
@@ -732,6 +723,25 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
         }
     }
     c.problems
+}
+
+/// The rules of a retry setting (`policy.retry`, `source.http.retry`).
+fn check_retry(c: &mut Checker, at: &str, r: &RetrySpec) {
+    if r.attempts == 0 || r.attempts > 100 {
+        c.err(
+            format!("{at}.attempts"),
+            "from 1 (no retry) to 100 attempts",
+        );
+    }
+    if r.initial > r.max {
+        c.err(
+            format!("{at}.initial"),
+            format!("longer than `max` ({})", r.max),
+        );
+    }
+    if r.max_elapsed.get().is_zero() {
+        c.err(format!("{at}.max_elapsed"), "must be more than 0s");
+    }
 }
 
 /// The JSONPath query a `map.filter` expression is evaluated as: the record is wrapped in a

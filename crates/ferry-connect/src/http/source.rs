@@ -15,7 +15,10 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use ferry_resilience::{ErrorClass, classify_http, parse_retry_after};
+use ferry_resilience::{
+    AttemptError, CallError, CallScope, Cancel, Classify, ErrorClass, Jitter, Observer,
+    RetryPolicy, Stack, classify_http, parse_retry_after,
+};
 use ferry_spec::template::{Encoding, Root};
 use ferry_spec::{HttpSource, JsonPath, Pagination, Param, Template};
 use reqwest::header::{HeaderName, HeaderValue};
@@ -26,13 +29,6 @@ use crate::error::ConnectError;
 use crate::http::auth::ResolvedAuth;
 use crate::http::client::{BodyError, build_client, describe, excerpt, read_capped, redact_url};
 use ferry_env::RunEnv;
-
-/// Attempts per page (the first included) before a transient failure fails the run.
-pub const PAGE_ATTEMPTS: u32 = 4;
-/// First backoff between page attempts; doubles, full jitter.
-const PAGE_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest wait between page attempts.
-const PAGE_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// One page of records.
 #[derive(Debug)]
@@ -127,7 +123,10 @@ pub struct HttpPager {
     max_page_bytes: u64,
     secret_params: Vec<String>,
     seen: HashSet<String>,
-    limiter: Option<std::sync::Arc<ferry_resilience::RateLimiter>>,
+    /// The one retry layer around every page request: the source's rate limit and retries.
+    stack: Stack,
+    /// The bounds page requests run within (the run's stop signal).
+    scope: CallScope,
 }
 
 impl std::fmt::Debug for HttpPager {
@@ -252,22 +251,34 @@ impl HttpPager {
             }
             Some(Pagination::LinkHeader(l)) => Paging::Link { rel: l.rel.clone() },
         };
-        let limiter = match spec.rate_limit {
-            Some(rl) => {
-                let limit = ferry_resilience::RateLimit::try_new(rl.per_second, rl.burst())
-                    .map_err(|e| ConnectError::Client(format!("source.http.rate_limit: {e}")))?;
-                let key = format!(
-                    "{}://{}:{}",
-                    base.scheme(),
-                    base.host_str().unwrap_or(""),
-                    base.port_or_known_default().unwrap_or(0)
-                );
-                Some(ferry_resilience::Registry::global().limiter(&key, limit))
-            }
-            None => None,
-        };
+        let r = spec.retry();
+        let policy = RetryPolicy::try_new(
+            r.attempts,
+            r.initial.get(),
+            r.max.get(),
+            match r.jitter {
+                ferry_spec::Jitter::Full => Jitter::Full,
+                ferry_spec::Jitter::Equal => Jitter::Equal,
+                ferry_spec::Jitter::None => Jitter::None,
+            },
+            r.max_elapsed.get(),
+        )
+        .map_err(|e| ConnectError::Client(format!("source.http.retry: {e}")))?;
+        let mut stack = Stack::new(policy);
+        if let Some(rl) = spec.rate_limit {
+            let limit = ferry_resilience::RateLimit::try_new(rl.per_second, rl.burst())
+                .map_err(|e| ConnectError::Client(format!("source.http.rate_limit: {e}")))?;
+            let key = format!(
+                "{}://{}:{}",
+                base.scheme(),
+                base.host_str().unwrap_or(""),
+                base.port_or_known_default().unwrap_or(0)
+            );
+            stack = stack.with_limiter(ferry_resilience::Registry::global().limiter(&key, limit));
+        }
         Ok(HttpPager {
-            limiter,
+            stack,
+            scope: CallScope::new(),
             client,
             auth,
             headers,
@@ -281,6 +292,17 @@ impl HttpPager {
             secret_params,
             seen: HashSet::new(),
         })
+    }
+
+    /// Page requests stop waiting (for a retry, the rate limit) when `cancel` is cancelled.
+    pub fn with_cancel(mut self, cancel: &Cancel) -> Self {
+        self.scope = self.scope.with_cancel(cancel);
+        self
+    }
+
+    /// The number of attempts a page gets before a transient failure fails the run.
+    pub fn attempts(&self) -> u32 {
+        self.stack.policy().attempts()
     }
 
     /// The URL with secret parameters redacted and credentials removed, for messages.
@@ -493,92 +515,172 @@ impl HttpPager {
         })
     }
 
+    /// Fetches one page through the retry layer: a transient failure (connect error, timeout,
+    /// 408, 425, 429, 5xx) is retried with full-jitter backoff and `Retry-After` as a floor,
+    /// per `source.http.retry`; anything else fails the page at once. A 401 from a token that
+    /// can be refreshed is retried once with a new token.
     async fn fetch(
         &self,
         url: &Url,
         page: u64,
         shown: &str,
     ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), ConnectError> {
-        let mut backoff = ferry_resilience::JitteredBackoff::new(
-            PAGE_BACKOFF,
-            PAGE_BACKOFF_MAX,
-            ferry_resilience::Jitter::Full,
-        );
-        let mut refreshed = false;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            if let Some(l) = &self.limiter {
-                l.acquire().await;
-            }
-            let mut req = self.client.get(url.clone());
-            for (k, v) in &self.headers {
-                req = req.header(k, v);
-            }
-            req = self.auth.apply(req).await?;
-            let failure = match req.send().await {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    if status == 401 && self.auth.refreshable() && !refreshed {
-                        refreshed = true;
-                        self.auth.invalidate().await;
-                        attempt -= 1;
-                        continue;
+        let refreshed = std::sync::atomic::AtomicBool::new(false);
+        let mut watch = PageWatch { page };
+        let result = self
+            .stack
+            .call_in(&self.scope, &mut watch, |_| async {
+                let mut req = self.client.get(url.clone());
+                for (k, v) in &self.headers {
+                    req = req.header(k, v);
+                }
+                let req = self.auth.apply(req).await.map_err(PageFailure::permanent)?;
+                let mut resp = match req.send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Err(PageFailure::transient(
+                            ConnectError::Request {
+                                page,
+                                url: shown.to_string(),
+                                reason: describe(&e),
+                            },
+                            None,
+                        ));
                     }
-                    if (200..300).contains(&status) {
-                        let headers = resp.headers().clone();
-                        return match read_capped(&mut resp, self.max_page_bytes).await {
-                            Ok(body) => Ok((status, headers, body)),
-                            Err(BodyError::TooLarge) => Err(ConnectError::TooLarge {
+                };
+                let status = resp.status().as_u16();
+                if (200..300).contains(&status) {
+                    let headers = resp.headers().clone();
+                    return match read_capped(&mut resp, self.max_page_bytes).await {
+                        Ok(body) => Ok((status, headers, body)),
+                        Err(BodyError::TooLarge) => {
+                            Err(PageFailure::permanent(ConnectError::TooLarge {
                                 page,
                                 url: shown.to_string(),
                                 limit: self.max_page_bytes,
-                            }),
-                            Err(BodyError::Io(reason)) => Err(ConnectError::Request {
+                            }))
+                        }
+                        Err(BodyError::Io(reason)) => {
+                            Err(PageFailure::permanent(ConnectError::Request {
                                 page,
                                 url: shown.to_string(),
                                 reason,
-                            }),
-                        };
-                    }
-                    let retry_after = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                    let body = read_capped(&mut resp, 4096).await.unwrap_or_default();
-                    let err = ConnectError::Status {
-                        page,
-                        url: shown.to_string(),
-                        status,
-                        excerpt: excerpt(&body, 200),
+                            }))
+                        }
                     };
-                    if (300..400).contains(&status)
-                        || classify_http(status) == ErrorClass::Permanent
-                    {
-                        return Err(err);
-                    }
-                    (err, retry_after)
                 }
-                Err(e) => (
-                    ConnectError::Request {
-                        page,
-                        url: shown.to_string(),
-                        reason: describe(&e),
-                    },
-                    None,
-                ),
-            };
-            if attempt >= PAGE_ATTEMPTS {
-                return Err(failure.0);
-            }
-            let wait = backoff.next().unwrap_or(PAGE_BACKOFF_MAX);
-            let wait = failure
-                .1
-                .map_or(wait, |ra| wait.max(ra.min(PAGE_BACKOFF_MAX * 6)));
-            tracing::warn!(page, attempt, wait_ms = wait.as_millis() as u64, error = %failure.0, "Retrying source page");
-            tokio::time::sleep(wait).await;
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                let body = read_capped(&mut resp, 4096).await.unwrap_or_default();
+                let err = ConnectError::Status {
+                    page,
+                    url: shown.to_string(),
+                    status,
+                    excerpt: excerpt(&body, 200),
+                };
+                if status == 401
+                    && self.auth.refreshable()
+                    && !refreshed.swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    // The token expired early or was revoked: a new one, and once more at once.
+                    self.auth.invalidate().await;
+                    return Err(PageFailure::transient(err, Some(Duration::ZERO)));
+                }
+                if (300..400).contains(&status) || classify_http(status) == ErrorClass::Permanent {
+                    Err(PageFailure::permanent(err))
+                } else {
+                    Err(PageFailure::transient(err, retry_after))
+                }
+            })
+            .await;
+        match result {
+            Ok(d) => Ok(d.value),
+            Err(CallError::Rejected { error, .. }) => Err(error.error),
+            Err(
+                CallError::GaveUp { last, .. }
+                | CallError::BudgetExhausted { last, .. }
+                | CallError::Interrupted {
+                    last: Some(last), ..
+                },
+            ) => Err(match last {
+                AttemptError::Call(f) => f.error,
+                AttemptError::TimedOut(after) => ConnectError::Request {
+                    page,
+                    url: shown.to_string(),
+                    reason: format!("no answer within {after:?}"),
+                },
+            }),
+            Err(e) => Err(ConnectError::Request {
+                page,
+                url: shown.to_string(),
+                reason: format!("not requested: {}", describe_call(&e)),
+            }),
         }
+    }
+}
+
+/// Why a page request was not made (the run stopped, or a breaker refused it).
+fn describe_call(e: &CallError<PageFailure>) -> &'static str {
+    if e.hands_back() {
+        "the run is stopping"
+    } else {
+        "the request was refused"
+    }
+}
+
+/// A failed page request, classified for the retry layer.
+#[derive(Debug)]
+struct PageFailure {
+    error: ConnectError,
+    class: ErrorClass,
+    retry_after: Option<Duration>,
+}
+
+impl PageFailure {
+    fn transient(error: ConnectError, retry_after: Option<Duration>) -> Self {
+        PageFailure {
+            error,
+            class: ErrorClass::Transient,
+            retry_after,
+        }
+    }
+
+    fn permanent(error: ConnectError) -> Self {
+        PageFailure {
+            error,
+            class: ErrorClass::Permanent,
+            retry_after: None,
+        }
+    }
+}
+
+impl std::fmt::Display for PageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl Classify for PageFailure {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+/// Logs the retries of a page.
+struct PageWatch {
+    page: u64,
+}
+
+impl Observer for PageWatch {
+    fn retrying(&mut self, attempt: u32, wait: Duration, error: &dyn std::fmt::Display) {
+        tracing::warn!(page = self.page, attempt, wait_ms = wait.as_millis() as u64, error = %error, "Retrying source page");
     }
 }
 

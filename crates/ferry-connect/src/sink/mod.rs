@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_env::RunEnv;
-use ferry_resilience::Outcome;
+use ferry_resilience::{Classify, ErrorClass, Outcome};
 use ferry_spec::template::Var;
 
 use crate::error::ConnectError;
@@ -27,6 +27,45 @@ pub struct Attempt {
     pub outcome: Outcome,
     /// How long the attempt took.
     pub took: Duration,
+}
+
+impl Attempt {
+    /// The attempt as the resilience layer takes it: the status of a delivered request, or the
+    /// failure with its class.
+    pub fn into_result(self) -> Result<u16, SendFailure> {
+        match self.outcome {
+            Outcome::Success => Ok(self.status.unwrap_or(200)),
+            outcome => Err(SendFailure {
+                status: self.status,
+                outcome,
+            }),
+        }
+    }
+}
+
+/// A failed attempt, classified by the sink: transient (with the destination's `Retry-After`)
+/// or permanent.
+#[derive(Debug, Clone)]
+pub struct SendFailure {
+    /// The destination's status, when it answered with one.
+    pub status: Option<u16>,
+    outcome: Outcome,
+}
+
+impl std::fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.outcome.reason().unwrap_or("failed"))
+    }
+}
+
+impl Classify for SendFailure {
+    fn class(&self) -> ErrorClass {
+        self.outcome.class().unwrap_or(ErrorClass::Permanent)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.outcome.retry_after()
+    }
 }
 
 /// Answers a record-level placeholder (`record.*`, `source.*`, `key`): the sink renders its

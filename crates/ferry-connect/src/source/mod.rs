@@ -63,6 +63,8 @@ pub trait Acker: Send + Sync {
 pub struct SourceOptions {
     /// The stored incremental cursor (or the flow's start), for sources that read from one.
     pub cursor: Option<Value>,
+    /// The run's stop signal: waits of the source's retry layer end when it is cancelled.
+    pub cancel: Option<ferry_resilience::Cancel>,
 }
 
 /// The source of a flow, ready to read: the one place with an arm per source kind.
@@ -72,10 +74,12 @@ pub async fn from_spec(
     opts: &SourceOptions,
 ) -> Result<Box<dyn Source>, ConnectError> {
     match spec {
-        ferry_spec::Source::Http(h) => Ok(Box::new(crate::http::HttpPager::new(
-            h,
-            env,
-            opts.cursor.as_ref(),
-        )?)),
+        ferry_spec::Source::Http(h) => {
+            let mut pager = crate::http::HttpPager::new(h, env, opts.cursor.as_ref())?;
+            if let Some(c) = &opts.cancel {
+                pager = pager.with_cancel(c);
+            }
+            Ok(Box::new(pager))
+        }
     }
 }

@@ -1,47 +1,52 @@
-//! The resilience layers around a run's deliveries, built once per run from the flow's policy:
-//! rate limit, circuit breaker, retry policy and retry budget, with the breaker, limiter and
-//! budget shared per destination by every run in the process (`Registry::global`).
+//! The resilience layers around a run's deliveries — `ferry_resilience::Stack`, the one retry
+//! layer: rate limit → circuit breaker → retry within the retry budget → the request, per
+//! attempt — built once per run from the flow's policy. Breakers, limiters and budgets are
+//! shared per destination by every run in the process (`Registry::global`); the request slots
+//! (`concurrency`) and "unavailable since" (for `circuit_breaker.max_open`) are the run's.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_connect::Sink;
-use ferry_resilience::{BreakerConfig, BudgetConfig, RateLimit, Registry, RetryPolicy};
+use ferry_resilience::{
+    BreakerConfig, BudgetConfig, CallScope, CircuitBreaker, OpenBreaker, RateLimit, Registry,
+    RetryPolicy, Stack,
+};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::stop::{StopReason, Stopper};
+use super::stop::Stopper;
 
-/// The resilience layers around every request, built once per run from the flow's policy.
+/// A run's resilience layers.
 pub(crate) struct Guards {
-    pub(crate) policy: RetryPolicy,
-    pub(crate) breaker: Option<BreakerConfig>,
-    pub(crate) rate_limit: Option<RateLimit>,
-    pub(crate) budget: BudgetConfig,
-    /// The run's stop signal.
-    pub(crate) stop: Arc<Stopper>,
+    /// Policy, open-breaker behaviour, request slots and "unavailable since" of the run: every
+    /// destination's stack is a clone of it with that destination's shared layers added.
+    template: Stack,
+    breaker: Option<BreakerConfig>,
+    rate_limit: Option<RateLimit>,
+    budget: BudgetConfig,
+    /// The bounds every call runs within: the run's stop signal and deadline.
+    scope: CallScope,
     pub(crate) deadline: Option<Instant>,
-    /// How long records may wait on an open breaker before the run stops.
-    max_open: Option<Duration>,
-    /// Since when records found the destination's breaker open with no call answered since.
-    unavailable_since: std::sync::Mutex<Option<Instant>>,
     /// The guards of the destination the last record went to: a run mostly sends to one
     /// destination, so most records find theirs here without a registry lookup.
     last: std::sync::Mutex<Option<Arc<Destination>>>,
 }
 
-/// A destination's shared guards, looked up once in the registry.
+/// A destination's stack, looked up once in the registry.
 pub(crate) struct Destination {
-    /// The URL's `scheme://authority` as written, which decides the destination.
+    /// The target's origin as written (HTTP: `scheme://authority`), which decides the
+    /// destination.
     origin: String,
-    /// `scheme://host:port`, the registry's key.
+    /// The registry's key (HTTP: `scheme://host:port`).
     pub(crate) key: String,
-    pub(crate) breaker: Option<Arc<ferry_resilience::CircuitBreaker>>,
-    pub(crate) limiter: Option<Arc<ferry_resilience::RateLimiter>>,
-    pub(crate) budget: Arc<ferry_resilience::RetryBudget>,
+    pub(crate) stack: Stack,
+    /// The breaker, for the breaker-state gauge.
+    pub(crate) breaker: Option<Arc<CircuitBreaker>>,
 }
 
 impl Guards {
-    /// Builds the layers from a flow's policy.
+    /// Builds the layers from a flow's policy; `deadline` is the run's.
     pub(crate) fn from_flow(
         flow: &ferry_spec::Flow,
         stop: Arc<Stopper>,
@@ -53,11 +58,7 @@ impl Guards {
             r.attempts,
             r.initial.get(),
             r.max.get(),
-            match r.jitter {
-                ferry_spec::Jitter::Full => ferry_resilience::Jitter::Full,
-                ferry_spec::Jitter::Equal => ferry_resilience::Jitter::Equal,
-                ferry_spec::Jitter::None => ferry_resilience::Jitter::None,
-            },
+            jitter(r.jitter),
             r.max_elapsed.get(),
         )
         .map_err(|e| format!("policy.retry: {e}"))?;
@@ -87,20 +88,36 @@ impl Guards {
         };
         let budget = BudgetConfig::try_new(p.retry_budget, 10, Duration::from_secs(10))
             .map_err(|e| format!("policy.retry_budget: {e}"))?;
+        let slots = Arc::new(Semaphore::new(
+            (flow.destination.concurrency() as usize).max(1),
+        ));
+        // While a breaker is open, records wait for it (an outage must not flood the
+        // dead-letter queue), up to `circuit_breaker.max_open`.
+        let template = Stack::new(policy)
+            .with_open_breaker(OpenBreaker::Wait {
+                max_open: b.max_open(),
+            })
+            .with_slots(slots);
+        let deadline = deadline.map(|d| Instant::now() + d);
         Ok(Guards {
-            policy,
+            template,
             breaker,
             rate_limit,
             budget,
-            stop,
-            deadline: deadline.map(|d| Instant::now() + d),
-            max_open: b.max_open(),
-            unavailable_since: std::sync::Mutex::new(None),
+            scope: CallScope::new()
+                .with_cancel(stop.cancel())
+                .with_deadline(deadline),
+            deadline,
             last: std::sync::Mutex::new(None),
         })
     }
 
-    /// The breaker, rate limiter and retry budget of the destination `target` goes to.
+    /// The bounds every call of the run runs within.
+    pub(crate) fn scope(&self) -> &CallScope {
+        &self.scope
+    }
+
+    /// The stack of the destination `target` goes to.
     pub(crate) fn destination(&self, sink: &dyn Sink, target: &str) -> Arc<Destination> {
         let origin = sink.origin(target);
         let mut last = match self.last.lock() {
@@ -112,56 +129,33 @@ impl Guards {
         }
         let key = sink.destination(origin);
         let registry = Registry::global();
+        let breaker = self.breaker.as_ref().map(|c| registry.breaker(&key, c));
+        let mut stack = self
+            .template
+            .clone()
+            .with_budget(registry.budget_with(&key, self.budget));
+        if let Some(l) = self.rate_limit {
+            stack = stack.with_limiter(registry.limiter(&key, l));
+        }
+        if let Some(b) = &breaker {
+            stack = stack.with_breaker(b.clone());
+        }
         let d = Arc::new(Destination {
             origin: origin.to_string(),
-            breaker: self.breaker.as_ref().map(|c| registry.breaker(&key, c)),
-            limiter: self.rate_limit.map(|l| registry.limiter(&key, l)),
-            budget: registry.budget_with(&key, self.budget),
             key,
+            stack,
+            breaker,
         });
         *last = Some(Arc::clone(&d));
         d
     }
+}
 
-    /// True when a record may wait `wait` more: the run is not stopping and the wait ends
-    /// before the deadline.
-    pub(crate) fn may_wait(&self, wait: Duration) -> bool {
-        !self.stop.is_stopped() && self.deadline.is_none_or(|d| Instant::now() + wait < d)
-    }
-
-    /// A record found `dest`'s breaker open: true when the destination has now been
-    /// unavailable longer than `circuit_breaker.max_open`, after stopping the run.
-    pub(crate) fn unavailable_too_long(&self, dest: &str) -> bool {
-        let since = {
-            let mut u = self
-                .unavailable_since
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            *u.get_or_insert_with(Instant::now)
-        };
-        let Some(max) = self.max_open else {
-            return false;
-        };
-        let out = since.elapsed();
-        if out < max {
-            return false;
-        }
-        tracing::warn!(destination = %dest, for_ms = out.as_millis() as u64, "The destination stayed unavailable too long; stopping the run");
-        self.stop.stop(StopReason::DestinationDown {
-            destination: dest.to_string(),
-            for_: out,
-        });
-        true
-    }
-
-    /// The destination answered a call: it is available again.
-    pub(crate) fn answered(&self) {
-        let mut u = self
-            .unavailable_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if u.is_some() {
-            *u = None;
-        }
+/// The resilience layer's jitter for the flow's.
+pub(crate) fn jitter(j: ferry_spec::Jitter) -> ferry_resilience::Jitter {
+    match j {
+        ferry_spec::Jitter::Full => ferry_resilience::Jitter::Full,
+        ferry_spec::Jitter::Equal => ferry_resilience::Jitter::Equal,
+        ferry_spec::Jitter::None => ferry_resilience::Jitter::None,
     }
 }

@@ -19,7 +19,9 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ferry_resilience::{Jitter, JitteredBackoff};
+use ferry_resilience::{
+    AttemptError, CallError, CallScope, Classify, ErrorClass, Jitter, Observer, RetryPolicy, Stack,
+};
 use ferry_store::StoreError;
 use tokio::time::Instant;
 
@@ -43,6 +45,8 @@ pub(crate) struct StoreWatch {
     max: Duration,
     /// When the current outage began; `None` while the store answers.
     since: Mutex<Option<Instant>>,
+    /// A call gave up on the current outage: later calls in it give up at once.
+    exhausted: std::sync::atomic::AtomicBool,
 }
 
 impl StoreWatch {
@@ -50,6 +54,7 @@ impl StoreWatch {
         StoreWatch {
             max,
             since: Mutex::new(None),
+            exhausted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -67,6 +72,8 @@ impl StoreWatch {
 
     fn answered(&self) {
         let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        self.exhausted
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = since.take() {
             tracing::warn!(
                 after_ms = t.elapsed().as_millis() as u64,
@@ -75,9 +82,9 @@ impl StoreWatch {
         }
     }
 
-    /// Runs `call` until it succeeds, waiting while the store is unreachable (up to the
-    /// outage bound) and giving up at once on an error waiting cannot mend. `op` names the call
-    /// in logs.
+    /// Runs `call` until it succeeds, through the one retry layer: full-jitter backoff from
+    /// 100 ms to 5 s while the store does not answer, for what is left of the outage bound;
+    /// an error waiting cannot mend is returned at once. `op` names the call in messages.
     ///
     /// A call is also bounded in time by what is left of the outage bound: a store that hangs
     /// (a lock another process holds, a connection that never answers) is an outage too. A call
@@ -91,34 +98,64 @@ impl StoreWatch {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let mut backoff = JitteredBackoff::new(FIRST_WAIT, LONGEST_WAIT, Jitter::Full);
-        let mut tries = 0u32;
-        loop {
-            let left = self.max.saturating_sub(self.outage_so_far());
-            let started = Instant::now();
-            let error = match tokio::time::timeout(left, call()).await {
-                Ok(Ok(v)) => {
-                    self.answered();
-                    return Ok(v);
-                }
-                Ok(Err(e)) if e.is_transient() => e,
-                Ok(Err(e)) => return Err(StoreTrouble::Failed(e)),
-                Err(_) => StoreError::NoAnswer { op, after: left },
-            };
-            // The store stopped answering when the failed call began.
-            let since = self.failed_at(started);
-            let out = since.elapsed();
-            if out >= self.max {
-                return Err(StoreTrouble::Unreachable { for_: out, error });
+        let left = self.max.saturating_sub(self.outage_so_far());
+        let exhausted = self.exhausted.load(std::sync::atomic::Ordering::Relaxed)
+            && self.outage_so_far() > Duration::ZERO;
+        if left.is_zero() || exhausted {
+            // The outage this call belongs to is already over its bound.
+            return Err(StoreTrouble::Unreachable {
+                for_: self.outage_so_far(),
+                error: StoreError::NoAnswer {
+                    op,
+                    after: Duration::ZERO,
+                },
+            });
+        }
+        let stack = match RetryPolicy::until_elapsed(FIRST_WAIT, LONGEST_WAIT, Jitter::Full, left) {
+            Ok(policy) => Stack::new(policy).with_timeout(left),
+            Err(e) => {
+                return Err(StoreTrouble::Unreachable {
+                    for_: self.outage_so_far(),
+                    error: StoreError::InvalidInput {
+                        op,
+                        detail: e.to_string(),
+                    },
+                });
             }
-            // Retry `tries` (0-based): full jitter under 100 ms · 2^tries, at most 5 s.
-            let wait = backoff
-                .sample(tries)
-                .max(Duration::from_millis(10))
-                .min(self.max - out);
-            tries += 1;
-            tracing::debug!(op, tries, wait_ms = wait.as_millis() as u64, error = %error, "State store call failed; trying again");
-            tokio::time::sleep(wait).await;
+        };
+        let started = Instant::now();
+        let mut watch = OutageWatch {
+            watch: self,
+            started,
+        };
+        let result = stack
+            .call_in(&CallScope::new(), &mut watch, |_| {
+                let fut = call();
+                async move { fut.await.map_err(StoreFailure) }
+            })
+            .await;
+        match result {
+            Ok(d) => {
+                self.answered();
+                Ok(d.value)
+            }
+            Err(CallError::Rejected { error, .. }) => Err(StoreTrouble::Failed(error.0)),
+            Err(e) => {
+                // The store stopped answering when the first failed call began.
+                self.failed_at(started);
+                self.exhausted
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let error = match e {
+                    CallError::GaveUp { last, .. } | CallError::BudgetExhausted { last, .. } => {
+                        attempt_error(op, last, left)
+                    }
+                    _ => StoreError::NoAnswer { op, after: left },
+                };
+                Err(StoreTrouble::Unreachable {
+                    for_: self.outage_so_far(),
+                    error,
+                })
+            }
         }
     }
 
@@ -128,6 +165,50 @@ impl StoreWatch {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+}
+
+/// A store error as the retry layer classifies it: transient when waiting may mend it.
+#[derive(Debug)]
+struct StoreFailure(StoreError);
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Classify for StoreFailure {
+    fn class(&self) -> ErrorClass {
+        if self.0.is_transient() {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Permanent
+        }
+    }
+}
+
+/// The store error of a last failed attempt (a timeout is no answer).
+fn attempt_error(op: &'static str, last: AttemptError<StoreFailure>, left: Duration) -> StoreError {
+    match last {
+        AttemptError::Call(StoreFailure(e)) => e,
+        AttemptError::TimedOut(after) => StoreError::NoAnswer {
+            op,
+            after: after.min(left),
+        },
+    }
+}
+
+/// Marks the start of an outage at the first failed attempt of a call.
+struct OutageWatch<'a> {
+    watch: &'a StoreWatch,
+    started: Instant,
+}
+
+impl Observer for OutageWatch<'_> {
+    fn retrying(&mut self, attempt: u32, wait: Duration, error: &dyn std::fmt::Display) {
+        self.watch.failed_at(self.started);
+        tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %error, "State store call failed; trying again");
     }
 }
 
@@ -178,12 +259,17 @@ mod tests {
             .await
             .unwrap_err();
         match err {
+            // It gives up when the next wait would pass the bound: close to it, never past.
             StoreTrouble::Unreachable { for_, .. } => {
-                assert!(for_ >= Duration::from_secs(30), "{for_:?}")
+                assert!(for_ >= Duration::from_secs(20), "{for_:?}")
             }
             other => panic!("{other:?}"),
         }
-        assert!(t0.elapsed() < Duration::from_secs(36), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() <= Duration::from_secs(30),
+            "{:?}",
+            t0.elapsed()
+        );
         // A second call during the same outage gives up at once.
         let t1 = Instant::now();
         assert!(matches!(

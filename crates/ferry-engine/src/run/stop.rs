@@ -12,9 +12,9 @@
 //! status (`failed` instead of `incomplete`).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use ferry_resilience::Cancel;
 use tokio::sync::watch;
 
 /// Why a run stopped early.
@@ -72,22 +72,25 @@ pub(crate) fn human(d: Duration) -> String {
     ferry_spec::Dur(Duration::from_millis(d.as_millis() as u64)).to_string()
 }
 
-/// The stop signal of one run.
+/// The stop signal of one run: the resilience layer's cancellation token (so every wait of a
+/// delivery, a page fetch or a store write ends when the run stops), and why.
 #[derive(Debug)]
 pub(crate) struct Stopper {
-    /// Read per record: a relaxed load, cheaper than the watch channel's lock.
-    flag: AtomicBool,
-    tx: watch::Sender<bool>,
+    cancel: Cancel,
     reason: Mutex<Option<StopReason>>,
 }
 
 impl Stopper {
     pub(crate) fn new() -> Stopper {
         Stopper {
-            flag: AtomicBool::new(false),
-            tx: watch::channel(false).0,
+            cancel: Cancel::new(),
             reason: Mutex::new(None),
         }
+    }
+
+    /// The token the run's resilience layers wait under.
+    pub(crate) fn cancel(&self) -> &Cancel {
+        &self.cancel
     }
 
     /// Stops the run for `why` (see the module docs for which reason is kept).
@@ -100,13 +103,12 @@ impl Stopper {
                 Some(_) => {}
             }
         }
-        self.flag.store(true, Ordering::Relaxed);
-        self.tx.send_replace(true);
+        self.cancel.cancel();
     }
 
-    /// True once the run was stopped.
+    /// True once the run was stopped (a relaxed load: read per record).
     pub(crate) fn is_stopped(&self) -> bool {
-        self.flag.load(Ordering::Relaxed)
+        self.cancel.is_cancelled()
     }
 
     /// Why the run stopped, if it did.
@@ -119,9 +121,7 @@ impl Stopper {
 
     /// Resolves once the run is stopped.
     pub(crate) async fn stopped(&self) {
-        let mut rx = self.tx.subscribe();
-        // The sender lives as long as `self`: `wait_for` only ends when the flag is set.
-        let _ = rx.wait_for(|s| *s).await;
+        self.cancel.cancelled().await;
     }
 }
 

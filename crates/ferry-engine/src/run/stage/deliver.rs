@@ -10,9 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use ferry_connect::Sink;
-use ferry_resilience::{JitteredBackoff, Outcome, RetryDecision, decide};
+use ferry_resilience::{BreakerOpen, CallError, Observer};
 use ferry_store::{Attempt, LedgerEntry, Stage};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::keys::sha256_hex;
@@ -21,6 +21,7 @@ use crate::run::ctx::Ctx;
 use crate::run::guards::{Destination, Guards};
 use crate::run::outcome::{Delivery, Failure, FailureClass, Settled, Work};
 use crate::run::stage::screen::Inflight;
+use crate::run::stop::StopReason;
 use crate::run::{LOOKUP_CHUNK, MAX_WAITING_RECORDS};
 
 /// One request's worth of records: one record, or a batch.
@@ -165,7 +166,6 @@ pub(crate) async fn deliver_stage(
 /// both let fresh records fill the waiting room: thousands of records queued for a slot, for
 /// nothing but cache misses.
 pub(crate) struct Room {
-    slots: Semaphore,
     /// Jobs that failed an attempt and are being retried (waiting out a delay, or sent again).
     retrying: std::sync::atomic::AtomicUsize,
     max_fresh: usize,
@@ -177,7 +177,6 @@ impl Room {
     fn new(concurrency: usize, per_job: usize) -> Room {
         let max_fresh = (concurrency * 4).div_ceil(per_job).max(2);
         Room {
-            slots: Semaphore::new(concurrency.max(1)),
             retrying: std::sync::atomic::AtomicUsize::new(0),
             max_fresh,
             max_pending: max_fresh + MAX_WAITING_RECORDS.div_ceil(per_job),
@@ -215,7 +214,8 @@ fn room_for(pending: usize, retrying: usize, max_fresh: usize, max_pending: usiz
         .saturating_sub(fresh)
         .min(max_pending.saturating_sub(pending))
 }
-/// Delivers one job with retries; returns each record's outcome with its key.
+/// Delivers one job through its destination's stack; returns each record's outcome with its
+/// key.
 async fn deliver_job(
     ctx: Arc<Ctx>,
     sink: Arc<dyn Sink>,
@@ -223,149 +223,71 @@ async fn deliver_job(
     guards: Arc<Guards>,
     job: Job,
 ) -> Vec<(String, Settled)> {
-    let policy = &guards.policy;
     let started = Instant::now();
-    let mut backoff = JitteredBackoff::for_policy(policy);
-    let mut attempts: Vec<Attempt> = Vec::new();
     let destination = guards.destination(&*sink, &job.target);
-    let Destination {
-        key: dest,
-        breaker,
-        limiter,
-        budget,
-        ..
-    } = &*destination;
-    budget.deposit();
-    let mut retrying: Option<Retrying<'_>> = None;
-    let result: Delivery = 'outer: loop {
-        if let Some(b) = breaker {
-            gauge_breaker(dest, b);
+    if let Some(b) = &destination.breaker {
+        gauge_breaker(&destination.key, b);
+    }
+    // Every failed attempt, for the dead letter if the record ends there.
+    let attempts: std::sync::Mutex<Vec<Attempt>> = std::sync::Mutex::new(Vec::new());
+    let mut observer = Watch {
+        ctx: &ctx,
+        key: &job.key,
+        room: &room,
+        destination: &destination,
+        retrying: None,
+    };
+    let result = destination
+        .stack
+        .call_in(guards.scope(), &mut observer, |_| async {
+            let attempt = sink.send(&job.target, &job.key, job.body.clone()).await;
+            let result = attempt.into_result();
+            if let Err(failure) = &result {
+                attempts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Attempt {
+                        at: Utc::now(),
+                        status: failure.status,
+                        error: failure.to_string(),
+                    });
+            }
+            result
+        })
+        .await;
+    drop(observer);
+    let dest = &destination.key;
+    let result = match result {
+        Ok(d) => Delivery::Delivered { status: d.value },
+        Err(CallError::Unavailable { for_, .. }) => {
+            tracing::warn!(destination = %dest, for_ms = for_.as_millis() as u64, "The destination stayed unavailable too long; stopping the run");
+            ctx.stop.stop(StopReason::DestinationDown {
+                destination: dest.clone(),
+                for_,
+            });
+            Delivery::HandedBack
         }
-        if let Some(l) = limiter {
-            tokio::select! {
-                biased;
-                _ = Box::pin(l.acquire()) => {}
-                _ = guards.stop.stopped() => break 'outer Delivery::HandedBack,
-            }
-        }
-        // While the breaker is open the record waits (an outage must not flood the
-        // dead-letter queue), unless the run is stopping or the destination stayed
-        // unavailable longer than `circuit_breaker.max_open`: then it is handed back.
-        let permit = match breaker {
-            Some(b) => loop {
-                match b.try_acquire() {
-                    Ok(p) => break Some(p),
-                    Err(open) => {
-                        let wait = open.retry_in.max(Duration::from_millis(10));
-                        if !guards.may_wait(wait) || guards.unavailable_too_long(dest) {
-                            break 'outer Delivery::HandedBack;
-                        }
-                        if !pause(&guards, wait).await {
-                            break 'outer Delivery::HandedBack;
-                        }
-                    }
-                }
-            },
-            None => None,
-        };
-        let attempt = {
-            // Not on the wire until it has a slot: a stop meanwhile hands it back.
-            let _slot = tokio::select! {
-                biased;
-                slot = room.slots.acquire() => slot,
-                _ = guards.stop.stopped() => break 'outer Delivery::HandedBack,
-            };
-            // Boxed: the request future is large and lives only while the request is in flight,
-            // so a record waiting for its turn or its retry stays small.
-            sink.send(&job.target, &job.key, job.body.clone()).await
-        };
-        match attempt.outcome {
-            Outcome::Success => {
-                if let Some(p) = permit {
-                    p.success(attempt.took);
-                }
-                guards.answered();
-                break Delivery::Delivered {
-                    status: attempt.status.unwrap_or(200),
-                };
-            }
-            Outcome::Fail { reason } => {
-                // The destination answered: it is healthy, the record is not.
-                if let Some(p) = permit {
-                    p.success(attempt.took);
-                }
-                guards.answered();
-                attempts.push(Attempt {
-                    at: Utc::now(),
-                    status: attempt.status,
-                    error: reason.clone(),
-                });
-                break Delivery::Failed {
-                    class: FailureClass::Rejected,
-                    error: reason,
-                };
-            }
-            Outcome::Retry {
-                reason,
-                retry_after,
-            } => {
-                if let Some(p) = permit {
-                    p.failure(attempt.took);
-                }
-                attempts.push(Attempt {
-                    at: Utc::now(),
-                    status: attempt.status,
-                    error: reason.clone(),
-                });
-                let n = attempts.len() as u32;
-                match decide(policy, n, started.elapsed(), retry_after, &mut backoff) {
-                    RetryDecision::RetryAfter(wait) => {
-                        if !guards.may_wait(wait) {
-                            break Delivery::HandedBack;
-                        }
-                        if retrying.is_none() {
-                            retrying = Some(Retrying::new(&room.retrying));
-                        }
-                        Progress::add(&ctx.progress.retries, 1);
-                        ferry_telemetry::metrics::retry(&ctx.flow);
-                        tracing::debug!(key = %job.key, attempt = n, wait_ms = wait.as_millis() as u64, reason = %reason, "Retrying delivery");
-                        if !pause(&guards, wait).await {
-                            break 'outer Delivery::HandedBack;
-                        }
-                        // Over the retry budget: wait further instead of adding to a storm.
-                        while !budget.try_withdraw() {
-                            // The run is stopping (deadline, SIGTERM): the record goes back to
-                            // the next run, not to the dead-letter queue.
-                            if !guards.may_wait(wait) {
-                                break 'outer Delivery::HandedBack;
-                            }
-                            if started.elapsed() + wait > policy.max_elapsed() {
-                                break 'outer Delivery::Failed {
-                                    class: FailureClass::RetriesExhausted,
-                                    error: format!(
-                                        "{reason}; gave up: the retry budget of {dest} stayed exhausted (policy.retry_budget)"
-                                    ),
-                                };
-                            }
-                            if !pause(&guards, wait.max(Duration::from_millis(50))).await {
-                                break 'outer Delivery::HandedBack;
-                            }
-                        }
-                    }
-                    RetryDecision::GiveUp(why) => {
-                        break Delivery::Failed {
-                            class: FailureClass::RetriesExhausted,
-                            error: format!("{reason}; gave up: {why}"),
-                        };
-                    }
-                }
-            }
-        }
+        Err(CallError::BreakerOpen { .. } | CallError::Interrupted { .. }) => Delivery::HandedBack,
+        Err(CallError::Rejected { error, .. }) => Delivery::Failed {
+            class: FailureClass::Rejected,
+            error: error.to_string(),
+        },
+        Err(CallError::GaveUp { reason, last, .. }) => Delivery::Failed {
+            class: FailureClass::RetriesExhausted,
+            error: format!("{last}; gave up: {reason}"),
+        },
+        Err(CallError::BudgetExhausted { last, .. }) => Delivery::Failed {
+            class: FailureClass::RetriesExhausted,
+            error: format!(
+                "{last}; gave up: the retry budget of {dest} stayed exhausted (policy.retry_budget)"
+            ),
+        },
     };
     ferry_telemetry::metrics::observe_delivery(&ctx.flow, started.elapsed().as_secs_f64());
-    if let Some(b) = breaker {
+    if let Some(b) = &destination.breaker {
         gauge_breaker(dest, b);
     }
+    let attempts = attempts.into_inner().unwrap_or_else(|p| p.into_inner());
     record_delivery(&result, attempts.len());
     let now = Utc::now();
     job.works
@@ -405,14 +327,35 @@ async fn deliver_job(
         })
         .collect()
 }
-/// Sleeps `wait` unless the run stops first; false when it stopped.
-async fn pause(guards: &Guards, wait: Duration) -> bool {
-    tokio::select! {
-        biased;
-        _ = guards.stop.stopped() => false,
-        _ = tokio::time::sleep(wait) => true,
+
+/// What a delivery's stack tells the run while it waits: retries (progress counters, metrics,
+/// the count of records being retried) and breaker waits (the breaker gauge).
+struct Watch<'a> {
+    ctx: &'a Ctx,
+    key: &'a str,
+    room: &'a Room,
+    destination: &'a Destination,
+    /// Held from the first retry until the delivery ends.
+    retrying: Option<Retrying<'a>>,
+}
+
+impl Observer for Watch<'_> {
+    fn retrying(&mut self, attempt: u32, wait: Duration, error: &dyn std::fmt::Display) {
+        if self.retrying.is_none() {
+            self.retrying = Some(Retrying::new(&self.room.retrying));
+        }
+        Progress::add(&self.ctx.progress.retries, 1);
+        ferry_telemetry::metrics::retry(&self.ctx.flow);
+        tracing::debug!(key = %self.key, attempt, wait_ms = wait.as_millis() as u64, reason = %error, "Retrying delivery");
+    }
+
+    fn breaker_wait(&mut self, _open: &BreakerOpen, _wait: Duration) {
+        if let Some(b) = &self.destination.breaker {
+            gauge_breaker(&self.destination.key, b);
+        }
     }
 }
+
 /// The span of one request's delivery (one record, or a batch), with its idempotency key. At
 /// debug level, like the page spans: `-v` logs do not pay for a span per record; traces
 /// (exported at debug) and `-vv` logs have them.
