@@ -61,6 +61,13 @@ fn validate_reports_every_bad_file_with_position_and_path() {
     assert!(!s.contains("sk_live_do_not_print_me"), "{s}");
     assert!(s.contains("4 of 4 flow files have problems"), "{s}");
 
+    // One file is counted as one.
+    let one = fixture("unknown-key.yaml");
+    let out = run_ferry(&["validate", &one], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("1 of 1 flow file has problems"), "{s}");
+
     let out = run_ferry(
         &["validate", "--output", "json", &paths[1]],
         &[],

@@ -733,6 +733,10 @@ async fn the_dlq_commands_of_the_binary() {
     )
     .await;
     ok(&out, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "discarded 1 dead letter: customer cancelled"
+    );
     let out = ferry(&w, &["dlq", "show", &ids[0], "--output", "json"], &[]).await;
     let shown = json_of(&out);
     assert_eq!(shown["entry"]["state"], "discarded");
@@ -785,6 +789,16 @@ async fn the_dlq_commands_of_the_binary() {
     assert!(text.contains("would deliver"), "{text}");
     assert!(text.contains("~ priority: \"normal\" → \"high\""), "{text}");
     assert_eq!(w.sandbox.sink().stats().requests, requests, "nothing sent");
+    // One entry is one entry, not "1 entries".
+    let out = ferry(&w, &["dlq", "replay", &edit_id, "--dry-run"], &env).await;
+    ok(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "dry run: flow `{flow}` with revision 1 (1 entry);"
+        )),
+        "{text}"
+    );
     assert_eq!(entries(&w, Some(DlqState::Pending)).await.len(), n - 1);
 
     // Still rejected: exit 1, entries stay pending.

@@ -45,7 +45,7 @@ pub enum LifecycleError {
     #[error("{0}")]
     Refused(String),
     /// A three-way merge left paths changed differently on both sides; nothing was written.
-    #[error("{} conflicting path(s); nothing was written: resolve them with --take ours|theirs or --take-path PATH=ours|theirs", .0.len())]
+    #[error("{}; nothing was written: resolve them with --take ours|theirs or --take-path PATH=ours|theirs", ferry_spec::words::count(.0.len(), "conflicting path"))]
     Conflicts(Vec<Conflict>),
     /// The operation is not allowed to this actor here: a role it lacks, a protected
     /// environment, an approval it may not give. Recorded in the audit log (action

@@ -1048,7 +1048,8 @@ pub async fn replay(
         None if not_attempted > 0 => (
             RunStatus::Incomplete,
             Some(format!(
-                "the replay stopped (cancelled, or the revision's policy.deadline passed) with {not_attempted} entries not sent; they stay pending"
+                "the replay stopped (cancelled, or the revision's policy.deadline passed) with {} not sent; they stay pending",
+                ferry_spec::words::count(not_attempted, "entry")
             )),
         ),
         None => (RunStatus::Succeeded, None),
@@ -1287,8 +1288,8 @@ impl Writer {
                 }
                 let why = crate::run::stop_reason(trouble);
                 let msg = format!(
-                    "could not record the outcome of {} dead letters: {}; they stay pending and a later replay is answered by the destination's dedupe",
-                    rs.entries.len(),
+                    "could not record the outcome of {}: {}; they stay pending and a later replay is answered by the destination's dedupe",
+                    ferry_spec::words::count(rs.entries.len(), "dead letter"),
                     why.describe()
                 );
                 self.ctx.stop.stop(why);

@@ -4,6 +4,7 @@
 //! of `--env`, and prints tables or JSON. Exit codes: 0 ok, 1 a replay left entries pending
 //! (failed again or not attempted), 2 bad input (unknown id, entry not pending, bad `--set`).
 
+use ferry_spec::words::count;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -296,7 +297,11 @@ async fn discard(ctx: &Ctx, ids: &[Uuid], reason: &str) -> Result<u8> {
         let v = json!({"discarded": ids, "reason": reason.trim()});
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("discarded {} dead letters: {}", ids.len(), reason.trim());
+        println!(
+            "discarded {}: {}",
+            count(ids.len(), "dead letter"),
+            reason.trim()
+        );
     }
     Ok(0)
 }
@@ -448,10 +453,10 @@ fn print_dry_runs(output: Output, runs: &[ferry_engine::DryRun]) -> Result<()> {
     }
     for run in runs {
         println!(
-            "dry run: flow `{}` with revision {} ({} entries); nothing is written or sent",
+            "dry run: flow `{}` with revision {} ({}); nothing is written or sent",
             run.flow,
             run.revision,
-            run.entries.len()
+            count(run.entries.len(), "entry")
         );
         for e in &run.entries {
             match &e.outcome {

@@ -5,6 +5,7 @@
 //! The work is done by `ferry_engine::lifecycle` (shared with the control API); this module
 //! parses arguments, maps refusals to exit code 2 and prints text or JSON.
 
+use ferry_spec::words::count;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -35,8 +36,8 @@ pub fn cli_error(e: LifecycleError) -> anyhow::Error {
         LifecycleError::Store(s) => anyhow::Error::new(s),
         LifecycleError::Conflicts(conflicts) => {
             let mut msg = format!(
-                "merge stopped: {} path(s) changed differently on both sides; nothing was written\n",
-                conflicts.len()
+                "merge stopped: {} changed differently on both sides; nothing was written\n",
+                count(conflicts.len(), "path")
             );
             for c in &conflicts {
                 msg.push_str(&format!(
@@ -175,7 +176,11 @@ pub async fn snapshot(ctx: &Ctx, command: SnapshotCommand) -> Result<u8> {
             if ctx.output() == Output::Json {
                 print_json(&s)?;
             } else {
-                println!("snapshot {} of {env}: {} flow(s)", s.name, s.flows.len());
+                println!(
+                    "snapshot {} of {env}: {}",
+                    s.name,
+                    count(s.flows.len(), "flow")
+                );
             }
         }
         SnapshotCommand::List => {
@@ -554,11 +559,11 @@ pub async fn promote(
 /// Every edge from the source environment: taken (with its promotion) or skipped (why).
 fn print_report(r: &PromotionReport) {
     println!(
-        "{} revision {} from {}: {} edge(s)",
+        "{} revision {} from {}: {}",
         r.flow,
         r.revision,
         r.from,
-        r.edges.len()
+        count(r.edges.len(), "edge")
     );
     for e in &r.edges {
         let edge = format!("{} → {}", e.from, e.to);
