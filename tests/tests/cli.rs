@@ -336,3 +336,35 @@ fn ferry_run_against_the_sandbox_deploys_runs_and_lists() {
         text(&out)
     );
 }
+
+#[test]
+fn a_state_store_that_cannot_be_opened_names_each_cause_once() {
+    let out = run_ferry(
+        &["--database", "postgres://127.0.0.1:1/x", "flows"],
+        &[],
+        &workspace(),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect to the postgres state store at postgres://127.0.0.1:1/x"),
+        "{err}"
+    );
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+
+    // A state directory that is a file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("state");
+    std::fs::write(&file, "not a directory").expect("file");
+    let out = run_ferry(
+        &["--state", file.to_str().expect("utf-8"), "flows"],
+        &[],
+        &workspace(),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Not a directory"), "{err}");
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+}

@@ -46,7 +46,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // Not through the log writer, so redacted here: an error may quote what a remote
             // system answered, and that may echo a secret.
-            let msg = format!("{e:#}");
+            let msg = exit::error_text(&e);
             eprintln!("error: {}", ferry_telemetry::redact::redact(&msg));
             ExitCode::from(exit::code_of(&e))
         }
