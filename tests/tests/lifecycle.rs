@@ -300,6 +300,17 @@ fn clone_edit_and_merge_with_and_without_conflicts() {
     assert_eq!(c["revision"]["origin"]["revision"], 1);
     let msg = p.fails(&["clone", "orders", "orders-exp"], 2);
     assert!(msg.contains("exists already"), "{msg}");
+    // a name that breaks the rule is refused with the rule, before anything is written
+    let msg = p.fails(&["clone", "orders", "Bad Name"], 2);
+    assert!(
+        msg.contains("`Bad Name` is not a flow name: lower-case letters, digits, `-` and `_`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("pick another name for the clone of `orders`"),
+        "{msg}"
+    );
+    assert!(!msg.contains("after the merge"), "{msg}");
 
     // the clone adds a field; the original changes another one: a clean merge
     p.write(

@@ -529,6 +529,11 @@ pub async fn clone_flow(
     actor: &Actor,
 ) -> Result<RevisionInfo> {
     require_role(store, actor, Role::Admin, at("clone", Some(flow), env)).await?;
+    if let Some(problem) = ferry_spec::validate::flow_name_problem(new_name) {
+        return Err(refused(format!(
+            "{problem}; pick another name for the clone of `{flow}` (nothing was written)"
+        )));
+    }
     if !store.revisions(new_name).await?.is_empty() {
         return Err(refused(format!(
             "a flow named `{new_name}` exists already; pick another name"
