@@ -197,7 +197,10 @@ async fn broken_pages_fail_with_the_page_and_url() {
     );
     let cases = [
         (SourceFault::Malformed { page: 2 }, "not valid JSON"),
-        (SourceFault::NonJson { page: 1 }, "not valid JSON"),
+        (
+            SourceFault::NonJson { page: 1 },
+            "not valid JSON: expected value at line 1 column 1; the source sent content type `text/html; charset=utf-8` and a body of 124 bytes starting `<html><head><title>502 Bad Gateway</title>",
+        ),
         (
             SourceFault::Status {
                 page: 3,

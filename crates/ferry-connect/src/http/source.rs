@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use ferry_resilience::{ErrorClass, classify_http, parse_retry_after};
 use ferry_spec::template::{Encoding, Root};
+use ferry_spec::words::count;
 use ferry_spec::{HttpSource, JsonPath, Pagination, Param, Template};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
@@ -78,6 +79,52 @@ fn parse_page(body: &[u8]) -> Result<Value, String> {
         )
     })?;
     serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+/// Bytes of a body shown when it is not the JSON expected.
+const PREVIEW_BYTES: usize = 120;
+
+/// What came instead of JSON, for the error of a page that did not parse: the content type the
+/// source declared and the body's first [`PREVIEW_BYTES`] bytes, as one printable line (control
+/// characters shown as spaces, secrets the run knows redacted). An HTML page here is most often a
+/// login, error or maintenance page: the preview says which.
+fn body_preview(headers: &reqwest::header::HeaderMap, body: &[u8]) -> String {
+    let kind = match headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    {
+        Some(t) => format!("content type `{}`", printable(&t, PREVIEW_BYTES)),
+        None => "no content type".to_string(),
+    };
+    if body.is_empty() {
+        return format!("the source sent {kind} and an empty body");
+    }
+    let head = &body[..body.len().min(PREVIEW_BYTES)];
+    let mut shown = printable(&String::from_utf8_lossy(head), PREVIEW_BYTES);
+    if body.len() > PREVIEW_BYTES {
+        shown.push('…');
+    }
+    let shown = ferry_telemetry::redact::redact(&shown).into_owned();
+    format!(
+        "the source sent {kind} and a body of {} starting `{shown}`",
+        count(body.len(), "byte")
+    )
+}
+
+/// `text` on one line: control characters (newlines, tabs, escapes) become spaces, and runs of
+/// spaces one space; at most `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    let mut last_space = false;
+    for c in text.chars().take(max) {
+        let c = if c.is_control() { ' ' } else { c };
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        out.push(c);
+    }
+    out.trim().to_string()
 }
 
 /// The records of a page body, selected by the source's `records` JSONPath. `$.orders[*]` moves
@@ -376,7 +423,7 @@ impl HttpPager {
         let doc = parse_page(&body).map_err(|reason| ConnectError::Malformed {
             page: number,
             url: shown.clone(),
-            reason,
+            reason: format!("{reason}; {}", body_preview(&headers, &body)),
         })?;
         drop(body);
         Ok(Some(Fetched {
@@ -669,6 +716,33 @@ mod tests {
         let err = parse_page(b"{\"a\": ").unwrap_err();
         assert!(err.contains("EOF"), "{err}");
         assert!(parse_page(b"").is_err());
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_shown_by_its_type_and_first_bytes() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        let html = format!(
+            "<!DOCTYPE html>\n<html>\r\n\t<head><title>Sign in</title></head>{}",
+            "<p>x</p>".repeat(100)
+        );
+        let shown = body_preview(&headers, html.as_bytes());
+        assert!(
+            shown.starts_with(&format!(
+                "the source sent content type `text/html; charset=utf-8` and a body of {} bytes starting `<!DOCTYPE html> <html> <head><title>Sign in</title></head><p>x</p>",
+                html.len()
+            )),
+            "{shown}"
+        );
+        assert!(shown.ends_with("…`"), "{shown}");
+        assert!(shown.chars().count() < 260, "{shown}");
+        let shown = body_preview(&reqwest::header::HeaderMap::new(), b"");
+        assert_eq!(shown, "the source sent no content type and an empty body");
+        let shown = body_preview(&reqwest::header::HeaderMap::new(), b"\x00\xffok\x1b[2J");
+        assert!(shown.ends_with("starting `\u{fffd}ok [2J`"), "{shown}");
     }
 
     #[test]
