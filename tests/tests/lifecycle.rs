@@ -85,6 +85,24 @@ impl Project {
         serde_json::from_str(&s).unwrap_or_else(|e| panic!("ferry {args:?}: not JSON ({e}): {s}"))
     }
 
+    /// `ferry diff ... --output json`: exit 1 when the sides differ (as `diff`), 0 when not.
+    fn diff(&self, args: &[&str]) -> Value {
+        let mut a = vec!["diff"];
+        a.extend(args);
+        a.extend(["--output", "json"]);
+        let out = self.ferry(&a);
+        let d: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("ferry {a:?}: not JSON ({e}): {}", text(&out)));
+        let differ = !d["changes"].as_array().expect("changes").is_empty();
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(differ)),
+            "ferry {a:?}: {}",
+            text(&out)
+        );
+        d
+    }
+
     fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.ferry(args);
         assert_eq!(
@@ -221,7 +239,7 @@ fn deploy_is_all_or_nothing_and_unchanged_flows_get_no_revision() {
     assert_eq!(revs[1]["message"], "add note");
 
     // diff of the two revisions, and of a revision against a reformatted file: by field path
-    let d = p.json(&["diff", "flow-a", "1", "2"]);
+    let d = p.diff(&["flow-a", "1", "2"]);
     let paths: Vec<&str> = d["changes"]
         .as_array()
         .unwrap()
@@ -230,8 +248,23 @@ fn deploy_is_all_or_nothing_and_unchanged_flows_get_no_revision() {
         .collect();
     assert_eq!(paths, ["map.fields.note"], "{d}");
     let file = p.path().join("flows/a.yaml").display().to_string();
-    let d = p.json(&["diff", "flow-a", "2", &file]);
+    let d = p.diff(&["flow-a", "2", &file]);
     assert!(d["changes"].as_array().unwrap().is_empty(), "{d}");
+    // exit codes as `diff`: 1 when the sides differ, 0 when not, 2 on bad input
+    assert_eq!(
+        p.ferry(&["diff", "flow-a", "1", "2"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        p.ferry(&["diff", "flow-a", "2", &file]).status.code(),
+        Some(0)
+    );
+    let msg = p.fails(&["diff", "flow-a", "no-such-file.yaml"], 2);
+    assert!(
+        msg.contains("neither a revision number nor a flow file"),
+        "{msg}"
+    );
+    p.fails(&["diff", "flow-a", "9"], 2);
 
     // the audit log has both deploys
     let audit = p.json(&["audit", "--flow", "flow-a"]);
@@ -333,7 +366,7 @@ fn clone_edit_and_merge_with_and_without_conflicts() {
     assert_eq!(m["base"]["revision"], 1);
     let merged = m["outcome"]["revision"]["number"].as_i64().unwrap();
     assert_eq!(merged, 3);
-    let d = p.json(&["diff", "orders", "2", "3"]);
+    let d = p.diff(&["orders", "2", "3"]);
     let paths: Vec<&str> = d["changes"]
         .as_array()
         .unwrap()
@@ -403,7 +436,7 @@ fn clone_edit_and_merge_with_and_without_conflicts() {
     ]);
     let revs = revisions(&p, "orders");
     assert_eq!(revs.len(), 5);
-    let spec = p.json(&["diff", "orders", "4", "5"]);
+    let spec = p.diff(&["orders", "4", "5"]);
     let changes = spec["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "{spec}");
     assert!(
@@ -528,7 +561,7 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
         // nothing is active in prod-us while pending
         let msg = p.fails(&["run", "orders", "--env", "prod-us", "--no-progress"], 2);
         assert!(msg.contains("prod-us"), "{msg}");
-        let d = p.json(&["diff", "orders", "1", "2"]);
+        let d = p.diff(&["orders", "1", "2"]);
         assert_eq!(d["changes"][0]["path"], "destination.http.url", "{d}");
 
         // prod-eu runs at once, against the staging sink

@@ -150,7 +150,8 @@ pub enum Command {
     /// List a flow's revisions, with where each is or was active.
     History { flow: String },
     /// Structural diff of two revisions of a flow, or of a revision and a flow file, by field
-    /// path. B defaults to the revision active in --env.
+    /// path. B defaults to the revision active in --env. Exits 1 when they differ, 0 when
+    /// not, 2 on bad input (as `diff`).
     Diff {
         flow: String,
         /// A revision number or a flow file.

@@ -115,7 +115,8 @@ pub async fn diff(ctx: &Ctx, flow: &str, a: &str, b: Option<&str>) -> Result<u8>
         println!("{flow}: {a_name} → {b_name}");
         print!("{}", ferry_spec::diff::render_text(&changes));
     }
-    Ok(0)
+    // As `diff`: 1 when the sides differ, so a script can branch on it (bad input is 2).
+    Ok(u8::from(!changes.is_empty()))
 }
 
 pub async fn revert(
