@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_e2e::{run_ferry, text};
 use ferry_sandbox::{Sandbox, SandboxConfig};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -678,9 +678,43 @@ async fn cursor_commands_and_backfill_leave_the_live_cursor_alone() {
         ]);
         assert!(out.contains("succeeded"), "{out}");
         assert_eq!(p.json(&["cursor", "show", "orders"])["cursor"], live);
+        // values are checked against the cursor's kind (a time here), nothing is written
+        let msg = p.fails(
+            &[
+                "backfill",
+                "orders",
+                "--from",
+                "yesterday",
+                "--to",
+                "2024-01-01T06:00:00Z",
+                "--no-progress",
+            ],
+            2,
+        );
+        assert!(
+            msg.contains(
+                "--from `yesterday` is not a time: this flow's cursor is an RFC 3339 time"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("2h or 7d"), "{msg}");
+        let msg = p.fails(&["cursor", "set", "orders", "12345"], 2);
+        assert!(msg.contains("`12345` is not a time"), "{msg}");
+        assert_eq!(p.json(&["cursor", "show", "orders"])["cursor"], live);
+        // a time can be given as how long ago
+        let s = p.json(&["cursor", "set", "orders", "7d"]);
+        let set = chrono::DateTime::parse_from_rfc3339(s["cursor"].as_str().unwrap()).unwrap();
+        let ago = chrono::Utc::now().signed_duration_since(set);
+        assert!(
+            (ago - chrono::Duration::days(7)).num_seconds().abs() < 120,
+            "{s}"
+        );
         // set, then rewind to the start
         let s = p.json(&["cursor", "set", "orders", "2030-01-01T00:00:00Z"]);
-        assert_eq!(s["before"], live);
+        assert_eq!(
+            s["before"],
+            json!(set.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        );
         let r = p.json(&["cursor", "rewind", "orders", "--start"]);
         assert_eq!(r["cursor"], Value::Null);
         let msg = p.fails(&["cursor", "rewind", "orders"], 2);
@@ -693,7 +727,7 @@ async fn cursor_commands_and_backfill_leave_the_live_cursor_alone() {
             .map(|e| e["action"].as_str().unwrap())
             .collect();
         assert!(actions.contains(&"backfill"), "{actions:?}");
-        assert_eq!(actions.iter().filter(|a| **a == "cursor").count(), 2);
+        assert_eq!(actions.iter().filter(|a| **a == "cursor").count(), 3);
     })
     .await;
     // every record delivered once in total

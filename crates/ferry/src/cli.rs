@@ -256,10 +256,12 @@ pub enum Command {
     /// Run a flow over a past cursor window without moving its live cursor.
     Backfill {
         flow: String,
-        /// Cursor value to read from (as the source's `{{ cursor }}`).
+        /// Cursor value to read from (as the source's `{{ cursor }}`), of the cursor's kind:
+        /// for a time cursor an RFC 3339 time or how long ago (`2h`, `7d`).
         #[arg(long)]
         from: String,
-        /// Last cursor value to deliver; later records are counted as filtered.
+        /// Last cursor value to deliver; later records are counted as filtered. Same kinds as
+        /// --from.
         #[arg(long)]
         to: String,
         /// Records delivered before under the same key with another body (the map changed
@@ -410,7 +412,9 @@ pub enum StoreCommand {
 pub enum CursorCommand {
     /// The stored cursor.
     Show { flow: String },
-    /// Set the cursor to a value (JSON when it parses as JSON, else text).
+    /// Set the cursor to a value of the cursor's kind (told from the stored cursor, else
+    /// `source.http.cursor.start`): an RFC 3339 time or how long ago (`2h`, `7d`), a number,
+    /// or text.
     Set { flow: String, value: String },
     /// Move the cursor back: to where it stood before a run, or to the flow's start.
     Rewind {
