@@ -281,6 +281,75 @@ fn the_demo_runs_on_a_fresh_directory() {
     assert_eq!(runs.as_array().unwrap().len(), 2);
     assert_eq!(runs[0]["revision"], 1);
     assert_eq!(runs[0]["trigger"], "demo");
+
+    // The demo's flow is in environment `demo`: a listing of another says where flows are.
+    let out = run_ferry(&["--state", ".ferry/demo", "flows"], &[], dir.path(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("no flows deployed in environment `default`"),
+        "{s}"
+    );
+    assert!(
+        s.contains("flows are deployed in `demo` (1 flow): add `--env demo` to list them"),
+        "{s}"
+    );
+    let out = run_ferry(
+        &["--state", ".ferry/demo", "--env", "demo", "flows"],
+        &[],
+        dir.path(),
+        LIMIT,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("orders-to-warehouse"),
+        "{}",
+        text(&out)
+    );
+
+    // Runs are found by the start of their id, as git finds commits.
+    let ids: Vec<String> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let show = |id: &str| {
+        run_ferry(
+            &["--state", ".ferry/demo", "show-run", id],
+            &[],
+            dir.path(),
+            LIMIT,
+        )
+    };
+    let out = show(&ids[0][..13]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["id"], ids[0].as_str());
+    // Ids made a few seconds apart share their first digits (a UUIDv7 starts with the time).
+    let digits = |id: &str| id.replace('-', "");
+    let (a, b) = (digits(&ids[0]), digits(&ids[1]));
+    let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    if common >= 4 {
+        let out = show(&a[..common]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is ambiguous"), "{err}");
+        assert!(err.contains(&ids[0]) && err.contains(&ids[1]), "{err}");
+    }
+    let out = show("ffff0000");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no run id starts with `ffff0000`"),
+        "{}",
+        text(&out)
+    );
+    let out = show("abc");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least its first 4 hex digits"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -708,6 +708,11 @@ async fn the_dlq_commands_of_the_binary() {
     ok(&out, 0);
     let shown = json_of(&out);
     assert_eq!(shown["entry"]["id"], ids[0].as_str());
+    // by the start of its id (the first 20 hex digits: a UUIDv7 starts with the time, so
+    // entries of one run share their first 12)
+    let out = ferry(&w, &["dlq", "show", &ids[0][..23], "--output", "json"], &[]).await;
+    ok(&out, 0);
+    assert_eq!(json_of(&out)["entry"]["id"], ids[0].as_str());
     assert_eq!(shown["entry"]["attempts"][0]["status"], 422);
     assert_eq!(shown["entry"]["revision"], 1);
     assert!(shown["entry"]["source_record"]["id"].is_u64());

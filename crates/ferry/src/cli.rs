@@ -128,7 +128,10 @@ pub enum Command {
         limit: u32,
     },
     /// Show one run.
-    ShowRun { id: String },
+    ShowRun {
+        /// The run id, or its first hex digits (at least 4) when no other run's id starts so.
+        id: String,
+    },
     /// List deployed flows with their active revisions.
     Flows,
     /// Print a revision of a flow as a flow file (YAML): deploying the output gives the same
@@ -220,9 +223,13 @@ pub enum Command {
         revision: Option<i64>,
     },
     /// Approve a pending promotion: its revision goes live in the target environment.
-    Approve { id: String },
+    Approve {
+        /// The promotion id, or its first hex digits (at least 4).
+        id: String,
+    },
     /// Reject a pending promotion.
     Reject {
+        /// The promotion id, or its first hex digits (at least 4).
         id: String,
         #[arg(long, required = true)]
         reason: String,
@@ -419,7 +426,7 @@ pub enum CursorCommand {
     /// Move the cursor back: to where it stood before a run, or to the flow's start.
     Rewind {
         flow: String,
-        /// The run whose starting cursor to go back to.
+        /// The run whose starting cursor to go back to (its id, or its first hex digits).
         #[arg(long, conflicts_with = "start")]
         to_run: Option<String>,
         /// Clear the cursor: the next run starts from the flow's configured start.
@@ -452,9 +459,13 @@ pub enum DlqCommand {
         limit: u32,
     },
     /// Show one entry: records, error, every attempt, and its history.
-    Show { id: String },
+    Show {
+        /// The entry's id, or its first hex digits (at least 4).
+        id: String,
+    },
     /// Fix the source record of a pending entry before a replay (the original is kept).
     Edit {
+        /// The entry's id, or its first hex digits (at least 4).
         id: String,
         /// PATH=VALUE (repeatable): a dotted path (buyer.email, items.0.qty) and a value, read
         /// as JSON when it is JSON, else as text.
@@ -463,7 +474,7 @@ pub enum DlqCommand {
     },
     /// Replay pending entries as a run of their own; exits 1 when some still fail.
     Replay {
-        /// Entry ids.
+        /// Entry ids, or their first hex digits (at least 4).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         ids: Vec<String>,
         /// The flow whose entries --all replays.
@@ -490,6 +501,7 @@ pub enum DlqCommand {
     },
     /// Discard pending entries for good (they are kept, with the reason).
     Discard {
+        /// Entry ids, or their first hex digits (at least 4).
         #[arg(required = true)]
         ids: Vec<String>,
         /// Why these records will never be delivered.

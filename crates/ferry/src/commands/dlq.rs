@@ -13,7 +13,7 @@ use ferry_engine::{
     DryRunOutcome, EntryOutcome, Progress, ReplayError, ReplayOptions, ReplayReport, ReplayRequest,
     Selection, SetField,
 };
-use ferry_store::{DeadLetter, DlqFilter, RunStatus};
+use ferry_store::{DeadLetter, DlqFilter, IdKind, RunStatus};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -50,8 +50,8 @@ pub async fn dlq(ctx: &Ctx, command: DlqCommand) -> Result<u8> {
             };
             list(ctx, &filter).await
         }
-        DlqCommand::Show { id } => show(ctx, parse_id(&id)?).await,
-        DlqCommand::Edit { id, sets } => edit(ctx, parse_id(&id)?, &sets).await,
+        DlqCommand::Show { id } => show(ctx, parse_id(ctx, id).await?).await,
+        DlqCommand::Edit { id, sets } => edit(ctx, parse_id(ctx, id).await?, &sets).await,
         DlqCommand::Replay {
             ids,
             flow,
@@ -61,10 +61,7 @@ pub async fn dlq(ctx: &Ctx, command: DlqCommand) -> Result<u8> {
             rekey,
             no_progress,
         } => {
-            let ids = ids
-                .iter()
-                .map(|i| parse_id(i))
-                .collect::<Result<Vec<_>>>()?;
+            let ids = crate::ids::resolve(ctx, IdKind::DeadLetter, &ids).await?;
             let flow = if all { flow } else { None };
             let how = ReplayHow {
                 revision,
@@ -75,10 +72,7 @@ pub async fn dlq(ctx: &Ctx, command: DlqCommand) -> Result<u8> {
             replay(ctx, ids, flow, how).await
         }
         DlqCommand::Discard { ids, reason } => {
-            let ids = ids
-                .iter()
-                .map(|i| parse_id(i))
-                .collect::<Result<Vec<_>>>()?;
+            let ids = crate::ids::resolve(ctx, IdKind::DeadLetter, &ids).await?;
             discard(ctx, &ids, &reason).await
         }
     }
@@ -98,13 +92,10 @@ fn refuse_state_as_filter(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn parse_id(text: &str) -> Result<Uuid> {
-    Uuid::parse_str(text.trim()).map_err(|_| {
-        CliError::input(format!(
-            "`{text}` is not a dead-letter id (a UUID as `ferry dlq list` shows it)"
-        ))
-        .into()
-    })
+/// A dead-letter id, whole or by its first hex digits.
+async fn parse_id(ctx: &Ctx, text: String) -> Result<Uuid> {
+    let mut ids = crate::ids::resolve(ctx, IdKind::DeadLetter, &[text]).await?;
+    Ok(ids.remove(0))
 }
 
 /// `--since`: an RFC 3339 time, or a duration back from `now`.

@@ -13,9 +13,8 @@ use anyhow::Result;
 use chrono::{DateTime, SecondsFormat, Utc};
 use ferry_engine::lifecycle::{self, CursorOutcome, LifecycleError, PromotionReport, Resolution};
 use ferry_spec::{LoadedFlow, Take};
-use ferry_store::{AuditFilter, Promotion, PromotionState, StoreError, Trigger};
+use ferry_store::{AuditFilter, IdKind, Promotion, PromotionState, StoreError, Trigger};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::cli::{CursorCommand, Output, SnapshotCommand, TakeArg};
 use crate::commands::dlq::parse_since;
@@ -585,15 +584,10 @@ fn print_report(r: &PromotionReport) {
     }
 }
 
-fn parse_uuid(id: &str) -> Result<Uuid> {
-    Uuid::parse_str(id.trim())
-        .map_err(|_| CliError::input(format!("`{id}` is not a promotion id (a UUID)")).into())
-}
-
 pub async fn decide(ctx: &Ctx, id: &str, approve: bool, reason: &str) -> Result<u8> {
-    let id = parse_uuid(id)?;
     let project = ctx.project()?;
     let store = ctx.store().await?;
+    let id = crate::ids::resolve_in(&store, IdKind::Promotion, id).await?;
     let p = lifecycle::decide(&store, project.as_ref(), id, approve, &actor(), reason)
         .await
         .map_err(cli_error)?;
@@ -771,8 +765,7 @@ pub async fn cursor(ctx: &Ctx, command: CursorCommand) -> Result<u8> {
                 .map_err(cli_error)?;
             let target = match (to_run, start) {
                 (Some(id), _) => {
-                    let id = Uuid::parse_str(id.trim())
-                        .map_err(|_| CliError::input(format!("`{id}` is not a run id")))?;
+                    let id = crate::ids::resolve_in(&store, IdKind::Run, &id).await?;
                     let run = store
                         .run(id)
                         .await?
