@@ -437,3 +437,81 @@ fn a_state_store_that_cannot_be_opened_names_each_cause_once() {
     assert!(err.contains("Not a directory"), "{err}");
     assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
 }
+
+/// `ferry sandbox` prints a command that runs the example flow against it; run it as printed
+/// (with the `ferry` binary of this build on PATH) in a folder holding the example flow.
+#[test]
+fn the_sandbox_banner_command_works_as_printed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut sandbox = Command::new(ferry_e2e::ferry_bin())
+        .args(["sandbox", "--listen", &listen, "--records", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ferry sandbox");
+    let mut lines = BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    let command = loop {
+        let line = lines
+            .next()
+            .expect("the banner has a try: line")
+            .expect("banner line");
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(cmd) = line.strip_prefix("try:") {
+            break cmd.trim().to_string();
+        }
+    };
+    assert!(banner.contains("/_sandbox/sink/faults"), "{banner}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("flows")).unwrap();
+    std::fs::copy(
+        workspace().join("flows/orders-to-warehouse.yaml"),
+        dir.path().join("flows/orders-to-warehouse.yaml"),
+    )
+    .unwrap();
+    let bin_dir = ferry_e2e::ferry_bin().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut shell = Command::new("sh");
+    shell
+        .args(["-c", &command])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env_remove("SHOP_URL")
+        .env_remove("WMS_URL")
+        .env_remove("SHOP_TOKEN")
+        .env_remove("FERRY_STATE")
+        .env_remove("FERRY_DATABASE")
+        .env_remove("FERRY_ENV")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = shell.spawn().expect("sh");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("waiting for sh").is_none() {
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = sandbox.kill();
+            panic!("`{command}` did not finish within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("sh output");
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    assert_eq!(out.status.code(), Some(0), "{command}\n{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("status    succeeded"), "{command}\n{s}");
+}

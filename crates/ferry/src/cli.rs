@@ -279,7 +279,9 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Serve the sandbox source and sink APIs for people to try flows against.
+    /// Serve the sandbox source and sink APIs for people to try flows against, with fault
+    /// controls (listed below) and the command that runs the example flow against them.
+    #[command(after_help = ferry_sandbox::control::HELP)]
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8088")]
         listen: String,
