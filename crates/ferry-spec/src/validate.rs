@@ -553,6 +553,12 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
     if src.max_page_bytes.0 == 0 {
         c.err(format!("{p}.max_page_bytes"), "must be more than 0");
     }
+    if src.max_page_expansion == 0 {
+        c.err(
+            format!("{p}.max_page_expansion"),
+            "must be 1 or more: the records of a page may add up to at least the page",
+        );
+    }
 
     if let Some(k) = &flow.map.key {
         c.path("map.key", k);

@@ -66,6 +66,8 @@ struct Fetched {
     status: u16,
     headers: reqwest::header::HeaderMap,
     doc: Value,
+    /// Size of the body as received.
+    bytes: u64,
 }
 
 /// A page body as JSON. The body is checked as UTF-8 once, as a whole: the parser then reads
@@ -127,14 +129,105 @@ fn printable(text: &str, max: usize) -> String {
     out.trim().to_string()
 }
 
+/// The records a page selected add up to more than its budget
+/// ([`HttpSource::page_expansion_budget`], `source.http.max_page_expansion`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overselected {
+    /// How many nodes the selector picked.
+    pub nodes: usize,
+    /// The budget, in bytes of compact JSON.
+    pub budget: u64,
+}
+
 /// The records of a page body, selected by the source's `records` JSONPath. `$.orders[*]` moves
 /// the records out of `doc` instead of copying them (leaving an empty array behind), so call this
 /// after anything else that needs the records in place. A pure function: the live source and
 /// `ferry test`'s replay of recorded pages share it.
-pub fn take_records(records: &JsonPath, doc: &mut Value) -> Vec<Value> {
-    match records.take_all(doc) {
-        Some(r) => r,
-        None => records.select(doc).into_iter().cloned().collect(),
+///
+/// Any other selector copies what it selects, and one that selects nested values again with
+/// their parents (`$..*`) copies the page many times over. Before copying, the selected nodes
+/// are measured (as compact JSON, stopping as soon as they exceed it) against `budget`, the
+/// page's [`HttpSource::page_expansion_budget`]; over it, nothing is copied and the page fails.
+/// A singular selector picks one node, never more than the page, and is not measured.
+pub fn take_records(
+    records: &JsonPath,
+    doc: &mut Value,
+    budget: u64,
+) -> Result<Vec<Value>, Overselected> {
+    if let Some(moved) = records.take_all(doc) {
+        return Ok(moved);
+    }
+    let nodes = records.select(doc);
+    if !records.is_singular() {
+        let mut left = budget;
+        for node in &nodes {
+            if !fits(node, &mut left) {
+                return Err(Overselected {
+                    nodes: nodes.len(),
+                    budget,
+                });
+            }
+        }
+    }
+    Ok(nodes.into_iter().cloned().collect())
+}
+
+/// The size of `v` as compact JSON (string escapes aside): what a recorded page counts as for
+/// its [`HttpSource::page_expansion_budget`] when its bytes as received are not known.
+pub fn json_len(v: &Value) -> u64 {
+    let mut left = u64::MAX;
+    fits(v, &mut left);
+    u64::MAX - left
+}
+
+/// Takes the size of `v` as compact JSON (string escapes aside) from `left`; false, with `left`
+/// spent, as soon as it does not fit. Stops early, so measuring costs at most `left` bytes'
+/// worth of walking.
+fn fits(v: &Value, left: &mut u64) -> bool {
+    match v {
+        Value::Null => take(4, left),
+        Value::Bool(b) => take(if *b { 4 } else { 5 }, left),
+        Value::Number(n) => take(number_len(n), left),
+        Value::String(s) => take(s.len() + 2, left),
+        // brackets and commas, then the items
+        Value::Array(items) => {
+            take(items.len().max(1) + 1, left) && items.iter().all(|item| fits(item, left))
+        }
+        // braces and commas, then each key (quotes and colon) and value
+        Value::Object(fields) => {
+            take(fields.len().max(1) + 1, left)
+                && fields
+                    .iter()
+                    .all(|(k, item)| take(k.len() + 3, left) && fits(item, left))
+        }
+    }
+}
+
+/// Takes `n` bytes from `left`; false, with `left` spent, when there are fewer.
+fn take(n: usize, left: &mut u64) -> bool {
+    match left.checked_sub(n as u64) {
+        Some(rest) => {
+            *left = rest;
+            true
+        }
+        None => {
+            *left = 0;
+            false
+        }
+    }
+}
+
+/// Digits of a number as JSON, without formatting integers; floats are formatted.
+fn number_len(n: &serde_json::Number) -> usize {
+    if let Some(u) = n.as_u64() {
+        u.checked_ilog10().map_or(1, |d| d as usize + 1)
+    } else if let Some(i) = n.as_i64() {
+        i.unsigned_abs()
+            .checked_ilog10()
+            .map_or(1, |d| d as usize + 1)
+            + 1
+    } else {
+        n.to_string().len()
     }
 }
 
@@ -172,6 +265,7 @@ pub struct HttpPager {
     page: u64,
     max_pages: Option<u64>,
     max_page_bytes: u64,
+    max_page_expansion: u32,
     secret_params: Vec<String>,
     seen: HashSet<String>,
     limiter: Option<std::sync::Arc<ferry_resilience::RateLimiter>>,
@@ -325,6 +419,7 @@ impl HttpPager {
             page: 0,
             max_pages: spec.max_pages,
             max_page_bytes: spec.max_page_bytes.0,
+            max_page_expansion: spec.max_page_expansion,
             secret_params,
             seen: HashSet::new(),
         })
@@ -376,7 +471,18 @@ impl HttpPager {
         let Some(mut f) = self.request_next().await? else {
             return Ok(None);
         };
-        let records = take_records(&self.records, &mut f.doc);
+        let budget = ferry_spec::flow::page_expansion_budget(self.max_page_expansion, f.bytes);
+        let records = take_records(&self.records, &mut f.doc, budget).map_err(|o| {
+            ConnectError::Overselected {
+                page: f.number,
+                url: f.shown.clone(),
+                records: self.records.as_str().to_string(),
+                nodes: o.nodes,
+                budget: o.budget,
+                factor: self.max_page_expansion,
+                page_bytes: f.bytes,
+            }
+        })?;
         self.advance(&f, records.len() as u64)?;
         Ok(Some(Page {
             number: f.number,
@@ -425,6 +531,7 @@ impl HttpPager {
             url: shown.clone(),
             reason: format!("{reason}; {}", body_preview(&headers, &body)),
         })?;
+        let bytes = body.len() as u64;
         drop(body);
         Ok(Some(Fetched {
             number,
@@ -433,6 +540,7 @@ impl HttpPager {
             status,
             headers,
             doc,
+            bytes,
         }))
     }
 
@@ -749,7 +857,7 @@ mod tests {
     fn records_are_taken_from_a_page_body() {
         let moved = JsonPath::parse("$.orders[*]").unwrap();
         let mut doc = serde_json::json!({"orders": [{"id": 1}, {"id": 2}], "links": {"next": "x"}});
-        assert_eq!(take_records(&moved, &mut doc).len(), 2);
+        assert_eq!(take_records(&moved, &mut doc, 0).unwrap().len(), 2);
         // moved out: the rest of the page stays for pagination
         assert_eq!(
             doc,
@@ -758,11 +866,69 @@ mod tests {
         let filtered = JsonPath::parse("$.orders[?@.id > 1]").unwrap();
         let mut doc = serde_json::json!({"orders": [{"id": 1}, {"id": 2}]});
         assert_eq!(
-            take_records(&filtered, &mut doc),
+            take_records(&filtered, &mut doc, 1 << 20).unwrap(),
             [serde_json::json!({"id": 2})]
         );
         let mut not_a_page = serde_json::json!("text");
-        assert!(take_records(&moved, &mut not_a_page).is_empty());
+        assert!(take_records(&moved, &mut not_a_page, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn selections_are_measured_as_compact_json_before_they_are_copied() {
+        for v in [
+            serde_json::json!(null),
+            serde_json::json!(true),
+            serde_json::json!(false),
+            serde_json::json!(0),
+            serde_json::json!(-12),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(i64::MIN),
+            serde_json::json!(1.5),
+            serde_json::json!("héllo"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!([1, [2, 3], {"a": null}]),
+            serde_json::json!({"k": {"x": [true, "y"]}, "z": 1e300}),
+        ] {
+            let exact = v.to_string().len() as u64;
+            let mut left = exact;
+            assert!(fits(&v, &mut left), "{v}");
+            assert_eq!(left, 0, "{v}: measured {} for {exact}", exact - left);
+            let mut short = exact - 1;
+            assert!(!fits(&v, &mut short), "{v}");
+            assert_eq!(short, 0);
+        }
+    }
+
+    #[test]
+    fn a_selection_over_the_budget_copies_nothing_and_says_so() {
+        // $..* selects every nested value again with each of its parents.
+        let every = JsonPath::parse("$..*").unwrap();
+        let doc = serde_json::json!({"a": {"b": {"c": {"d": [1, 2, 3]}}}});
+        let selected: u64 = every
+            .select(&doc)
+            .iter()
+            .map(|v| v.to_string().len() as u64)
+            .sum();
+        let page = doc.to_string().len() as u64;
+        assert!(selected > 2 * page, "{selected} vs {page}");
+        let err = take_records(&every, &mut doc.clone(), selected - 1).unwrap_err();
+        assert_eq!(
+            err,
+            Overselected {
+                nodes: 7,
+                budget: selected - 1
+            }
+        );
+        assert_eq!(
+            take_records(&every, &mut doc.clone(), selected)
+                .unwrap()
+                .len(),
+            7
+        );
+        // a singular selector is one node, never more than the page
+        let one = JsonPath::parse("$.a").unwrap();
+        assert_eq!(take_records(&one, &mut doc.clone(), 0).unwrap().len(), 1);
     }
 
     #[test]

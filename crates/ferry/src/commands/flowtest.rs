@@ -242,7 +242,10 @@ fn fixture_case(replayer: &Replayer<'_>, path: &Path, update: bool) -> FixtureRe
         Ok(f) => f,
         Err(e) => return FixtureResult::Invalid(e.to_string()),
     };
-    let actual = replayer.replay(fx, &fixture_name(path));
+    let actual = match replayer.replay(fx, &fixture_name(path)) {
+        Ok(golden) => golden,
+        Err(e) => return FixtureResult::Invalid(e),
+    };
     let records = actual.records.len();
     let golden = golden_path(path);
     let existing = read_golden(&golden);
