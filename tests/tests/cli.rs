@@ -61,6 +61,13 @@ fn validate_reports_every_bad_file_with_position_and_path() {
     assert!(!s.contains("sk_live_do_not_print_me"), "{s}");
     assert!(s.contains("4 of 4 flow files have problems"), "{s}");
 
+    // One file is counted as one.
+    let one = fixture("unknown-key.yaml");
+    let out = run_ferry(&["validate", &one], &[], &workspace(), LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("1 of 1 flow file has problems"), "{s}");
+
     let out = run_ferry(
         &["validate", "--output", "json", &paths[1]],
         &[],
@@ -274,6 +281,75 @@ fn the_demo_runs_on_a_fresh_directory() {
     assert_eq!(runs.as_array().unwrap().len(), 2);
     assert_eq!(runs[0]["revision"], 1);
     assert_eq!(runs[0]["trigger"], "demo");
+
+    // The demo's flow is in environment `demo`: a listing of another says where flows are.
+    let out = run_ferry(&["--state", ".ferry/demo", "flows"], &[], dir.path(), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("no flows deployed in environment `default`"),
+        "{s}"
+    );
+    assert!(
+        s.contains("flows are deployed in `demo` (1 flow): add `--env demo` to list them"),
+        "{s}"
+    );
+    let out = run_ferry(
+        &["--state", ".ferry/demo", "--env", "demo", "flows"],
+        &[],
+        dir.path(),
+        LIMIT,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("orders-to-warehouse"),
+        "{}",
+        text(&out)
+    );
+
+    // Runs are found by the start of their id, as git finds commits.
+    let ids: Vec<String> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let show = |id: &str| {
+        run_ferry(
+            &["--state", ".ferry/demo", "show-run", id],
+            &[],
+            dir.path(),
+            LIMIT,
+        )
+    };
+    let out = show(&ids[0][..13]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["id"], ids[0].as_str());
+    // Ids made a few seconds apart share their first digits (a UUIDv7 starts with the time).
+    let digits = |id: &str| id.replace('-', "");
+    let (a, b) = (digits(&ids[0]), digits(&ids[1]));
+    let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    if common >= 4 {
+        let out = show(&a[..common]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is ambiguous"), "{err}");
+        assert!(err.contains(&ids[0]) && err.contains(&ids[1]), "{err}");
+    }
+    let out = show("ffff0000");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no run id starts with `ffff0000`"),
+        "{}",
+        text(&out)
+    );
+    let out = show("abc");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least its first 4 hex digits"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -328,4 +404,114 @@ fn ferry_run_against_the_sandbox_deploys_runs_and_lists() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn a_state_store_that_cannot_be_opened_names_each_cause_once() {
+    let out = run_ferry(
+        &["--database", "postgres://127.0.0.1:1/x", "flows"],
+        &[],
+        &workspace(),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect to the postgres state store at postgres://127.0.0.1:1/x"),
+        "{err}"
+    );
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+
+    // A state directory that is a file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("state");
+    std::fs::write(&file, "not a directory").expect("file");
+    let out = run_ferry(
+        &["--state", file.to_str().expect("utf-8"), "flows"],
+        &[],
+        &workspace(),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Not a directory"), "{err}");
+    assert_eq!(err.matches("Not a directory").count(), 1, "{err}");
+}
+
+/// `ferry sandbox` prints a command that runs the example flow against it; run it as printed
+/// (with the `ferry` binary of this build on PATH) in a folder holding the example flow.
+#[test]
+fn the_sandbox_banner_command_works_as_printed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut sandbox = Command::new(ferry_e2e::ferry_bin())
+        .args(["sandbox", "--listen", &listen, "--records", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ferry sandbox");
+    let mut lines = BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    let command = loop {
+        let line = lines
+            .next()
+            .expect("the banner has a try: line")
+            .expect("banner line");
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(cmd) = line.strip_prefix("try:") {
+            break cmd.trim().to_string();
+        }
+    };
+    assert!(banner.contains("/_sandbox/sink/faults"), "{banner}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("flows")).unwrap();
+    std::fs::copy(
+        workspace().join("flows/orders-to-warehouse.yaml"),
+        dir.path().join("flows/orders-to-warehouse.yaml"),
+    )
+    .unwrap();
+    let bin_dir = ferry_e2e::ferry_bin().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut shell = Command::new("sh");
+    shell
+        .args(["-c", &command])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env_remove("SHOP_URL")
+        .env_remove("WMS_URL")
+        .env_remove("SHOP_TOKEN")
+        .env_remove("FERRY_STATE")
+        .env_remove("FERRY_DATABASE")
+        .env_remove("FERRY_ENV")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = shell.spawn().expect("sh");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("waiting for sh").is_none() {
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = sandbox.kill();
+            panic!("`{command}` did not finish within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("sh output");
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    assert_eq!(out.status.code(), Some(0), "{command}\n{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("status    succeeded"), "{command}\n{s}");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_e2e::{run_ferry, text};
 use ferry_sandbox::{Sandbox, SandboxConfig};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -83,6 +83,24 @@ impl Project {
         a.extend(["--output", "json"]);
         let s = self.ok(&a);
         serde_json::from_str(&s).unwrap_or_else(|e| panic!("ferry {args:?}: not JSON ({e}): {s}"))
+    }
+
+    /// `ferry diff ... --output json`: exit 1 when the sides differ (as `diff`), 0 when not.
+    fn diff(&self, args: &[&str]) -> Value {
+        let mut a = vec!["diff"];
+        a.extend(args);
+        a.extend(["--output", "json"]);
+        let out = self.ferry(&a);
+        let d: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("ferry {a:?}: not JSON ({e}): {}", text(&out)));
+        let differ = !d["changes"].as_array().expect("changes").is_empty();
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(differ)),
+            "ferry {a:?}: {}",
+            text(&out)
+        );
+        d
     }
 
     fn fails(&self, args: &[&str], code: i32) -> String {
@@ -221,7 +239,7 @@ fn deploy_is_all_or_nothing_and_unchanged_flows_get_no_revision() {
     assert_eq!(revs[1]["message"], "add note");
 
     // diff of the two revisions, and of a revision against a reformatted file: by field path
-    let d = p.json(&["diff", "flow-a", "1", "2"]);
+    let d = p.diff(&["flow-a", "1", "2"]);
     let paths: Vec<&str> = d["changes"]
         .as_array()
         .unwrap()
@@ -230,8 +248,23 @@ fn deploy_is_all_or_nothing_and_unchanged_flows_get_no_revision() {
         .collect();
     assert_eq!(paths, ["map.fields.note"], "{d}");
     let file = p.path().join("flows/a.yaml").display().to_string();
-    let d = p.json(&["diff", "flow-a", "2", &file]);
+    let d = p.diff(&["flow-a", "2", &file]);
     assert!(d["changes"].as_array().unwrap().is_empty(), "{d}");
+    // exit codes as `diff`: 1 when the sides differ, 0 when not, 2 on bad input
+    assert_eq!(
+        p.ferry(&["diff", "flow-a", "1", "2"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        p.ferry(&["diff", "flow-a", "2", &file]).status.code(),
+        Some(0)
+    );
+    let msg = p.fails(&["diff", "flow-a", "no-such-file.yaml"], 2);
+    assert!(
+        msg.contains("neither a revision number nor a flow file"),
+        "{msg}"
+    );
+    p.fails(&["diff", "flow-a", "9"], 2);
 
     // the audit log has both deploys
     let audit = p.json(&["audit", "--flow", "flow-a"]);
@@ -300,6 +333,17 @@ fn clone_edit_and_merge_with_and_without_conflicts() {
     assert_eq!(c["revision"]["origin"]["revision"], 1);
     let msg = p.fails(&["clone", "orders", "orders-exp"], 2);
     assert!(msg.contains("exists already"), "{msg}");
+    // a name that breaks the rule is refused with the rule, before anything is written
+    let msg = p.fails(&["clone", "orders", "Bad Name"], 2);
+    assert!(
+        msg.contains("`Bad Name` is not a flow name: lower-case letters, digits, `-` and `_`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("pick another name for the clone of `orders`"),
+        "{msg}"
+    );
+    assert!(!msg.contains("after the merge"), "{msg}");
 
     // the clone adds a field; the original changes another one: a clean merge
     p.write(
@@ -322,7 +366,7 @@ fn clone_edit_and_merge_with_and_without_conflicts() {
     assert_eq!(m["base"]["revision"], 1);
     let merged = m["outcome"]["revision"]["number"].as_i64().unwrap();
     assert_eq!(merged, 3);
-    let d = p.json(&["diff", "orders", "2", "3"]);
+    let d = p.diff(&["orders", "2", "3"]);
     let paths: Vec<&str> = d["changes"]
         .as_array()
         .unwrap()
@@ -392,7 +436,7 @@ fn clone_edit_and_merge_with_and_without_conflicts() {
     ]);
     let revs = revisions(&p, "orders");
     assert_eq!(revs.len(), 5);
-    let spec = p.json(&["diff", "orders", "4", "5"]);
+    let spec = p.diff(&["orders", "4", "5"]);
     let changes = spec["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "{spec}");
     assert!(
@@ -517,7 +561,7 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
         // nothing is active in prod-us while pending
         let msg = p.fails(&["run", "orders", "--env", "prod-us", "--no-progress"], 2);
         assert!(msg.contains("prod-us"), "{msg}");
-        let d = p.json(&["diff", "orders", "1", "2"]);
+        let d = p.diff(&["orders", "1", "2"]);
         assert_eq!(d["changes"][0]["path"], "destination.http.url", "{d}");
 
         // prod-eu runs at once, against the staging sink
@@ -526,7 +570,8 @@ async fn promotion_fans_out_rewrites_hosts_waits_for_approval_and_follows_labels
         // and then it runs revision 2 against the rewritten host
         let msg = p.fails(&["approve", &us_id], 2);
         assert!(msg.contains("four eyes"), "{msg}");
-        let a = p.json_as("bob", &["approve", &us_id]);
+        // by the start of its id, as git takes a commit's
+        let a = p.json_as("bob", &["approve", &us_id[..23]]);
         assert_eq!(a[0]["state"], "approved");
         assert_eq!(a[0]["decided_by"], "bob");
         let msg = p.fails(&["approve", &us_id], 2);
@@ -634,9 +679,43 @@ async fn cursor_commands_and_backfill_leave_the_live_cursor_alone() {
         ]);
         assert!(out.contains("succeeded"), "{out}");
         assert_eq!(p.json(&["cursor", "show", "orders"])["cursor"], live);
+        // values are checked against the cursor's kind (a time here), nothing is written
+        let msg = p.fails(
+            &[
+                "backfill",
+                "orders",
+                "--from",
+                "yesterday",
+                "--to",
+                "2024-01-01T06:00:00Z",
+                "--no-progress",
+            ],
+            2,
+        );
+        assert!(
+            msg.contains(
+                "--from `yesterday` is not a time: this flow's cursor is an RFC 3339 time"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("2h or 7d"), "{msg}");
+        let msg = p.fails(&["cursor", "set", "orders", "12345"], 2);
+        assert!(msg.contains("`12345` is not a time"), "{msg}");
+        assert_eq!(p.json(&["cursor", "show", "orders"])["cursor"], live);
+        // a time can be given as how long ago
+        let s = p.json(&["cursor", "set", "orders", "7d"]);
+        let set = chrono::DateTime::parse_from_rfc3339(s["cursor"].as_str().unwrap()).unwrap();
+        let ago = chrono::Utc::now().signed_duration_since(set);
+        assert!(
+            (ago - chrono::Duration::days(7)).num_seconds().abs() < 120,
+            "{s}"
+        );
         // set, then rewind to the start
         let s = p.json(&["cursor", "set", "orders", "2030-01-01T00:00:00Z"]);
-        assert_eq!(s["before"], live);
+        assert_eq!(
+            s["before"],
+            json!(set.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        );
         let r = p.json(&["cursor", "rewind", "orders", "--start"]);
         assert_eq!(r["cursor"], Value::Null);
         let msg = p.fails(&["cursor", "rewind", "orders"], 2);
@@ -649,7 +728,7 @@ async fn cursor_commands_and_backfill_leave_the_live_cursor_alone() {
             .map(|e| e["action"].as_str().unwrap())
             .collect();
         assert!(actions.contains(&"backfill"), "{actions:?}");
-        assert_eq!(actions.iter().filter(|a| **a == "cursor").count(), 2);
+        assert_eq!(actions.iter().filter(|a| **a == "cursor").count(), 3);
     })
     .await;
     // every record delivered once in total

@@ -40,6 +40,23 @@ pub enum ConnectError {
     },
     #[error("page {page} from {url}: body larger than {limit} bytes (source.http.max_page_bytes)")]
     TooLarge { page: u64, url: String, limit: u64 },
+    #[error(
+        "page {page} from {url}: `{records}` selects {nodes} nodes that add up to more than {budget} bytes of JSON, over source.http.max_page_expansion ({factor} times the page's {page_bytes} bytes, counted as at least 1 MiB); a selector that picks nested values again with their parents (`$..*`) copies the page many times over: select the records themselves (`$.orders[*]`), or raise source.http.max_page_expansion"
+    )]
+    Overselected {
+        page: u64,
+        url: String,
+        /// The `records` JSONPath.
+        records: String,
+        /// How many nodes it selected.
+        nodes: usize,
+        /// The budget, in bytes of compact JSON.
+        budget: u64,
+        /// `source.http.max_page_expansion`.
+        factor: u32,
+        /// Size of the page's body.
+        page_bytes: u64,
+    },
     #[error("page {page} from {url}: not valid JSON: {reason}")]
     Malformed {
         page: u64,

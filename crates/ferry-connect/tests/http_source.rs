@@ -198,7 +198,10 @@ async fn broken_pages_fail_with_the_page_and_url() {
     );
     let cases = [
         (SourceFault::Malformed { page: 2 }, "not valid JSON"),
-        (SourceFault::NonJson { page: 1 }, "not valid JSON"),
+        (
+            SourceFault::NonJson { page: 1 },
+            "not valid JSON: expected value at line 1 column 1; the source sent content type `text/html; charset=utf-8` and a body of 124 bytes starting `<html><head><title>502 Bad Gateway</title>",
+        ),
         (
             SourceFault::Status {
                 page: 3,
@@ -300,8 +303,68 @@ async fn raw_pages_keep_the_body_and_paginate_like_record_pages() {
     let records = ferry_spec::JsonPath::parse(&spec.records).unwrap();
     let replayed: Vec<Value> = pages
         .into_iter()
-        .flat_map(|mut p| ferry_connect::http::take_records(&records, &mut p.body))
+        .flat_map(|mut p| {
+            let budget = spec.page_expansion_budget(ferry_connect::http::json_len(&p.body));
+            ferry_connect::http::take_records(&records, &mut p.body, budget).unwrap()
+        })
         .collect();
     let mut live = HttpPager::new(&spec, &e, None).unwrap();
     assert_eq!(replayed, drain(&mut live).await.unwrap());
+}
+
+/// `$..*` selects every nested value again with each of its parents: on a nested page that is
+/// several times the page. Over `source.http.max_page_expansion` the page fails, naming it.
+#[tokio::test]
+async fn a_selection_that_multiplies_the_page_fails_naming_the_setting() {
+    let orders: Vec<Value> = (0..2500)
+        .map(|i| {
+            json!({"id": i, "buyer": {"email": format!("u{i}@x.io"), "address": {"city": "Berlin",
+                "geo": {"lat": 52.5, "lon": 13.4, "fix": {"by": "gps", "at": "2024-01-01T00:00:00Z"}}}},
+                "items": [{"sku": "S-1", "price": {"amount": "1.00", "currency": "EUR"}}]})
+        })
+        .collect();
+    let page = serde_json::to_vec(&json!({ "orders": orders })).unwrap();
+    let page_len = page.len();
+    assert!(page_len > 500_000 && page_len < 1 << 20, "{page_len}");
+    let app = axum::Router::new().route(
+        "/page",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { ([("content-type", "application/json")], page) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let e = RunEnv::isolated("t", Secrets::from_map(Vec::<(String, String)>::new()))
+        .with_var("BASE", format!("http://{addr}"));
+
+    let spec = source("url: \"{{ env.BASE }}/page\"\nrecords: \"$..*\"");
+    let mut p = HttpPager::new(&spec, &e, None).unwrap();
+    let err = drain(&mut p).await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("page 1 from http://{addr}/page: `$..*` selects ")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "more than {} bytes of JSON, over source.http.max_page_expansion (2 times the page's {page_len} bytes",
+            2u64 << 20
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("or raise source.http.max_page_expansion"),
+        "{err}"
+    );
+
+    // Raised, the same page is read; the records themselves are never measured.
+    let spec = source("url: \"{{ env.BASE }}/page\"\nrecords: \"$..*\"\nmax_page_expansion: 10");
+    let mut p = HttpPager::new(&spec, &e, None).unwrap();
+    assert!(drain(&mut p).await.unwrap().len() > 40_000);
+    let spec =
+        source("url: \"{{ env.BASE }}/page\"\nrecords: \"$.orders[*]\"\nmax_page_expansion: 1");
+    let mut p = HttpPager::new(&spec, &e, None).unwrap();
+    assert_eq!(drain(&mut p).await.unwrap().len(), 2500);
+    server.abort();
 }

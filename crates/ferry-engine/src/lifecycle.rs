@@ -45,7 +45,7 @@ pub enum LifecycleError {
     #[error("{0}")]
     Refused(String),
     /// A three-way merge left paths changed differently on both sides; nothing was written.
-    #[error("{} conflicting path(s); nothing was written: resolve them with --take ours|theirs or --take-path PATH=ours|theirs", .0.len())]
+    #[error("{}; nothing was written: resolve them with --take ours|theirs or --take-path PATH=ours|theirs", ferry_spec::words::count(.0.len(), "conflicting path"))]
     Conflicts(Vec<Conflict>),
     /// The operation is not allowed to this actor here: a role it lacks, a protected
     /// environment, an approval it may not give. Recorded in the audit log (action
@@ -529,6 +529,11 @@ pub async fn clone_flow(
     actor: &Actor,
 ) -> Result<RevisionInfo> {
     require_role(store, actor, Role::Admin, at("clone", Some(flow), env)).await?;
+    if let Some(problem) = ferry_spec::validate::flow_name_problem(new_name) {
+        return Err(refused(format!(
+            "{problem}; pick another name for the clone of `{flow}` (nothing was written)"
+        )));
+    }
     if !store.revisions(new_name).await?.is_empty() {
         return Err(refused(format!(
             "a flow named `{new_name}` exists already; pick another name"

@@ -1026,7 +1026,8 @@ pub async fn replay(
         None if not_attempted > 0 => (
             RunStatus::Incomplete,
             Some(format!(
-                "the replay stopped (cancelled, or the revision's policy.deadline passed) with {not_attempted} entries not sent; they stay pending"
+                "the replay stopped (cancelled, or the revision's policy.deadline passed) with {} not sent; they stay pending",
+                ferry_spec::words::count(not_attempted, "entry")
             )),
         ),
         None => (RunStatus::Succeeded, None),

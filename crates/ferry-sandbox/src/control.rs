@@ -23,27 +23,83 @@ use crate::source::SourceFault;
 const RECORDS_DEFAULT_LIMIT: usize = 100;
 const RECORDS_MAX_LIMIT: usize = 10_000;
 
+const HEALTH: &str = "/_sandbox/health";
+const SINK_STATS: &str = "/_sandbox/sink/stats";
+const SINK_RECORDS: &str = "/_sandbox/sink/records";
+const SINK_FAULTS: &str = "/_sandbox/sink/faults";
+const SINK_RESET: &str = "/_sandbox/sink/reset";
+const SINK_DOWN: &str = "/_sandbox/sink/down";
+const SOURCE_TOUCH: &str = "/_sandbox/source/touch";
+const SOURCE_FAULTS: &str = "/_sandbox/source/faults";
+const SOURCE_STATS: &str = "/_sandbox/source/stats";
+const SOURCE_EXPIRE_TOKENS: &str = "/_sandbox/source/expire_tokens";
+
+/// Every control path; [`HELP`] and the README document each (tests check).
+pub const PATHS: [&str; 10] = [
+    HEALTH,
+    SINK_STATS,
+    SINK_RECORDS,
+    SINK_FAULTS,
+    SINK_RESET,
+    SINK_DOWN,
+    SOURCE_TOUCH,
+    SOURCE_FAULTS,
+    SOURCE_STATS,
+    SOURCE_EXPIRE_TOKENS,
+];
+
+/// The control endpoints for people: `ferry sandbox --help` prints this, and the README's
+/// sandbox section says the same.
+pub const HELP: &str = r#"Fault controls: JSON over HTTP on the sandbox's own address, no token needed.
+
+  GET    /_sandbox/health                 records served, whether the sink is down
+  GET    /_sandbox/sink/stats             requests, records applied, duplicate requests, faults injected
+  GET    /_sandbox/sink/records           the records the sink applied (?limit=100&offset=0)
+  GET    /_sandbox/sink/faults            the sink's faults in force
+  POST   /_sandbox/sink/faults            replace them; every field optional, unknown ones refused:
+           rate_5xx (share of attempts answered 503), rate_5xx_retry_after (share of those with
+           Retry-After), rate_429 (answered 429 with Retry-After), retry_after_secs (default 1),
+           retry_after_http_date (half the 429s send a date), rate_lost_ack (applied, then 500),
+           latency_ms (per attempt), reject_every_nth (records whose id divides by it are
+           refused for good), reject_status (their status, default 422), hold_after_applied
+           (after that many records, apply but hold every answer until the faults change),
+           seed (same seed, same faults)
+  POST   /_sandbox/sink/down              {"down": true}: every sink request is answered 503 until
+                                          {"down": false}
+  POST   /_sandbox/sink/reset             forget applied records, keys and counters (faults stay)
+  POST   /_sandbox/source/touch           {"ids": [1, 2]}: change records; the next incremental
+                                          run fetches them again
+  GET    /_sandbox/source/faults          the source's faults in force
+  POST   /_sandbox/source/faults          add one (per page; a page's new fault replaces its old):
+           {"status": {"page": 2, "status": 503}}, {"malformed": {"page": 2}} (cut JSON),
+           {"non_json": {"page": 1}} (an HTML page), {"oversized": {"page": 1, "bytes": 3000000}},
+           {"delay": {"millis": 50}} (every page)
+  DELETE /_sandbox/source/faults          clear them
+  GET    /_sandbox/source/stats           records, page requests, OAuth tokens issued
+  POST   /_sandbox/source/expire_tokens   the next request with an issued OAuth token gets 401
+
+Example: one request in ten fails with 503 and every 50th record is refused for good:
+  curl -X POST http://127.0.0.1:8088/_sandbox/sink/faults -d '{"rate_5xx": 0.1, "reject_every_nth": 50}'
+"#;
+
 /// The control routes.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/_sandbox/health", get(health))
-        .route("/_sandbox/sink/stats", get(sink_stats))
-        .route("/_sandbox/sink/records", get(sink_records))
+        .route(HEALTH, get(health))
+        .route(SINK_STATS, get(sink_stats))
+        .route(SINK_RECORDS, get(sink_records))
+        .route(SINK_FAULTS, get(get_sink_faults).post(set_sink_faults))
+        .route(SINK_RESET, post(sink_reset))
+        .route(SINK_DOWN, post(sink_down))
+        .route(SOURCE_TOUCH, post(source_touch))
         .route(
-            "/_sandbox/sink/faults",
-            get(get_sink_faults).post(set_sink_faults),
-        )
-        .route("/_sandbox/sink/reset", post(sink_reset))
-        .route("/_sandbox/sink/down", post(sink_down))
-        .route("/_sandbox/source/touch", post(source_touch))
-        .route(
-            "/_sandbox/source/faults",
+            SOURCE_FAULTS,
             get(get_source_faults)
                 .post(set_source_fault)
                 .delete(clear_source_faults),
         )
-        .route("/_sandbox/source/stats", get(source_stats))
-        .route("/_sandbox/source/expire_tokens", post(expire_tokens))
+        .route(SOURCE_STATS, get(source_stats))
+        .route(SOURCE_EXPIRE_TOKENS, post(expire_tokens))
 }
 
 #[derive(Serialize)]
@@ -252,6 +308,49 @@ async fn expire_tokens(State(app): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_help_and_the_readme_document_every_control() {
+        let readme = include_str!("../../../README.md");
+        for path in PATHS {
+            assert!(HELP.contains(path), "{path} missing from the help");
+            assert!(readme.contains(path), "{path} missing from README.md");
+        }
+        let defaults = serde_json::to_value(SinkFaults::default()).unwrap();
+        for field in defaults.as_object().unwrap().keys() {
+            assert!(
+                HELP.contains(field.as_str()),
+                "sink fault {field} missing from the help"
+            );
+            assert!(
+                readme.contains(field.as_str()),
+                "sink fault {field} missing from README.md"
+            );
+        }
+        let every_source_fault = [
+            SourceFault::Status {
+                page: 1,
+                status: 503,
+            },
+            SourceFault::Malformed { page: 1 },
+            SourceFault::NonJson { page: 1 },
+            SourceFault::Oversized { page: 1, bytes: 10 },
+            SourceFault::Delay { millis: 1 },
+        ];
+        for fault in every_source_fault {
+            let json = serde_json::to_value(&fault).unwrap();
+            let fault = json.as_object().unwrap().keys().next().unwrap().clone();
+            let tag = format!("{{\"{fault}\":");
+            assert!(
+                HELP.contains(&tag),
+                "source fault {fault} missing from the help"
+            );
+            assert!(
+                readme.contains(&tag),
+                "source fault {fault} missing from README.md"
+            );
+        }
+    }
 
     #[test]
     fn records_window_validates() {

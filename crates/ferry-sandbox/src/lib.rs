@@ -18,7 +18,8 @@
 //! - [`config`] — [`SandboxConfig`];
 //! - [`source`] — `GET /api/orders`, `POST /oauth/token`, [`SourceState`], [`SourceFault`];
 //! - [`sink`] — `POST|PUT|PATCH /api/sink/...`, [`SinkState`], [`SinkFaults`], [`SinkStats`];
-//! - `control` — the `/_sandbox/...` endpoints (stats, records, faults, touch, health);
+//! - [`control`] — the `/_sandbox/...` endpoints (stats, records, faults, touch, health) and
+//!   their [`control::HELP`] for people;
 //! - `respond` — JSON answers and JSON errors; `rng` — stable seeded randomness;
 //! - [`error`] — [`SandboxError`].
 //!
@@ -36,7 +37,7 @@
 //!   409 / 422 / replay) and counts duplicate requests apart from duplicate effects.
 
 pub mod config;
-mod control;
+pub mod control;
 pub mod error;
 mod respond;
 mod rng;

@@ -21,6 +21,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Dur = Dur::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Dur = Dur::from_secs(10);
 /// Default cap on one source page's body.
 pub const DEFAULT_MAX_PAGE_BYTES: ByteSize = ByteSize(16 << 20);
+/// Default of `source.http.max_page_expansion`: the records selected from one page may add up
+/// to twice the page. Selections that do not overlap (`$.orders[*]`, filters) stay within once;
+/// `$..*` on a page three levels deep already selects about three times the page.
+pub const DEFAULT_MAX_PAGE_EXPANSION: u32 = 2;
+/// Pages smaller than this count as this big for `max_page_expansion`, so small nested pages
+/// are never refused.
+pub const PAGE_EXPANSION_FLOOR: ByteSize = ByteSize(1 << 20);
 /// Default number of delivery requests in flight.
 pub const DEFAULT_CONCURRENCY: u32 = 8;
 /// Most delivery requests in flight a flow may ask for.
@@ -174,6 +181,17 @@ pub struct HttpSource {
     /// Stop after this many pages (a safety net against endless pagination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pages: Option<u64>,
+    /// How many times its own size the records selected from one page may add up to (each
+    /// counted as its compact JSON; pages under 1 MiB count as 1 MiB). Selectors that pick
+    /// nested values again with their parents (`$..*`) multiply a page; above this the page
+    /// fails, naming this setting, instead of the run taking memory without bound. Default 2.
+    /// The default is left out of the canonical form, so flows from before this setting keep
+    /// their revision hash, written out or not.
+    #[serde(
+        default = "default_max_page_expansion",
+        skip_serializing_if = "is_default_max_page_expansion"
+    )]
+    pub max_page_expansion: u32,
     /// Most page requests per second to this source, shared by every run reading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
@@ -213,6 +231,27 @@ fn default_connect_timeout() -> Dur {
 }
 fn default_max_page_bytes() -> ByteSize {
     DEFAULT_MAX_PAGE_BYTES
+}
+
+fn default_max_page_expansion() -> u32 {
+    DEFAULT_MAX_PAGE_EXPANSION
+}
+fn is_default_max_page_expansion(v: &u32) -> bool {
+    *v == DEFAULT_MAX_PAGE_EXPANSION
+}
+
+impl HttpSource {
+    /// The most bytes (as compact JSON) the records selected from a page of `page_bytes` may
+    /// add up to (see [`page_expansion_budget`]).
+    pub fn page_expansion_budget(&self, page_bytes: u64) -> u64 {
+        page_expansion_budget(self.max_page_expansion, page_bytes)
+    }
+}
+
+/// `factor` (`source.http.max_page_expansion`) times a page of `page_bytes`, a page counting
+/// as at least [`PAGE_EXPANSION_FLOOR`].
+pub fn page_expansion_budget(factor: u32, page_bytes: u64) -> u64 {
+    u64::from(factor).saturating_mul(page_bytes.max(PAGE_EXPANSION_FLOOR.0))
 }
 
 /// A header or parameter value: a template, or a reference to a secret.

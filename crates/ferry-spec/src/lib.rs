@@ -12,7 +12,8 @@
 //! - [`project`]: the project file `ferry.yaml`: environments and the promotion topology;
 //! - [`path`]: JSONPath (RFC 9535), parsed once, evaluated many times;
 //! - [`template`]: `{{ env.X }}` templates;
-//! - [`units`]: durations and sizes as written in files.
+//! - [`units`]: durations and sizes as written in files;
+//! - [`words`]: counts as people read them (`1 entry`, `2 entries`).
 //!
 //! The key decision: parse everything at validation time. A flow that validates has no syntax
 //! left to fail at run time; what can still fail is data.
@@ -29,6 +30,7 @@ pub mod project;
 pub mod template;
 pub mod units;
 pub mod validate;
+pub mod words;
 mod yaml;
 
 pub use diff::{Change, ChangeKind};

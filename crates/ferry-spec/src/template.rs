@@ -211,7 +211,12 @@ impl Template {
                 Piece::Var(v) => {
                     let value = lookup(v).ok_or_else(|| {
                         let hint = match v.root {
-                            Root::Env => " : set the variable for this environment".to_string(),
+                            Root::Env => {
+                                let name = v.path.join(".");
+                                format!(
+                                    ": set the variable `{name}` with `--var {name}=VALUE`, in the process environment (`export {name}=...`), or under `variables:` of the environment in ferry.yaml"
+                                )
+                            }
                             _ => String::new(),
                         };
                         TemplateError::Missing(v.to_string(), hint)
@@ -273,6 +278,19 @@ mod tests {
             })
             .unwrap();
         assert_eq!(out, "http://h:1/api/orders/a%2Fb%20c?x=1");
+    }
+
+    #[test]
+    fn a_missing_variable_is_named_with_where_to_set_it() {
+        let t = Template::parse("{{ env.SHOP_URL }}/api").unwrap();
+        let err = t.render(Encoding::Url, |_| None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "`{{ env.SHOP_URL }}` has no value: set the variable `SHOP_URL` with `--var SHOP_URL=VALUE`, in the process environment (`export SHOP_URL=...`), or under `variables:` of the environment in ferry.yaml"
+        );
+        let t = Template::parse("{{ record.id }}").unwrap();
+        let err = t.render(Encoding::Url, |_| None).unwrap_err().to_string();
+        assert_eq!(err, "`{{ record.id }}` has no value");
     }
 
     #[test]

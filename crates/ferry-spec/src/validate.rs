@@ -423,17 +423,22 @@ fn valid_flow_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
+/// What is wrong with a flow name, or `None` for a good one: the name rule, for a flow file's
+/// `name` and for names given on the command line or the API (`ferry clone A NEW`).
+pub fn flow_name_problem(name: &str) -> Option<String> {
+    (!valid_flow_name(name)).then(|| {
+        format!(
+            "`{}` is not a flow name: lower-case letters, digits, `-` and `_`, starting with a letter or digit, at most 63 characters",
+            short(name)
+        )
+    })
+}
+
 /// Checks a flow; an empty list means it is valid.
 pub fn validate(flow: &Flow) -> Vec<Problem> {
     let mut c = Checker::default();
-    if !valid_flow_name(&flow.name) {
-        c.err(
-            "name",
-            format!(
-                "`{}` is not a flow name: lower-case letters, digits, `-` and `_`, starting with a letter or digit, at most 63 characters",
-                short(&flow.name)
-            ),
-        );
+    if let Some(problem) = flow_name_problem(&flow.name) {
+        c.err("name", problem);
     }
     if let Some(s) = &flow.schedule {
         match (&s.cron, &s.every) {
@@ -550,6 +555,12 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
     }
     if let Some(r) = &src.retry {
         check_retry(&mut c, &format!("{p}.retry"), r);
+    }
+    if src.max_page_expansion == 0 {
+        c.err(
+            format!("{p}.max_page_expansion"),
+            "must be 1 or more: the records of a page may add up to at least the page",
+        );
     }
 
     if let Some(k) = &flow.map.key {

@@ -6,6 +6,7 @@
 //! - [`model`]: the records it reads and writes (revisions, runs, ledger entries, dead letters,
 //!   and the flow lifecycle: activations, snapshots, promotions, audit entries);
 //! - [`error`]: [`StoreError`], with [`StoreError::is_transient`] for retry decisions;
+//! - [`ids`]: short ids — the first hex digits of a run, dead-letter or promotion id;
 //! - `target`: reading a `--database` address into a backend;
 //! - `migrate`: numbered, checksummed schema migrations, applied at open;
 //! - `sqlite`: the embedded default, one file in a state directory;
@@ -14,7 +15,9 @@
 //! - `lifecycle`: the flow lifecycle's input rules and audit details, shared by both backends
 //!   (each backend's SQL for it is in its own `lifecycle.rs`);
 //! - `tokens`: the rules for named control-API tokens, shared by both backends (each backend's
-//!   SQL is in its own `tokens.rs`).
+//!   SQL is in its own `tokens.rs`);
+//! - `lookup`: what the backends' lookups for the command line share (environments that run
+//!   flows, ids by prefix; each backend's SQL is in its own `lookup.rs`).
 //!
 //! Open a store with [`open`]; everything else goes through the trait object.
 //!
@@ -41,11 +44,13 @@
 //! stays consistent). PostgreSQL gives whatever durability the server is configured for.
 
 pub mod error;
+pub mod ids;
 pub mod model;
 pub mod store;
 
 mod codec;
 mod lifecycle;
+mod lookup;
 mod migrate;
 mod postgres;
 mod sqlite;
@@ -55,14 +60,15 @@ mod tokens;
 use std::sync::Arc;
 
 pub use error::{Result, StoreError};
+pub use ids::{IdKind, IdPrefix, IdPrefixError, MIN_ID_PREFIX};
 pub use model::{
     Activation, Attempt, AuditEntry, AuditFilter, Claim, ClaimMode, DEFAULT_AUDIT_LIMIT,
     DEFAULT_DLQ_LIMIT, DeadLetter, DeadLetterEvent, DeadLetterFailure, DeadLetterReplay,
-    DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, FlowSummary, KeyClaims, LedgerEntry,
-    LedgerHit, MAX_SNAPSHOT_NAME_CHARS, NewAudit, NewDeadLetter, NewPromotion, NewRun, NewToken,
-    ParseEnumError, Promotion, PromotionState, ReplaySettle, RevisionInfo, RevisionRef, Role,
-    RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot, SnapshotFlow, Stage, StoreCheck,
-    TableCheck, TokenInfo, Trigger,
+    DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, EnvFlows, FlowSummary, KeyClaims,
+    LedgerEntry, LedgerHit, MAX_SNAPSHOT_NAME_CHARS, NewAudit, NewDeadLetter, NewPromotion, NewRun,
+    NewToken, ParseEnumError, Promotion, PromotionState, ReplaySettle, RevisionInfo, RevisionRef,
+    Role, RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot, SnapshotFlow, Stage,
+    StoreCheck, TableCheck, TokenInfo, Trigger,
 };
 pub use store::StateStore;
 pub use target::redact;

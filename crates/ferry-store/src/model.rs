@@ -832,6 +832,15 @@ impl Default for DlqFilter {
     }
 }
 
+/// An environment that runs flows, and how many ([`crate::StateStore::active_environments`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvFlows {
+    /// The environment.
+    pub env: String,
+    /// How many flows have an active revision there.
+    pub flows: u64,
+}
+
 /// A flow as deployed in one environment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FlowSummary {

@@ -16,11 +16,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::ids::{IdKind, IdPrefix};
 use crate::model::{
     Activation, AuditEntry, AuditFilter, Claim, ClaimMode, DeadLetter, DeadLetterEvent, DeployItem,
-    DeployOutcome, DlqFilter, DlqState, FlowSummary, KeyClaims, LedgerHit, NewAudit, NewPromotion,
-    NewRun, NewToken, Promotion, PromotionState, ReplaySettle, RevisionInfo, RunCounts, RunRecord,
-    RunStatus, RunningRun, Settle, Snapshot, StoreCheck, TokenInfo,
+    DeployOutcome, DlqFilter, DlqState, EnvFlows, FlowSummary, KeyClaims, LedgerHit, NewAudit,
+    NewPromotion, NewRun, NewToken, Promotion, PromotionState, ReplaySettle, RevisionInfo,
+    RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot, StoreCheck, TokenInfo,
 };
 
 /// ferry's state: revisions, runs, cursors, the idempotency ledger and the dead-letter queue.
@@ -405,4 +406,20 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Records that token `name` was presented now (`last_used_at`; one statement, no audit
     /// row). An unknown name is ignored.
     async fn mark_token_used(&self, name: &str) -> Result<()>;
+
+    /// Every environment with at least one active revision, sorted by name (byte order), with
+    /// how many flows are active there: where `ferry flows` points when `--env` has none. One
+    /// statement; drafts (active nowhere) count nowhere.
+    async fn active_environments(&self) -> Result<Vec<EnvFlows>>;
+
+    /// The ids of `kind` (runs, dead letters, promotions) that start with `prefix`, ascending,
+    /// at most `limit`: one range scan of the table's primary key (see
+    /// [`IdPrefix::range`](crate::IdPrefix::range)), in every environment. Callers ask for one
+    /// more than they show to tell "ambiguous" from "unique".
+    async fn ids_with_prefix(
+        &self,
+        kind: IdKind,
+        prefix: &IdPrefix,
+        limit: u32,
+    ) -> Result<Vec<Uuid>>;
 }

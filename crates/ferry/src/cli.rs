@@ -128,7 +128,10 @@ pub enum Command {
         limit: u32,
     },
     /// Show one run.
-    ShowRun { id: String },
+    ShowRun {
+        /// The run id, or its first hex digits (at least 4) when no other run's id starts so.
+        id: String,
+    },
     /// List deployed flows with their active revisions.
     Flows,
     /// Print a revision of a flow as a flow file (YAML): deploying the output gives the same
@@ -150,7 +153,8 @@ pub enum Command {
     /// List a flow's revisions, with where each is or was active.
     History { flow: String },
     /// Structural diff of two revisions of a flow, or of a revision and a flow file, by field
-    /// path. B defaults to the revision active in --env.
+    /// path. B defaults to the revision active in --env. Exits 1 when they differ, 0 when
+    /// not, 2 on bad input (as `diff`).
     Diff {
         flow: String,
         /// A revision number or a flow file.
@@ -219,9 +223,13 @@ pub enum Command {
         revision: Option<i64>,
     },
     /// Approve a pending promotion: its revision goes live in the target environment.
-    Approve { id: String },
+    Approve {
+        /// The promotion id, or its first hex digits (at least 4).
+        id: String,
+    },
     /// Reject a pending promotion.
     Reject {
+        /// The promotion id, or its first hex digits (at least 4).
         id: String,
         #[arg(long, required = true)]
         reason: String,
@@ -255,10 +263,12 @@ pub enum Command {
     /// Run a flow over a past cursor window without moving its live cursor.
     Backfill {
         flow: String,
-        /// Cursor value to read from (as the source's `{{ cursor }}`).
+        /// Cursor value to read from (as the source's `{{ cursor }}`), of the cursor's kind:
+        /// for a time cursor an RFC 3339 time or how long ago (`2h`, `7d`).
         #[arg(long)]
         from: String,
-        /// Last cursor value to deliver; later records are counted as filtered.
+        /// Last cursor value to deliver; later records are counted as filtered. Same kinds as
+        /// --from.
         #[arg(long)]
         to: String,
         /// Records delivered before under the same key with another body (the map changed
@@ -269,7 +279,9 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Serve the sandbox source and sink APIs for people to try flows against.
+    /// Serve the sandbox source and sink APIs for people to try flows against, with fault
+    /// controls (listed below) and the command that runs the example flow against them.
+    #[command(after_help = ferry_sandbox::control::HELP)]
     Sandbox {
         #[arg(long, default_value = "127.0.0.1:8088")]
         listen: String,
@@ -409,12 +421,14 @@ pub enum StoreCommand {
 pub enum CursorCommand {
     /// The stored cursor.
     Show { flow: String },
-    /// Set the cursor to a value (JSON when it parses as JSON, else text).
+    /// Set the cursor to a value of the cursor's kind (told from the stored cursor, else
+    /// `source.http.cursor.start`): an RFC 3339 time or how long ago (`2h`, `7d`), a number,
+    /// or text.
     Set { flow: String, value: String },
     /// Move the cursor back: to where it stood before a run, or to the flow's start.
     Rewind {
         flow: String,
-        /// The run whose starting cursor to go back to.
+        /// The run whose starting cursor to go back to (its id, or its first hex digits).
         #[arg(long, conflicts_with = "start")]
         to_run: Option<String>,
         /// Clear the cursor: the next run starts from the flow's configured start.
@@ -447,9 +461,13 @@ pub enum DlqCommand {
         limit: u32,
     },
     /// Show one entry: records, error, every attempt, and its history.
-    Show { id: String },
+    Show {
+        /// The entry's id, or its first hex digits (at least 4).
+        id: String,
+    },
     /// Fix the source record of a pending entry before a replay (the original is kept).
     Edit {
+        /// The entry's id, or its first hex digits (at least 4).
         id: String,
         /// PATH=VALUE (repeatable): a dotted path (buyer.email, items.0.qty) and a value, read
         /// as JSON when it is JSON, else as text.
@@ -458,7 +476,7 @@ pub enum DlqCommand {
     },
     /// Replay pending entries as a run of their own; exits 1 when some still fail.
     Replay {
-        /// Entry ids.
+        /// Entry ids, or their first hex digits (at least 4).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         ids: Vec<String>,
         /// The flow whose entries --all replays.
@@ -485,6 +503,7 @@ pub enum DlqCommand {
     },
     /// Discard pending entries for good (they are kept, with the reason).
     Discard {
+        /// Entry ids, or their first hex digits (at least 4).
         #[arg(required = true)]
         ids: Vec<String>,
         /// Why these records will never be delivered.

@@ -38,3 +38,66 @@ impl std::error::Error for CliError {}
 pub fn code_of(e: &anyhow::Error) -> u8 {
     e.downcast_ref::<CliError>().map_or(1, |c| c.code)
 }
+
+/// The message of an error and its causes, each cause once: `what was done: what failed: why`.
+///
+/// Library errors name their cause in their own message *and* hand it on as their `source()`
+/// (so a log line or an API answer, which show one message, still say why). Printing the whole
+/// chain would then repeat each cause (`… (os error 111): … (os error 111)`), so a cause whose
+/// text the message so far already holds is left out.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || out.contains(text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that names its cause in its message and hands it on as its source, as the
+    /// `thiserror` enums of the libraries do.
+    #[derive(Debug)]
+    struct Naming(std::io::Error);
+
+    impl fmt::Display for Naming {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "cannot connect to the store at db:1: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Naming {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = anyhow::Error::new(Naming(io)).context("opening the state store db:1");
+        assert_eq!(
+            error_text(&e),
+            "opening the state store db:1: cannot connect to the store at db:1: connection refused"
+        );
+        assert_eq!(format!("{e:#}").matches("connection refused").count(), 2);
+    }
+
+    #[test]
+    fn causes_a_message_does_not_name_are_kept() {
+        let e = anyhow::anyhow!("disk full").context("writing the fixture");
+        assert_eq!(error_text(&e), "writing the fixture: disk full");
+        let e = anyhow::Error::new(CliError::input("bad --var"));
+        assert_eq!(error_text(&e), "bad --var");
+    }
+}

@@ -5,6 +5,7 @@
 //! - [`commands`]: one module per command family;
 //! - [`fixture`]: recorded API sessions (`ferry record`) and their offline replay (`ferry test`);
 //! - [`context`]: the store, the run environment and the output format every command uses;
+//! - [`ids`]: run, dead-letter and promotion ids, whole or by their first hex digits;
 //! - [`report`]: progress bars and run summaries;
 //! - [`exit`]: exit codes (0 ok, 1 failed run or test, 2 bad input).
 
@@ -13,6 +14,7 @@ pub mod commands;
 pub mod context;
 pub mod exit;
 pub mod fixture;
+pub mod ids;
 pub mod report;
 
 use std::process::ExitCode;
@@ -46,7 +48,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // Not through the log writer, so redacted here: an error may quote what a remote
             // system answered, and that may echo a secret.
-            let msg = format!("{e:#}");
+            let msg = exit::error_text(&e);
             eprintln!("error: {}", ferry_telemetry::redact::redact(&msg));
             ExitCode::from(exit::code_of(&e))
         }

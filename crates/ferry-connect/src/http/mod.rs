@@ -8,4 +8,4 @@ pub mod sink;
 pub mod source;
 
 pub use sink::{AttemptResult, HttpDelivery};
-pub use source::{HttpPager, Page, RawPage, take_records};
+pub use source::{HttpPager, Overselected, Page, RawPage, json_len, take_records};

@@ -2,10 +2,16 @@
 //!
 //! The sink does I/O and classifies what came back; it never sleeps or retries by itself. The
 //! classification follows the IETF `Idempotency-Key` draft: a 2xx (a replayed response included)
-//! is delivered; 409 means the first request with this key is still in progress and is retried;
-//! 422 means the key was used before with a different body, which is permanent and names the
-//! key. Connect errors, timeouts, 408, 425, 429 and 5xx are transient, with `Retry-After` passed
-//! on; other 4xx are permanent.
+//! is delivered; 409 means the first request with this key is still in progress and is retried.
+//! Connect errors, timeouts, 408, 425, 429 and 5xx are transient, with `Retry-After` passed on;
+//! other 4xx are permanent.
+//!
+//! A failure's reason carries the status and what the destination said (an excerpt of its body,
+//! bounded; the engine redacts secrets from it before it is stored or logged). 422 is the
+//! ordinary "unprocessable" answer of many APIs, and also the draft's answer to a key reused with
+//! another body: the reason speaks of key reuse only when the destination's body does
+//! ([`mentions_key_reuse`]). A key ferry itself delivered with another body never gets here: the
+//! engine finds it in the ledger first.
 //!
 //! Every request carries the idempotency key and, when spans are exported, the W3C
 //! `traceparent` of the record's delivery span.
@@ -201,21 +207,22 @@ impl HttpDelivery {
                 ),
                 retry_after,
             },
-            422 => Outcome::Fail {
+            422 if mentions_key_reuse(&String::from_utf8_lossy(&body)) => Outcome::Fail {
                 reason: format!(
-                    "HTTP 422: the destination refused idempotency key `{key}` (used before with a different body?): {text}"
+                    "HTTP 422: the destination refused idempotency key `{key}` as used before with another request; it said: {}",
+                    said(&text)
                 ),
             },
             s if (300..400).contains(&s) => Outcome::Fail {
-                reason: format!("HTTP {s}: redirect not followed: {text}"),
+                reason: format!("HTTP {s}: redirect not followed: {}", said(&text)),
             },
             s => match classify_http(s) {
                 ErrorClass::Transient => Outcome::Retry {
-                    reason: format!("HTTP {s}: {text}"),
+                    reason: format!("HTTP {s}: {}", said(&text)),
                     retry_after,
                 },
                 ErrorClass::Permanent => Outcome::Fail {
-                    reason: format!("HTTP {s}: {text}"),
+                    reason: format!("HTTP {s}: {}", said(&text)),
                 },
             },
         };
@@ -240,5 +247,70 @@ impl crate::sink::Sink for HttpDelivery {
     async fn send(&self, target: &str, key: &str, body: Bytes) -> AttemptResult {
         // Boxed: the request future is large and lives only while the request is in flight.
         Box::pin(HttpDelivery::send(self, target, key, body)).await
+    }
+}
+
+/// What the destination said, for a failure reason: its body excerpt, or that it sent none.
+fn said(excerpt: &str) -> &str {
+    if excerpt.is_empty() {
+        "(the destination sent no body)"
+    } else {
+        excerpt
+    }
+}
+
+/// True when a destination's error body says an idempotency key was reused: it speaks of
+/// idempotency (`Idempotency-Key is already used`, Stripe's "Keys for idempotent requests can
+/// only be used with the same parameters"), or of a key together with reuse (`key … was used
+/// with a different body`, `key reused`). A 422 saying anything else is a validation error of
+/// the record and is reported as the destination's own words.
+pub fn mentions_key_reuse(body: &str) -> bool {
+    let text = body.to_lowercase();
+    if text.contains("idempoten") {
+        return true;
+    }
+    text.contains("key")
+        && [
+            "reuse",
+            "re-use",
+            "already used",
+            "used before",
+            "used with",
+            "already been used",
+        ]
+        .iter()
+        .any(|w| text.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_reuse_is_recognised_only_when_the_body_says_so() {
+        for reuse in [
+            r#"{"error": "idempotency key k-1 was used with a different body; use a new key"}"#,
+            r#"{"title": "Idempotency-Key is already used"}"#,
+            "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+            r#"{"message": "key reused with another payload"}"#,
+            "This key has already been used",
+        ] {
+            assert!(mentions_key_reuse(reuse), "{reuse}");
+        }
+        for other in [
+            r#"{"error": "email is not a valid address"}"#,
+            r#"{"errors": {"total": ["must be positive"]}}"#,
+            "record with source id 7 is rejected permanently; do not retry",
+            r#"{"error": "unknown key `colour`"}"#,
+            "",
+        ] {
+            assert!(!mentions_key_reuse(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn an_empty_body_is_said_to_be_empty() {
+        assert_eq!(said(""), "(the destination sent no body)");
+        assert_eq!(said("nope"), "nope");
     }
 }

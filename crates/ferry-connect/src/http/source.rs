@@ -20,6 +20,7 @@ use ferry_resilience::{
     RetryPolicy, Stack, classify_http, parse_retry_after,
 };
 use ferry_spec::template::{Encoding, Root};
+use ferry_spec::words::count;
 use ferry_spec::{HttpSource, JsonPath, Pagination, Param, Template};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
@@ -61,6 +62,8 @@ struct Fetched {
     status: u16,
     headers: reqwest::header::HeaderMap,
     doc: Value,
+    /// Size of the body as received.
+    bytes: u64,
 }
 
 /// A page body as JSON. The body is checked as UTF-8 once, as a whole: the parser then reads
@@ -76,14 +79,151 @@ fn parse_page(body: &[u8]) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
+/// Bytes of a body shown when it is not the JSON expected.
+const PREVIEW_BYTES: usize = 120;
+
+/// What came instead of JSON, for the error of a page that did not parse: the content type the
+/// source declared and the body's first [`PREVIEW_BYTES`] bytes, as one printable line (control
+/// characters shown as spaces, secrets the run knows redacted). An HTML page here is most often a
+/// login, error or maintenance page: the preview says which.
+fn body_preview(headers: &reqwest::header::HeaderMap, body: &[u8]) -> String {
+    let kind = match headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    {
+        Some(t) => format!("content type `{}`", printable(&t, PREVIEW_BYTES)),
+        None => "no content type".to_string(),
+    };
+    if body.is_empty() {
+        return format!("the source sent {kind} and an empty body");
+    }
+    let head = &body[..body.len().min(PREVIEW_BYTES)];
+    let mut shown = printable(&String::from_utf8_lossy(head), PREVIEW_BYTES);
+    if body.len() > PREVIEW_BYTES {
+        shown.push('…');
+    }
+    let shown = ferry_telemetry::redact::redact(&shown).into_owned();
+    format!(
+        "the source sent {kind} and a body of {} starting `{shown}`",
+        count(body.len(), "byte")
+    )
+}
+
+/// `text` on one line: control characters (newlines, tabs, escapes) become spaces, and runs of
+/// spaces one space; at most `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    let mut last_space = false;
+    for c in text.chars().take(max) {
+        let c = if c.is_control() { ' ' } else { c };
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        out.push(c);
+    }
+    out.trim().to_string()
+}
+
+/// The records a page selected add up to more than its budget
+/// ([`HttpSource::page_expansion_budget`], `source.http.max_page_expansion`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overselected {
+    /// How many nodes the selector picked.
+    pub nodes: usize,
+    /// The budget, in bytes of compact JSON.
+    pub budget: u64,
+}
+
 /// The records of a page body, selected by the source's `records` JSONPath. `$.orders[*]` moves
 /// the records out of `doc` instead of copying them (leaving an empty array behind), so call this
 /// after anything else that needs the records in place. A pure function: the live source and
 /// `ferry test`'s replay of recorded pages share it.
-pub fn take_records(records: &JsonPath, doc: &mut Value) -> Vec<Value> {
-    match records.take_all(doc) {
-        Some(r) => r,
-        None => records.select(doc).into_iter().cloned().collect(),
+///
+/// Any other selector copies what it selects, and one that selects nested values again with
+/// their parents (`$..*`) copies the page many times over. Before copying, the selected nodes
+/// are measured (as compact JSON, stopping as soon as they exceed it) against `budget`, the
+/// page's [`HttpSource::page_expansion_budget`]; over it, nothing is copied and the page fails.
+/// A singular selector picks one node, never more than the page, and is not measured.
+pub fn take_records(
+    records: &JsonPath,
+    doc: &mut Value,
+    budget: u64,
+) -> Result<Vec<Value>, Overselected> {
+    if let Some(moved) = records.take_all(doc) {
+        return Ok(moved);
+    }
+    let nodes = records.select(doc);
+    if !records.is_singular() {
+        let mut left = budget;
+        for node in &nodes {
+            if !fits(node, &mut left) {
+                return Err(Overselected {
+                    nodes: nodes.len(),
+                    budget,
+                });
+            }
+        }
+    }
+    Ok(nodes.into_iter().cloned().collect())
+}
+
+/// The size of `v` as compact JSON (string escapes aside): what a recorded page counts as for
+/// its [`HttpSource::page_expansion_budget`] when its bytes as received are not known.
+pub fn json_len(v: &Value) -> u64 {
+    let mut left = u64::MAX;
+    fits(v, &mut left);
+    u64::MAX - left
+}
+
+/// Takes the size of `v` as compact JSON (string escapes aside) from `left`; false, with `left`
+/// spent, as soon as it does not fit. Stops early, so measuring costs at most `left` bytes'
+/// worth of walking.
+fn fits(v: &Value, left: &mut u64) -> bool {
+    match v {
+        Value::Null => take(4, left),
+        Value::Bool(b) => take(if *b { 4 } else { 5 }, left),
+        Value::Number(n) => take(number_len(n), left),
+        Value::String(s) => take(s.len() + 2, left),
+        // brackets and commas, then the items
+        Value::Array(items) => {
+            take(items.len().max(1) + 1, left) && items.iter().all(|item| fits(item, left))
+        }
+        // braces and commas, then each key (quotes and colon) and value
+        Value::Object(fields) => {
+            take(fields.len().max(1) + 1, left)
+                && fields
+                    .iter()
+                    .all(|(k, item)| take(k.len() + 3, left) && fits(item, left))
+        }
+    }
+}
+
+/// Takes `n` bytes from `left`; false, with `left` spent, when there are fewer.
+fn take(n: usize, left: &mut u64) -> bool {
+    match left.checked_sub(n as u64) {
+        Some(rest) => {
+            *left = rest;
+            true
+        }
+        None => {
+            *left = 0;
+            false
+        }
+    }
+}
+
+/// Digits of a number as JSON, without formatting integers; floats are formatted.
+fn number_len(n: &serde_json::Number) -> usize {
+    if let Some(u) = n.as_u64() {
+        u.checked_ilog10().map_or(1, |d| d as usize + 1)
+    } else if let Some(i) = n.as_i64() {
+        i.unsigned_abs()
+            .checked_ilog10()
+            .map_or(1, |d| d as usize + 1)
+            + 1
+    } else {
+        n.to_string().len()
     }
 }
 
@@ -121,6 +261,7 @@ pub struct HttpPager {
     page: u64,
     max_pages: Option<u64>,
     max_page_bytes: u64,
+    max_page_expansion: u32,
     secret_params: Vec<String>,
     seen: HashSet<String>,
     /// The one retry layer around every page request: the source's rate limit and retries.
@@ -289,6 +430,7 @@ impl HttpPager {
             page: 0,
             max_pages: spec.max_pages,
             max_page_bytes: spec.max_page_bytes.0,
+            max_page_expansion: spec.max_page_expansion,
             secret_params,
             seen: HashSet::new(),
         })
@@ -351,7 +493,18 @@ impl HttpPager {
         let Some(mut f) = self.request_next().await? else {
             return Ok(None);
         };
-        let records = take_records(&self.records, &mut f.doc);
+        let budget = ferry_spec::flow::page_expansion_budget(self.max_page_expansion, f.bytes);
+        let records = take_records(&self.records, &mut f.doc, budget).map_err(|o| {
+            ConnectError::Overselected {
+                page: f.number,
+                url: f.shown.clone(),
+                records: self.records.as_str().to_string(),
+                nodes: o.nodes,
+                budget: o.budget,
+                factor: self.max_page_expansion,
+                page_bytes: f.bytes,
+            }
+        })?;
         self.advance(&f, records.len() as u64)?;
         Ok(Some(Page {
             number: f.number,
@@ -398,8 +551,9 @@ impl HttpPager {
         let doc = parse_page(&body).map_err(|reason| ConnectError::Malformed {
             page: number,
             url: shown.clone(),
-            reason,
+            reason: format!("{reason}; {}", body_preview(&headers, &body)),
         })?;
+        let bytes = body.len() as u64;
         drop(body);
         Ok(Some(Fetched {
             number,
@@ -408,6 +562,7 @@ impl HttpPager {
             status,
             headers,
             doc,
+            bytes,
         }))
     }
 
@@ -786,10 +941,37 @@ mod tests {
     }
 
     #[test]
+    fn a_body_that_is_not_json_is_shown_by_its_type_and_first_bytes() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        let html = format!(
+            "<!DOCTYPE html>\n<html>\r\n\t<head><title>Sign in</title></head>{}",
+            "<p>x</p>".repeat(100)
+        );
+        let shown = body_preview(&headers, html.as_bytes());
+        assert!(
+            shown.starts_with(&format!(
+                "the source sent content type `text/html; charset=utf-8` and a body of {} bytes starting `<!DOCTYPE html> <html> <head><title>Sign in</title></head><p>x</p>",
+                html.len()
+            )),
+            "{shown}"
+        );
+        assert!(shown.ends_with("…`"), "{shown}");
+        assert!(shown.chars().count() < 260, "{shown}");
+        let shown = body_preview(&reqwest::header::HeaderMap::new(), b"");
+        assert_eq!(shown, "the source sent no content type and an empty body");
+        let shown = body_preview(&reqwest::header::HeaderMap::new(), b"\x00\xffok\x1b[2J");
+        assert!(shown.ends_with("starting `\u{fffd}ok [2J`"), "{shown}");
+    }
+
+    #[test]
     fn records_are_taken_from_a_page_body() {
         let moved = JsonPath::parse("$.orders[*]").unwrap();
         let mut doc = serde_json::json!({"orders": [{"id": 1}, {"id": 2}], "links": {"next": "x"}});
-        assert_eq!(take_records(&moved, &mut doc).len(), 2);
+        assert_eq!(take_records(&moved, &mut doc, 0).unwrap().len(), 2);
         // moved out: the rest of the page stays for pagination
         assert_eq!(
             doc,
@@ -798,11 +980,69 @@ mod tests {
         let filtered = JsonPath::parse("$.orders[?@.id > 1]").unwrap();
         let mut doc = serde_json::json!({"orders": [{"id": 1}, {"id": 2}]});
         assert_eq!(
-            take_records(&filtered, &mut doc),
+            take_records(&filtered, &mut doc, 1 << 20).unwrap(),
             [serde_json::json!({"id": 2})]
         );
         let mut not_a_page = serde_json::json!("text");
-        assert!(take_records(&moved, &mut not_a_page).is_empty());
+        assert!(take_records(&moved, &mut not_a_page, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn selections_are_measured_as_compact_json_before_they_are_copied() {
+        for v in [
+            serde_json::json!(null),
+            serde_json::json!(true),
+            serde_json::json!(false),
+            serde_json::json!(0),
+            serde_json::json!(-12),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(i64::MIN),
+            serde_json::json!(1.5),
+            serde_json::json!("héllo"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!([1, [2, 3], {"a": null}]),
+            serde_json::json!({"k": {"x": [true, "y"]}, "z": 1e300}),
+        ] {
+            let exact = v.to_string().len() as u64;
+            let mut left = exact;
+            assert!(fits(&v, &mut left), "{v}");
+            assert_eq!(left, 0, "{v}: measured {} for {exact}", exact - left);
+            let mut short = exact - 1;
+            assert!(!fits(&v, &mut short), "{v}");
+            assert_eq!(short, 0);
+        }
+    }
+
+    #[test]
+    fn a_selection_over_the_budget_copies_nothing_and_says_so() {
+        // $..* selects every nested value again with each of its parents.
+        let every = JsonPath::parse("$..*").unwrap();
+        let doc = serde_json::json!({"a": {"b": {"c": {"d": [1, 2, 3]}}}});
+        let selected: u64 = every
+            .select(&doc)
+            .iter()
+            .map(|v| v.to_string().len() as u64)
+            .sum();
+        let page = doc.to_string().len() as u64;
+        assert!(selected > 2 * page, "{selected} vs {page}");
+        let err = take_records(&every, &mut doc.clone(), selected - 1).unwrap_err();
+        assert_eq!(
+            err,
+            Overselected {
+                nodes: 7,
+                budget: selected - 1
+            }
+        );
+        assert_eq!(
+            take_records(&every, &mut doc.clone(), selected)
+                .unwrap()
+                .len(),
+            7
+        );
+        // a singular selector is one node, never more than the page
+        let one = JsonPath::parse("$.a").unwrap();
+        assert_eq!(take_records(&one, &mut doc.clone(), 0).unwrap().len(), 1);
     }
 
     #[test]

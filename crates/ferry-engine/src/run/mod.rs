@@ -315,8 +315,9 @@ async fn execute_in(
         (
             RunStatus::Failed,
             Some(format!(
-                "{}; {handed_back} records handed back undelivered, the cursor stays where it was",
-                why.describe()
+                "{}; {} handed back undelivered, the cursor stays where it was",
+                why.describe(),
+                ferry_spec::words::count(handed_back, "record")
             )),
             stored_cursor.clone(),
         )
@@ -335,7 +336,8 @@ async fn execute_in(
         (
             RunStatus::Incomplete,
             Some(format!(
-                "{why}: stopped cleanly with {handed_back} records handed back undelivered; the cursor stays where it was and the next run carries on"
+                "{why}: stopped cleanly with {} handed back undelivered; the cursor stays where it was and the next run carries on",
+                ferry_spec::words::count(handed_back, "record")
             )),
             stored_cursor.clone(),
         )

@@ -247,8 +247,8 @@ pub async fn deploy(
         return Err(ApiError::field(
             field,
             format!(
-                "nothing deployed: {} problem(s) in the flow files: {summary}",
-                problems.len()
+                "nothing deployed: {} in the flow files: {summary}",
+                ferry_spec::words::count(problems.len(), "problem")
             ),
         )
         .with_details(Value::Array(problems)));

@@ -24,6 +24,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use ferry_engine::Selection;
 use ferry_engine::governance::Actor;
 use ferry_engine::lifecycle;
+use ferry_spec::words::count;
 use ferry_store::{DeadLetter, DlqFilter, DlqState, Promotion, PromotionState, RunRecord};
 use serde_json::Value;
 use uuid::Uuid;
@@ -287,13 +288,15 @@ pub async fn overview(
         .map_err(store_failure)?
         .len();
     body.push_str(&format!(
-        "<p><a href=\"/dlq?status=pending\">{}{pending_dlq} pending dead letter(s)</a> · \
-<a href=\"/promotions\">{pending_promotions} promotion(s) waiting for approval</a></p>",
+        "<p><a href=\"/dlq?status=pending\">{}{}</a> · \
+<a href=\"/promotions\">{} waiting for approval</a></p>",
         if pending_dlq as u32 >= COUNT_CAP {
             "more than "
         } else {
             ""
         },
+        count(pending_dlq, "pending dead letter"),
+        count(pending_promotions, "promotion"),
     ));
 
     body.push_str("<h2>Flows</h2><table id=\"flows\"><tr><th>Flow</th><th>Environment</th><th>Active revision</th>\

@@ -136,6 +136,7 @@ macro_rules! dlq_cols {
 // After the column macros, which it uses.
 mod claims;
 mod lifecycle;
+mod lookup;
 mod maintain;
 mod tokens;
 
@@ -1335,6 +1336,19 @@ impl StateStore for PgStore {
 
     async fn mark_token_used(&self, name: &str) -> Result<()> {
         PgStore::mark_token_used(self, name).await
+    }
+
+    async fn active_environments(&self) -> Result<Vec<crate::model::EnvFlows>> {
+        PgStore::active_environments(self).await
+    }
+
+    async fn ids_with_prefix(
+        &self,
+        kind: crate::ids::IdKind,
+        prefix: &crate::ids::IdPrefix,
+        limit: u32,
+    ) -> Result<Vec<Uuid>> {
+        PgStore::ids_with_prefix(self, kind, prefix, limit).await
     }
 }
 

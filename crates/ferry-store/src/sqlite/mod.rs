@@ -137,6 +137,7 @@ macro_rules! dlq_read_cols {
 // After the column macros, which it uses.
 mod claims;
 mod lifecycle;
+mod lookup;
 mod maintain;
 mod tokens;
 
@@ -1503,6 +1504,19 @@ impl StateStore for SqliteStore {
 
     async fn mark_token_used(&self, name: &str) -> Result<()> {
         SqliteStore::mark_token_used(self, name).await
+    }
+
+    async fn active_environments(&self) -> Result<Vec<crate::model::EnvFlows>> {
+        SqliteStore::active_environments(self).await
+    }
+
+    async fn ids_with_prefix(
+        &self,
+        kind: crate::ids::IdKind,
+        prefix: &crate::ids::IdPrefix,
+        limit: u32,
+    ) -> Result<Vec<Uuid>> {
+        SqliteStore::ids_with_prefix(self, kind, prefix, limit).await
     }
 }
 

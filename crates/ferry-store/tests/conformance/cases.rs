@@ -1582,3 +1582,109 @@ pub async fn a_healthy_store_checks_clean_and_backs_up_or_says_how(store: Store)
         }
     }
 }
+
+pub async fn active_environments_count_the_flows_each_runs(store: Store) {
+    assert!(store.active_environments().await.unwrap().is_empty());
+    deploy(&store, "orders", "dev", "h1").await;
+    deploy(&store, "invoices", "dev", "h1").await;
+    deploy(&store, "orders", "prod", "h1").await;
+    deploy(&store, "orders", "dev", "h2").await;
+    // A draft is active nowhere and counts nowhere.
+    store
+        .create_draft(
+            "staging",
+            &ferry_store::DeployItem {
+                flow: "orders-exp".into(),
+                spec: "{\"name\":\"orders-exp\"}".into(),
+                hash: "h9".into(),
+                message: "clone".into(),
+                origin: None,
+            },
+            "ann",
+            "clone",
+        )
+        .await
+        .unwrap();
+    let envs: Vec<(String, u64)> = store
+        .active_environments()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.env, e.flows))
+        .collect();
+    assert_eq!(envs, vec![("dev".into(), 2), ("prod".into(), 1)]);
+}
+
+pub async fn ids_with_a_prefix_are_found_in_each_table(store: Store) {
+    use ferry_store::{IdKind, IdPrefix};
+    let id = |s: &str| Uuid::parse_str(s).unwrap();
+    let ids = [
+        id("01a2469f-0000-7000-8000-000000000001"),
+        id("01a2469f-0000-7000-8000-000000000002"),
+        id("01a24700-0000-7000-8000-000000000003"),
+    ];
+    let mut runs = Vec::new();
+    for (i, run_id) in ids.iter().enumerate() {
+        let mut run = new_run("orders", "dev", t(i as i64));
+        run.id = *run_id;
+        store.create_run(&run).await.unwrap();
+        runs.push(run);
+    }
+    let find = |kind: IdKind, text: &str, limit: u32| {
+        let store = store.clone();
+        let prefix = IdPrefix::parse(text, kind).unwrap();
+        async move { store.ids_with_prefix(kind, &prefix, limit).await.unwrap() }
+    };
+    assert_eq!(find(IdKind::Run, "01a2", 10).await, ids.to_vec());
+    assert_eq!(find(IdKind::Run, "01A2469F", 10).await, ids[..2].to_vec());
+    assert_eq!(
+        find(IdKind::Run, "01a2469f-0000-7000-8000-00000000000", 10).await,
+        ids[..2].to_vec()
+    );
+    assert_eq!(
+        find(IdKind::Run, &ids[1].to_string(), 10).await,
+        vec![ids[1]]
+    );
+    assert_eq!(
+        find(IdKind::Run, "01a2", 2).await,
+        ids[..2].to_vec(),
+        "at most limit"
+    );
+    assert!(find(IdKind::Run, "ffff", 10).await.is_empty());
+    // Only the table asked about.
+    assert!(find(IdKind::DeadLetter, "01a2", 10).await.is_empty());
+    assert!(find(IdKind::Promotion, "01a2", 10).await.is_empty());
+
+    // Dead letters.
+    let mut d = dead(&runs[0], 1, Stage::Deliver, "rejected");
+    d.id = id("0b0b0000-0000-7000-8000-00000000000a");
+    let mut e = dead(&runs[0], 2, Stage::Deliver, "rejected");
+    e.id = id("0b0c0000-0000-7000-8000-00000000000b");
+    store
+        .settle(&settle(&runs[0], Vec::new(), vec![d.clone(), e.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(find(IdKind::DeadLetter, "0b0b", 10).await, vec![d.id]);
+    assert_eq!(find(IdKind::DeadLetter, "0b0c", 10).await, vec![e.id]);
+    assert!(find(IdKind::Run, "0b0b", 10).await.is_empty());
+
+    // Promotions.
+    deploy(&store, "orders", "dev", "h1").await;
+    let p = store
+        .create_promotion(&ferry_store::NewPromotion {
+            id: id("0c0c0000-0000-7000-8000-00000000000c"),
+            flow: "orders".into(),
+            from_env: "dev".into(),
+            to_env: "prod".into(),
+            source_revision: 1,
+            spec: "{\"name\":\"orders\",\"v\":\"h1\"}".into(),
+            hash: "h1".into(),
+            message: "promote".into(),
+            author: "ann".into(),
+            pending: true,
+            detail: json!({}),
+        })
+        .await
+        .unwrap();
+    assert_eq!(find(IdKind::Promotion, "0C0C-0000", 10).await, vec![p.id]);
+}

@@ -51,4 +51,6 @@ conformance!(
     discard_needs_a_pending_entry_and_a_reason,
     settle_replay_resolves_and_fails_entries_in_one_transaction,
     a_healthy_store_checks_clean_and_backs_up_or_says_how,
+    active_environments_count_the_flows_each_runs,
+    ids_with_a_prefix_are_found_in_each_table,
 );

@@ -135,10 +135,10 @@ pub async fn demo(ctx: &Ctx, records: u64, flow: Option<PathBuf>, progress: bool
     let stats = sandbox.sink().stats();
     if text {
         println!(
-            "\nsink      {} requests, {} records applied, {} duplicate requests, {} applied twice",
-            stats.requests,
-            stats.applied,
-            stats.duplicate_requests,
+            "\nsink      {}, {} applied, {}, {} applied twice",
+            ferry_spec::words::count(stats.requests, "request"),
+            ferry_spec::words::count(stats.applied, "record"),
+            ferry_spec::words::count(stats.duplicate_requests, "duplicate request"),
             sandbox
                 .sink()
                 .applied()

@@ -4,6 +4,7 @@
 //! of `--env`, and prints tables or JSON. Exit codes: 0 ok, 1 a replay left entries pending
 //! (failed again or not attempted), 2 bad input (unknown id, entry not pending, bad `--set`).
 
+use ferry_spec::words::count;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -12,7 +13,7 @@ use ferry_engine::{
     DryRunOutcome, EntryOutcome, Progress, ReplayError, ReplayOptions, ReplayReport, ReplayRequest,
     Selection, SetField,
 };
-use ferry_store::{DeadLetter, DlqFilter, RunStatus};
+use ferry_store::{DeadLetter, DlqFilter, IdKind, RunStatus};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -49,8 +50,8 @@ pub async fn dlq(ctx: &Ctx, command: DlqCommand) -> Result<u8> {
             };
             list(ctx, &filter).await
         }
-        DlqCommand::Show { id } => show(ctx, parse_id(&id)?).await,
-        DlqCommand::Edit { id, sets } => edit(ctx, parse_id(&id)?, &sets).await,
+        DlqCommand::Show { id } => show(ctx, parse_id(ctx, id).await?).await,
+        DlqCommand::Edit { id, sets } => edit(ctx, parse_id(ctx, id).await?, &sets).await,
         DlqCommand::Replay {
             ids,
             flow,
@@ -60,10 +61,7 @@ pub async fn dlq(ctx: &Ctx, command: DlqCommand) -> Result<u8> {
             rekey,
             no_progress,
         } => {
-            let ids = ids
-                .iter()
-                .map(|i| parse_id(i))
-                .collect::<Result<Vec<_>>>()?;
+            let ids = crate::ids::resolve(ctx, IdKind::DeadLetter, &ids).await?;
             let flow = if all { flow } else { None };
             let how = ReplayHow {
                 revision,
@@ -74,10 +72,7 @@ pub async fn dlq(ctx: &Ctx, command: DlqCommand) -> Result<u8> {
             replay(ctx, ids, flow, how).await
         }
         DlqCommand::Discard { ids, reason } => {
-            let ids = ids
-                .iter()
-                .map(|i| parse_id(i))
-                .collect::<Result<Vec<_>>>()?;
+            let ids = crate::ids::resolve(ctx, IdKind::DeadLetter, &ids).await?;
             discard(ctx, &ids, &reason).await
         }
     }
@@ -97,13 +92,10 @@ fn refuse_state_as_filter(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn parse_id(text: &str) -> Result<Uuid> {
-    Uuid::parse_str(text.trim()).map_err(|_| {
-        CliError::input(format!(
-            "`{text}` is not a dead-letter id (a UUID as `ferry dlq list` shows it)"
-        ))
-        .into()
-    })
+/// A dead-letter id, whole or by its first hex digits.
+async fn parse_id(ctx: &Ctx, text: String) -> Result<Uuid> {
+    let mut ids = crate::ids::resolve(ctx, IdKind::DeadLetter, &[text]).await?;
+    Ok(ids.remove(0))
 }
 
 /// `--since`: an RFC 3339 time, or a duration back from `now`.
@@ -296,7 +288,11 @@ async fn discard(ctx: &Ctx, ids: &[Uuid], reason: &str) -> Result<u8> {
         let v = json!({"discarded": ids, "reason": reason.trim()});
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("discarded {} dead letters: {}", ids.len(), reason.trim());
+        println!(
+            "discarded {}: {}",
+            count(ids.len(), "dead letter"),
+            reason.trim()
+        );
     }
     Ok(0)
 }
@@ -448,10 +444,10 @@ fn print_dry_runs(output: Output, runs: &[ferry_engine::DryRun]) -> Result<()> {
     }
     for run in runs {
         println!(
-            "dry run: flow `{}` with revision {} ({} entries); nothing is written or sent",
+            "dry run: flow `{}` with revision {} ({}); nothing is written or sent",
             run.flow,
             run.revision,
-            run.entries.len()
+            count(run.entries.len(), "entry")
         );
         for e in &run.entries {
             match &e.outcome {

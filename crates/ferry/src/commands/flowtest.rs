@@ -18,6 +18,7 @@
 //! `ferry validate`; the other cases still run and are reported), else 1 when any case failed,
 //! else 0.
 
+use ferry_spec::words::count;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -90,11 +91,12 @@ pub fn test(ctx: &Ctx, paths: &[PathBuf], update: bool) -> Result<u8> {
         if text {
             let n = loaded.flow.tests.len();
             match fixtures.len() {
-                0 => println!("{} ({n} cases)", loaded.flow.name),
+                0 => println!("{} ({})", loaded.flow.name, count(n, "case")),
                 k => println!(
-                    "{} ({n} cases, {k} fixture{})",
+                    "{} ({}, {})",
                     loaded.flow.name,
-                    if k == 1 { "" } else { "s" }
+                    count(n, "case"),
+                    count(k, "fixture")
                 ),
             }
         }
@@ -168,7 +170,7 @@ pub fn test(ctx: &Ctx, paths: &[PathBuf], update: bool) -> Result<u8> {
         }
         println!("{line}");
         if invalid > 0 {
-            println!("{invalid} flow files could not be read");
+            println!("{} could not be read", count(invalid, "flow file"));
         }
         if fx_tally.invalid > 0 {
             println!(
@@ -240,7 +242,10 @@ fn fixture_case(replayer: &Replayer<'_>, path: &Path, update: bool) -> FixtureRe
         Ok(f) => f,
         Err(e) => return FixtureResult::Invalid(e.to_string()),
     };
-    let actual = replayer.replay(fx, &fixture_name(path));
+    let actual = match replayer.replay(fx, &fixture_name(path)) {
+        Ok(golden) => golden,
+        Err(e) => return FixtureResult::Invalid(e),
+    };
     let records = actual.records.len();
     let golden = golden_path(path);
     let existing = read_golden(&golden);
@@ -319,9 +324,14 @@ impl FixtureResult {
     fn print(&self, path: &Path) {
         let case = format!("fixture {}", fixture_name(path));
         match self {
-            FixtureResult::Passed { records } => println!("  ok    {case} ({records} records)"),
+            FixtureResult::Passed { records } => {
+                println!("  ok    {case} ({})", count(*records, "record"))
+            }
             FixtureResult::Unchanged { records } => {
-                println!("  ok    {case}: golden output unchanged ({records} records)")
+                println!(
+                    "  ok    {case}: golden output unchanged ({})",
+                    count(*records, "record")
+                )
             }
             FixtureResult::Written {
                 records,
@@ -329,8 +339,9 @@ impl FixtureResult {
                 created: true,
                 ..
             } => println!(
-                "  wrote {case}: created {} ({records} records)",
-                golden.display()
+                "  wrote {case}: created {} ({})",
+                golden.display(),
+                count(*records, "record")
             ),
             FixtureResult::Written {
                 records,
@@ -338,11 +349,15 @@ impl FixtureResult {
                 changed,
                 ..
             } => println!(
-                "  wrote {case}: updated {} ({changed} of {records} records changed)",
-                golden.display()
+                "  wrote {case}: updated {} ({changed} of {} changed)",
+                golden.display(),
+                count(*records, "record")
             ),
             FixtureResult::NoGolden { records } => {
-                println!("  FAIL  {case} ({records} records): {NO_GOLDEN}")
+                println!(
+                    "  FAIL  {case} ({}): {NO_GOLDEN}",
+                    count(*records, "record")
+                )
             }
             FixtureResult::Invalid(e) => println!("  error {case}: {e}"),
             FixtureResult::Differs {
@@ -351,8 +366,9 @@ impl FixtureResult {
                 diffs,
             } => {
                 println!(
-                    "  FAIL  {case}: {} of {records} records differ from {}",
+                    "  FAIL  {case}: {} of {} differ from {}",
                     diffs.iter().filter(|d| d.page > 0).count(),
+                    count(*records, "record"),
                     golden.display()
                 );
                 for d in diffs.iter().take(MAX_SHOWN_RECORDS) {

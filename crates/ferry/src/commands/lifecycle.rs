@@ -5,16 +5,16 @@
 //! The work is done by `ferry_engine::lifecycle` (shared with the control API); this module
 //! parses arguments, maps refusals to exit code 2 and prints text or JSON.
 
+use ferry_spec::words::count;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
-use chrono::Utc;
+use chrono::{DateTime, SecondsFormat, Utc};
 use ferry_engine::lifecycle::{self, CursorOutcome, LifecycleError, PromotionReport, Resolution};
 use ferry_spec::{LoadedFlow, Take};
-use ferry_store::{AuditFilter, Promotion, PromotionState, StoreError, Trigger};
+use ferry_store::{AuditFilter, IdKind, Promotion, PromotionState, StoreError, Trigger};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::cli::{CursorCommand, Output, SnapshotCommand, TakeArg};
 use crate::commands::dlq::parse_since;
@@ -35,8 +35,8 @@ pub fn cli_error(e: LifecycleError) -> anyhow::Error {
         LifecycleError::Store(s) => anyhow::Error::new(s),
         LifecycleError::Conflicts(conflicts) => {
             let mut msg = format!(
-                "merge stopped: {} path(s) changed differently on both sides; nothing was written\n",
-                conflicts.len()
+                "merge stopped: {} changed differently on both sides; nothing was written\n",
+                count(conflicts.len(), "path")
             );
             for c in &conflicts {
                 msg.push_str(&format!(
@@ -114,7 +114,8 @@ pub async fn diff(ctx: &Ctx, flow: &str, a: &str, b: Option<&str>) -> Result<u8>
         println!("{flow}: {a_name} → {b_name}");
         print!("{}", ferry_spec::diff::render_text(&changes));
     }
-    Ok(0)
+    // As `diff`: 1 when the sides differ, so a script can branch on it (bad input is 2).
+    Ok(u8::from(!changes.is_empty()))
 }
 
 pub async fn revert(
@@ -175,7 +176,11 @@ pub async fn snapshot(ctx: &Ctx, command: SnapshotCommand) -> Result<u8> {
             if ctx.output() == Output::Json {
                 print_json(&s)?;
             } else {
-                println!("snapshot {} of {env}: {} flow(s)", s.name, s.flows.len());
+                println!(
+                    "snapshot {} of {env}: {}",
+                    s.name,
+                    count(s.flows.len(), "flow")
+                );
             }
         }
         SnapshotCommand::List => {
@@ -554,11 +559,11 @@ pub async fn promote(
 /// Every edge from the source environment: taken (with its promotion) or skipped (why).
 fn print_report(r: &PromotionReport) {
     println!(
-        "{} revision {} from {}: {} edge(s)",
+        "{} revision {} from {}: {}",
         r.flow,
         r.revision,
         r.from,
-        r.edges.len()
+        count(r.edges.len(), "edge")
     );
     for e in &r.edges {
         let edge = format!("{} → {}", e.from, e.to);
@@ -579,15 +584,10 @@ fn print_report(r: &PromotionReport) {
     }
 }
 
-fn parse_uuid(id: &str) -> Result<Uuid> {
-    Uuid::parse_str(id.trim())
-        .map_err(|_| CliError::input(format!("`{id}` is not a promotion id (a UUID)")).into())
-}
-
 pub async fn decide(ctx: &Ctx, id: &str, approve: bool, reason: &str) -> Result<u8> {
-    let id = parse_uuid(id)?;
     let project = ctx.project()?;
     let store = ctx.store().await?;
+    let id = crate::ids::resolve_in(&store, IdKind::Promotion, id).await?;
     let p = lifecycle::decide(&store, project.as_ref(), id, approve, &actor(), reason)
         .await
         .map_err(cli_error)?;
@@ -609,6 +609,108 @@ pub async fn promotions(ctx: &Ctx, flow: Option<&str>, status: Option<&str>) -> 
 /// A cursor value from the command line: JSON when it parses, else text.
 fn cursor_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// What a flow's cursor holds, as far as ferry can tell: the cursor follows a field of the
+/// source's records, so its values compare as those values do (times as RFC 3339 text, numbers
+/// as numbers). A value of another kind given on the command line would compare by the wrong
+/// rule (`yesterday` sorts after every `2024-…` time), so it is refused.
+#[derive(Debug, Clone, PartialEq)]
+enum CursorKind {
+    /// An RFC 3339 time.
+    Time,
+    /// A JSON number.
+    Number,
+    /// Any other text.
+    Text,
+    /// Nothing to tell from: no stored cursor and no `source.http.cursor.start`.
+    Unknown,
+}
+
+/// The kind of a flow's cursor, and the value it was told from (for messages): the stored
+/// cursor (what the source really sent) when there is one, else `source.http.cursor.start`.
+fn cursor_kind(stored: Option<&Value>, start: Option<&Value>) -> (CursorKind, String) {
+    let (value, from) = match (stored, start) {
+        (Some(v), _) => (v, "the stored cursor"),
+        (None, Some(v)) => (v, "source.http.cursor.start"),
+        (None, None) => return (CursorKind::Unknown, String::new()),
+    };
+    let kind = match value {
+        Value::Number(_) => CursorKind::Number,
+        Value::String(s) if DateTime::parse_from_rfc3339(s.trim()).is_ok() => CursorKind::Time,
+        Value::String(_) => CursorKind::Text,
+        _ => CursorKind::Unknown,
+    };
+    (kind, format!("{from} is {value}"))
+}
+
+/// A cursor value given on the command line (`cursor set`, `backfill --from/--to`), checked
+/// against the kind of the flow's cursor (see [`cursor_kind`]):
+/// - a time: an RFC 3339 time (written in UTC with `Z`, so it compares as the source's
+///   values do), or how long ago (`90s`, `30m`, `2h`, `7d`, as `--since` elsewhere);
+/// - a number: a JSON number;
+/// - text: the text as given (a JSON string literal is unquoted);
+/// - unknown: JSON when it parses, else text.
+///
+/// The error names the option, what was expected, why, and gives an example.
+fn parse_cursor_arg(
+    what: &str,
+    text: &str,
+    stored: Option<&Value>,
+    start: Option<&Value>,
+    now: DateTime<Utc>,
+) -> Result<Value, String> {
+    let (kind, told) = cursor_kind(stored, start);
+    let t = text.trim();
+    match kind {
+        CursorKind::Time => {
+            if let Ok(time) = DateTime::parse_from_rfc3339(t) {
+                let utc = time.with_timezone(&Utc);
+                return Ok(Value::String(if t.ends_with(['Z', 'z']) {
+                    t.to_string()
+                } else {
+                    utc.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+                }));
+            }
+            // A unit is required: a bare number is no time, and taking it as seconds ago
+            // would surprise whoever meant a Unix time.
+            let ago = Some(t)
+                .filter(|t| t.ends_with(|c: char| c.is_ascii_alphabetic()))
+                .and_then(|t| ferry_spec::Dur::parse(t).ok())
+                .and_then(|d| chrono::Duration::from_std(d.get()).ok())
+                .and_then(|d| now.checked_sub_signed(d));
+            ago.map(|at| Value::String(at.to_rfc3339_opts(SecondsFormat::Secs, true)))
+                .ok_or_else(|| {
+                    format!(
+                        "{what} `{text}` is not a time: this flow's cursor is an RFC 3339 time ({told}); give a time such as 2024-05-01T12:00:00Z, or how long ago, such as 90s, 30m, 2h or 7d"
+                    )
+                })
+        }
+        CursorKind::Number => match serde_json::from_str::<Value>(t) {
+            Ok(v @ Value::Number(_)) => Ok(v),
+            _ => Err(format!(
+                "{what} `{text}` is not a number: this flow's cursor is a number ({told}); give a number such as 1700000000"
+            )),
+        },
+        CursorKind::Text => Ok(match serde_json::from_str::<Value>(t) {
+            Ok(v @ Value::String(_)) => v,
+            _ => Value::String(text.to_string()),
+        }),
+        CursorKind::Unknown => Ok(cursor_value(text)),
+    }
+}
+
+/// A cursor value as shown next to what was typed: `2h (2026-12-05T10:00:00Z)`.
+fn typed_as(text: &str, value: &Value) -> String {
+    let meant = match value {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    if meant == text {
+        meant
+    } else {
+        format!("{text} ({meant})")
+    }
 }
 
 pub async fn cursor(ctx: &Ctx, command: CursorCommand) -> Result<u8> {
@@ -634,10 +736,19 @@ pub async fn cursor(ctx: &Ctx, command: CursorCommand) -> Result<u8> {
             return Ok(0);
         }
         CursorCommand::Set { flow, value } => {
-            lifecycle::active(&store, &flow, &env)
+            let rev = lifecycle::active(&store, &flow, &env)
                 .await
                 .map_err(cli_error)?;
-            let v = cursor_value(&value);
+            let loaded = lifecycle::revision_flow(&rev).map_err(cli_error)?;
+            let start = loaded
+                .flow
+                .http_source()
+                .cursor
+                .as_ref()
+                .and_then(|c| c.start.as_ref());
+            let stored = store.cursor(&flow, &env).await?;
+            let v = parse_cursor_arg("the value", &value, stored.as_ref(), start, Utc::now())
+                .map_err(CliError::input)?;
             let before =
                 lifecycle::set_cursor(&store, &flow, &env, Some(&v), &author(), "cursor set")
                     .await
@@ -654,8 +765,7 @@ pub async fn cursor(ctx: &Ctx, command: CursorCommand) -> Result<u8> {
                 .map_err(cli_error)?;
             let target = match (to_run, start) {
                 (Some(id), _) => {
-                    let id = Uuid::parse_str(id.trim())
-                        .map_err(|_| CliError::input(format!("`{id}` is not a run id")))?;
+                    let id = crate::ids::resolve_in(&store, IdKind::Run, &id).await?;
                     let run = store
                         .run(id)
                         .await?
@@ -712,18 +822,29 @@ pub async fn backfill(
         .await
         .map_err(cli_error)?;
     let loaded = lifecycle::revision_flow(&rev).map_err(cli_error)?;
-    if loaded.flow.http_source().cursor.is_none() {
+    let Some(spec) = loaded.flow.http_source().cursor.as_ref() else {
         return Err(CliError::input(format!(
             "flow `{flow}` has no incremental cursor (source.http.cursor), so it has no window to backfill"
         ))
         .into());
-    }
+    };
+    let stored = store.cursor(flow, &env_name).await?;
+    let now = Utc::now();
+    let arg = |what: &str, text: &str| {
+        parse_cursor_arg(what, text, stored.as_ref(), spec.start.as_ref(), now)
+            .map_err(CliError::input)
+    };
     let window = ferry_engine::Window {
-        from: cursor_value(from),
-        to: cursor_value(to),
+        from: arg("--from", from)?,
+        to: arg("--to", to)?,
     };
     if ferry_engine::cursor::cmp(&window.from, &window.to).is_gt() {
-        return Err(CliError::input(format!("--from {from} is after --to {to}")).into());
+        return Err(CliError::input(format!(
+            "--from {} is after --to {}: the window would be empty",
+            typed_as(from, &window.from),
+            typed_as(to, &window.to)
+        ))
+        .into());
     }
     let env = ctx.flow_env(&store, flow).await?;
     store
@@ -753,4 +874,79 @@ pub async fn backfill(
     } else {
         1
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-05T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_time_cursor_takes_times_and_how_long_ago() {
+        let start = json!("2024-01-01T00:00:00Z");
+        let parse = |text: &str| parse_cursor_arg("--from", text, None, Some(&start), now());
+        assert_eq!(
+            parse("2024-05-01T12:00:00Z").unwrap(),
+            json!("2024-05-01T12:00:00Z")
+        );
+        // another offset is written in UTC, so it compares as the source's values do
+        assert_eq!(
+            parse("2024-05-01T14:00:00+02:00").unwrap(),
+            json!("2024-05-01T12:00:00Z")
+        );
+        assert_eq!(parse("2h").unwrap(), json!("2026-12-05T10:00:00Z"));
+        assert_eq!(parse("7d").unwrap(), json!("2026-11-28T12:00:00Z"));
+        let err = parse("yesterday").unwrap_err();
+        assert_eq!(
+            err,
+            "--from `yesterday` is not a time: this flow's cursor is an RFC 3339 time (source.http.cursor.start is \"2024-01-01T00:00:00Z\"); give a time such as 2024-05-01T12:00:00Z, or how long ago, such as 90s, 30m, 2h or 7d"
+        );
+        assert!(parse("1700000000x").is_err());
+        assert!(parse("12345").is_err(), "a bare number is not how long ago");
+    }
+
+    #[test]
+    fn the_stored_cursor_tells_the_kind_before_the_start() {
+        let stored = json!(1_700_000_000);
+        let start = json!("2024-01-01T00:00:00Z");
+        let parse =
+            |text: &str| parse_cursor_arg("the value", text, Some(&stored), Some(&start), now());
+        assert_eq!(parse("1700000500").unwrap(), json!(1_700_000_500));
+        assert_eq!(parse("12.5").unwrap(), json!(12.5));
+        let err = parse("2024-01-01T00:00:00Z").unwrap_err();
+        assert!(
+            err.contains(
+                "is not a number: this flow's cursor is a number (the stored cursor is 1700000000)"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("1700000000"), "{err}");
+    }
+
+    #[test]
+    fn text_cursors_take_text_and_unknown_ones_json_or_text() {
+        let start = json!("a-17");
+        let text = |t: &str| parse_cursor_arg("--to", t, None, Some(&start), now()).unwrap();
+        assert_eq!(text("b-2"), json!("b-2"));
+        assert_eq!(text("123"), json!("123"));
+        assert_eq!(text("\"quoted\""), json!("quoted"));
+        let any = |t: &str| parse_cursor_arg("--to", t, None, None, now()).unwrap();
+        assert_eq!(any("123"), json!(123));
+        assert_eq!(any("yesterday"), json!("yesterday"));
+    }
+
+    #[test]
+    fn a_value_is_shown_as_typed_and_as_meant() {
+        assert_eq!(
+            typed_as("2h", &json!("2026-12-05T10:00:00Z")),
+            "2h (2026-12-05T10:00:00Z)"
+        );
+        assert_eq!(typed_as("5", &json!(5)), "5");
+        assert_eq!(typed_as("x", &json!("x")), "x");
+    }
 }

@@ -11,6 +11,7 @@
 //! recording is refused here rather than later), and then written through a temporary file and
 //! a rename. A failed page writes nothing. An existing fixture is kept unless `--force`.
 
+use ferry_spec::words::count;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -162,8 +163,9 @@ pub async fn record(ctx: &Ctx, args: RecordArgs<'_>) -> Result<u8> {
         );
     } else {
         println!(
-            "recorded {page_count} page{} ({records} records) of {} into {}",
-            if page_count == 1 { "" } else { "s" },
+            "recorded {} ({}) of {} into {}",
+            count(page_count, "page"),
+            count(records, "record"),
             loaded.flow.name,
             path.display()
         );

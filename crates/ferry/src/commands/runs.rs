@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use ferry_engine::{Progress, RunOptions, RunRequest};
+use ferry_spec::words::count;
 use ferry_store::{RunStatus, Trigger};
 
 use crate::cli::Output;
@@ -197,9 +198,8 @@ pub async fn list(ctx: &Ctx, flow: Option<&str>, limit: u32) -> Result<u8> {
 }
 
 pub async fn show(ctx: &Ctx, id: &str) -> Result<u8> {
-    let id = uuid::Uuid::parse_str(id)
-        .map_err(|_| CliError::input(format!("`{id}` is not a run id")))?;
     let store = ctx.store().await?;
+    let id = crate::ids::resolve_in(&store, ferry_store::IdKind::Run, id).await?;
     let run = store
         .run(id)
         .await?
@@ -243,7 +243,26 @@ pub async fn flows(ctx: &Ctx) -> Result<u8> {
         return Ok(0);
     }
     if flows.is_empty() {
-        println!("no flows deployed in environment `{}`", ctx.global.env);
+        let env = &ctx.global.env;
+        println!("no flows deployed in environment `{env}`");
+        // Flows live per environment: say where they are (`ferry demo` deploys to `demo`).
+        let elsewhere: Vec<_> = store
+            .active_environments()
+            .await?
+            .into_iter()
+            .filter(|e| e.env != *env)
+            .collect();
+        if let Some(first) = elsewhere.first() {
+            let listed: Vec<String> = elsewhere
+                .iter()
+                .map(|e| format!("`{}` ({})", e.env, count(e.flows, "flow")))
+                .collect();
+            println!(
+                "flows are deployed in {}: add `--env {}` to list them",
+                listed.join(", "),
+                first.env
+            );
+        }
         return Ok(0);
     }
     println!(

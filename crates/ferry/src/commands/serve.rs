@@ -9,6 +9,7 @@
 //! still going (their records stay `running` until the flow's next run marks them failed) or
 //! a second signal cut the drain short.
 
+use ferry_spec::words::count;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -194,8 +195,8 @@ pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<SocketAddr>) -> Re
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Text => {
             eprintln!(
-                "stopped: {} run(s) drained{}{}",
-                report.drained,
+                "stopped: {} drained{}{}",
+                count(report.drained, "run"),
                 if report.abandoned.is_empty() {
                     String::new()
                 } else {
@@ -238,12 +239,14 @@ pub async fn resume(ctx: &Ctx, flow: &str) -> Result<u8> {
             consecutive_failures,
             ..
         } => println!(
-            "resumed {flow} in `{env}` after {consecutive_failures} failed run(s) in a row; its next tick runs (within a second for a running `ferry serve`)"
+            "resumed {flow} in `{env}` after {} in a row; its next tick runs (within a second for a running `ferry serve`)",
+            count(consecutive_failures, "failed run")
         ),
         ResumeOutcome::NotPaused {
             consecutive_failures,
         } => println!(
-            "{flow} is not paused in `{env}` ({consecutive_failures} failed run(s) in a row); nothing to do"
+            "{flow} is not paused in `{env}` ({} in a row); nothing to do",
+            count(consecutive_failures, "failed run")
         ),
     }
     Ok(0)

@@ -82,7 +82,10 @@ fn print_check(report: &StoreCheck) {
         .map(|t| t.table.as_str())
         .collect();
     if damaged.is_empty() {
-        println!("healthy: {} tables checked", report.tables.len());
+        println!(
+            "healthy: {} checked",
+            ferry_spec::words::count(report.tables.len(), "table")
+        );
     } else {
         println!();
         println!("damaged: {}. {RECOVERY}", damaged.join(", "));

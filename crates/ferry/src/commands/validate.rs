@@ -5,6 +5,7 @@
 //! or `./ferry.yaml`) are read as project files — environments, variables, secrets and the
 //! promotion topology — and everything else as flows.
 
+use ferry_spec::words::count;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -78,21 +79,14 @@ pub fn validate(ctx: &Ctx, paths: &[PathBuf]) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if bad > 0 {
         let what = if projects == 0 {
-            "flow files"
+            count(files.len(), "flow file")
         } else {
-            "files (flows and project)"
+            format!("{} (flows and project)", count(files.len(), "file"))
         };
-        println!("{bad} of {} {what} have problems", files.len());
+        let have = if bad == 1 { "has" } else { "have" };
+        println!("{bad} of {what} {have} problems");
     }
     Ok(if bad > 0 { 2 } else { 0 })
-}
-
-fn count(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
 }
 
 fn problems(errs: &SpecErrors) -> Vec<Value> {
