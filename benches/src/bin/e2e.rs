@@ -284,7 +284,7 @@ async fn fetch_pages(client: &reqwest::Client, base: &str) -> u64 {
             .headers()
             .get(reqwest::header::LINK)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| ferry_connect::http::source::link_target(v, "next"));
+            .and_then(|v| ferry_connect::source::http::link_target(v, "next"));
         let body = resp.bytes().await.expect("page body");
         assert!(!body.is_empty());
         pages += 1;
@@ -455,7 +455,8 @@ async fn source_only(records: u64) {
     let env = RunEnv::isolated("bench", Secrets::from_map([("SHOP_TOKEN", TOKEN)]))
         .with_var("SHOP_URL", sandbox.base_url());
     let mut pager =
-        ferry_connect::http::HttpPager::new(flow.flow.http_source(), &env, None).expect("pager");
+        ferry_connect::source::http::HttpPager::new(flow.flow.source.http().unwrap(), &env, None)
+            .expect("pager");
     let started = Instant::now();
     let mut n = 0;
     while let Some(p) = pager.next_page().await.expect("page") {

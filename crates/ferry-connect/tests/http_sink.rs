@@ -1,7 +1,7 @@
 //! The HTTP sink against the sandbox's sink, over 127.0.0.1: what a failed attempt's reason says.
 
 use bytes::Bytes;
-use ferry_connect::http::HttpDelivery;
+use ferry_connect::sink::http::HttpDelivery;
 use ferry_env::{RunEnv, Secrets};
 use ferry_resilience::Outcome;
 use ferry_sandbox::{Sandbox, SandboxConfig, SinkFaults};
@@ -10,7 +10,7 @@ fn delivery() -> HttpDelivery {
     let text = "name: t\nsource:\n  http:\n    url: \"http://127.0.0.1:1/x\"\ndestination:\n  http:\n    method: PUT\n    url: \"http://127.0.0.1:1/{{ record.id }}\"\n";
     let loaded = ferry_spec::load_str(text, None).unwrap_or_else(|e| panic!("{e}"));
     let env = RunEnv::isolated("test", Secrets::from_map(Vec::<(String, String)>::new()));
-    HttpDelivery::new(loaded.flow.http_sink(), &env).expect("sink")
+    HttpDelivery::new(loaded.flow.destination.http().unwrap(), &env).expect("sink")
 }
 
 fn failure(outcome: &Outcome) -> &str {

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use ferry_connect::ConnectError;
-use ferry_connect::http::HttpPager;
+use ferry_connect::source::http::HttpPager;
 use ferry_env::{RunEnv, Secrets};
 use ferry_sandbox::{Sandbox, SandboxConfig, SourceFault};
 use ferry_spec::HttpSource;
@@ -20,7 +20,9 @@ fn source(yaml: &str) -> HttpSource {
     ferry_spec::load_str(&text, None)
         .unwrap_or_else(|e| panic!("{e}"))
         .flow
-        .http_source()
+        .source
+        .http()
+        .unwrap()
         .clone()
 }
 
@@ -304,8 +306,8 @@ async fn raw_pages_keep_the_body_and_paginate_like_record_pages() {
     let replayed: Vec<Value> = pages
         .into_iter()
         .flat_map(|mut p| {
-            let budget = spec.page_expansion_budget(ferry_connect::http::json_len(&p.body));
-            ferry_connect::http::take_records(&records, &mut p.body, budget).unwrap()
+            let budget = spec.page_expansion_budget(ferry_connect::source::http::json_len(&p.body));
+            ferry_connect::source::http::take_records(&records, &mut p.body, budget).unwrap()
         })
         .collect();
     let mut live = HttpPager::new(&spec, &e, None).unwrap();

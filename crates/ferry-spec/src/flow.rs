@@ -13,21 +13,9 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::units::{ByteSize, Dur, Limit};
+use crate::connector::{Destination, Source};
+use crate::units::{Dur, Limit};
 
-/// Default timeout of one HTTP request.
-pub const DEFAULT_REQUEST_TIMEOUT: Dur = Dur::from_secs(30);
-/// Default time allowed to open a connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Dur = Dur::from_secs(10);
-/// Default cap on one source page's body.
-pub const DEFAULT_MAX_PAGE_BYTES: ByteSize = ByteSize(16 << 20);
-/// Default of `source.http.max_page_expansion`: the records selected from one page may add up
-/// to twice the page. Selections that do not overlap (`$.orders[*]`, filters) stay within once;
-/// `$..*` on a page three levels deep already selects about three times the page.
-pub const DEFAULT_MAX_PAGE_EXPANSION: u32 = 2;
-/// Pages smaller than this count as this big for `max_page_expansion`, so small nested pages
-/// are never refused.
-pub const PAGE_EXPANSION_FLOOR: ByteSize = ByteSize(1 << 20);
 /// Default number of delivery requests in flight.
 pub const DEFAULT_CONCURRENCY: u32 = 8;
 /// Most delivery requests in flight a flow may ask for.
@@ -135,123 +123,6 @@ pub enum CatchUp {
     Skip,
     /// One run fires at start when ticks were missed.
     RunOnce,
-}
-
-/// A source of records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Source {
-    /// An HTTP JSON API, page by page.
-    Http(HttpSource),
-}
-
-/// An HTTP JSON API read page by page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSource {
-    /// URL template of the first page (`{{ env.SHOP_URL }}/api/orders`).
-    pub url: String,
-    /// Query parameters; values are templates (`{{ cursor }}`).
-    #[serde(default)]
-    pub params: BTreeMap<String, Param>,
-    /// Extra request headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Param>,
-    /// Authentication.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<Auth>,
-    /// JSONPath selecting the records in a page (default `$[*]`: the page is an array).
-    #[serde(default = "default_records")]
-    pub records: String,
-    /// How to get the next page; without it, one request is made.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paginate: Option<Pagination>,
-    /// Incremental sync: only records changed since the last run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<CursorSpec>,
-    /// Timeout of one page request.
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-    /// Time allowed to connect.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Dur,
-    /// Largest page body accepted; a larger page fails the run.
-    #[serde(default = "default_max_page_bytes")]
-    pub max_page_bytes: ByteSize,
-    /// Stop after this many pages (a safety net against endless pagination).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_pages: Option<u64>,
-    /// How many times its own size the records selected from one page may add up to (each
-    /// counted as its compact JSON; pages under 1 MiB count as 1 MiB). Selectors that pick
-    /// nested values again with their parents (`$..*`) multiply a page; above this the page
-    /// fails, naming this setting, instead of the run taking memory without bound. Default 2.
-    /// The default is left out of the canonical form, so flows from before this setting keep
-    /// their revision hash, written out or not.
-    #[serde(
-        default = "default_max_page_expansion",
-        skip_serializing_if = "is_default_max_page_expansion"
-    )]
-    pub max_page_expansion: u32,
-    /// Most page requests per second to this source, shared by every run reading it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitSpec>,
-    /// Retries of a page that failed transiently (connect errors, timeouts, 408, 425, 429,
-    /// 5xx), through the same retry layer as deliveries (default
-    /// [`default_source_retry`]: 4 attempts, 250 ms to 10 s, full jitter, at most 2 minutes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<RetrySpec>,
-}
-
-/// How a source page is retried when `source.http.retry` is not set.
-pub fn default_source_retry() -> RetrySpec {
-    RetrySpec {
-        attempts: 4,
-        initial: Dur::from_millis(250),
-        max: Dur::from_secs(10),
-        jitter: Jitter::Full,
-        max_elapsed: Dur::from_secs(120),
-    }
-}
-
-impl HttpSource {
-    /// The retry settings of a page in effect.
-    pub fn retry(&self) -> RetrySpec {
-        self.retry.clone().unwrap_or_else(default_source_retry)
-    }
-}
-
-fn default_records() -> String {
-    "$[*]".to_string()
-}
-fn default_timeout() -> Dur {
-    DEFAULT_REQUEST_TIMEOUT
-}
-fn default_connect_timeout() -> Dur {
-    DEFAULT_CONNECT_TIMEOUT
-}
-fn default_max_page_bytes() -> ByteSize {
-    DEFAULT_MAX_PAGE_BYTES
-}
-
-fn default_max_page_expansion() -> u32 {
-    DEFAULT_MAX_PAGE_EXPANSION
-}
-fn is_default_max_page_expansion(v: &u32) -> bool {
-    *v == DEFAULT_MAX_PAGE_EXPANSION
-}
-
-impl HttpSource {
-    /// The most bytes (as compact JSON) the records selected from a page of `page_bytes` may
-    /// add up to (see [`page_expansion_budget`]).
-    pub fn page_expansion_budget(&self, page_bytes: u64) -> u64 {
-        page_expansion_budget(self.max_page_expansion, page_bytes)
-    }
-}
-
-/// `factor` (`source.http.max_page_expansion`) times a page of `page_bytes`, a page counting
-/// as at least [`PAGE_EXPANSION_FLOOR`].
-pub fn page_expansion_budget(factor: u32, page_bytes: u64) -> u64 {
-    u64::from(factor).saturating_mul(page_bytes.max(PAGE_EXPANSION_FLOOR.0))
 }
 
 /// A header or parameter value: a template, or a reference to a secret.
@@ -380,68 +251,6 @@ pub struct OAuth2Auth {
     pub client_secret: SecretRef,
     #[serde(default)]
     pub scopes: Vec<String>,
-}
-
-/// How the next page is found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Pagination {
-    /// JSONPath to the next page's full URL in the body; stops when absent or null.
-    NextUrl(String),
-    /// A continuation token in the body, sent back as a query parameter.
-    CursorToken(CursorToken),
-    /// Page numbers in a query parameter; stops at the first empty page.
-    PageNumber(PageNumber),
-    /// Offset and limit query parameters; stops at a short page.
-    Offset(OffsetPaging),
-    /// RFC 8288 `Link` header with `rel="next"`.
-    LinkHeader(LinkHeader),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CursorToken {
-    /// JSONPath to the token in the body; stops when absent, null or empty.
-    pub from: String,
-    /// Query parameter the token is sent in.
-    pub param: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageNumber {
-    /// Query parameter of the page number.
-    pub param: String,
-    /// Number of the first page.
-    #[serde(default = "one")]
-    pub start: u64,
-}
-
-fn one() -> u64 {
-    1
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OffsetPaging {
-    /// Query parameter of the offset.
-    pub param: String,
-    /// Query parameter of the page size.
-    pub limit_param: String,
-    /// Page size asked for.
-    pub limit: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LinkHeader {
-    /// Relation to follow.
-    #[serde(default = "default_rel")]
-    pub rel: String,
-}
-
-fn default_rel() -> String {
-    "next".to_string()
 }
 
 /// Incremental sync settings.
@@ -717,66 +526,6 @@ fn default_date_format() -> String {
     "rfc3339".to_string()
 }
 
-/// A destination of records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Destination {
-    /// An HTTP JSON API.
-    Http(HttpSink),
-}
-
-/// HTTP methods a sink may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum SinkMethod {
-    #[default]
-    #[serde(alias = "post")]
-    Post,
-    #[serde(alias = "put")]
-    Put,
-    #[serde(alias = "patch")]
-    Patch,
-}
-
-/// Delivery to an HTTP JSON API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSink {
-    #[serde(default)]
-    pub method: SinkMethod,
-    /// URL template; may use `record`, `source`, `key` (not with `batch`).
-    pub url: String,
-    #[serde(default)]
-    pub headers: BTreeMap<String, Param>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<Auth>,
-    /// Send records in arrays of up to this many; without it, one record per request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch: Option<u32>,
-    /// Idempotency key template (default `{{ flow.name }}-{{ key }}-{{ hash }}`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-    /// Header that carries the key.
-    #[serde(default = "default_idem_header")]
-    pub idempotency_header: String,
-    /// Requests in flight.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: u32,
-    /// Timeout of one request.
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
-    /// Time allowed to connect.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Dur,
-}
-
-fn default_idem_header() -> String {
-    DEFAULT_IDEMPOTENCY_HEADER.to_string()
-}
-fn default_concurrency() -> u32 {
-    DEFAULT_CONCURRENCY
-}
-
 /// Delivery policies. The layers apply in this order around each request: rate limit →
 /// circuit breaker → retry (within the retry budget) → timeout → request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1042,72 +791,4 @@ pub struct ExpectError {
     /// Text the reason must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contains: Option<String>,
-}
-
-impl Source {
-    /// The incremental cursor settings of a source that reads from one.
-    pub fn cursor(&self) -> Option<&CursorSpec> {
-        match self {
-            Source::Http(h) => h.cursor.as_ref(),
-        }
-    }
-
-    /// The HTTP API this source reads, when it is one.
-    pub fn http(&self) -> Option<&HttpSource> {
-        match self {
-            Source::Http(h) => Some(h),
-        }
-    }
-
-    /// Where this source's settings are in a flow file (`source.http`), for messages.
-    pub fn path(&self) -> &'static str {
-        match self {
-            Source::Http(_) => "source.http",
-        }
-    }
-}
-
-impl Destination {
-    /// The idempotency key template, when the flow sets one.
-    pub fn idempotency_key(&self) -> Option<&str> {
-        match self {
-            Destination::Http(h) => h.idempotency_key.as_deref(),
-        }
-    }
-
-    /// Requests in flight.
-    pub fn concurrency(&self) -> u32 {
-        match self {
-            Destination::Http(h) => h.concurrency,
-        }
-    }
-
-    /// Records per request when records go in batches.
-    pub fn batch(&self) -> Option<u32> {
-        match self {
-            Destination::Http(h) => h.batch,
-        }
-    }
-
-    /// Where this destination's settings are in a flow file (`destination.http`), for messages.
-    pub fn path(&self) -> &'static str {
-        match self {
-            Destination::Http(_) => "destination.http",
-        }
-    }
-}
-
-impl Flow {
-    /// The HTTP source (the only source kind so far).
-    pub fn http_source(&self) -> &HttpSource {
-        match &self.source {
-            Source::Http(h) => h,
-        }
-    }
-    /// The HTTP sink (the only destination kind so far).
-    pub fn http_sink(&self) -> &HttpSink {
-        match &self.destination {
-            Destination::Http(h) => h,
-        }
-    }
 }

@@ -19,6 +19,7 @@
 //! left to fail at run time; what can still fail is data.
 
 pub mod canonical;
+pub mod connector;
 pub mod diff;
 pub mod error;
 pub mod export;
@@ -33,6 +34,8 @@ pub mod validate;
 pub mod words;
 mod yaml;
 
+pub use connector::http::*;
+pub use connector::{Destination, Source};
 pub use diff::{Change, ChangeKind};
 pub use error::{Location, SpecError, SpecErrors};
 pub use flow::*;

@@ -54,8 +54,9 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::connector::Setting;
 use crate::error::{SpecError, SpecErrors};
-use crate::flow::{Auth, Destination, Flow, Param, SecretRef, Source};
+use crate::flow::Flow;
 use crate::template::{Root, Template};
 use crate::validate::Problem;
 
@@ -1132,22 +1133,11 @@ pub fn apply_rules(flow: &Flow, rules: &EdgeRules) -> Flow {
             *s = new;
         }
     };
-    let rewrite_auth = |auth: &mut Option<Auth>| {
-        if let Some(Auth::Oauth2(o)) = auth {
-            rewrite(&mut o.token_url);
-        }
-    };
-    match &mut out.source {
-        Source::Http(h) => {
-            rewrite(&mut h.url);
-            rewrite_auth(&mut h.auth);
-        }
+    for url in out.source.urls_mut() {
+        rewrite(url);
     }
-    match &mut out.destination {
-        Destination::Http(h) => {
-            rewrite(&mut h.url);
-            rewrite_auth(&mut h.auth);
-        }
+    for url in out.destination.urls_mut() {
+        rewrite(url);
     }
     out
 }
@@ -1207,67 +1197,28 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 /// can check they all resolve in the target environment. Templates that do not parse are
 /// skipped: a validated flow has none.
 pub fn references(flow: &Flow) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut refs = Refs::default();
-    let src = flow.http_source();
-    refs.template(&src.url);
-    refs.params(&src.params);
-    refs.params(&src.headers);
-    if let Some(a) = &src.auth {
-        refs.auth(a);
-    }
-    let sink = flow.http_sink();
-    refs.template(&sink.url);
-    refs.params(&sink.headers);
-    if let Some(a) = &sink.auth {
-        refs.auth(a);
-    }
-    (refs.vars, refs.secrets)
-}
-
-/// What [`references`] collects.
-#[derive(Default)]
-struct Refs {
-    vars: BTreeSet<String>,
-    secrets: BTreeSet<String>,
-}
-
-impl Refs {
-    fn template(&mut self, text: &str) {
-        if let Ok(t) = Template::parse(text) {
-            for v in t.vars().filter(|v| v.root == Root::Env) {
-                self.vars.insert(v.path.join("."));
+    let mut vars = BTreeSet::new();
+    let mut secrets = BTreeSet::new();
+    for s in flow
+        .source
+        .settings()
+        .into_iter()
+        .chain(flow.destination.settings())
+    {
+        match s {
+            Setting::Template(text) => {
+                if let Ok(t) = Template::parse(text) {
+                    for v in t.vars().filter(|v| v.root == Root::Env) {
+                        vars.insert(v.path.join("."));
+                    }
+                }
+            }
+            Setting::Secret(r) => {
+                secrets.insert(r.secret.clone());
             }
         }
     }
-
-    fn secret(&mut self, s: &SecretRef) {
-        self.secrets.insert(s.secret.clone());
-    }
-
-    fn params(&mut self, ps: &BTreeMap<String, Param>) {
-        for p in ps.values() {
-            match p {
-                Param::Template(t) => self.template(t),
-                Param::Secret(s) => self.secret(s),
-            }
-        }
-    }
-
-    fn auth(&mut self, a: &Auth) {
-        match a {
-            Auth::Bearer(s) => self.secret(s),
-            Auth::Basic(b) => {
-                self.template(&b.username);
-                self.secret(&b.password);
-            }
-            Auth::ApiKey(k) => self.secret(&k.key),
-            Auth::Oauth2(o) => {
-                self.template(&o.token_url);
-                self.template(&o.client_id);
-                self.secret(&o.client_secret);
-            }
-        }
-    }
+    (vars, secrets)
 }
 
 #[cfg(test)]

@@ -43,19 +43,19 @@ const SENSITIVE_NAMES: &[&str] = &[
 pub const MAX_FIELDS: usize = 1000;
 
 #[derive(Default)]
-struct Checker {
+pub(crate) struct Checker {
     problems: Vec<Problem>,
 }
 
 impl Checker {
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn path(&mut self, at: &str, text: &str) -> Option<JsonPath> {
+    pub(crate) fn path(&mut self, at: &str, text: &str) -> Option<JsonPath> {
         match JsonPath::parse(text) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -65,7 +65,7 @@ impl Checker {
         }
     }
 
-    fn template(&mut self, at: &str, text: &str, roots: &[Root]) -> Option<Template> {
+    pub(crate) fn template(&mut self, at: &str, text: &str, roots: &[Root]) -> Option<Template> {
         match Template::parse(text).and_then(|t| t.check_roots(roots, at).map(|_| t)) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -75,7 +75,7 @@ impl Checker {
         }
     }
 
-    fn params(&mut self, at: &str, params: &BTreeMap<String, Param>, roots: &[Root]) {
+    pub(crate) fn params(&mut self, at: &str, params: &BTreeMap<String, Param>, roots: &[Root]) {
         for (name, value) in params {
             let here = format!("{at}.{name}");
             if name.trim().is_empty() {
@@ -100,7 +100,7 @@ impl Checker {
         }
     }
 
-    fn secret(&mut self, at: &str, s: &SecretRef) {
+    pub(crate) fn secret(&mut self, at: &str, s: &SecretRef) {
         let ok = !s.secret.is_empty()
             && s.secret.len() <= 128
             && s.secret
@@ -115,7 +115,7 @@ impl Checker {
         }
     }
 
-    fn auth(&mut self, at: &str, auth: &Auth) {
+    pub(crate) fn auth(&mut self, at: &str, auth: &Auth) {
         match auth {
             Auth::Bearer(s) => self.secret(&format!("{at}.bearer.secret"), s),
             Auth::Basic(b) => {
@@ -147,7 +147,7 @@ impl Checker {
         }
     }
 
-    fn url_template(&mut self, at: &str, text: &str, roots: &[Root]) {
+    pub(crate) fn url_template(&mut self, at: &str, text: &str, roots: &[Root]) {
         for message in url_credentials(text) {
             self.err(at, message);
         }
@@ -165,7 +165,7 @@ impl Checker {
         }
     }
 
-    fn headers(&mut self, at: &str, headers: &BTreeMap<String, Param>, roots: &[Root]) {
+    pub(crate) fn headers(&mut self, at: &str, headers: &BTreeMap<String, Param>, roots: &[Root]) {
         for name in headers.keys() {
             if !valid_header_name(name) {
                 self.err(format!("{at}.{name}"), "not a valid HTTP header name");
@@ -406,7 +406,7 @@ fn is_sensitive(name: &str) -> bool {
         || n.ends_with("password")
 }
 
-fn valid_header_name(name: &str) -> bool {
+pub(crate) fn valid_header_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 256
         && name
@@ -499,69 +499,7 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
         }
     }
 
-    let Source::Http(src) = &flow.source;
-    let p = "source.http";
-    let src_roots = [Root::Env, Root::Cursor];
-    c.url_template(&format!("{p}.url"), &src.url, &src_roots);
-    c.params(&format!("{p}.params"), &src.params, &src_roots);
-    c.headers(&format!("{p}.headers"), &src.headers, &src_roots);
-    if let Some(a) = &src.auth {
-        c.auth(&format!("{p}.auth"), a);
-    }
-    c.path(&format!("{p}.records"), &src.records);
-    match &src.paginate {
-        Some(Pagination::NextUrl(path)) => {
-            c.path(&format!("{p}.paginate.next_url"), path);
-        }
-        Some(Pagination::CursorToken(t)) => {
-            c.path(&format!("{p}.paginate.cursor_token.from"), &t.from);
-            if t.param.is_empty() {
-                c.err(
-                    format!("{p}.paginate.cursor_token.param"),
-                    "empty parameter name",
-                );
-            }
-        }
-        Some(Pagination::PageNumber(n)) if n.param.is_empty() => {
-            c.err(
-                format!("{p}.paginate.page_number.param"),
-                "empty parameter name",
-            );
-        }
-        Some(Pagination::Offset(o)) => {
-            if o.param.is_empty() || o.limit_param.is_empty() {
-                c.err(format!("{p}.paginate.offset"), "empty parameter name");
-            }
-            if o.limit == 0 {
-                c.err(
-                    format!("{p}.paginate.offset.limit"),
-                    "the page size must be at least 1",
-                );
-            }
-        }
-        _ => {}
-    }
-    if let Some(cur) = &src.cursor {
-        c.path(&format!("{p}.cursor.field"), &cur.field);
-    }
-    if src.timeout.get().is_zero() {
-        c.err(format!("{p}.timeout"), "must be more than 0s");
-    }
-    if src.connect_timeout.get().is_zero() {
-        c.err(format!("{p}.connect_timeout"), "must be more than 0s");
-    }
-    if src.max_page_bytes.0 == 0 {
-        c.err(format!("{p}.max_page_bytes"), "must be more than 0");
-    }
-    if let Some(r) = &src.retry {
-        check_retry(&mut c, &format!("{p}.retry"), r);
-    }
-    if src.max_page_expansion == 0 {
-        c.err(
-            format!("{p}.max_page_expansion"),
-            "must be 1 or more: the records of a page may add up to at least the page",
-        );
-    }
+    flow.source.validate(&mut c);
 
     if let Some(k) = &flow.map.key {
         c.path("map.key", k);
@@ -573,61 +511,7 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
     }
     c.fields("map.fields", &flow.map.fields, 0);
 
-    let Destination::Http(sink) = &flow.destination;
-    let p = "destination.http";
-    let batched = sink.batch.is_some();
-    let url_roots: &[Root] = if batched {
-        &[Root::Env]
-    } else {
-        &[Root::Env, Root::Record, Root::Source, Root::Key]
-    };
-    c.url_template(&format!("{p}.url"), &sink.url, url_roots);
-    c.headers(&format!("{p}.headers"), &sink.headers, &[Root::Env]);
-    if let Some(a) = &sink.auth {
-        c.auth(&format!("{p}.auth"), a);
-    }
-    if let Some(b) = sink.batch
-        && (b == 0 || b > MAX_BATCH)
-    {
-        c.err(
-            format!("{p}.batch"),
-            format!("a batch holds 1 to {MAX_BATCH} records"),
-        );
-    }
-    if let Some(k) = &sink.idempotency_key
-        && let Some(t) = c.template(
-            &format!("{p}.idempotency_key"),
-            k,
-            &[
-                Root::Flow,
-                Root::Key,
-                Root::Hash,
-                Root::Source,
-                Root::Record,
-            ],
-        )
-        && t.is_literal()
-    {
-        c.err(
-                    format!("{p}.idempotency_key"),
-                    "a constant key would make every record look like the first: use placeholders such as `{{ key }}` or `{{ source.id }}`",
-                );
-    }
-    if !valid_header_name(&sink.idempotency_header) {
-        c.err(
-            format!("{p}.idempotency_header"),
-            "not a valid HTTP header name",
-        );
-    }
-    if sink.concurrency == 0 || sink.concurrency > MAX_CONCURRENCY {
-        c.err(
-            format!("{p}.concurrency"),
-            format!("from 1 to {MAX_CONCURRENCY} requests in flight"),
-        );
-    }
-    if sink.timeout.get().is_zero() {
-        c.err(format!("{p}.timeout"), "must be more than 0s");
-    }
+    flow.destination.validate(&mut c);
 
     check_retry(&mut c, "policy.retry", &flow.policy.retry);
     let b = &flow.policy.circuit_breaker;
@@ -700,21 +584,8 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
             "must be more than 0s (or `none`)",
         );
     }
-    for (at, rl) in [
-        ("policy.rate_limit", flow.policy.rate_limit),
-        ("source.http.rate_limit", src.rate_limit),
-    ] {
-        if let Some(rl) = rl {
-            if rl.per_second == 0 || rl.per_second > 1_000_000 {
-                c.err(
-                    format!("{at}.per_second"),
-                    "from 1 to 1000000 requests per second",
-                );
-            }
-            if rl.burst == Some(0) {
-                c.err(format!("{at}.burst"), "at least 1");
-            }
-        }
+    if let Some(rl) = flow.policy.rate_limit {
+        check_rate_limit(&mut c, "policy.rate_limit", rl);
     }
 
     for (i, t) in flow.tests.iter().enumerate() {
@@ -736,8 +607,21 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
     c.problems
 }
 
+/// The rules of a rate limit (`policy.rate_limit`, `source.http.rate_limit`).
+pub(crate) fn check_rate_limit(c: &mut Checker, at: &str, rl: RateLimitSpec) {
+    if rl.per_second == 0 || rl.per_second > 1_000_000 {
+        c.err(
+            format!("{at}.per_second"),
+            "from 1 to 1000000 requests per second",
+        );
+    }
+    if rl.burst == Some(0) {
+        c.err(format!("{at}.burst"), "at least 1");
+    }
+}
+
 /// The rules of a retry setting (`policy.retry`, `source.http.retry`).
-fn check_retry(c: &mut Checker, at: &str, r: &RetrySpec) {
+pub(crate) fn check_retry(c: &mut Checker, at: &str, r: &RetrySpec) {
     if r.attempts == 0 || r.attempts > 100 {
         c.err(
             format!("{at}.attempts"),

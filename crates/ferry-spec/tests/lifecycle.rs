@@ -156,8 +156,15 @@ fn merge_without_conflicts_takes_both_sides() {
         field_def(&mut merged.clone(), "customer.email").transform,
         vec![Step::Trim, Step::Lower]
     );
-    assert_eq!(merged.http_sink().concurrency, 32);
-    assert!(merged.http_sink().headers.contains_key("X-Source"));
+    assert_eq!(merged.destination.http().unwrap().concurrency, 32);
+    assert!(
+        merged
+            .destination
+            .http()
+            .unwrap()
+            .headers
+            .contains_key("X-Source")
+    );
     // Nothing else moved.
     let mut expected = theirs.clone();
     expected.map = ours.map.clone();
@@ -204,7 +211,7 @@ fn merge_conflict_on_the_same_path_is_resolved_per_path_or_overall() {
     let v = resolve(&result, &choices, None).unwrap();
     let f = to_flow(&v).unwrap().flow;
     assert_eq!(f.description, "ours");
-    assert_eq!(f.http_sink().concurrency, 64);
+    assert_eq!(f.destination.http().unwrap().concurrency, 64);
 
     // Overall, with one exception.
     let mut one = BTreeMap::new();
@@ -213,7 +220,7 @@ fn merge_conflict_on_the_same_path_is_resolved_per_path_or_overall() {
         .unwrap()
         .flow;
     assert_eq!(f.description, "ours");
-    assert_eq!(f.http_sink().concurrency, 64);
+    assert_eq!(f.destination.http().unwrap().concurrency, 64);
     let all_theirs = to_flow(&resolve(&result, &BTreeMap::new(), Some(Take::Theirs)).unwrap())
         .unwrap()
         .flow;
@@ -416,12 +423,12 @@ fn rewrite_host_changes_literal_urls_only() {
     let f = flow("flow.yaml").flow;
     let promoted = apply_rules(&f, &edge.rules);
     assert_eq!(
-        promoted.http_source().url,
+        promoted.source.http().unwrap().url,
         "https://shop.example/api/orders"
     );
     let ferry_spec::Destination::Http(sink) = &promoted.destination;
     // Templated host: untouched (it comes from a variable).
-    assert_eq!(sink.url, f.http_sink().url);
+    assert_eq!(sink.url, f.destination.http().unwrap().url);
     match &sink.auth {
         Some(ferry_spec::Auth::Oauth2(o)) => {
             assert_eq!(o.token_url, "https://auth.example:8443/oauth/token")

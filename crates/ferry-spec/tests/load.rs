@@ -85,7 +85,7 @@ fn max_page_expansion_is_in_the_hash_only_when_it_is_not_the_default() {
         )
     };
     let two = with("2").unwrap();
-    assert_eq!(two.flow.http_source().max_page_expansion, 2);
+    assert_eq!(two.flow.source.http().unwrap().max_page_expansion, 2);
     assert_eq!(a.hash, two.hash, "the default written out is the same flow");
     assert!(
         !a.canonical.contains("max_page_expansion"),
@@ -93,17 +93,17 @@ fn max_page_expansion_is_in_the_hash_only_when_it_is_not_the_default() {
         a.canonical
     );
     let eight = with("8").unwrap();
-    assert_eq!(eight.flow.http_source().max_page_expansion, 8);
+    assert_eq!(eight.flow.source.http().unwrap().max_page_expansion, 8);
     assert_ne!(a.hash, eight.hash);
     let back = ferry_spec::from_canonical(&eight.canonical).unwrap();
-    assert_eq!(back.flow.http_source().max_page_expansion, 8);
+    assert_eq!(back.flow.source.http().unwrap().max_page_expansion, 8);
     let err = with("0").unwrap_err().to_string();
     assert!(
         err.contains("source.http.max_page_expansion: must be 1 or more"),
         "{err}"
     );
     // a page counts as at least 1 MiB
-    let src = eight.flow.http_source();
+    let src = eight.flow.source.http().unwrap();
     assert_eq!(src.page_expansion_budget(10), 8 << 20);
     assert_eq!(src.page_expansion_budget(3 << 20), 24 << 20);
 }

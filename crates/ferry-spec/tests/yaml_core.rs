@@ -47,7 +47,7 @@ fn numbers_are_integers_or_numbers_and_text_keeps_its_spelling() {
     assert_eq!(field(&f, "octal").constant, Some(json!(15)));
     assert_eq!(field(&f, "hex").constant, Some(json!(31)));
     assert_eq!(field(&f, "release").template.as_deref(), Some("1.10"));
-    let params = &f.http_source().params;
+    let params = &f.source.http().unwrap().params;
     assert_eq!(params["version"], Param::Template("1.10".into()));
     assert_eq!(params["verbose"], Param::Template("no".into()));
     assert_eq!(params["limit"], Param::Template("0100".into()));

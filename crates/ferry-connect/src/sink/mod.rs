@@ -19,6 +19,8 @@ use ferry_spec::template::Var;
 
 use crate::error::ConnectError;
 
+pub mod http;
+
 /// What one attempt came to.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -136,7 +138,7 @@ pub async fn from_spec(
 ) -> Result<std::sync::Arc<dyn Sink>, ConnectError> {
     match spec {
         ferry_spec::Destination::Http(h) => {
-            Ok(std::sync::Arc::new(crate::http::HttpDelivery::new(h, env)?))
+            Ok(std::sync::Arc::new(http::HttpDelivery::new(h, env)?))
         }
     }
 }

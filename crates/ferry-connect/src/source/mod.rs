@@ -17,6 +17,8 @@ use serde_json::Value;
 
 use crate::error::ConnectError;
 
+pub mod http;
+
 /// What an acknowledging source needs back to acknowledge one record (an AMQP delivery tag).
 pub type Receipt = u64;
 
@@ -75,7 +77,7 @@ pub async fn from_spec(
 ) -> Result<Box<dyn Source>, ConnectError> {
     match spec {
         ferry_spec::Source::Http(h) => {
-            let mut pager = crate::http::HttpPager::new(h, env, opts.cursor.as_ref())?;
+            let mut pager = http::HttpPager::new(h, env, opts.cursor.as_ref())?;
             if let Some(c) = &opts.cancel {
                 pager = pager.with_cancel(c);
             }

@@ -740,12 +740,7 @@ pub async fn cursor(ctx: &Ctx, command: CursorCommand) -> Result<u8> {
                 .await
                 .map_err(cli_error)?;
             let loaded = lifecycle::revision_flow(&rev).map_err(cli_error)?;
-            let start = loaded
-                .flow
-                .http_source()
-                .cursor
-                .as_ref()
-                .and_then(|c| c.start.as_ref());
+            let start = loaded.flow.source.cursor().and_then(|c| c.start.as_ref());
             let stored = store.cursor(&flow, &env).await?;
             let v = parse_cursor_arg("the value", &value, stored.as_ref(), start, Utc::now())
                 .map_err(CliError::input)?;
@@ -822,9 +817,10 @@ pub async fn backfill(
         .await
         .map_err(cli_error)?;
     let loaded = lifecycle::revision_flow(&rev).map_err(cli_error)?;
-    let Some(spec) = loaded.flow.http_source().cursor.as_ref() else {
+    let Some(spec) = loaded.flow.source.cursor() else {
         return Err(CliError::input(format!(
-            "flow `{flow}` has no incremental cursor (source.http.cursor), so it has no window to backfill"
+            "flow `{flow}` has no incremental cursor ({}.cursor), so it has no window to backfill",
+            loaded.flow.source.path()
         ))
         .into());
     };

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use chrono::{SecondsFormat, Utc};
-use ferry_connect::http::HttpPager;
+use ferry_connect::source::http::HttpPager;
 use serde_json::{Value, json};
 
 use crate::cli::Output;
@@ -52,7 +52,14 @@ pub async fn record(ctx: &Ctx, args: RecordArgs<'_>) -> Result<u8> {
         ))
         .into());
     }
-    let src = loaded.flow.http_source();
+    let Some(src) = loaded.flow.source.http() else {
+        return Err(CliError::input(format!(
+            "ferry record records HTTP sessions, and flow {} reads from {}",
+            loaded.flow.name,
+            loaded.flow.source.path()
+        ))
+        .into());
+    };
     let cursor = match (args.from_cursor, &src.cursor) {
         (Some(c), Some(_)) => Some(Value::String(c.to_string())),
         (Some(_), None) => {

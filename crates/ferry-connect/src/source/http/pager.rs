@@ -493,7 +493,7 @@ impl HttpPager {
         let Some(mut f) = self.request_next().await? else {
             return Ok(None);
         };
-        let budget = ferry_spec::flow::page_expansion_budget(self.max_page_expansion, f.bytes);
+        let budget = ferry_spec::page_expansion_budget(self.max_page_expansion, f.bytes);
         let records = take_records(&self.records, &mut f.doc, budget).map_err(|o| {
             ConnectError::Overselected {
                 page: f.number,

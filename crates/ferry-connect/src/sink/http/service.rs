@@ -35,7 +35,7 @@ const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 /// Length of a response excerpt in errors and dead letters.
 pub const EXCERPT_CHARS: usize = 300;
 
-pub use crate::sink::Attempt as AttemptResult;
+use crate::sink::Attempt as AttemptResult;
 
 /// A prepared HTTP destination.
 pub struct HttpDelivery {
