@@ -32,7 +32,14 @@ pub fn main() -> ExitCode {
     quiet_on_broken_pipe();
     let cli = Cli::parse();
     // Dropped last, after the runtime: flushes the spans not yet exported.
-    let _telemetry = init_logging(&cli);
+    let _telemetry = match init_logging(&cli) {
+        Ok(guard) => guard,
+        // An OTEL_* setting ferry cannot honour: said before anything runs (exit 2).
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,9 +82,11 @@ fn quiet_on_broken_pipe() {
     }));
 }
 
-/// Logs to stderr (text or `--log-format json`, `-v` levels, `FERRY_LOG` overrides, secrets
-/// redacted) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans over OTLP.
-fn init_logging(cli: &Cli) -> ferry_telemetry::TelemetryGuard {
+/// Logs to stderr (text or `--log-format json`, `-v` levels, `FERRY_LOG` else `RUST_LOG`
+/// overrides, secrets redacted) and, as the `OTEL_*` variables say, spans and metrics over OTLP.
+fn init_logging(
+    cli: &Cli,
+) -> Result<ferry_telemetry::TelemetryGuard, ferry_telemetry::TelemetryError> {
     ferry_telemetry::init(ferry_telemetry::TelemetryConfig {
         log_format: match cli.global.log_format {
             LogFormat::Json => ferry_telemetry::LogFormat::Json,
