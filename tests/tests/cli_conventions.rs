@@ -251,6 +251,11 @@ fn errors_are_one_json_object_on_stderr_with_output_json() {
         err["help"].as_str().unwrap().contains("Usage: ferry"),
         "{err}"
     );
+    let out = ferry(&["--output", "json", "dlq"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["error"], "a subcommand is required");
+    assert!(err["help"].as_str().unwrap().contains("replay"), "{err}");
     // …but help is help.
     let out = ferry(&["--output", "json", "--help"], dir.path());
     assert_eq!(out.status.code(), Some(0));

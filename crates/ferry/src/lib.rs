@@ -91,9 +91,14 @@ fn usage_error(e: clap::Error) -> ExitCode {
     let text = e.render().to_string();
     let text = text.trim();
     let text = text.strip_prefix("error: ").unwrap_or(text);
-    let (what, help) = match text.split_once("\n\n") {
-        Some((what, help)) => (what.trim(), Some(help.trim().to_string())),
-        None => (text, None),
+    let (what, help) = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap prints the command's help instead of a message (`ferry dlq`).
+        ("a subcommand is required", Some(text.to_string()))
+    } else {
+        match text.split_once("\n\n") {
+            Some((what, help)) => (what.trim(), Some(help.trim().to_string())),
+            None => (text, None),
+        }
     };
     let code = u8::try_from(e.exit_code()).unwrap_or(2);
     exit::print_json(&exit::ErrorJson {
