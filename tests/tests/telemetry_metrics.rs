@@ -85,13 +85,27 @@ async fn a_run_shows_on_the_metrics_and_the_deploy_files_query_real_series() {
         "{text}"
     );
     let dest = w.sandbox.addr().to_string();
+    for (state, want) in [("closed", 1.0), ("half_open", 0.0), ("open", 0.0)] {
+        assert_eq!(
+            value(
+                &text,
+                &format!(r#"ferry_breaker_state{{destination="{dest}",state="{state}"}}"#)
+            ),
+            Some(want),
+            "a closed breaker for host:port only, one series per state\n{text}"
+        );
+    }
     assert_eq!(
         value(
             &text,
-            &format!(r#"ferry_breaker_state{{destination="{dest}"}}"#)
+            &format!(
+                r#"ferry_build_info{{version="{}",revision="{}"}}"#,
+                metrics::VERSION,
+                metrics::REVISION
+            )
         ),
-        Some(0.0),
-        "a closed breaker for host:port only\n{text}"
+        Some(1.0),
+        "{text}"
     );
     let pending = w
         .store

@@ -9,11 +9,20 @@
 //! values that come from enums are `&'static str`, so a caller cannot pass free text.
 //!
 //! Recording goes through the `metrics` facade. Until [`prometheus`] installs the recorder (as
-//! `ferry serve` does), every call returns after one atomic load — before building its labels —
-//! so one-shot CLI runs pay nothing for it.
+//! `ferry serve` does, `ferry run --metrics-push` / `--metrics-file`, and
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`), every call returns after one atomic load — before building
+//! its labels — so other one-shot CLI runs pay nothing for it. The recorder installed is
+//! [`crate::otel_metrics::Fanout`]: the Prometheus recorder, plus the OpenTelemetry meters
+//! [`export_to_meter`] attaches.
+//!
+//! `ferry_build_info` says which ferry exports the series: `version` is the crate's version,
+//! `revision` the `FERRY_BUILD_REVISION` variable at build time (a release build sets it to the
+//! git commit: `FERRY_BUILD_REVISION=$(git rev-parse HEAD) cargo build --release`), else
+//! `unknown`. Read at compile time with `option_env!`, so a build needs neither git nor a build
+//! script, and cargo rebuilds when the variable changes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::{
@@ -22,6 +31,16 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::TelemetryError;
+use crate::otel_metrics::{Bridge, Fanout};
+
+/// ferry's version, the `version` label of [`BUILD_INFO`].
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The source revision this ferry was built from, the `revision` label of [`BUILD_INFO`]:
+/// `FERRY_BUILD_REVISION` at build time, else `unknown`.
+pub const REVISION: &str = match option_env!("FERRY_BUILD_REVISION") {
+    Some(r) if !r.is_empty() => r,
+    _ => "unknown",
+};
 
 /// Records that reached an outcome, by `flow` and `outcome` (delivered, skipped, filtered,
 /// dead_lettered, handed_back).
@@ -31,7 +50,8 @@ pub const RECORDS_TOTAL: &str = "ferry_records_total";
 pub const DELIVERY_DURATION_SECONDS: &str = "ferry_delivery_duration_seconds";
 /// Delivery attempts retried, by `flow`.
 pub const RETRIES_TOTAL: &str = "ferry_retries_total";
-/// Circuit breaker state by `destination`: 0 closed, 1 half-open, 2 open.
+/// Circuit breaker state by `destination` and `state` (closed, half_open, open): 1 for the
+/// state the breaker is in, 0 for the other two.
 pub const BREAKER_STATE: &str = "ferry_breaker_state";
 /// Pending dead-letter entries by `flow` and `env`, counted after each run (up to
 /// [`DLQ_DEPTH_LIMIT`]).
@@ -45,6 +65,8 @@ pub const RUN_DURATION_SECONDS: &str = "ferry_run_duration_seconds";
 pub const LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "ferry_last_success_timestamp_seconds";
 /// Gauge: 1 while a flow's schedule is paused after failed runs in a row, else 0.
 pub const SCHEDULE_PAUSED: &str = "ferry_schedule_paused";
+/// Gauge, always 1: the `version` and `revision` of the ferry that exports the series.
+pub const BUILD_INFO: &str = "ferry_build_info";
 
 /// The most pending dead letters counted for [`DLQ_DEPTH`]; the gauge stays there beyond it.
 pub const DLQ_DEPTH_LIMIT: u32 = 10_000;
@@ -98,8 +120,8 @@ pub const ALL: &[MetricDef] = &[
     MetricDef {
         name: BREAKER_STATE,
         kind: Kind::Gauge,
-        help: "Circuit breaker state per destination: 0 closed, 1 half-open, 2 open.",
-        labels: &["destination"],
+        help: "Circuit breaker state per destination: 1 for the state it is in (closed, half_open, open), 0 for the others.",
+        labels: &["destination", "state"],
     },
     MetricDef {
         name: DLQ_DEPTH,
@@ -130,6 +152,12 @@ pub const ALL: &[MetricDef] = &[
         kind: Kind::Gauge,
         help: "1 while the flow's schedule is paused after failed runs in a row (ferry resume FLOW), else 0.",
         labels: &["flow", "env"],
+    },
+    MetricDef {
+        name: BUILD_INFO,
+        kind: Kind::Gauge,
+        help: "Always 1: the version and source revision of the ferry exporting these series.",
+        labels: &["version", "revision"],
     },
 ];
 
@@ -179,12 +207,28 @@ impl Outcome {
     }
 }
 
-/// A circuit breaker's state, as the [`BREAKER_STATE`] gauge shows it.
+/// A circuit breaker's state, the `state` label of [`BREAKER_STATE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
-    Closed = 0,
-    HalfOpen = 1,
-    Open = 2,
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+impl BreakerState {
+    pub const ALL: [BreakerState; 3] = [
+        BreakerState::Closed,
+        BreakerState::HalfOpen,
+        BreakerState::Open,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Open => "open",
+        }
+    }
 }
 
 /// Counts `n` records of `flow` that reached `outcome`.
@@ -212,12 +256,22 @@ pub fn retry(flow: &str) {
 }
 
 /// Sets the breaker state of `destination` (a URL or `scheme://host:port`; only host and port
-/// are kept, see [`destination_label`]).
+/// are kept, see [`destination_label`]): the series of `state` to 1, the other two to 0, as
+/// Prometheus exporters show an enum (`ferry_breaker_state{state="open"} == 1` alerts).
 pub fn breaker_state(destination: &str, state: BreakerState) {
     if !enabled() {
         return;
     }
-    gauge!(BREAKER_STATE, "destination" => destination_label(destination)).set(state as u8 as f64);
+    let destination = destination_label(destination);
+    for s in BreakerState::ALL {
+        gauge!(BREAKER_STATE, "destination" => destination.clone(), "state" => s.as_str())
+            .set(if s == state { 1.0 } else { 0.0 });
+    }
+}
+
+/// Sets [`BUILD_INFO`] (called when the recorder is installed and when a meter is attached).
+fn build_info() {
+    gauge!(BUILD_INFO, "version" => VERSION, "revision" => REVISION).set(1.0);
 }
 
 /// Sets the number of pending dead letters of `flow` in `env`.
@@ -297,21 +351,41 @@ impl MetricsHandle {
     }
 }
 
-static HANDLE: OnceLock<MetricsHandle> = OnceLock::new();
+/// The installed recorder's two sides.
+struct Installed {
+    prometheus: MetricsHandle,
+    otel: Arc<Bridge>,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// How often the recorder folds histogram samples into their buckets when nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Installs the Prometheus recorder for this process (once; later calls return the same
-/// handle). It has no HTTP listener of its own: the server's `/metrics` route calls
-/// [`MetricsHandle::render`]. A background thread runs the recorder's upkeep every few seconds,
-/// so histogram samples do not pile up between scrapes.
+/// Installs the process's recorder (once; later calls return the same handle): Prometheus,
+/// rendered by [`MetricsHandle::render`] (the server's `/metrics` route, a push, a textfile),
+/// fanned out to the OpenTelemetry meters [`export_to_meter`] attaches. It has no HTTP listener
+/// of its own. A background thread runs the Prometheus recorder's upkeep every few seconds, so
+/// histogram samples do not pile up between scrapes.
 pub fn prometheus() -> Result<MetricsHandle, TelemetryError> {
+    install().map(|i| i.prometheus.clone())
+}
+
+/// From now on every metric is also recorded on `meter`'s instruments (installing the
+/// recorder first if need be), so the meter provider's exporter sends them over OTLP.
+pub fn export_to_meter(meter: opentelemetry::metrics::Meter) -> Result<(), TelemetryError> {
+    install()?.otel.attach(meter);
+    // Recorded again so the new meter has it too; the others only see the same value.
+    build_info();
+    Ok(())
+}
+
+fn install() -> Result<&'static Installed, TelemetryError> {
     static INSTALLING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
+    if let Some(i) = INSTALLED.get() {
+        return Ok(i);
     }
     let mut builder = PrometheusBuilder::new();
     builder = builder
@@ -326,15 +400,24 @@ pub fn prometheus() -> Result<MetricsHandle, TelemetryError> {
     let handle = MetricsHandle {
         inner: recorder.handle(),
     };
-    metrics::set_global_recorder(recorder).map_err(|e| {
+    let otel = Arc::new(Bridge::default());
+    metrics::set_global_recorder(Fanout {
+        prometheus: recorder,
+        otel: otel.clone(),
+    })
+    .map_err(|e| {
         TelemetryError::Metrics(format!(
             "another metrics recorder is installed in this process: {e}"
         ))
     })?;
     describe();
-    let handle = HANDLE.get_or_init(|| handle).clone();
+    let installed = INSTALLED.get_or_init(|| Installed {
+        prometheus: handle,
+        otel,
+    });
     ENABLED.store(true, Ordering::Release);
-    let upkeep = handle.inner.clone();
+    build_info();
+    let upkeep = installed.prometheus.inner.clone();
     // Upkeep only folds samples; a failed spawn leaves rendering (which also folds) working.
     let _ = std::thread::Builder::new()
         .name("ferry-metrics-upkeep".into())
@@ -344,7 +427,7 @@ pub fn prometheus() -> Result<MetricsHandle, TelemetryError> {
                 upkeep.run_upkeep();
             }
         });
-    Ok(handle)
+    Ok(installed)
 }
 
 /// The metrics in the Prometheus text format; installs the recorder on first use (see
@@ -427,13 +510,27 @@ mod tests {
             r#"ferry_records_total{flow="unit-flow",outcome="delivered"} 3"#,
             r#"ferry_records_total{flow="unit-flow",outcome="handed_back"} 0"#,
             r#"ferry_retries_total{flow="unit-flow"} 1"#,
-            r#"ferry_breaker_state{destination="127.0.0.1:9"} 2"#,
+            r#"ferry_breaker_state{destination="127.0.0.1:9",state="open"} 1"#,
+            r#"ferry_breaker_state{destination="127.0.0.1:9",state="half_open"} 0"#,
+            r#"ferry_breaker_state{destination="127.0.0.1:9",state="closed"} 0"#,
             r#"ferry_dlq_depth{flow="unit-flow",env="dev"} 4"#,
             r#"ferry_runs_total{flow="unit-flow",env="dev",status="succeeded"} 1"#,
             r#"ferry_run_duration_seconds_bucket{flow="unit-flow",env="dev",status="succeeded",le="5"} 1"#,
             r#"ferry_delivery_duration_seconds_bucket{flow="unit-flow",le="0.025"} 1"#,
             r#"ferry_last_success_timestamp_seconds{flow="unit-flow",env="dev"} 1700000000"#,
             "# HELP ferry_retries_total Delivery attempts retried.",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        let build = format!(r#"ferry_build_info{{version="{VERSION}",revision="{REVISION}"}} 1"#);
+        assert!(text.contains(&build), "missing {build} in\n{text}");
+        assert_eq!(VERSION, env!("CARGO_PKG_VERSION"));
+        // A breaker that closes again: one series per state, only the current one at 1.
+        breaker_state("http://127.0.0.1:9", BreakerState::Closed);
+        let text = h.render();
+        for line in [
+            r#"ferry_breaker_state{destination="127.0.0.1:9",state="closed"} 1"#,
+            r#"ferry_breaker_state{destination="127.0.0.1:9",state="open"} 0"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -119,6 +119,8 @@ pub enum Command {
         /// Don't show the live progress bar.
         #[arg(long)]
         no_progress: bool,
+        #[command(flatten)]
+        metrics: MetricsOut,
     },
     /// List runs with their revisions, newest first.
     Runs {
@@ -318,6 +320,21 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Print a shell completion script generated from these definitions (bash: `ferry
+    /// completions bash > /etc/bash_completion.d/ferry`; zsh: a file `_ferry` in a folder of
+    /// $fpath; fish: ~/.config/fish/completions/ferry.fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print ferry's man page (roff) generated from these definitions (`ferry man > ferry.1`);
+    /// with --dir, write it and one page per command (ferry-run.1, ferry-dlq-replay.1, …)
+    /// into a folder, for MANPATH.
+    Man {
+        /// The folder to write ferry.1 and the pages of every command into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Start the sandbox, deploy the example flow and run it twice (full, then incremental).
     Demo {
         /// Number of source records.
@@ -330,6 +347,22 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+}
+
+/// Where a one-shot run's metrics go when it ends (for runs started by cron or a CI job, which
+/// no scrape sees).
+#[derive(Debug, Clone, Default, Args)]
+pub struct MetricsOut {
+    /// Push the run's metrics when it ends: to a Prometheus Pushgateway (its URL, e.g.
+    /// http://pushgateway:9091; the group is job `ferry`, the flow and the environment) or,
+    /// for a URL ending in /v1/metrics, over OTLP/HTTP to a collector. A failed push is a
+    /// warning: the exit code stays the run's.
+    #[arg(long, value_name = "URL")]
+    pub metrics_push: Option<String>,
+    /// Write the run's metrics to this *.prom file when it ends, for node_exporter's textfile
+    /// collector (written to a temporary file in the same folder, then renamed over it).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Which side wins a merge conflict.

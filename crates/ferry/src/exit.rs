@@ -1,4 +1,6 @@
-//! Exit codes: 0 ok, 1 a run or test failed, 2 bad input or a refused operation.
+//! Exit codes: 0 ok, 1 a run or test failed, 2 bad input or a refused operation; and how an
+//! error that ends a command is printed: `error: …` on stderr, or, with `--output json`, one
+//! JSON object (`{"error": …, "code": …, "causes": […]}`) a pipeline can parse.
 
 use std::fmt;
 
@@ -46,19 +48,72 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
 /// chain would then repeat each cause (`… (os error 111): … (os error 111)`), so a cause whose
 /// text the message so far already holds is left out.
 pub fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
+    causes(e).join(": ")
+}
+
+/// The messages [`error_text`] is made of, outermost first: each cause of the chain whose text
+/// the ones before it do not already hold.
+pub fn causes(e: &anyhow::Error) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut so_far = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
         let text = text.trim();
-        if text.is_empty() || out.contains(text) {
+        if text.is_empty() || so_far.contains(text) {
             continue;
         }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(text);
+        so_far.push_str(text);
+        so_far.push('\n');
+        out.push(text.to_string());
     }
     out
+}
+
+/// The error that ends a command, as `--output json` prints it on stderr.
+#[derive(Debug, serde::Serialize)]
+pub struct ErrorJson {
+    /// What `error: …` says in text: the message and its causes.
+    pub error: String,
+    /// The exit code.
+    pub code: u8,
+    /// The parts of `error`, outermost first (see [`causes`]).
+    pub causes: Vec<String>,
+    /// For a command line clap refused: its usage and tips.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+/// `e` as `--output json` prints it, secrets redacted (an error may quote what a remote system
+/// answered, and that may echo a secret).
+pub fn error_json(e: &anyhow::Error) -> ErrorJson {
+    let redact = |t: &str| ferry_telemetry::redact::redact(t).into_owned();
+    ErrorJson {
+        error: redact(&error_text(e)),
+        code: code_of(e),
+        causes: causes(e).iter().map(|c| redact(c)).collect(),
+        help: None,
+    }
+}
+
+/// Prints `e` on stderr as one line of JSON.
+pub fn print_json(e: &ErrorJson) {
+    match serde_json::to_string(e) {
+        Ok(line) => eprintln!("{line}"),
+        // Strings and a number always serialize; say the error in text rather than nothing.
+        Err(_) => eprintln!("error: {}", e.error),
+    }
+}
+
+/// Prints the error that ends a command on stderr — `error: …`, or with `json` one JSON
+/// object — and returns its exit code.
+pub fn report(e: &anyhow::Error, json: bool) -> u8 {
+    if json {
+        print_json(&error_json(e));
+    } else {
+        // Not through the log writer, so redacted here (see error_json).
+        eprintln!("error: {}", ferry_telemetry::redact::redact(&error_text(e)));
+    }
+    code_of(e)
 }
 
 #[cfg(test)]
@@ -91,6 +146,32 @@ mod tests {
             "opening the state store db:1: cannot connect to the store at db:1: connection refused"
         );
         assert_eq!(format!("{e:#}").matches("connection refused").count(), 2);
+    }
+
+    #[test]
+    fn json_errors_carry_the_message_the_code_and_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = anyhow::Error::new(Naming(io)).context("opening the state store db:1");
+        let v = serde_json::to_value(error_json(&e)).unwrap();
+        assert_eq!(
+            v["error"],
+            "opening the state store db:1: cannot connect to the store at db:1: connection refused"
+        );
+        assert_eq!(v["code"], 1);
+        assert_eq!(
+            v["causes"],
+            serde_json::json!([
+                "opening the state store db:1",
+                "cannot connect to the store at db:1: connection refused"
+            ])
+        );
+        let v = serde_json::to_value(error_json(&anyhow::Error::new(CliError::input(
+            "bad --var",
+        ))))
+        .unwrap();
+        assert_eq!(v["code"], 2);
+        assert!(v.get("help").is_none(), "{v}");
+        assert_eq!(v["causes"], serde_json::json!(["bad --var"]));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`context`]: the store, the run environment and the output format every command uses;
 //! - [`ids`]: run, dead-letter and promotion ids, whole or by their first hex digits;
 //! - [`report`]: progress bars and run summaries;
-//! - [`exit`]: exit codes (0 ok, 1 failed run or test, 2 bad input).
+//! - [`exit`]: exit codes (0 ok, 1 failed run or test, 2 bad input) and how errors are
+//!   printed (`error: …`, or one JSON object with `--output json`).
 
 pub mod cli;
 pub mod commands;
@@ -21,38 +22,92 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, LogFormat};
+use crate::cli::{Cli, Command, LogFormat, Output};
+use crate::exit::CliError;
 
 /// Exit status of a process whose reader went away (128 + SIGPIPE), as a shell reports
 /// `ls | head`'s `ls`.
-const BROKEN_PIPE_EXIT: i32 = 141;
+pub const BROKEN_PIPE_EXIT: u8 = 141;
 
 /// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
     quiet_on_broken_pipe();
-    let cli = Cli::parse();
-    // Dropped last, after the runtime: flushes the spans not yet exported.
-    let _telemetry = init_logging(&cli);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let json = cli.global.output == Output::Json;
+    // Generated from the clap definitions: no telemetry, runtime, state or project needed.
+    match &cli.command {
+        Command::Completions { shell } => return finish(commands::docs::completions(*shell), json),
+        Command::Man { dir } => return finish(commands::docs::man(dir.as_deref()), json),
+        _ => {}
+    }
+    // Dropped last, after the runtime: flushes the spans and metrics not yet exported.
+    let _telemetry = match init_logging(&cli) {
+        Ok(guard) => guard,
+        // An OTEL_* setting ferry cannot honour: said before anything runs.
+        Err(e) => {
+            return ExitCode::from(exit::report(&CliError::input(e.to_string()).into(), json));
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            let e = anyhow::anyhow!("cannot start the async runtime: {e}");
+            return ExitCode::from(exit::report(&e, json));
         }
     };
-    match rt.block_on(commands::dispatch(cli)) {
+    finish(rt.block_on(commands::dispatch(cli)), json)
+}
+
+fn finish(result: anyhow::Result<u8>, json: bool) -> ExitCode {
+    match result {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            // Not through the log writer, so redacted here: an error may quote what a remote
-            // system answered, and that may echo a secret.
-            let msg = exit::error_text(&e);
-            eprintln!("error: {}", ferry_telemetry::redact::redact(&msg));
-            ExitCode::from(exit::code_of(&e))
-        }
+        Err(e) => ExitCode::from(exit::report(&e, json)),
     }
+}
+
+/// A command line clap refuses: clap's own message and exit code (2), or with `--output json`
+/// the same JSON object as any other error. Help and `--version` print as usual.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let asks_for_json = {
+        let args: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        args.iter().any(|a| a == "--output=json")
+            || args
+                .windows(2)
+                .any(|w| w[0] == "--output" && w[1] == "json")
+    };
+    if !asks_for_json || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    // clap's message is `error: what`, then tips and the usage.
+    let text = e.render().to_string();
+    let text = text.trim();
+    let text = text.strip_prefix("error: ").unwrap_or(text);
+    let (what, help) = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap prints the command's help instead of a message (`ferry dlq`).
+        ("a subcommand is required", Some(text.to_string()))
+    } else {
+        match text.split_once("\n\n") {
+            Some((what, help)) => (what.trim(), Some(help.trim().to_string())),
+            None => (text, None),
+        }
+    };
+    let code = u8::try_from(e.exit_code()).unwrap_or(2);
+    exit::print_json(&exit::ErrorJson {
+        error: what.to_string(),
+        code,
+        causes: vec![what.to_string()],
+        help,
+    });
+    ExitCode::from(code)
 }
 
 /// A listing piped into `head` (or `true`) finds its reader gone, and the standard library's
@@ -69,15 +124,17 @@ fn quiet_on_broken_pipe() {
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("");
         if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
-            std::process::exit(BROKEN_PIPE_EXIT);
+            std::process::exit(i32::from(BROKEN_PIPE_EXIT));
         }
         default(info)
     }));
 }
 
-/// Logs to stderr (text or `--log-format json`, `-v` levels, `FERRY_LOG` overrides, secrets
-/// redacted) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans over OTLP.
-fn init_logging(cli: &Cli) -> ferry_telemetry::TelemetryGuard {
+/// Logs to stderr (text or `--log-format json`, `-v` levels, `FERRY_LOG` else `RUST_LOG`
+/// overrides, secrets redacted) and, as the `OTEL_*` variables say, spans and metrics over OTLP.
+fn init_logging(
+    cli: &Cli,
+) -> Result<ferry_telemetry::TelemetryGuard, ferry_telemetry::TelemetryError> {
     ferry_telemetry::init(ferry_telemetry::TelemetryConfig {
         log_format: match cli.global.log_format {
             LogFormat::Json => ferry_telemetry::LogFormat::Json,

@@ -4,6 +4,7 @@ pub mod api_token;
 pub mod demo;
 pub mod deploy;
 pub mod dlq;
+pub mod docs;
 pub mod flowtest;
 pub mod lifecycle;
 pub mod record;
@@ -53,7 +54,11 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
             message,
             dry_run,
         } => deploy::deploy(&ctx, &paths, &message, dry_run).await,
-        Command::Run { flow, no_progress } => runs::run(&ctx, &flow, !no_progress).await,
+        Command::Run {
+            flow,
+            no_progress,
+            metrics,
+        } => runs::run(&ctx, &flow, !no_progress, &metrics).await,
         Command::Runs { flow, limit } => runs::list(&ctx, flow.as_deref(), limit).await,
         Command::ShowRun { id } => runs::show(&ctx, &id).await,
         Command::Flows => runs::flows(&ctx).await,
@@ -120,13 +125,16 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
             flow,
             no_progress,
         } => demo::demo(&ctx, records, flow, !no_progress).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(dir.as_deref()),
     }
 }
 
 /// Commands that work with the state and environments of a project, and so refuse to run
 /// beside a broken project file. `validate` reports it among its files; `test`, `record`,
-/// `sandbox`, `demo` and `api-token` work offline, on a single flow file, on their own state,
-/// or on the API token, and never read it.
+/// `sandbox`, `demo`, `api-token`, `completions` and `man` work offline, on a single flow
+/// file, on their own state, on the API token or on the command line itself, and never read
+/// it.
 fn works_in_the_project(command: &Command) -> bool {
     !matches!(
         command,
@@ -136,5 +144,7 @@ fn works_in_the_project(command: &Command) -> bool {
             | Command::Sandbox { .. }
             | Command::Demo { .. }
             | Command::ApiToken { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
     )
 }

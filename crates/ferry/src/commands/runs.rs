@@ -8,7 +8,9 @@ use ferry_engine::{Progress, RunOptions, RunRequest};
 use ferry_spec::words::count;
 use ferry_store::{RunStatus, Trigger};
 
-use crate::cli::Output;
+use ferry_telemetry::push::{MetricsPush, PushTarget};
+
+use crate::cli::{MetricsOut, Output};
 use crate::commands::lifecycle::cli_error;
 use crate::context::{Ctx, actor};
 use crate::exit::CliError;
@@ -16,8 +18,12 @@ use crate::report;
 
 /// Deploys (when given a changed file) and runs a flow; exit 1 when the run failed. The deploy
 /// follows the project's rules: in a protected environment a file whose content differs from
-/// the active revision is refused (exit 2), one with the same content just runs.
-pub async fn run(ctx: &Ctx, flow: &str, progress: bool) -> Result<u8> {
+/// the active revision is refused (exit 2), one with the same content just runs. With
+/// `metrics`, the run's metrics are pushed or written when it ends.
+pub async fn run(ctx: &Ctx, flow: &str, progress: bool, metrics: &MetricsOut) -> Result<u8> {
+    // Checked and set up before anything else, so a bad URL or path is said before the run
+    // and the run is recorded from its start.
+    let metrics_out = RunMetrics::start(metrics)?;
     let store = ctx.store().await?;
     let env = ctx.run_env()?;
     let (loaded, revision) = if Path::new(flow).exists() {
@@ -72,11 +78,56 @@ pub async fn run(ctx: &Ctx, flow: &str, progress: bool) -> Result<u8> {
     };
     let env = ctx.flow_env(&store, &loaded.flow.name).await?;
     let record = run_loaded(ctx, store, env, loaded, revision, Trigger::Manual, progress).await?;
+    metrics_out.finish(&record).await;
     Ok(if record.status == RunStatus::Succeeded {
         0
     } else {
         1
     })
+}
+
+/// `--metrics-push` and `--metrics-file` of one run.
+struct RunMetrics {
+    push: Option<MetricsPush>,
+    file: Option<(std::path::PathBuf, ferry_telemetry::MetricsHandle)>,
+}
+
+impl RunMetrics {
+    fn start(out: &MetricsOut) -> Result<RunMetrics> {
+        let input = |e: ferry_telemetry::TelemetryError| CliError::input(e.to_string());
+        let push = match &out.metrics_push {
+            Some(url) => {
+                let target = PushTarget::parse(url).map_err(input)?;
+                Some(MetricsPush::start(target, "ferry").map_err(input)?)
+            }
+            None => None,
+        };
+        let file = match &out.metrics_file {
+            Some(path) => {
+                ferry_telemetry::push::check_textfile(path).map_err(input)?;
+                Some((path.clone(), ferry_telemetry::prometheus().map_err(input)?))
+            }
+            None => None,
+        };
+        Ok(RunMetrics { push, file })
+    }
+
+    /// Hands the run's metrics on. A failure is a warning: the run itself is done and recorded,
+    /// and its exit code stays its own (a staleness alert notices metrics that never arrive).
+    async fn finish(self, run: &ferry_store::RunRecord) {
+        if let Some((path, handle)) = self.file
+            && let Err(e) = ferry_telemetry::push::write_textfile(&path, &handle.render())
+        {
+            eprintln!("warning: {e}");
+        }
+        if let Some(push) = self.push
+            && let Err(e) = push
+                .finish(&[("flow", run.flow.as_str()), ("env", run.env.as_str())])
+                .await
+        {
+            eprintln!("warning: {e}");
+        }
+    }
 }
 
 /// Runs a loaded revision with a progress bar and prints the summary.
