@@ -19,8 +19,6 @@
 pub mod html;
 pub mod pages;
 
-use std::collections::HashMap;
-
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -31,6 +29,9 @@ use ferry_engine::governance::Actor;
 use ferry_engine::lifecycle;
 use ferry_store::{DeadLetter, DlqFilter, DlqState, PromotionState};
 use maud::Markup;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::api::dlq::replay_one;
@@ -90,10 +91,13 @@ pub fn login_page(message: Option<&str>) -> Html<String> {
     Html(pages::login(message).into_string())
 }
 
-/// The fields of a URL-encoded form body, within the body limit.
-pub struct FormFields(pub HashMap<String, String>);
+/// A URL-encoded form body read into `T`, within the body limit; a body that cannot be read
+/// is the failure page. Fields a form does not have are ignored, as browsers send only the
+/// form's own.
+#[derive(Debug)]
+pub struct Form<T>(pub T);
 
-impl FromRequest<AppState> for FormFields {
+impl<T: DeserializeOwned> FromRequest<AppState> for Form<T> {
     type Rejection = Failure;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Failure> {
@@ -108,31 +112,70 @@ impl FromRequest<AppState> for FormFields {
                 )
             }
         })?;
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).map_err(|e| {
+        serde_urlencoded::from_bytes(&bytes).map(Form).map_err(|e| {
             failure(
                 ApiError::bad_request(format!("the form cannot be read: {e}")),
                 "/",
             )
-        })?;
-        Ok(FormFields(pairs.into_iter().collect()))
+        })
     }
 }
 
-impl FormFields {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
-    }
+/// The text of a form field or query parameter, trimmed; `None` when absent or blank.
+fn filled(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// The non-empty query parameter `name`.
-fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+/// The login form.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginForm {
+    /// An API token.
+    token: Option<String>,
+}
+
+/// The "Run now" form.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RunForm {
+    /// The environment; default: the server's.
+    env: Option<String>,
+}
+
+/// The discard and reject forms.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReasonForm {
+    /// Why (required).
+    reason: Option<String>,
+}
+
+/// The query of a page shown after an action.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// What was just done (`started`, `replayed`, `replay_failed`, `discarded`, `approved`,
+    /// `rejected`): the page says so in a fixed sentence.
+    done: Option<String>,
+}
+
+/// The dead-letter page's filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DlqPageQuery {
+    /// Only this flow.
+    flow: Option<String>,
+    /// Only this environment.
+    env: Option<String>,
+    /// Only entries in this state: pending, replayed, discarded.
+    status: Option<String>,
+    /// Only this error class.
+    error_class: Option<String>,
+    /// What was just done (as on every page).
+    done: Option<String>,
 }
 
 /// The notice for `?done=CODE` after a redirect: fixed texts only, so a link cannot put words
 /// of its own on the page.
-fn done_notice(q: &HashMap<String, String>) -> Option<Notice> {
-    let text = match param(q, "done")? {
+fn done_notice(done: &Option<String>) -> Option<Notice> {
+    let text = match filled(done)? {
         "started" => "Run started.",
         "replayed" => "Replayed: the record was delivered (or found already delivered).",
         "replay_failed" => {
@@ -150,15 +193,35 @@ fn see_other(location: &str) -> Response {
     Redirect::to(location).into_response()
 }
 
-/// `GET /login`.
+/// The login form
+#[utoipa::path(
+    get,
+    path = "/login",
+    operation_id = "loginForm",
+    tag = "dashboard",
+    responses((status = 200, description = "the login page", body = String, content_type = "text/html"))
+)]
 pub async fn login_form() -> Html<String> {
     login_page(None)
 }
 
-/// `POST /login`: a known token starts a session in its name (303 to `/`), anything else is
-/// 401.
-pub async fn login(State(state): State<AppState>, form: FormFields) -> Response {
-    let owner = match form.get("token") {
+/// Log in
+///
+/// A known token starts a session in its name: 303 to `/` with the session cookie (the
+/// cookie never holds the token); anything else is 401 with the login page.
+#[utoipa::path(
+    post,
+    path = "/login",
+    operation_id = "login",
+    tag = "dashboard",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "logged in: to the overview, with the `ferry_session` cookie"),
+        (status = 401, description = "not a token: the login page again", body = String, content_type = "text/html"),
+    )
+)]
+pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let owner = match filled(&form.token) {
         Some(t) => match crate::auth::token_owner(&state, t).await {
             Ok(o) => o,
             Err(e) => return error_page(e),
@@ -181,7 +244,16 @@ pub async fn login(State(state): State<AppState>, form: FormFields) -> Response 
     res
 }
 
-/// `POST /logout`: ends the session.
+/// Log out
+///
+/// Ends the session; 303 to the login form.
+#[utoipa::path(
+    post,
+    path = "/logout",
+    operation_id = "logout",
+    tag = "dashboard",
+    responses((status = 303, description = "logged out: to the login form, the cookie cleared"))
+)]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
         state.sessions().end(id);
@@ -197,11 +269,18 @@ fn store_failure(e: ferry_store::StoreError) -> Failure {
     failure(e.into(), "/")
 }
 
-/// `GET /`: flows per environment with their active revision, last and next run; recent runs.
-pub async fn overview(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> PageResult {
+/// The overview
+///
+/// Flows per environment with their active revision, last and next run; recent runs.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "overview",
+    tag = "dashboard",
+    params(PageQuery),
+    responses((status = 200, description = "the overview page", body = String, content_type = "text/html"))
+)]
+pub async fn overview(State(state): State<AppState>, Query(q): Query<PageQuery>) -> PageResult {
     let store = state.store();
     let next = state.launcher().next_runs();
     let pending_dlq = store
@@ -244,19 +323,33 @@ pub async fn overview(
     };
     Ok(html(
         StatusCode::OK,
-        pages::overview(&overview, done_notice(&q).as_ref()),
+        pages::overview(&overview, done_notice(&q.done).as_ref()),
     ))
 }
 
-/// `POST /flows/{flow}/run`: starts a run, then shows it.
+/// Run a flow now
+///
+/// Starts a run, then shows it (303 to its page).
+#[utoipa::path(
+    post,
+    path = "/flows/{flow}/run",
+    operation_id = "dashboardRunNow",
+    tag = "dashboard",
+    params(("flow" = String, Path, description = "The flow's name.")),
+    request_body(content = RunForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "started: to the run's page"),
+        (status = "4XX", description = "refused: the page says why", body = String, content_type = "text/html"),
+    )
+)]
 pub async fn run_now(
     State(state): State<AppState>,
     Extension(_actor): Extension<Actor>,
     Path(flow): Path<String>,
-    form: FormFields,
+    Form(form): Form<RunForm>,
 ) -> PageResult {
     let env = state
-        .pick_env(form.get("env"))
+        .pick_env(filled(&form.env))
         .map_err(|e| failure(e, "/"))?;
     let id = state
         .launcher()
@@ -270,11 +363,24 @@ fn parse_uuid(text: &str, what: &str, back: &str) -> Result<Uuid, Failure> {
     crate::extract::parse_id(text, what).map_err(|e| failure(e, back))
 }
 
-/// `GET /runs/{id}`.
+/// A run
+///
+/// The run with its revision, counts, cursors and error, and the dead letters it made.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}",
+    operation_id = "runPage",
+    tag = "dashboard",
+    params(("id" = Uuid, Path, description = "The run's id."), PageQuery),
+    responses(
+        (status = 200, description = "the run's page", body = String, content_type = "text/html"),
+        (status = "4XX", description = "no such run: the page says so", body = String, content_type = "text/html"),
+    )
+)]
 pub async fn run_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<PageQuery>,
 ) -> PageResult {
     let id = parse_uuid(&id, "run", "/")?;
     let store = state.store();
@@ -297,18 +403,27 @@ pub async fn run_page(
         .collect();
     Ok(html(
         StatusCode::OK,
-        pages::run(&r, &dead, done_notice(&q).as_ref()),
+        pages::run(&r, &dead, done_notice(&q.done).as_ref()),
     ))
 }
 
-/// `GET /dlq?flow=&env=&status=&error_class=`: entries with filters; pending ones can be
-/// replayed from the list.
-pub async fn dlq_page(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> PageResult {
+/// Dead letters
+///
+/// Entries with filters, newest first; pending ones can be replayed from the list.
+#[utoipa::path(
+    get,
+    path = "/dlq",
+    operation_id = "dlqPage",
+    tag = "dashboard",
+    params(DlqPageQuery),
+    responses(
+        (status = 200, description = "the dead-letter page", body = String, content_type = "text/html"),
+        (status = 400, description = "a status that is none: the page says so", body = String, content_type = "text/html"),
+    )
+)]
+pub async fn dlq_page(State(state): State<AppState>, Query(q): Query<DlqPageQuery>) -> PageResult {
     let store = state.store();
-    let status = match param(&q, "status") {
+    let status = match filled(&q.status) {
         None => None,
         Some(s) => Some(
             s.parse::<DlqState>()
@@ -316,10 +431,10 @@ pub async fn dlq_page(
         ),
     };
     let filter = DlqFilter {
-        flow: param(&q, "flow").map(str::to_string),
-        env: param(&q, "env").map(str::to_string),
+        flow: filled(&q.flow).map(str::to_string),
+        env: filled(&q.env).map(str::to_string),
         state: status,
-        error_class: param(&q, "error_class").map(str::to_string),
+        error_class: filled(&q.error_class).map(str::to_string),
         since: None,
         limit: DLQ_PAGE,
     };
@@ -327,22 +442,36 @@ pub async fn dlq_page(
     let filters = DlqFilters {
         flows: store.flow_names().await.map_err(store_failure)?,
         envs: state.environments(),
-        flow: param(&q, "flow"),
-        env: param(&q, "env"),
-        status: param(&q, "status"),
-        error_class: param(&q, "error_class"),
+        flow: filled(&q.flow),
+        env: filled(&q.env),
+        status: filled(&q.status),
+        error_class: filled(&q.error_class),
     };
     Ok(html(
         StatusCode::OK,
-        pages::dlq(&filters, &entries, DLQ_PAGE, done_notice(&q).as_ref()),
+        pages::dlq(&filters, &entries, DLQ_PAGE, done_notice(&q.done).as_ref()),
     ))
 }
 
-/// `GET /dlq/{id}`: everything about one entry, with replay and discard.
+/// A dead letter
+///
+/// Everything about one entry: its records, attempts and history, with replay and discard
+/// while it is pending.
+#[utoipa::path(
+    get,
+    path = "/dlq/{id}",
+    operation_id = "dlqEntryPage",
+    tag = "dashboard",
+    params(("id" = Uuid, Path, description = "The entry's id."), PageQuery),
+    responses(
+        (status = 200, description = "the entry's page", body = String, content_type = "text/html"),
+        (status = "4XX", description = "no such entry: the page says so", body = String, content_type = "text/html"),
+    )
+)]
 pub async fn dlq_entry(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<PageQuery>,
 ) -> PageResult {
     let id = parse_uuid(&id, "dead-letter", "/dlq")?;
     let store = state.store();
@@ -354,12 +483,25 @@ pub async fn dlq_entry(
     let history = store.dead_letter_history(id).await.map_err(store_failure)?;
     Ok(html(
         StatusCode::OK,
-        pages::dlq_entry(&e, &history, done_notice(&q).as_ref()),
+        pages::dlq_entry(&e, &history, done_notice(&q.done).as_ref()),
     ))
 }
 
-/// `POST /dlq/{id}/replay`: replays the entry as a run of its own with the flow's active
-/// revision and its original idempotency key.
+/// Replay a dead letter
+///
+/// Replays the entry as a run of its own with the flow's active revision and its original
+/// idempotency key; 303 to the entry's page, which says how it went.
+#[utoipa::path(
+    post,
+    path = "/dlq/{id}/replay",
+    operation_id = "dashboardReplay",
+    tag = "dashboard",
+    params(("id" = Uuid, Path, description = "The entry's id.")),
+    responses(
+        (status = 303, description = "replayed: to the entry's page (`done=replayed` or `done=replay_failed`)"),
+        (status = "4XX", description = "refused: the page says why", body = String, content_type = "text/html"),
+    )
+)]
 pub async fn dlq_replay(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -398,16 +540,30 @@ pub async fn dlq_replay(
     Ok(see_other(&format!("{back}?done={done}")))
 }
 
-/// `POST /dlq/{id}/discard` with `reason`.
+/// Discard a dead letter
+///
+/// Gives up on the entry with a reason; it is kept. 303 to the entry's page.
+#[utoipa::path(
+    post,
+    path = "/dlq/{id}/discard",
+    operation_id = "dashboardDiscard",
+    tag = "dashboard",
+    params(("id" = Uuid, Path, description = "The entry's id.")),
+    request_body(content = ReasonForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "discarded: to the entry's page"),
+        (status = "4XX", description = "refused (no reason, not pending): the page says why", body = String, content_type = "text/html"),
+    )
+)]
 pub async fn dlq_discard(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    form: FormFields,
+    Form(form): Form<ReasonForm>,
 ) -> PageResult {
     let id = parse_uuid(&id, "dead-letter", "/dlq")?;
     let back = format!("/dlq/{id}");
-    let reason = form.get("reason").ok_or_else(|| {
+    let reason = filled(&form.reason).ok_or_else(|| {
         failure(
             ApiError::field(
                 "reason",
@@ -422,10 +578,20 @@ pub async fn dlq_discard(
     Ok(see_other(&format!("{back}?done=discarded")))
 }
 
-/// `GET /promotions`: pending promotions with approve and reject; recent decisions.
+/// Promotions
+///
+/// Pending promotions with approve and reject; recent decisions.
+#[utoipa::path(
+    get,
+    path = "/promotions",
+    operation_id = "promotionsPage",
+    tag = "dashboard",
+    params(PageQuery),
+    responses((status = 200, description = "the promotions page", body = String, content_type = "text/html"))
+)]
 pub async fn promotions_page(
     State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<PageQuery>,
 ) -> PageResult {
     let all = state
         .store()
@@ -434,11 +600,24 @@ pub async fn promotions_page(
         .map_err(store_failure)?;
     Ok(html(
         StatusCode::OK,
-        pages::promotions(&all, done_notice(&q).as_ref()),
+        pages::promotions(&all, done_notice(&q.done).as_ref()),
     ))
 }
 
-/// `POST /promotions/{id}/approve`: as the API's, with the same approvers and four eyes.
+/// Approve a promotion
+///
+/// As the API's, with the same approvers and four eyes; 303 to the promotions page.
+#[utoipa::path(
+    post,
+    path = "/promotions/{id}/approve",
+    operation_id = "dashboardApprove",
+    tag = "dashboard",
+    params(("id" = Uuid, Path, description = "The promotion's id.")),
+    responses(
+        (status = 303, description = "approved: to the promotions page"),
+        (status = "4XX", description = "refused (four eyes, not an approver of the edge, decided): the page says why", body = String, content_type = "text/html"),
+    )
+)]
 pub async fn approve(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -451,15 +630,29 @@ pub async fn approve(
     Ok(see_other("/promotions?done=approved"))
 }
 
-/// `POST /promotions/{id}/reject` with `reason`.
+/// Reject a promotion
+///
+/// With a reason; the target environment stays as it is. 303 to the promotions page.
+#[utoipa::path(
+    post,
+    path = "/promotions/{id}/reject",
+    operation_id = "dashboardReject",
+    tag = "dashboard",
+    params(("id" = Uuid, Path, description = "The promotion's id.")),
+    request_body(content = ReasonForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "rejected: to the promotions page"),
+        (status = "4XX", description = "refused (no reason, decided): the page says why", body = String, content_type = "text/html"),
+    )
+)]
 pub async fn reject(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    form: FormFields,
+    Form(form): Form<ReasonForm>,
 ) -> PageResult {
     let id = parse_uuid(&id, "promotion", "/promotions")?;
-    let reason = form.get("reason").ok_or_else(|| {
+    let reason = filled(&form.reason).ok_or_else(|| {
         failure(
             ApiError::field("reason", "a rejection needs a reason"),
             "/promotions",
