@@ -9,9 +9,10 @@
 //! login redirect and refusal pages for the dashboard). Served at `GET /openapi.json`, built
 //! once per process.
 //!
-//! A document written by hand drifts from the types it describes; this one cannot, and
-//! `tests/openapi_valid.rs` checks that it is valid OpenAPI 3.1 and that real answers match
-//! the schemas it gives.
+//! A document written by hand drifts from the types it describes; this one cannot.
+//! `tests/openapi_valid.rs` checks that it is valid OpenAPI 3.1, `tests/openapi_sync.rs` that
+//! it and the router agree, and the workspace's `tests/tests/api.rs` that every answer the API
+//! tests receive matches the schema it gives.
 
 use std::sync::LazyLock;
 
