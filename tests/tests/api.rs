@@ -27,62 +27,141 @@ fn authed(c: &reqwest::Client, method: reqwest::Method, url: String) -> reqwest:
     c.request(method, url).bearer_auth(API_TOKEN)
 }
 
-async fn json_of(res: reqwest::Response) -> (StatusCode, Value) {
+/// Sends the request and reads its JSON answer, which must match the schema the OpenAPI
+/// document gives for this operation and status: every answer these tests see checks the
+/// document against what the server really sends.
+async fn exchange(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let (client, req) = req.build_split();
+    let req = req.expect("request");
+    let method = req.method().clone();
+    let path = req.url().path().to_string();
+    let res = client.execute(req).await.expect("request");
     let status = res.status();
     let text = res.text().await.expect("body");
     let v =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
+    documented::check(&method, &path, status, &v);
     (status, v)
 }
 
+/// Answers against the OpenAPI document's schemas.
+mod documented {
+    use std::sync::LazyLock;
+
+    use serde_json::{Value, json};
+
+    static DOC: LazyLock<Value> = LazyLock::new(|| {
+        serde_json::from_str(ferry_server::openapi::json()).expect("the document is JSON")
+    });
+
+    /// The documented path template `path` falls under (`/api/v1/runs/{id}`).
+    fn template(path: &str) -> Option<&'static str> {
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+        let mut best: Option<(&'static str, usize)> = None;
+        for t in DOC["paths"].as_object()?.keys() {
+            let ts: Vec<&str> = t.trim_end_matches('/').split('/').collect();
+            if ts.len() != segments.len() {
+                continue;
+            }
+            let fits = ts
+                .iter()
+                .zip(&segments)
+                .all(|(t, s)| t.starts_with('{') || t == s);
+            // A literal segment beats a parameter (`/dlq/replay` before `/dlq/{id}`).
+            let literal = ts.iter().filter(|t| !t.starts_with('{')).count();
+            if fits && best.is_none_or(|(_, n)| literal > n) {
+                best = Some((t.as_str(), literal));
+            }
+        }
+        best.map(|(t, _)| t)
+    }
+
+    /// Panics unless `body` matches the schema documented for `method path` and `status`.
+    pub fn check(method: &reqwest::Method, path: &str, status: reqwest::StatusCode, body: &Value) {
+        let what = format!("{method} {path} → {status}");
+        let op = template(path)
+            .map(|t| &DOC["paths"][t][method.as_str().to_lowercase()])
+            .filter(|op| op.is_object());
+        let Some(op) = op else {
+            // No such route: the router's fallbacks answer 404 or 405 with an `Error`.
+            assert!(
+                status == reqwest::StatusCode::NOT_FOUND
+                    || status == reqwest::StatusCode::METHOD_NOT_ALLOWED,
+                "{what}: not a documented operation"
+            );
+            return matches(&what, &json!({"$ref": "#/components/schemas/Error"}), body);
+        };
+        let responses = &op["responses"];
+        let code = status.as_u16().to_string();
+        let range = format!("{}XX", status.as_u16() / 100);
+        let response = [code.as_str(), range.as_str(), "default"]
+            .iter()
+            .map(|k| &responses[*k])
+            .find(|r| r.is_object())
+            .unwrap_or_else(|| panic!("{what}: no documented answer for this status"));
+        let schema = &response["content"]["application/json"]["schema"];
+        assert!(
+            schema.is_object(),
+            "{what}: the documented answer has no JSON body: {response}"
+        );
+        matches(&what, schema, body);
+    }
+
+    /// Panics unless `body` matches `schema` (resolved against the document's components).
+    fn matches(what: &str, schema: &Value, body: &Value) {
+        // The response schema, resolved against the document's components.
+        let root = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "components": DOC["components"],
+            "allOf": [schema],
+        });
+        let validator = jsonschema::validator_for(&root)
+            .unwrap_or_else(|e| panic!("{what}: the documented schema does not compile: {e}"));
+        let problems: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "{what}: the answer does not match its documented schema:\n{}\nanswer: {body}",
+            problems.join("\n")
+        );
+    }
+}
+
 async fn get(w: &ServerWorld, path: &str) -> (StatusCode, Value) {
-    json_of(
-        authed(&client(), reqwest::Method::GET, format!("{}{path}", w.base))
-            .send()
-            .await
-            .expect("request"),
-    )
+    exchange(authed(
+        &client(),
+        reqwest::Method::GET,
+        format!("{}{path}", w.base),
+    ))
     .await
 }
 
 /// A POST with another token.
 async fn post_as(w: &ServerWorld, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    json_of(
+    exchange(
         client()
             .post(format!("{}{path}", w.base))
             .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .expect("request"),
+            .json(&body),
     )
     .await
 }
 
 /// A GET with another token.
 async fn get_as(w: &ServerWorld, token: &str, path: &str) -> (StatusCode, Value) {
-    json_of(
-        client()
-            .get(format!("{}{path}", w.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request"),
-    )
-    .await
+    exchange(client().get(format!("{}{path}", w.base)).bearer_auth(token)).await
 }
 
 async fn post(w: &ServerWorld, path: &str, body: Value) -> (StatusCode, Value) {
-    json_of(
+    exchange(
         authed(
             &client(),
             reqwest::Method::POST,
             format!("{}{path}", w.base),
         )
-        .json(&body)
-        .send()
-        .await
-        .expect("request"),
+        .json(&body),
     )
     .await
 }
@@ -105,13 +184,7 @@ async fn without_the_token_every_route_but_health_and_metrics_is_401() {
     ] {
         let m: reqwest::Method = method.parse().unwrap();
         // No token.
-        let (status, body) = json_of(
-            c.request(m.clone(), format!("{}{path}", w.base))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, body) = exchange(c.request(m.clone(), format!("{}{path}", w.base))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
         assert_eq!(body["code"], "unauthorized");
         assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
@@ -139,10 +212,10 @@ async fn without_the_token_every_route_but_health_and_metrics_is_401() {
     assert_eq!(res.headers()["location"], "/login");
 
     // /healthz and /metrics are open; without a renderer /metrics is 404.
-    let (status, body) = json_of(c.get(format!("{}/healthz", w.base)).send().await.unwrap()).await;
+    let (status, body) = exchange(c.get(format!("{}/healthz", w.base))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"status": "ok", "store": "sqlite"}));
-    let (status, body) = json_of(c.get(format!("{}/metrics", w.base)).send().await.unwrap()).await;
+    let (status, body) = exchange(c.get(format!("{}/metrics", w.base))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     w.stop().await;
 }
@@ -155,13 +228,12 @@ async fn oversized_bodies_are_413_and_bad_json_is_400_with_the_message_and_field
 
     // Over the 64 KiB limit of this server: 413, as JSON, before anything is parsed.
     let big = json!({"flows": ["x".repeat(100 * 1024)]}).to_string();
-    let res = authed(&c, reqwest::Method::POST, url.clone())
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = json_of(res).await;
+    let (status, body) = exchange(
+        authed(&c, reqwest::Method::POST, url.clone())
+            .header("content-type", "application/json")
+            .body(big),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["code"], "payload_too_large");
     assert!(
@@ -170,13 +242,12 @@ async fn oversized_bodies_are_413_and_bad_json_is_400_with_the_message_and_field
     );
 
     // Malformed JSON: 400 saying where.
-    let res = authed(&c, reqwest::Method::POST, url.clone())
-        .header("content-type", "application/json")
-        .body("{\"flows\": [\"a\",")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = json_of(res).await;
+    let (status, body) = exchange(
+        authed(&c, reqwest::Method::POST, url.clone())
+            .header("content-type", "application/json")
+            .body("{\"flows\": [\"a\","),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let msg = body["error"].as_str().unwrap();
     assert!(
@@ -253,15 +324,12 @@ async fn oversized_bodies_are_413_and_bad_json_is_400_with_the_message_and_field
     let (status, body) = get(&w, "/api/v1/nothing-here").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["code"], "route_not_found");
-    let res = authed(
+    let (status, body) = exchange(authed(
         &c,
         reqwest::Method::DELETE,
         format!("{}/api/v1/runs", w.base),
-    )
-    .send()
-    .await
-    .unwrap();
-    let (status, body) = json_of(res).await;
+    ))
+    .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     w.stop().await;
 }
@@ -314,17 +382,16 @@ async fn flows_revisions_diff_deploy_and_runs() {
         1,
         "a dry run writes nothing"
     );
-    let res = authed(
-        &client(),
-        reqwest::Method::POST,
-        format!("{}/api/v1/deploy", w.base),
+    let (status, out) = exchange(
+        authed(
+            &client(),
+            reqwest::Method::POST,
+            format!("{}/api/v1/deploy", w.base),
+        )
+        .header("x-ferry-user", "alice")
+        .json(&json!({"flows": [changed], "message": "new description"})),
     )
-    .header("x-ferry-user", "alice")
-    .json(&json!({"flows": [changed], "message": "new description"}))
-    .send()
-    .await
-    .unwrap();
-    let (status, out) = json_of(res).await;
+    .await;
     assert_eq!(status, StatusCode::OK, "{out}");
     assert_eq!(out["deployed"][0]["revision"], 2);
     assert_eq!(out["deployed"][0]["created"], true);

@@ -545,8 +545,12 @@ async fn dashboard_forms_from_another_site_are_refused() {
         "no script on the dashboard:\n{html}"
     );
     assert!(!html.contains("<img"), "{html}");
+    // Escaped as maud escapes text: `&`, `<`, `>` and `"` (every attribute is double-quoted,
+    // so `'` needs none).
     assert!(
-        html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
+        html.contains(
+            "&lt;script&gt;alert('x')&lt;/script&gt;&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"
+        ),
         "{html}"
     );
 

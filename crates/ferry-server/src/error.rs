@@ -16,6 +16,7 @@ use ferry_engine::lifecycle::LifecycleError;
 use ferry_store::StoreError;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,28 +46,56 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// A failed request, as the client sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A failed request, as the client sees it: the body of every error answer of the API.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = Error)]
 pub struct ApiError {
     /// HTTP status.
     #[serde(skip)]
     pub status: StatusCode,
     /// What went wrong and what to do, in a sentence.
     pub error: String,
-    /// A stable, machine-readable kind: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `route_not_found`,
-    /// `method_not_allowed`, `unavailable`, `internal`.
-    pub code: &'static str,
+    /// A stable, machine-readable kind.
+    pub code: ErrorCode,
     /// The request field at fault (`flows[0]`, `reason`), when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// Structured details (a flow file's problems, merge conflicts).
+    /// Structured details: a flow file's problems (`FlowProblem`s), merge conflicts, the role
+    /// a refused token needed (`needed_role`, `role`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Box<Value>>,
 }
 
+/// The kind of a failed request, stable for programs to branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the request is wrong (`field` names the part at fault, when one is).
+    BadRequest,
+    /// 401: no token, or not a known one.
+    Unauthorized,
+    /// 403: the token lacks the role, or the operation is refused here; audited.
+    Forbidden,
+    /// 404: the thing asked for does not exist.
+    NotFound,
+    /// 409: it conflicts with the current state (already decided, already running).
+    Conflict,
+    /// 413: the body is larger than the server accepts.
+    PayloadTooLarge,
+    /// 415: the body is not JSON.
+    UnsupportedMediaType,
+    /// 404: no route has this path.
+    RouteNotFound,
+    /// 405: the path takes other methods.
+    MethodNotAllowed,
+    /// 503: the state store is unavailable; try again.
+    Unavailable,
+    /// 500: something failed that the request did not cause.
+    Internal,
+}
+
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, error: impl Into<String>) -> ApiError {
+    fn new(status: StatusCode, code: ErrorCode, error: impl Into<String>) -> ApiError {
         ApiError {
             status,
             error: error.into(),
@@ -78,7 +107,7 @@ impl ApiError {
 
     /// 400: the request is wrong.
     pub fn bad_request(error: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", error)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, error)
     }
 
     /// 400 naming the field at fault.
@@ -93,7 +122,7 @@ impl ApiError {
     pub fn unauthorized() -> ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "missing or wrong API token: send `Authorization: Bearer <token>` (a token from `ferry token create`, FERRY_API_TOKEN, or the token printed at the first start of `ferry serve`)",
         )
     }
@@ -101,24 +130,24 @@ impl ApiError {
     /// 403: the caller may not do this (a role it lacks, a protected environment, an approval
     /// it may not give); the refusal is in the audit log.
     pub fn forbidden(error: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", error)
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, error)
     }
 
     /// 404: the thing asked for does not exist.
     pub fn not_found(error: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", error)
+        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, error)
     }
 
     /// 409: the request conflicts with the current state (already decided, already running).
     pub fn conflict(error: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::CONFLICT, "conflict", error)
+        ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, error)
     }
 
     /// 413: the body is larger than the server accepts.
     pub fn too_large(limit: usize) -> ApiError {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the request body is larger than {limit} bytes, the most this server accepts"),
         )
     }
@@ -127,7 +156,7 @@ impl ApiError {
     pub fn not_json() -> ApiError {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "the request body must be JSON: send `Content-Type: application/json`",
         )
     }
@@ -136,7 +165,7 @@ impl ApiError {
     pub fn no_route(method: &str, path: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "route_not_found",
+            ErrorCode::RouteNotFound,
             format!("no route {method} {path}; GET /openapi.json lists the routes"),
         )
     }
@@ -145,19 +174,27 @@ impl ApiError {
     pub fn method_not_allowed(method: &str, path: &str) -> ApiError {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             format!("{path} does not take {method}; GET /openapi.json lists the routes"),
         )
     }
 
     /// 503: a dependency (the state store) is unavailable; try again.
     pub fn unavailable(error: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", error)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            error,
+        )
     }
 
     /// 500: something failed that the request did not cause.
     pub fn internal(error: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", error)
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            error,
+        )
     }
 
     /// With structured details.

@@ -7,9 +7,12 @@
 //! - [`auth`]: bearer tokens and their roles (stored hashed, compared in constant time),
 //!   dashboard sessions, the CSRF check;
 //! - [`tokens`]: making and revoking named tokens (`ferry token`, `/api/v1/tokens`);
-//! - [`routes`]: [`ROUTES`], the one table of routes the router is built from and the OpenAPI
-//!   document (`openapi.json`, served at `/openapi.json`) is tested against;
-//! - [`api`]: the JSON handlers, one module per resource;
+//! - [`routes`]: [`ROUTES`], the one table of routes (handler and access) the router and the
+//!   OpenAPI document are built from;
+//! - [`openapi`]: the OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
+//!   and the serde types they take and answer with; served at `/openapi.json`;
+//! - [`api`]: the JSON handlers, one module per resource, and the types they answer with
+//!   ([`api::views`]);
 //! - [`dashboard`]: server-rendered HTML pages and their forms;
 //! - [`extract`]: body and query extractors whose failures are JSON errors (413, 415, 400 with
 //!   the field);
@@ -45,6 +48,7 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod launch;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -1,7 +1,8 @@
-//! Every route of the server in one table, [`ROUTES`], from which [`router`] is built and
-//! against which the OpenAPI document (`openapi.json`) is checked by a test: a route added
-//! here without its documentation, or documented without being here, fails the build's
-//! tests.
+//! Every route of the server in one table, [`ROUTES`]: each names its handler and who may use
+//! it. The handler's `#[utoipa::path]` says the method and the path (and everything the
+//! OpenAPI document says about it), so the router ([`router`]) and the document
+//! ([`crate::openapi`]) are both built from this table and cannot disagree about which routes
+//! exist; a test still checks that the router serves every documented route.
 //!
 //! Each route says who may use it ([`Access`], with the least [`Role`] it needs); the check is
 //! a layer on that route alone, so a route cannot be added without deciding.
@@ -11,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use utoipa_axum::router::UtoipaMethodRouter;
 
 use ferry_store::Role;
 
@@ -45,189 +46,93 @@ impl Access {
     }
 }
 
-/// One route.
+/// One route: a handler and its access.
 #[derive(Debug)]
 pub struct Route {
-    pub method: Method,
-    /// axum path syntax, which is also OpenAPI's (`/api/v1/runs/{id}`).
-    pub path: &'static str,
     pub access: Access,
-    build: fn() -> MethodRouter<AppState>,
+    parts: fn() -> UtoipaMethodRouter<AppState>,
 }
 
+impl Route {
+    /// The handler's schemas, its documented path (one path, one method) and its method router.
+    pub fn parts(&self) -> UtoipaMethodRouter<AppState> {
+        (self.parts)()
+    }
+
+    /// The method and path (axum's syntax, which is also OpenAPI's: `/api/v1/runs/{id}`) that
+    /// the handler's `#[utoipa::path]` declares.
+    pub fn method_and_path(&self) -> (Method, String) {
+        let (_, mut paths, _) = self.parts();
+        let mut found = Vec::new();
+        for (path, item) in paths.paths.iter_mut() {
+            for (method, _) in crate::openapi::operations(item) {
+                found.push((method, path.clone()));
+            }
+        }
+        match found.len() {
+            1 => found.remove(0),
+            n => panic!(
+                "a route's handler must document exactly one operation; it has {n}: {found:?}"
+            ),
+        }
+    }
+}
+
+/// A table entry: the access, then the handler's path (`api::runs::show`).
 macro_rules! route {
-    ($method:ident, $path:literal, $access:ident, $routing:ident($handler:path)) => {
+    ($access:ident, $($handler:ident)::+) => {
         Route {
-            method: Method::$method,
-            path: $path,
             access: Access::$access,
-            build: || $routing($handler),
+            parts: || utoipa_axum::routes!($($handler)::+),
         }
     };
-    ($method:ident, $path:literal, $access:ident($role:ident), $routing:ident($handler:path)) => {
+    ($access:ident($role:ident), $($handler:ident)::+) => {
         Route {
-            method: Method::$method,
-            path: $path,
             access: Access::$access(Role::$role),
-            build: || $routing($handler),
+            parts: || utoipa_axum::routes!($($handler)::+),
         }
     };
 }
 
-/// Every route, in the order of the OpenAPI document.
+/// Every route.
 pub static ROUTES: &[Route] = &[
-    route!(GET, "/healthz", Public, get(api::system::healthz)),
-    route!(GET, "/metrics", Public, get(api::system::metrics)),
-    route!(
-        GET,
-        "/openapi.json",
-        Token(Viewer),
-        get(api::system::openapi)
-    ),
-    route!(GET, "/api/v1/flows", Token(Viewer), get(api::flows::list)),
-    route!(
-        GET,
-        "/api/v1/flows/{flow}",
-        Token(Viewer),
-        get(api::flows::show)
-    ),
-    route!(
-        GET,
-        "/api/v1/flows/{flow}/revisions",
-        Token(Viewer),
-        get(api::flows::revisions)
-    ),
-    route!(
-        GET,
-        "/api/v1/flows/{flow}/revisions/{number}",
-        Token(Viewer),
-        get(api::flows::revision)
-    ),
-    route!(
-        GET,
-        "/api/v1/flows/{flow}/diff",
-        Token(Viewer),
-        get(api::flows::diff)
-    ),
-    route!(
-        POST,
-        "/api/v1/flows/{flow}/runs",
-        Token(Operator),
-        post(api::flows::trigger)
-    ),
-    route!(
-        POST,
-        "/api/v1/flows/{flow}/activate",
-        Token(Admin),
-        post(api::flows::activate)
-    ),
-    route!(
-        POST,
-        "/api/v1/deploy",
-        Token(Admin),
-        post(api::flows::deploy)
-    ),
-    route!(GET, "/api/v1/runs", Token(Viewer), get(api::runs::list)),
-    route!(
-        GET,
-        "/api/v1/runs/{id}",
-        Token(Viewer),
-        get(api::runs::show)
-    ),
-    route!(GET, "/api/v1/dlq", Token(Viewer), get(api::dlq::list)),
-    route!(GET, "/api/v1/dlq/{id}", Token(Viewer), get(api::dlq::show)),
-    route!(
-        POST,
-        "/api/v1/dlq/replay",
-        Token(Operator),
-        post(api::dlq::replay)
-    ),
-    route!(
-        POST,
-        "/api/v1/dlq/discard",
-        Token(Operator),
-        post(api::dlq::discard)
-    ),
-    route!(
-        GET,
-        "/api/v1/promotions",
-        Token(Viewer),
-        get(api::promotions::list)
-    ),
-    route!(
-        POST,
-        "/api/v1/promotions",
-        Token(Admin),
-        post(api::promotions::create)
-    ),
-    route!(
-        POST,
-        "/api/v1/promotions/{id}/approve",
-        Token(Approver),
-        post(api::promotions::approve)
-    ),
-    route!(
-        POST,
-        "/api/v1/promotions/{id}/reject",
-        Token(Approver),
-        post(api::promotions::reject)
-    ),
-    route!(GET, "/api/v1/tokens", Token(Admin), get(api::tokens::list)),
-    route!(
-        POST,
-        "/api/v1/tokens",
-        Token(Admin),
-        post(api::tokens::create)
-    ),
-    route!(
-        POST,
-        "/api/v1/tokens/{name}/revoke",
-        Token(Admin),
-        post(api::tokens::revoke)
-    ),
-    route!(GET, "/login", Login, get(dashboard::login_form)),
-    route!(POST, "/login", Login, post(dashboard::login)),
-    route!(POST, "/logout", Session(Viewer), post(dashboard::logout)),
-    route!(GET, "/", Session(Viewer), get(dashboard::overview)),
-    route!(
-        POST,
-        "/flows/{flow}/run",
-        Session(Operator),
-        post(dashboard::run_now)
-    ),
-    route!(GET, "/runs/{id}", Session(Viewer), get(dashboard::run_page)),
-    route!(GET, "/dlq", Session(Viewer), get(dashboard::dlq_page)),
-    route!(GET, "/dlq/{id}", Session(Viewer), get(dashboard::dlq_entry)),
-    route!(
-        POST,
-        "/dlq/{id}/replay",
-        Session(Operator),
-        post(dashboard::dlq_replay)
-    ),
-    route!(
-        POST,
-        "/dlq/{id}/discard",
-        Session(Operator),
-        post(dashboard::dlq_discard)
-    ),
-    route!(
-        GET,
-        "/promotions",
-        Session(Viewer),
-        get(dashboard::promotions_page)
-    ),
-    route!(
-        POST,
-        "/promotions/{id}/approve",
-        Session(Approver),
-        post(dashboard::approve)
-    ),
-    route!(
-        POST,
-        "/promotions/{id}/reject",
-        Session(Approver),
-        post(dashboard::reject)
-    ),
+    route!(Public, api::system::healthz),
+    route!(Public, api::system::metrics),
+    route!(Token(Viewer), api::system::openapi),
+    route!(Token(Viewer), api::flows::list),
+    route!(Token(Viewer), api::flows::show),
+    route!(Token(Viewer), api::flows::revisions),
+    route!(Token(Viewer), api::flows::revision),
+    route!(Token(Viewer), api::flows::diff),
+    route!(Token(Operator), api::flows::trigger),
+    route!(Token(Admin), api::flows::activate),
+    route!(Token(Admin), api::flows::deploy),
+    route!(Token(Viewer), api::runs::list),
+    route!(Token(Viewer), api::runs::show),
+    route!(Token(Viewer), api::dlq::list),
+    route!(Token(Viewer), api::dlq::show),
+    route!(Token(Operator), api::dlq::replay),
+    route!(Token(Operator), api::dlq::discard),
+    route!(Token(Viewer), api::promotions::list),
+    route!(Token(Admin), api::promotions::create),
+    route!(Token(Approver), api::promotions::approve),
+    route!(Token(Approver), api::promotions::reject),
+    route!(Token(Admin), api::tokens::list),
+    route!(Token(Admin), api::tokens::create),
+    route!(Token(Admin), api::tokens::revoke),
+    route!(Login, dashboard::login_form),
+    route!(Login, dashboard::login),
+    route!(Session(Viewer), dashboard::logout),
+    route!(Session(Viewer), dashboard::overview),
+    route!(Session(Operator), dashboard::run_now),
+    route!(Session(Viewer), dashboard::run_page),
+    route!(Session(Viewer), dashboard::dlq_page),
+    route!(Session(Viewer), dashboard::dlq_entry),
+    route!(Session(Operator), dashboard::dlq_replay),
+    route!(Session(Operator), dashboard::dlq_discard),
+    route!(Session(Viewer), dashboard::promotions_page),
+    route!(Session(Approver), dashboard::approve),
+    route!(Session(Approver), dashboard::reject),
 ];
 
 /// The server's routes over `state`: [`ROUTES`], each behind its access check, with the body
@@ -235,7 +140,7 @@ pub static ROUTES: &[Route] = &[
 pub fn router(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     for r in ROUTES {
-        let method_router = (r.build)();
+        let (_, paths, method_router) = r.parts();
         let method_router = match r.access {
             Access::Public => method_router,
             Access::Token(role) => method_router.route_layer(from_fn_with_state(
@@ -248,7 +153,9 @@ pub fn router(state: AppState) -> Router {
             )),
             Access::Login => method_router.route_layer(from_fn(auth::require_same_origin)),
         };
-        router = router.route(r.path, method_router);
+        for path in paths.paths.keys() {
+            router = router.route(path, method_router.clone());
+        }
     }
     router
         .fallback(no_route)

@@ -1,7 +1,8 @@
-//! The OpenAPI document (`openapi.json`) and the router's route table ([`ROUTES`]) describe
-//! the same routes: every (method, path) of one is in the other, each route's access matches
-//! the security its operation declares (and the role it needs, `x-ferry-role`), and the router
-//! really serves every route in the table.
+//! The OpenAPI document (generated, served at `/openapi.json`) and the router's route table
+//! ([`ROUTES`]) describe the same routes: every (method, path) of one is in the other, each
+//! route's access matches the security its operation declares (and the role it needs,
+//! `x-ferry-role`), the router really serves every documented route, and what is served is
+//! the generated document.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -13,7 +14,18 @@ use serde_json::Value;
 use tower::ServiceExt as _;
 
 fn doc() -> Value {
-    serde_json::from_str(ferry_server::api::system::OPENAPI).expect("openapi.json is JSON")
+    serde_json::from_str(ferry_server::openapi::json()).expect("the OpenAPI document is JSON")
+}
+
+/// Each route's (method, path), as its handler documents them.
+fn table() -> Vec<(String, String, Access)> {
+    ROUTES
+        .iter()
+        .map(|r| {
+            let (method, path) = r.method_and_path();
+            (method.as_str().to_string(), path, r.access)
+        })
+        .collect()
 }
 
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete", "head", "options"];
@@ -37,9 +49,9 @@ fn every_route_is_documented_and_every_documented_route_exists() {
     let doc = doc();
     assert_eq!(doc["openapi"], "3.1.0");
     let in_doc = documented(&doc);
-    let in_router: BTreeSet<(String, String)> = ROUTES
-        .iter()
-        .map(|r| (r.method.as_str().to_string(), r.path.to_string()))
+    let in_router: BTreeSet<(String, String)> = table()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
         .collect();
     assert_eq!(
         in_router.len(),
@@ -50,15 +62,15 @@ fn every_route_is_documented_and_every_documented_route_exists() {
     let extra: Vec<_> = in_doc.difference(&in_router).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "openapi.json and ROUTES differ.\nin ROUTES, not documented: {missing:?}\ndocumented, not in ROUTES: {extra:?}"
+        "the OpenAPI document and ROUTES differ.\nin ROUTES, not documented: {missing:?}\ndocumented, not in ROUTES: {extra:?}"
     );
 }
 
 #[test]
 fn declared_security_matches_each_routes_access() {
     let doc = doc();
-    for r in ROUTES {
-        let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+    for (method, path, access) in table() {
+        let op = &doc["paths"][&path][method.to_lowercase()];
         let security = op.get("security");
         let names: Vec<String> = security
             .and_then(Value::as_array)
@@ -69,8 +81,8 @@ fn declared_security_matches_each_routes_access() {
                     .collect()
             })
             .unwrap_or_default();
-        let ctx = format!("{} {}", r.method, r.path);
-        match r.access {
+        let ctx = format!("{method} {path}");
+        match access {
             Access::Public | Access::Login => {
                 assert_eq!(
                     security,
@@ -82,20 +94,21 @@ fn declared_security_matches_each_routes_access() {
                 security.is_none() || names == ["bearerAuth"],
                 "{ctx}: uses the bearer token (the document's default); declared {names:?}"
             ),
-            Access::Session(_) => assert!(
-                names.contains(&"sessionCookie".to_string()),
-                "{ctx}: takes the session cookie; declared {names:?}"
+            Access::Session(_) => assert_eq!(
+                names,
+                ["sessionCookie", "bearerAuth"],
+                "{ctx}: takes the session cookie or the bearer token"
             ),
         }
         let declared_role = op.get("x-ferry-role").and_then(Value::as_str);
         assert_eq!(
             declared_role,
-            r.access.role().map(|role| role.as_str()),
+            access.role().map(|role| role.as_str()),
             "{ctx}: `x-ferry-role` must name the least role the route needs"
         );
-        if matches!(r.access, Access::Token(_)) {
+        if matches!(access, Access::Token(_)) {
             assert!(
-                r.path.starts_with("/api/") || r.path == "/openapi.json",
+                path.starts_with("/api/") || path == "/openapi.json",
                 "{ctx}: token routes live under /api/"
             );
         }
@@ -158,8 +171,7 @@ fn operations_are_complete_and_references_resolve() {
 
 const TOKEN: &str = "openapi-sync-test-token";
 
-#[tokio::test]
-async fn the_router_serves_every_route_in_the_table() {
+async fn app() -> axum::Router {
     let store = ferry_store::open("sqlite::memory:").await.unwrap();
     let envs = Arc::new(ferry_server::StaticEnv(ferry_env::RunEnv::isolated(
         "dev",
@@ -170,22 +182,33 @@ async fn the_router_serves_every_route_in_the_table() {
     config.token = ferry_server::TokenSource::Given(TOKEN.into());
     let state =
         ferry_server::AppState::new(&config, services, ferry_server::ApiToken::from_token(TOKEN));
-    let app = ferry_server::router(state);
-    for r in ROUTES {
-        let path = r
-            .path
+    ferry_server::router(state)
+}
+
+#[tokio::test]
+async fn the_router_serves_every_documented_route() {
+    let app = app().await;
+    let doc = doc();
+    for (method, path) in documented(&doc) {
+        let access = table()
+            .into_iter()
+            .find(|(m, p, _)| *m == method && *p == path)
+            .map(|(_, _, a)| a)
+            .unwrap_or_else(|| panic!("{method} {path} is documented but not in ROUTES"));
+        let concrete = path
             .replace("{flow}", "no-such-flow")
             .replace("{id}", "00000000-0000-0000-0000-000000000000")
             .replace("{number}", "1")
             .replace("{name}", "no-such-token");
+        let method = axum::http::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = Request::builder()
-            .method(r.method.clone())
-            .uri(&path)
+            .method(method.clone())
+            .uri(&concrete)
             .header(header::HOST, "127.0.0.1:1")
             .header(header::ORIGIN, "http://127.0.0.1:1")
             .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
-        let body = if r.method == axum::http::Method::POST {
-            if matches!(r.access, Access::Token(_)) {
+        let body = if method == axum::http::Method::POST {
+            if matches!(access, Access::Token(_)) {
                 req = req.header(header::CONTENT_TYPE, "application/json");
                 Body::from("{}")
             } else {
@@ -204,16 +227,31 @@ async fn the_router_serves_every_route_in_the_table() {
         assert_ne!(
             status,
             StatusCode::METHOD_NOT_ALLOWED,
-            "{} {path}: {text}",
-            r.method
+            "{method} {concrete}: {text}"
         );
         let code = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| v.get("code").cloned());
         assert!(
             code != Some(Value::from("route_not_found")),
-            "{} {path}: the router does not serve it: {text}",
-            r.method
+            "{method} {concrete}: the router does not serve it: {text}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_served_document_is_the_generated_one() {
+    let req = Request::get("/openapi.json")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = app().await.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bytes).unwrap(),
+        serde_json::to_value(ferry_server::openapi::document()).unwrap()
+    );
 }

@@ -8,11 +8,15 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use ferry_engine::governance::Actor;
 use ferry_engine::{ReplayOptions, ReplayRequest, Selection};
-use ferry_store::{DEFAULT_DLQ_LIMIT, DeadLetter, DlqFilter, DlqState};
+use ferry_store::{DEFAULT_DLQ_LIMIT, DlqFilter};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::api::views::{
+    DeadLetterDetail, DeadLetterEventView, DeadLetterView, Discarded, DlqState, ReplayAnswer,
+    ReplayReportView, Replayed, WouldReplay,
+};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, parse_id};
 use crate::state::AppState;
@@ -22,8 +26,9 @@ pub const MAX_DLQ_LIMIT: u32 = 10_000;
 /// Most entry ids in one replay or discard request.
 pub const MAX_IDS: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DlqQuery {
     /// Only this flow.
     flow: Option<String>,
@@ -77,7 +82,7 @@ impl DlqQuery {
         Ok(DlqFilter {
             flow: some(&self.flow),
             env: some(&self.env),
-            state: self.status,
+            state: self.status.map(ferry_store::DlqState::from),
             since,
             error_class: some(&self.error_class),
             limit,
@@ -85,30 +90,60 @@ impl DlqQuery {
     }
 }
 
-/// `GET /api/v1/dlq?flow=&env=&status=&error_class=&since=&limit=`: entries, newest first.
+/// Dead letters, newest first
+#[utoipa::path(
+    get,
+    path = "/api/v1/dlq",
+    operation_id = "listDeadLetters",
+    tag = "dlq",
+    params(DlqQuery),
+    responses(
+        (status = 200, description = "the entries", body = Vec<DeadLetterView>),
+        (status = 400, description = "a bad query parameter", body = ApiError),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<DlqQuery>,
-) -> Result<Json<Vec<DeadLetter>>, ApiError> {
+) -> Result<Json<Vec<DeadLetterView>>, ApiError> {
     let filter = q.filter()?;
-    Ok(Json(state.store().dead_letters(&filter).await?))
+    let entries = state.store().dead_letters(&filter).await?;
+    Ok(Json(
+        entries.into_iter().map(DeadLetterView::from).collect(),
+    ))
 }
 
-/// `GET /api/v1/dlq/{id}`: one entry and its history.
+/// One dead letter and its history
+#[utoipa::path(
+    get,
+    path = "/api/v1/dlq/{id}",
+    operation_id = "showDeadLetter",
+    tag = "dlq",
+    params(("id" = Uuid, Path, description = "The entry's id.")),
+    responses(
+        (status = 200, description = "the entry and its history", body = DeadLetterDetail),
+        (status = 400, description = "`id` is not a UUID", body = ApiError),
+        (status = 404, description = "no such entry", body = ApiError),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterDetail>, ApiError> {
     let id = parse_id(&id, "dead-letter")?;
     let store = state.store();
     let entry = store.dead_letter(id).await?.ok_or_else(|| {
         ApiError::not_found(format!("no dead letter {id}; GET /api/v1/dlq lists them"))
     })?;
     let history = store.dead_letter_history(id).await?;
-    Ok(Json(json!({"entry": entry, "history": history})))
+    Ok(Json(DeadLetterDetail {
+        entry: entry.into(),
+        history: history.into_iter().map(DeadLetterEventView::from).collect(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Which entries to replay: `ids`, or a `flow` with `all: true`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
     /// These entries…
@@ -130,7 +165,7 @@ pub struct ReplayBody {
     dry_run: bool,
 }
 
-/// Replays one flow's entries (or dry-runs them); the report as JSON.
+/// Replays one flow's entries (or dry-runs them).
 pub async fn replay_one(
     state: &AppState,
     flow: &str,
@@ -139,7 +174,7 @@ pub async fn replay_one(
     revision: Option<i64>,
     dry_run: bool,
     actor: &str,
-) -> Result<Value, ApiError> {
+) -> Result<ReplayReportView, ApiError> {
     let store = state.store();
     let run_env = state
         .envs()
@@ -153,23 +188,39 @@ pub async fn replay_one(
         revision,
         actor: actor.to_string(),
     };
-    let out = if dry_run {
-        serde_json::to_value(ferry_engine::dry_run(store.clone(), &req).await?)
+    Ok(if dry_run {
+        ReplayReportView::DryRun(WouldReplay::from(
+            ferry_engine::dry_run(store.clone(), &req).await?,
+        ))
     } else {
-        serde_json::to_value(
+        ReplayReportView::Replayed(Box::new(Replayed::from(
             ferry_engine::replay(store.clone(), req, ReplayOptions::default()).await?,
-        )
-    };
-    out.map_err(|e| ApiError::internal(format!("cannot encode the replay report: {e}")))
+        )))
+    })
 }
 
-/// `POST /api/v1/dlq/replay`: replays entries as runs of their own (one per flow), each with
-/// its original idempotency key; `dry_run` shows what would happen instead.
+/// Replay dead letters
+///
+/// Replays entries as runs of their own (one per flow), each with its original idempotency
+/// key; `dry_run` shows what would happen instead, writing and sending nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dlq/replay",
+    operation_id = "replayDeadLetters",
+    tag = "dlq",
+    request_body = ReplayBody,
+    responses(
+        (status = 200, description = "one report per flow", body = ReplayAnswer),
+        (status = 400, description = "the body is wrong (`field` names what)", body = ApiError),
+        (status = 404, description = "no such entry", body = ApiError),
+        (status = 409, description = "an entry is not pending", body = ApiError),
+    )
+)]
 pub async fn replay(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<ReplayBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayAnswer>, ApiError> {
     let actor = actor.label;
     let store = state.store();
     let groups: Vec<(String, String, Selection)> = match (body.ids.is_empty(), body.all) {
@@ -244,7 +295,10 @@ pub async fn replay(
             .await?,
         );
     }
-    Ok(Json(json!({"dry_run": body.dry_run, "reports": reports})))
+    Ok(Json(ReplayAnswer {
+        dry_run: body.dry_run,
+        reports,
+    }))
 }
 
 /// The one environment the entries belong to.
@@ -273,7 +327,8 @@ async fn env_of(state: &AppState, ids: &[Uuid]) -> Result<String, ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Which entries to give up on, and why.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscardBody {
     /// The entries to give up on.
@@ -282,12 +337,27 @@ pub struct DiscardBody {
     reason: String,
 }
 
-/// `POST /api/v1/dlq/discard`: gives up on pending entries, with a reason; they are kept.
+/// Discard dead letters
+///
+/// Gives up on pending entries, with a reason; they are kept.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dlq/discard",
+    operation_id = "discardDeadLetters",
+    tag = "dlq",
+    request_body = DiscardBody,
+    responses(
+        (status = 200, description = "discarded", body = Discarded),
+        (status = 400, description = "the body is wrong (`field` names what)", body = ApiError),
+        (status = 404, description = "no such entry", body = ApiError),
+        (status = 409, description = "an entry is not pending", body = ApiError),
+    )
+)]
 pub async fn discard(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<DiscardBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Discarded>, ApiError> {
     if body.ids.is_empty() {
         return Err(ApiError::field("ids", "ids: name at least one entry"));
     }
@@ -304,7 +374,8 @@ pub async fn discard(
         ));
     }
     ferry_engine::discard(state.store(), &body.ids, &body.reason, &actor.label).await?;
-    Ok(Json(
-        json!({"discarded": body.ids, "reason": body.reason.trim()}),
-    ))
+    Ok(Json(Discarded {
+        reason: body.reason.trim().to_string(),
+        discarded: body.ids,
+    }))
 }

@@ -10,9 +10,13 @@ use axum::{Extension, Json};
 use ferry_engine::governance::Actor;
 use ferry_engine::lifecycle;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::api::views::{FlowView, RevisionView};
+use crate::api::views::{
+    Activated, DeployAnswer, Deployed, Diff, DiffSide, FlowDetail, FlowInEnvironment, FlowProblem,
+    FlowView, PlanStep, RevisionView, Triggered, changes,
+};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::launch::LaunchError;
@@ -21,15 +25,28 @@ use crate::state::AppState;
 /// Most flow files in one deploy.
 pub const MAX_DEPLOY_FLOWS: usize = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EnvQuery {
     /// The environment; default: the server's.
     env: Option<String>,
 }
 
-/// `GET /api/v1/flows?env=`: the flows active in the environment, each with its active
-/// revision, newest run and next scheduled run.
+/// Flows active in an environment
+///
+/// Each with its active revision, newest run and next scheduled run.
+#[utoipa::path(
+    get,
+    path = "/api/v1/flows",
+    operation_id = "listFlows",
+    tag = "flows",
+    params(EnvQuery),
+    responses(
+        (status = 200, description = "the flows, by name", body = Vec<FlowView>),
+        (status = 400, description = "an environment the project does not define", body = ApiError),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<EnvQuery>,
@@ -42,12 +59,24 @@ pub async fn list(
     ))
 }
 
-/// `GET /api/v1/flows/{flow}`: the flow in every environment it was ever active in, and in the
-/// project's environments.
+/// One flow in every environment
+///
+/// The flow in every environment it was ever active in, and in the project's environments.
+#[utoipa::path(
+    get,
+    path = "/api/v1/flows/{flow}",
+    operation_id = "showFlow",
+    tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name.")),
+    responses(
+        (status = 200, description = "the flow", body = FlowDetail),
+        (status = 404, description = "no such flow", body = ApiError),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(flow): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FlowDetail>, ApiError> {
     let store = state.store();
     let revisions = store.revisions(&flow).await?;
     if revisions.is_empty() {
@@ -64,22 +93,35 @@ pub async fn show(
     for env in envs {
         let active = store.active_revision(&flow, &env).await?;
         let n = next.iter().find(|n| n.flow == flow && n.env == env);
-        environments.push(json!({
-            "env": env,
-            "active": active.as_ref().map(RevisionView::brief),
-            "scheduled": n.is_some(),
-            "next_run": n.and_then(|n| n.at),
-        }));
+        environments.push(FlowInEnvironment {
+            active: active.as_ref().map(RevisionView::brief),
+            scheduled: n.is_some(),
+            next_run: n.and_then(|n| n.at),
+            env,
+        });
     }
-    Ok(Json(json!({
-        "name": flow,
-        "revisions": revisions.len(),
-        "latest": revisions.last().map(RevisionView::brief),
-        "environments": environments,
-    })))
+    Ok(Json(FlowDetail {
+        revisions: revisions.len(),
+        latest: revisions.last().map(RevisionView::brief),
+        environments,
+        name: flow,
+    }))
 }
 
-/// `GET /api/v1/flows/{flow}/revisions`: every revision, oldest first, without specs.
+/// Every revision of a flow
+///
+/// Oldest first, without specs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/flows/{flow}/revisions",
+    operation_id = "listRevisions",
+    tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name.")),
+    responses(
+        (status = 200, description = "the revisions", body = Vec<RevisionView>),
+        (status = 404, description = "no such flow", body = ApiError),
+    )
+)]
 pub async fn revisions(
     State(state): State<AppState>,
     Path(flow): Path<String>,
@@ -91,7 +133,22 @@ pub async fn revisions(
     Ok(Json(revs.iter().map(RevisionView::brief).collect()))
 }
 
-/// `GET /api/v1/flows/{flow}/revisions/{number}`: one revision with its canonical spec.
+/// One revision with its canonical spec
+#[utoipa::path(
+    get,
+    path = "/api/v1/flows/{flow}/revisions/{number}",
+    operation_id = "showRevision",
+    tag = "flows",
+    params(
+        ("flow" = String, Path, description = "The flow's name."),
+        ("number" = String, Path, description = "The revision number: `3` or `r3`."),
+    ),
+    responses(
+        (status = 200, description = "the revision, with `spec`", body = RevisionView),
+        (status = 400, description = "`number` is not a revision number", body = ApiError),
+        (status = 404, description = "no such flow or revision", body = ApiError),
+    )
+)]
 pub async fn revision(
     State(state): State<AppState>,
     Path((flow, number)): Path<(String, String)>,
@@ -127,8 +184,9 @@ fn not_found_if_refused(e: lifecycle::LifecycleError) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DiffQuery {
     /// The older side: a revision number.
     a: i64,
@@ -138,13 +196,26 @@ pub struct DiffQuery {
     env: Option<String>,
 }
 
-/// `GET /api/v1/flows/{flow}/diff?a=N[&b=M][&env=E]`: what changed between two revisions, by
-/// field path.
+/// What changed between two revisions
+///
+/// By field path, from revision `a` to revision `b` (default: the one active in `env`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/flows/{flow}/diff",
+    operation_id = "diffRevisions",
+    tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name."), DiffQuery),
+    responses(
+        (status = 200, description = "the changes", body = Diff),
+        (status = 400, description = "a bad query parameter", body = ApiError),
+        (status = 404, description = "no such flow or revision", body = ApiError),
+    )
+)]
 pub async fn diff(
     State(state): State<AppState>,
     Path(flow): Path<String>,
     ApiQuery(q): ApiQuery<DiffQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Diff>, ApiError> {
     let store = state.store();
     let a = lifecycle::revision(store, &flow, q.a)
         .await
@@ -167,17 +238,27 @@ pub async fn diff(
     };
     let a_flow = lifecycle::revision_flow(&a)?;
     let b_flow = lifecycle::revision_flow(&b)?;
-    let changes = ferry_spec::diff::diff_flows(&a_flow.flow, &b_flow.flow);
-    Ok(Json(json!({
-        "flow": flow,
-        "a": {"revision": a.number, "hash": a.hash, "label": format!("revision {}", a.number)},
-        "b": {"revision": b.number, "hash": b.hash, "label": b_label},
-        "changes": changes,
-        "text": ferry_spec::diff::render_text(&changes),
-    })))
+    let found = ferry_spec::diff::diff_flows(&a_flow.flow, &b_flow.flow);
+    let text = ferry_spec::diff::render_text(&found);
+    Ok(Json(Diff {
+        flow,
+        a: DiffSide {
+            revision: a.number,
+            hash: a.hash,
+            label: format!("revision {}", a.number),
+        },
+        b: DiffSide {
+            revision: b.number,
+            hash: b.hash,
+            label: b_label,
+        },
+        changes: changes(found),
+        text,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A deploy: flow files as YAML text.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployBody {
     /// Flow files, as YAML text.
@@ -193,15 +274,30 @@ pub struct DeployBody {
     dry_run: bool,
 }
 
-/// `POST /api/v1/deploy`: validates every flow first (one bad file deploys nothing: 400 with
-/// each problem's field path, line and column), then makes each changed flow a new revision,
-/// active in the environment, in one transaction. An environment the project protects takes
-/// no new content this way (403 naming the edge to promote along).
+/// Deploy flow files
+///
+/// Validates every flow first (one bad file deploys nothing: 400 with each problem's field
+/// path, line and column in `details`, as `FlowProblem`s), then makes each changed flow a new
+/// revision, active in the environment, in one transaction. An environment the project
+/// protects takes no new content this way (403 naming the edge to promote along).
+#[utoipa::path(
+    post,
+    path = "/api/v1/deploy",
+    operation_id = "deploy",
+    tag = "flows",
+    request_body = DeployBody,
+    responses(
+        (status = 200, description = "deployed (or, with `dry_run`, what would be)", body = DeployAnswer),
+        (status = 400, description = "a flow file has problems (`details`: `FlowProblem`s) or the body is wrong", body = ApiError),
+        (status = 413, description = "the body is larger than the server accepts", body = ApiError),
+        (status = 415, description = "the body is not JSON", body = ApiError),
+    )
+)]
 pub async fn deploy(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<DeployBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeployAnswer>, ApiError> {
     let env = state.pick_env(body.env.as_deref())?;
     if body.flows.is_empty() {
         return Err(ApiError::field(
@@ -225,14 +321,14 @@ pub async fn deploy(
             Err(errs) => {
                 first_bad.get_or_insert(label.clone());
                 for e in errs.0 {
-                    problems.push(json!({
-                        "field": label,
-                        "path": e.path,
-                        "line": e.location.map(|l| l.line),
-                        "column": e.location.map(|l| l.column),
-                        "message": e.message,
-                        "text": e.to_string(),
-                    }));
+                    problems.push(FlowProblem {
+                        field: label.clone(),
+                        path: e.path.clone(),
+                        line: e.location.map(|l| l.line),
+                        column: e.location.map(|l| l.column),
+                        message: e.message.clone(),
+                        text: e.to_string(),
+                    });
                 }
             }
         }
@@ -240,23 +336,27 @@ pub async fn deploy(
     if let Some(field) = first_bad {
         let summary = problems
             .iter()
-            .filter_map(|p| p["text"].as_str())
+            .map(|p| p.text.as_str())
             .take(5)
             .collect::<Vec<_>>()
             .join("; ");
-        return Err(ApiError::field(
-            field,
-            format!(
-                "nothing deployed: {} in the flow files: {summary}",
-                ferry_spec::words::count(problems.len(), "problem")
-            ),
-        )
-        .with_details(Value::Array(problems)));
+        let message = format!(
+            "nothing deployed: {} in the flow files: {summary}",
+            ferry_spec::words::count(problems.len(), "problem")
+        );
+        let details = serde_json::to_value(&problems).unwrap_or(Value::Null);
+        return Err(ApiError::field(field, message).with_details(details));
     }
     let store = state.store();
     let plan = lifecycle::plan(store, &env, &loaded).await?;
+    let plan: Vec<PlanStep> = plan.into_iter().map(PlanStep::from).collect();
     if body.dry_run {
-        return Ok(Json(json!({"env": env, "dry_run": true, "plan": plan})));
+        return Ok(Json(DeployAnswer {
+            env,
+            dry_run: true,
+            plan,
+            deployed: None,
+        }));
     }
     let message = body
         .message
@@ -264,23 +364,25 @@ pub async fn deploy(
         .unwrap_or_else(|| "deployed through the control API".into());
     let outcomes =
         lifecycle::deploy_all(store, state.project(), &env, &loaded, &message, &actor).await?;
-    let deployed: Vec<Value> = outcomes
-        .iter()
-        .map(|o| {
-            json!({
-                "flow": o.revision.flow,
-                "revision": o.revision.number,
-                "hash": o.revision.hash,
-                "created": o.created,
-            })
+    let deployed = outcomes
+        .into_iter()
+        .map(|o| Deployed {
+            flow: o.revision.flow,
+            revision: o.revision.number,
+            hash: o.revision.hash,
+            created: o.created,
         })
         .collect();
-    Ok(Json(
-        json!({"env": env, "dry_run": false, "plan": plan, "deployed": deployed}),
-    ))
+    Ok(Json(DeployAnswer {
+        env,
+        dry_run: false,
+        plan,
+        deployed: Some(deployed),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Which revision to activate, where.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateBody {
     /// The revision to make active; default: the flow's newest (a clone's draft).
@@ -291,15 +393,30 @@ pub struct ActivateBody {
     env: Option<String>,
 }
 
-/// `POST /api/v1/flows/{flow}/activate`: makes an existing revision (a draft, or one to roll
-/// back to) the active one in the environment. Counts as a deploy: in a protected environment
-/// only a revision that ran there before may be activated (403 otherwise).
+/// Activate an existing revision
+///
+/// Makes an existing revision (a draft, or one to roll back to) the active one in the
+/// environment. Counts as a deploy: in a protected environment only a revision that ran there
+/// before may be activated (403 otherwise).
+#[utoipa::path(
+    post,
+    path = "/api/v1/flows/{flow}/activate",
+    operation_id = "activateRevision",
+    tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name.")),
+    request_body = ActivateBody,
+    responses(
+        (status = 200, description = "activated (`changed: false` when it already was)", body = Activated),
+        (status = 400, description = "the body is wrong", body = ApiError),
+        (status = 404, description = "no such flow or revision", body = ApiError),
+    )
+)]
 pub async fn activate(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(flow): Path<String>,
     ApiJson(body): ApiJson<ActivateBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Activated>, ApiError> {
     let env = state.pick_env(body.env.as_deref())?;
     if state.store().revisions(&flow).await?.is_empty() {
         return Err(ApiError::not_found(format!("no flow `{flow}`")));
@@ -314,16 +431,11 @@ pub async fn activate(
     )
     .await
     .map_err(not_found_if_refused)?;
-    Ok(Json(json!({
-        "flow": flow,
-        "env": env,
-        "revision": RevisionView::brief(&r.revision),
-        "previous": r.previous,
-        "changed": r.changed,
-    })))
+    Ok(Json(Activated::new(flow, env, r)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Where to run a flow.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerBody {
     /// The environment; default: the server's.
@@ -331,8 +443,24 @@ pub struct TriggerBody {
     env: Option<String>,
 }
 
-/// `POST /api/v1/flows/{flow}/runs`: starts a run of the flow's active revision (trigger
-/// `manual`) and answers 202 with its id at once.
+/// Start a run
+///
+/// Starts a run of the flow's active revision (trigger `manual`) and answers 202 with its id
+/// at once; follow it at `run`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/flows/{flow}/runs",
+    operation_id = "triggerRun",
+    tag = "flows",
+    params(("flow" = String, Path, description = "The flow's name.")),
+    request_body = TriggerBody,
+    responses(
+        (status = 202, description = "the run started", body = Triggered),
+        (status = 400, description = "the body is wrong, or the run was refused", body = ApiError),
+        (status = 404, description = "the flow is not active in the environment", body = ApiError),
+        (status = 409, description = "a run of the flow is already going in the environment", body = ApiError),
+    )
+)]
 pub async fn trigger(
     State(state): State<AppState>,
     Path(flow): Path<String>,
@@ -346,12 +474,12 @@ pub async fn trigger(
         .map_err(launch_error)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({
-            "run_id": id,
-            "flow": flow,
-            "env": env,
-            "run": format!("/api/v1/runs/{id}"),
-        })),
+        Json(Triggered {
+            run_id: id,
+            run: format!("/api/v1/runs/{id}"),
+            flow,
+            env,
+        }),
     )
         .into_response())
 }

@@ -7,7 +7,12 @@
 //! - [`runs`]: runs and their details;
 //! - [`dlq`]: the dead-letter queue: list, show, replay, discard;
 //! - [`promotions`]: promotions and their approval;
-//! - [`tokens`]: named tokens (admin only).
+//! - [`tokens`]: named tokens (admin only);
+//! - [`views`]: the types every answer is, copied from the store's and engine's records.
+//!
+//! Each handler carries a `#[utoipa::path]` (its summary is the doc comment's first line):
+//! with the types it reads and answers with, that is its entry in the generated OpenAPI
+//! document ([`crate::openapi`]).
 //!
 //! Who acts is the caller's token: the access layer ([`crate::auth::require_token`]) puts its
 //! [`ferry_engine::governance::Actor`] (`api:<name>`) on the request, and handlers take it as

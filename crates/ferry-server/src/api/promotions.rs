@@ -6,16 +6,17 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ferry_engine::governance::Actor;
 use ferry_engine::lifecycle;
-use ferry_store::{Promotion, PromotionState};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
+use crate::api::views::{Promoted, PromotionState, PromotionView};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, parse_id};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PromotionsQuery {
     /// Only this flow.
     flow: Option<String>,
@@ -23,20 +24,31 @@ pub struct PromotionsQuery {
     status: Option<PromotionState>,
 }
 
-/// `GET /api/v1/promotions?flow=&status=`: promotions, newest first.
+/// Promotions, newest first
+#[utoipa::path(
+    get,
+    path = "/api/v1/promotions",
+    operation_id = "listPromotions",
+    tag = "promotions",
+    params(PromotionsQuery),
+    responses(
+        (status = 200, description = "the promotions", body = Vec<PromotionView>),
+        (status = 400, description = "a bad query parameter", body = ApiError),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<PromotionsQuery>,
-) -> Result<Json<Vec<Promotion>>, ApiError> {
-    Ok(Json(
-        state
-            .store()
-            .promotions(q.flow.as_deref(), q.status)
-            .await?,
-    ))
+) -> Result<Json<Vec<PromotionView>>, ApiError> {
+    let found = state
+        .store()
+        .promotions(q.flow.as_deref(), q.status.map(Into::into))
+        .await?;
+    Ok(Json(found.into_iter().map(PromotionView::from).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+/// What to promote, from where, to where.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteBody {
     /// The flow.
@@ -52,9 +64,24 @@ pub struct PromoteBody {
     revision: Option<i64>,
 }
 
-/// `POST /api/v1/promotions`: promotes along the project's topology; 201 with one promotion
-/// per target taken (live at once, or `pending` where the edge asks for approval) and every
-/// edge from the source environment, taken or skipped with the reason.
+/// Promote a revision
+///
+/// Promotes along the project's topology: 201 with one promotion per target taken (live at
+/// once, or `pending` where the edge asks for approval) and every edge from the source
+/// environment, taken or skipped with the reason.
+#[utoipa::path(
+    post,
+    path = "/api/v1/promotions",
+    operation_id = "promote",
+    tag = "promotions",
+    request_body = PromoteBody,
+    responses(
+        (status = 201, description = "promoted", body = Promoted),
+        (status = 400, description = "the body is wrong, or the promotion is refused (no project file, unknown environment, a variable that does not resolve)", body = ApiError),
+        (status = 404, description = "no such flow or revision", body = ApiError),
+        (status = 409, description = "the same revision already waits for approval there", body = ApiError),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -76,18 +103,11 @@ pub async fn create(
         &actor,
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "promotions": report.promotions(),
-            "revision": report.revision,
-            "edges": report.edges,
-        })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(Promoted::from(report))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// An approval's optional reason.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     /// Why (optional).
@@ -95,15 +115,30 @@ pub struct ApproveBody {
     reason: Option<String>,
 }
 
-/// `POST /api/v1/promotions/{id}/approve`: the promotion's revision goes live in its target.
-/// Only an approver the edge names, and not the requester unless the edge waives four eyes
-/// (403, audited).
+/// Approve a promotion
+///
+/// The promotion's revision goes live in its target. Only an approver the edge names, and not
+/// the requester unless the edge waives four eyes (403, audited).
+#[utoipa::path(
+    post,
+    path = "/api/v1/promotions/{id}/approve",
+    operation_id = "approvePromotion",
+    tag = "promotions",
+    params(("id" = Uuid, Path, description = "The promotion's id.")),
+    request_body = ApproveBody,
+    responses(
+        (status = 200, description = "approved and live", body = PromotionView),
+        (status = 400, description = "`id` is not a UUID, or the body is wrong", body = ApiError),
+        (status = 404, description = "no such promotion", body = ApiError),
+        (status = 409, description = "already decided", body = ApiError),
+    )
+)]
 pub async fn approve(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ApproveBody>,
-) -> Result<Json<Promotion>, ApiError> {
+) -> Result<Json<PromotionView>, ApiError> {
     let id = parse_id(&id, "promotion")?;
     let reason = body.reason.unwrap_or_default();
     Ok(Json(
@@ -115,24 +150,42 @@ pub async fn approve(
             &actor,
             reason.trim(),
         )
-        .await?,
+        .await?
+        .into(),
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// A rejection's reason.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
     /// Why (required).
     reason: String,
 }
 
-/// `POST /api/v1/promotions/{id}/reject`: the target stays as it is; the reason is kept.
+/// Reject a promotion
+///
+/// The target stays as it is; the reason is kept.
+#[utoipa::path(
+    post,
+    path = "/api/v1/promotions/{id}/reject",
+    operation_id = "rejectPromotion",
+    tag = "promotions",
+    params(("id" = Uuid, Path, description = "The promotion's id.")),
+    request_body = RejectBody,
+    responses(
+        (status = 200, description = "rejected", body = PromotionView),
+        (status = 400, description = "`id` is not a UUID, or no reason", body = ApiError),
+        (status = 404, description = "no such promotion", body = ApiError),
+        (status = 409, description = "already decided", body = ApiError),
+    )
+)]
 pub async fn reject(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RejectBody>,
-) -> Result<Json<Promotion>, ApiError> {
+) -> Result<Json<PromotionView>, ApiError> {
     let id = parse_id(&id, "promotion")?;
     if body.reason.trim().is_empty() {
         return Err(ApiError::field(
@@ -149,6 +202,7 @@ pub async fn reject(
             &actor,
             body.reason.trim(),
         )
-        .await?,
+        .await?
+        .into(),
     ))
 }

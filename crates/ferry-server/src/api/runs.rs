@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::api::views::RunView;
 use crate::error::ApiError;
@@ -14,8 +15,9 @@ pub const DEFAULT_RUNS_LIMIT: u32 = 50;
 /// Most runs one listing returns.
 pub const MAX_RUNS_LIMIT: u32 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RunsQuery {
     /// Only this flow.
     flow: Option<String>,
@@ -25,8 +27,20 @@ pub struct RunsQuery {
     limit: Option<u32>,
 }
 
-/// `GET /api/v1/runs?flow=&env=&limit=`: runs, newest first, with revision, counts and
-/// duration.
+/// Runs, newest first
+///
+/// Each with its revision, counts and duration.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    operation_id = "listRuns",
+    tag = "runs",
+    params(RunsQuery),
+    responses(
+        (status = 200, description = "the runs", body = Vec<RunView>),
+        (status = 400, description = "a bad query parameter (`limit` out of range)", body = ApiError),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<RunsQuery>,
@@ -47,7 +61,19 @@ pub async fn list(
     ))
 }
 
-/// `GET /api/v1/runs/{id}`: one run.
+/// One run
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}",
+    operation_id = "showRun",
+    tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id.")),
+    responses(
+        (status = 200, description = "the run", body = RunView),
+        (status = 400, description = "`id` is not a UUID", body = ApiError),
+        (status = 404, description = "no such run", body = ApiError),
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -1,5 +1,8 @@
 //! `GET /healthz`, `GET /metrics` and `GET /openapi.json`.
 //!
+//! Each handler's `#[utoipa::path]` is its entry in the OpenAPI document: its summary (the
+//! doc comment's first line), answers and the types they carry.
+//!
 //! `/healthz` and `/metrics` need no token (probes and scrapers have none), so they say
 //! nothing an outsider could use: health is `ok` or `degraded` with the store's backend name,
 //! and the reason of a degradation goes to the log, not to the answer.
@@ -10,18 +13,28 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use crate::api::views::{Health, HealthStatus};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The OpenAPI document of every route ([`crate::ROUTES`]).
-pub const OPENAPI: &str = include_str!("../../openapi.json");
 /// How long `/healthz` waits for the state store.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `GET /healthz`: 200 `{"status": "ok"}` when the state store answers, else 503
-/// `{"status": "degraded"}`.
+/// Health: whether the state store answers
+///
+/// 200 `{"status": "ok"}` when the state store answers within 2 s, else 503
+/// `{"status": "degraded"}`; the reason goes to the server's log, not to the answer.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "system",
+    responses(
+        (status = 200, description = "healthy", body = Health),
+        (status = 503, description = "degraded: the state store does not answer", body = Health),
+    )
+)]
 pub async fn healthz(State(state): State<AppState>) -> Response {
     let store = state.store();
     let backend = store.backend();
@@ -32,19 +45,40 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         Err(_) => Some(format!("no answer within {}s", HEALTH_TIMEOUT.as_secs())),
     };
     match problem {
-        None => Json(json!({"status": "ok", "store": backend})).into_response(),
+        None => Json(Health {
+            status: HealthStatus::Ok,
+            store: backend,
+            reason: None,
+        })
+        .into_response(),
         Some(p) => {
             tracing::warn!(store = backend, problem = %p, "Health check: the state store does not answer");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "degraded", "store": backend, "reason": "the state store does not answer"})),
+                Json(Health {
+                    status: HealthStatus::Degraded,
+                    store: backend,
+                    reason: Some("the state store does not answer"),
+                }),
             )
                 .into_response()
         }
     }
 }
 
-/// `GET /metrics`: the Prometheus text exposition, or 404 when the process exports none.
+/// Prometheus text exposition
+///
+/// Served when the process exports metrics; otherwise 404.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "system",
+    responses(
+        (status = 200, description = "the metrics", body = String, content_type = "text/plain"),
+        (status = 404, description = "metrics are not enabled in this process", body = ApiError),
+    )
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics() {
         Some(render) => (
@@ -59,7 +93,23 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /openapi.json`.
+/// This document
+///
+/// Generated from the handlers and the types they take and answer with
+/// ([`crate::openapi`]).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "system",
+    responses(
+        (status = 200, description = "the OpenAPI 3.1 document of every route", body = Object),
+    )
+)]
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::json(),
+    )
+        .into_response()
 }

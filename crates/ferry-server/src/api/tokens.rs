@@ -5,20 +5,31 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use ferry_engine::governance::Actor;
-use ferry_store::{Role, TokenInfo};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
+use crate::api::views::{Revoked, Role, TokenCreated, TokenView};
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
-/// `GET /api/v1/tokens`: every named token (name, role, created, last used), never a hash.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
-    Ok(Json(state.store().tokens().await?))
+/// Named tokens
+///
+/// Every named token (name, role, created, last used); never a hash, never a token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    operation_id = "listTokens",
+    tag = "tokens",
+    responses((status = 200, description = "the tokens", body = Vec<TokenView>))
+)]
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<TokenView>>, ApiError> {
+    let tokens = state.store().tokens().await?;
+    Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+/// A token to make.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// The token's name: who acts in the audit log (`api:<name>`).
@@ -27,38 +38,65 @@ pub struct CreateBody {
     role: Role,
 }
 
-/// `POST /api/v1/tokens`: a new token, 201 with the token itself — shown only in this answer.
+/// Make a token
+///
+/// 201 with the token itself, shown only in this answer; the store keeps its sha256.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    operation_id = "createToken",
+    tag = "tokens",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "the token, shown once", body = TokenCreated),
+        (status = 400, description = "a name that is not an identity name, or `admin`", body = ApiError),
+        (status = 409, description = "a token has this name", body = ApiError),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let (info, token) =
-        crate::tokens::create(state.store(), &body.name, body.role, &actor.label).await?;
+        crate::tokens::create(state.store(), &body.name, body.role.into(), &actor.label).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "name": info.name,
-            "role": info.role,
-            "created_at": info.created_at,
-            "token": token,
-        })),
+        Json(TokenCreated {
+            name: info.name,
+            role: info.role.into(),
+            created_at: info.created_at,
+            token,
+        }),
     )
         .into_response())
 }
 
-/// `POST /api/v1/tokens/{name}/revoke`: the token opens nothing from now on (404 when there is
-/// no such token).
+/// Revoke a token
+///
+/// The token opens nothing from now on, and its dashboard sessions end.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens/{name}/revoke",
+    operation_id = "revokeToken",
+    tag = "tokens",
+    params(("name" = String, Path, description = "The token's name.")),
+    responses(
+        (status = 200, description = "revoked", body = Revoked),
+        (status = 400, description = "`admin`, the server's own token, cannot be revoked here", body = ApiError),
+        (status = 404, description = "no such token", body = ApiError),
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     if !crate::tokens::revoke(state.store(), &name, &actor.label).await? {
         return Err(ApiError::not_found(format!(
             "no token named `{}`; GET /api/v1/tokens lists them",
             crate::extract::shorten(&name, 64)
         )));
     }
-    Ok(Json(json!({"revoked": name})))
+    Ok(Json(Revoked { revoked: name }))
 }

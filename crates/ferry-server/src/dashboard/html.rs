@@ -1,31 +1,19 @@
-//! The dashboard's HTML toolkit: escaping, the page frame, and small formatters.
+//! The dashboard's HTML toolkit: the page frame and the small pieces every page uses (status
+//! badges, revision tags, JSON blocks), as [maud](https://maud.lambda.xyz) markup, plus plain
+//! text formatters.
 //!
-//! Every value that did not come from this file's own literals goes through [`esc`] — record
-//! contents, error messages and flow names come from sources and operators, and a dead
-//! letter's error text is whatever a remote API answered. Pages are plain strings built with
-//! `format!`; there is no template engine and no script.
+//! Record contents, error messages, reasons and names come from sources, remote APIs and
+//! operators, so no page may ever write them out as markup. With maud every value spliced into
+//! a template — `(value)` in element content or in an attribute — is escaped by the compiler's
+//! generated code; nothing here (or in [`super::pages`]) writes unescaped text, and a test
+//! keeps it that way: `PreEscaped`, maud's one way around the escaping, appears in no file of
+//! the dashboard. There is no script on any page.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use ferry_store::RunRecord;
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '`' => out.push_str("&#96;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use maud::{DOCTYPE, Markup, html};
 
 /// Percent-encodes text for a URL path segment or query value.
 pub fn url_part(text: &str) -> String {
@@ -40,6 +28,8 @@ pub fn url_part(text: &str) -> String {
     out
 }
 
+/// The pages' one stylesheet: a constant, inline (the content security policy allows inline
+/// style and nothing else). It holds none of `<`, `>`, `&`, `"`, so escaping leaves it as is.
 const STYLE: &str = "
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9}
 header{background:#1f3a5f;color:#fff;padding:.6em 1.2em;display:flex;gap:1.4em;align-items:center}
@@ -69,28 +59,45 @@ pub enum Nav {
 }
 
 /// A whole page: the frame, the navigation (with a logout button when `signed_in`), an
-/// optional notice, and `body` (already escaped markup).
-pub fn page(title: &str, nav: Nav, signed_in: bool, notice: Option<&Notice>, body: &str) -> String {
+/// optional notice, and `body`.
+pub fn page(
+    title: &str,
+    nav: Nav,
+    signed_in: bool,
+    notice: Option<&Notice>,
+    body: Markup,
+) -> Markup {
     let link = |href: &str, label: &str, this: Nav| {
-        let class = if nav == this { " class=\"on\"" } else { "" };
-        format!("<a href=\"{href}\"{class}>{label}</a>")
+        html! { a href=(href) class=[(nav == this).then_some("on")] { (label) } }
     };
-    let logout = if signed_in {
-        "<form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>"
-    } else {
-        ""
-    };
-    let notice = notice.map(Notice::render).unwrap_or_default();
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title} · ferry</title><style>{STYLE}</style></head><body>\
-<header><strong>ferry</strong>{}{}{}{logout}</header><main>{notice}{body}</main></body></html>\n",
-        link("/", "Overview", Nav::Overview),
-        link("/dlq", "Dead letters", Nav::Dlq),
-        link("/promotions", "Promotions", Nav::Promotions),
-        title = esc(title),
-    )
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · ferry" }
+                style { (STYLE) }
+            }
+            body {
+                header {
+                    strong { "ferry" }
+                    (link("/", "Overview", Nav::Overview))
+                    (link("/dlq", "Dead letters", Nav::Dlq))
+                    (link("/promotions", "Promotions", Nav::Promotions))
+                    @if signed_in {
+                        form method="post" action="/logout" {
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main {
+                    @if let Some(n) = notice { (n.render()) }
+                    (body)
+                }
+            }
+        }
+    }
 }
 
 /// A message shown above a page's content (after an action).
@@ -115,25 +122,26 @@ impl Notice {
         }
     }
 
-    fn render(&self) -> String {
+    fn render(&self) -> Markup {
         let class = if self.error { "msg err" } else { "msg" };
-        format!(
-            "<div class=\"{class}\" role=\"status\">{}</div>",
-            esc(&self.text)
-        )
+        html! { div class=(class) role="status" { (self.text) } }
     }
 }
 
 /// A status word in a coloured badge.
-pub fn badge(word: &str) -> String {
-    let w = esc(word);
-    format!("<span class=\"badge {w}\">{w}</span>")
+pub fn badge(word: &str) -> Markup {
+    html! { span class={ "badge " (word) } { (word) } }
 }
 
 /// `r3 · 1a2b3c4d5e6f`: a revision with the start of its hash.
-pub fn revision_tag(number: i64, hash: &str) -> String {
+pub fn revision_tag(number: i64, hash: &str) -> Markup {
     let short: String = hash.chars().take(12).collect();
-    format!("r{number} · <code>{}</code>", esc(&short))
+    html! { "r" (number) " · " code { (short) } }
+}
+
+/// A run, dead letter or promotion id as a link's text: its short form in `<code>`.
+pub fn short_code(id: &uuid::Uuid) -> Markup {
+    html! { code { (short_id(id)) } }
 }
 
 /// The last 8 hex digits of an id: the random part of a UUIDv7 (its first digits are a
@@ -175,36 +183,34 @@ pub fn one_line(text: &str, max: usize) -> String {
     crate::extract::shorten(&flat, max)
 }
 
-/// A JSON value, pretty, escaped, in a `<pre>`.
-pub fn json_block(v: &serde_json::Value) -> String {
+/// A JSON value, pretty, in a `<pre>`.
+pub fn json_block(v: &serde_json::Value) -> Markup {
     let text = serde_json::to_string_pretty(v).unwrap_or_default();
-    format!("<pre>{}</pre>", esc(&text))
+    html! { pre { (text) } }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn escape_neutralises_hostile_text() {
-        let hostile = r#"<script>alert('x')</script><img src=x onerror="alert(1)">&amp;`"#;
-        let out = esc(hostile);
-        assert!(!out.contains('<'), "{out}");
-        assert!(!out.contains('>'), "{out}");
-        assert!(!out.contains('"'), "{out}");
-        assert!(!out.contains('\''), "{out}");
-        assert!(!out.contains('`'), "{out}");
-        assert_eq!(esc(r#"a&b<c>"d'e"#), "a&amp;b&lt;c&gt;&quot;d&#39;e");
-        // Already-escaped text is escaped again, never passed through.
-        assert_eq!(esc("&lt;"), "&amp;lt;");
-        assert_eq!(esc("plain ünïcode"), "plain ünïcode");
-    }
+    const HOSTILE: &str = r#"<script>alert('x')</script><img src=x onerror="alert(1)">&amp;"#;
 
     #[test]
-    fn attribute_breakouts_stay_inside_the_attribute() {
-        let name = "x\" onmouseover=\"alert(1)";
-        let html = format!("<input value=\"{}\">", esc(name));
-        assert_eq!(html.matches('"').count(), 2, "{html}");
+    fn spliced_text_is_escaped_in_content_and_attributes() {
+        let out = badge(HOSTILE).into_string();
+        assert!(!out.contains("<script"), "{out}");
+        assert!(!out.contains("<img"), "{out}");
+        // The class attribute is closed only by its own quote.
+        assert_eq!(out.matches('"').count(), 2, "{out}");
+        assert!(
+            out.contains("&lt;script&gt;alert('x')&lt;/script&gt;&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;amp;"),
+            "{out}"
+        );
+        // Already-escaped text is escaped again, never passed through.
+        assert_eq!(
+            html! { (r#"a&b<c>"d'e &lt;"#) }.into_string(),
+            "a&amp;b&lt;c&gt;&quot;d'e &amp;lt;"
+        );
     }
 
     #[test]
@@ -227,12 +233,38 @@ mod tests {
             Nav::Overview,
             true,
             Some(&Notice::error("<i>bad</i>")),
-            "<p>body</p>",
+            html! { p { "body" } },
+        )
+        .into_string();
+        assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+        assert!(html.contains("&lt;b&gt;t&lt;/b&gt; · ferry"), "{html}");
+        assert!(html.contains("&lt;i&gt;bad&lt;/i&gt;"), "{html}");
+        assert!(html.contains("<p>body</p>"), "{html}");
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains("action=\"/logout\""), "{html}");
+        assert!(
+            html.contains("<a href=\"/\" class=\"on\">Overview</a>"),
+            "{html}"
         );
-        assert!(html.contains("&lt;b&gt;t&lt;/b&gt; · ferry"));
-        assert!(html.contains("&lt;i&gt;bad&lt;/i&gt;"));
-        assert!(html.contains("<p>body</p>"));
-        assert!(!html.contains("<script"));
-        assert!(html.contains("action=\"/logout\""));
+        assert!(html.contains("<a href=\"/dlq\">Dead letters</a>"), "{html}");
+    }
+
+    #[test]
+    fn the_dashboard_never_bypasses_escaping() {
+        // maud's one way to write text unescaped; none of the dashboard's files may use it.
+        let bypass = ["Pre", "Escaped"].concat();
+        for (file, text) in [
+            ("html.rs", include_str!("html.rs")),
+            ("pages.rs", include_str!("pages.rs")),
+            ("mod.rs", include_str!("mod.rs")),
+        ] {
+            let code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
+            for (n, line) in code.enumerate() {
+                assert!(
+                    !line.contains(&bypass),
+                    "dashboard/{file}, code line {n}: writes unescaped markup; splice values with (value) instead"
+                );
+            }
+        }
     }
 }
