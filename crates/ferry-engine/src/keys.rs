@@ -94,21 +94,27 @@ pub fn idempotency_key(
     Ok(header_safe(raw))
 }
 
+/// What a key escapes: everything but letters, digits and `-_.:~@+=/`, so a key is a valid
+/// HTTP header value and an AMQP message id, and stays readable.
+const KEY_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b':')
+    .remove(b'~')
+    .remove(b'@')
+    .remove(b'+')
+    .remove(b'=')
+    .remove(b'/');
+
 /// Makes a key safe for an HTTP header and bounded in length, keeping it readable.
 pub fn header_safe(raw: String) -> String {
-    let safe = |b: u8| b.is_ascii_alphanumeric() || b"-_.:~@+=/".contains(&b);
-    if raw.len() <= MAX_KEY_LEN && raw.bytes().all(safe) {
-        // The usual key: nothing to escape or shorten.
-        return raw;
-    }
-    let mut out = String::with_capacity(raw.len());
-    for b in raw.bytes() {
-        if safe(b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let escaped = match Cow::from(percent_encoding::utf8_percent_encode(&raw, KEY_ESCAPE)) {
+        Cow::Owned(escaped) => Some(escaped),
+        Cow::Borrowed(_) => None,
+    };
+    // The usual key has nothing to escape: it is kept as it is.
+    let mut out = escaped.unwrap_or(raw);
     if out.len() > MAX_KEY_LEN {
         let digest = sha256_hex(out.as_bytes());
         out.truncate(MAX_KEY_LEN - 33);

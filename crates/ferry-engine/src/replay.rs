@@ -31,6 +31,7 @@
 //! a run of the same flow and environment, because a run starting marks runs left `running`
 //! in its flow and environment as failed.
 
+use ferry_spec::words::shorten;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
@@ -485,16 +486,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-/// `text` cut to at most `max` characters, with `…` when cut.
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
-    s.push('…');
-    s
 }
 
 /// Stores an edited copy of a pending entry's source record (the original is kept) and

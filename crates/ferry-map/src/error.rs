@@ -6,6 +6,7 @@
 //! the dead-letter queue while the run goes on. Both name *where*: the flow-file path of the
 //! setting, or the output field of the record.
 
+pub(crate) use ferry_spec::words::{json_type as type_name, shorten};
 use std::fmt;
 
 /// A problem in a field map found while compiling it. All problems are collected, so one compile
@@ -70,30 +71,6 @@ pub(crate) fn preview(value: &serde_json::Value) -> String {
         other => other.to_string(),
     };
     shorten(&text, MAX)
-}
-
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut with `...`.
-pub(crate) fn shorten(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}
-
-/// The JSON type of a value, as a noun for messages (`a string`, `an array`).
-pub(crate) fn type_name(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 /// Joins compile errors one per line, for callers that want a single message.

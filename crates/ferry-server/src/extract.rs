@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+pub use ferry_spec::words::shorten;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -125,16 +126,6 @@ pub fn parse_id(text: &str, what: &str) -> Result<Uuid, ApiError> {
             format!("`{}` is not a {what} id (a UUID)", shorten(text, 80)),
         )
     })
-}
-
-/// `text` cut to `max` characters.
-pub fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
-    s.push('…');
-    s
 }
 
 #[cfg(test)]

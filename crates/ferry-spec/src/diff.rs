@@ -21,6 +21,7 @@
 //!   as one whole-value change. Flow files nest at most 64 levels, so a real flow never reaches
 //!   it; a hostile value built in memory cannot exhaust the stack.
 
+pub(crate) use crate::words::shorten;
 use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
@@ -466,16 +467,6 @@ impl fmt::Display for Short<'_> {
         let text = v.to_string();
         f.write_str(&shorten(&text, MAX_RENDERED_VALUE_CHARS))
     }
-}
-
-/// `text` cut to at most `max` characters, with `…` at the end when cut.
-pub(crate) fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
-    s.push('…');
-    s
 }
 
 #[cfg(test)]

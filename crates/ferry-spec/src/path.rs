@@ -50,7 +50,7 @@ impl JsonPath {
     /// Parses an RFC 9535 query. The text must start with `$`.
     pub fn parse(text: &str) -> Result<Self, PathError> {
         let err = |reason: String| PathError {
-            text: shorten(text),
+            text: crate::words::shorten(text, 80),
             reason,
         };
         if text.len() > MAX_PATH_LEN {
@@ -367,17 +367,6 @@ fn wildcard_steps(q: &JpQuery) -> Option<Vec<Step>> {
         return None;
     }
     singular_steps(&JpQuery::new(rest.to_vec()))
-}
-
-fn shorten(text: &str) -> String {
-    if text.len() <= 80 {
-        return text.to_string();
-    }
-    let mut end = 77;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }
 
 /// pest's messages are multi-line with a caret diagram; keep the first useful line.

@@ -127,8 +127,10 @@ pub enum TemplateError {
 /// Longest template accepted.
 pub const MAX_TEMPLATE_LEN: usize = 8192;
 
-/// Characters escaped in URL substitutions: everything but unreserved ones.
-const URL_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+/// Characters escaped in URL substitutions: everything but RFC 3986's unreserved ones. Other
+/// crates encode URL parts with this set too (the dashboard's links, the redaction of secrets
+/// from logs), so what they write or look for is byte for byte what a flow sends.
+pub const URL_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')

@@ -40,6 +40,33 @@ pub fn plural(noun: &str) -> String {
     }
 }
 
+/// `text` cut to at most `max` bytes on a character boundary, ending in `…` when cut: how
+/// messages quote a value that may be long (a record, a page's first bytes, an id someone
+/// typed). Bytes, not characters, so a message's size is bounded whatever the script.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The JSON type of a value as a noun for messages: `null`, `a boolean`, `a number`,
+/// `a string`, `an array`, `an object`.
+pub fn json_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +104,22 @@ mod tests {
         ] {
             assert_eq!(plural(one), many, "{one}");
         }
+    }
+
+    #[test]
+    fn long_text_is_shortened_on_a_character_boundary() {
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten("abcdefghij", 6), "abc…");
+        assert_eq!(shorten("ééééé", 7), "éé…");
+        assert_eq!(shorten("ééééé", 6), "é…");
+        assert!(shorten(&"é".repeat(1000), 48).len() <= 48);
+        assert_eq!(shorten("", 0), "");
+    }
+
+    #[test]
+    fn json_types_read_as_nouns() {
+        assert_eq!(json_type(&serde_json::json!([1])), "an array");
+        assert_eq!(json_type(&serde_json::json!({})), "an object");
+        assert_eq!(json_type(&serde_json::Value::Null), "null");
     }
 }

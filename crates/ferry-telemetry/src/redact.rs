@@ -77,8 +77,8 @@ pub fn register(value: &str) {
     *guard = Arc::new(Patterns { values, automaton });
 }
 
-/// The forms a value can take in a log line or span: as is, percent-encoded (RFC 3986 and
-/// `application/x-www-form-urlencoded`), JSON-escaped and `Debug`-escaped.
+/// The forms a value can take in a log line or span: as is, in its two URL encodings
+/// ([`url_forms`]), JSON-escaped and `Debug`-escaped.
 pub fn forms(value: &str) -> Vec<String> {
     let mut out = vec![value.to_string()];
     let mut add = |f: String| {
@@ -86,8 +86,9 @@ pub fn forms(value: &str) -> Vec<String> {
             out.push(f);
         }
     };
-    add(percent_encode(value, false));
-    add(percent_encode(value, true));
+    for f in url_forms(value) {
+        add(f);
+    }
     if let Ok(json) = serde_json::to_string(value) {
         add(json[1..json.len() - 1].to_string());
     }
@@ -96,25 +97,15 @@ pub fn forms(value: &str) -> Vec<String> {
     out
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters; `form` encodes like an HTML
-/// form (space as `+`, `*` kept, `~` encoded), which is what query strings built by reqwest and
-/// `url` use.
-fn percent_encode(value: &str, form: bool) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for &b in value.as_bytes() {
-        let keep = b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_')
-            || (!form && b == b'~')
-            || (form && b == b'*');
-        if keep {
-            out.push(b as char);
-        } else if form && b == b' ' {
-            out.push('+');
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// A value as it appears in a URL ferry sends: percent-encoded as flow URL templates encode
+/// placeholders (RFC 3986, `ferry_spec::template::URL_ESCAPE`), and as reqwest and `url` write
+/// query parameters (`application/x-www-form-urlencoded`: space as `+`, `*` kept, `~` encoded).
+/// Both come from the crates that do the sending, so redaction looks for exactly those bytes.
+pub fn url_forms(value: &str) -> [String; 2] {
+    [
+        percent_encoding::utf8_percent_encode(value, ferry_spec::template::URL_ESCAPE).to_string(),
+        form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+    ]
 }
 
 /// `text` with every registered secret replaced by `[redacted]`.
@@ -228,6 +219,24 @@ mod tests {
         let out = redact(line);
         assert!(!out.contains("hunter2"), "{out}");
         assert_eq!(out.matches(REDACTED).count(), 4, "{out}");
+    }
+
+    #[test]
+    fn url_forms_are_what_a_flow_sends() {
+        use ferry_spec::template::{Encoding, Template, Var};
+        let secret = "p@ss w/rd~*+é&=";
+        // A placeholder in a URL template, as the HTTP connectors render it.
+        let t = Template::parse("https://h/x/{{ source.s }}").unwrap();
+        let lookup = |_: &Var| Some(Cow::Borrowed(secret));
+        let url = t.render(Encoding::Url, lookup).unwrap();
+        // A query parameter, as `url` (and so reqwest) writes it.
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("k", secret)
+            .finish();
+        let [template_form, query_form] = url_forms(secret);
+        assert_eq!(url, format!("https://h/x/{template_form}"));
+        assert_eq!(query, format!("k={query_form}"));
+        assert_ne!(template_form, query_form);
     }
 
     #[test]

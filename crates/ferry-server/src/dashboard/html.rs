@@ -9,23 +9,13 @@
 //! keeps it that way: `PreEscaped`, maud's one way around the escaping, appears in no file of
 //! the dashboard. There is no script on any page.
 
-use std::fmt::Write as _;
-
 use chrono::{DateTime, Utc};
 use ferry_store::RunRecord;
 use maud::{DOCTYPE, Markup, html};
 
-/// Percent-encodes text for a URL path segment or query value.
+/// Percent-encodes text for a URL path segment or query value, as flow URL templates do.
 pub fn url_part(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, ferry_spec::template::URL_ESCAPE).to_string()
 }
 
 /// The pages' one stylesheet: a constant, inline (the content security policy allows inline

@@ -12,6 +12,7 @@
 //! `ferry test` replays such bodies offline through [`take_records`], the one function that
 //! turns a page body into records for both the live source and the replay.
 
+use ferry_spec::words::json_type as type_name;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
@@ -836,17 +837,6 @@ struct PageWatch {
 impl Observer for PageWatch {
     fn retrying(&mut self, attempt: u32, wait: Duration, error: &dyn std::fmt::Display) {
         tracing::warn!(page = self.page, attempt, wait_ms = wait.as_millis() as u64, error = %error, "Retrying source page");
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
