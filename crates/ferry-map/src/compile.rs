@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use ferry_spec::template::Root;
 use ferry_spec::validate::MAX_FIELDS;
-use ferry_spec::{FieldDef, FieldSpec, MapSpec, Step, Template};
+use ferry_spec::{FieldDef, FieldSpec, MapSpec, Step, Template, ValueSource};
 
 use crate::date::DateOp;
 use crate::error::{CompileError, shorten};
@@ -220,81 +220,66 @@ impl Compiler {
         (self.errors.len() == before).then_some(Fields { fields, tree })
     }
 
-    fn field_def(&mut self, at: &str, name: &str, d: &FieldDef, nesting: usize) -> Option<Field> {
-        let before = self.errors.len();
-        let given = [
-            d.from.is_some(),
-            d.constant.is_some(),
-            d.template.is_some(),
-            d.each.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if given != 1 {
-            self.err(
-                at,
-                if given == 0 {
-                    "give the value with one of `from`, `const`, `template` or `each`"
-                } else {
-                    "use only one of `from`, `const`, `template` and `each`"
-                },
-            );
-        }
-        if d.all && d.from.is_none() {
-            self.err(format!("{at}.all"), "`all` goes with `from`");
-        }
-        if d.fields.is_some() && d.each.is_none() {
-            self.err(format!("{at}.fields"), "`fields` goes with `each`");
-        }
-        let mut source = None;
-        if let Some(p) = &d.from {
-            source = self.selector(&format!("{at}.from"), p).map(|s| {
-                if d.all {
-                    Source::All(s)
-                } else {
-                    Source::First(s)
-                }
-            });
-        }
-        if let Some(c) = &d.constant {
-            source = Some(Source::Const(c.clone()));
-        }
-        if let Some(t) = &d.template {
-            let here = format!("{at}.template");
-            match Template::parse(t)
-                .and_then(|tpl| tpl.check_roots(&[Root::Source], &here).map(|_| tpl))
-            {
-                Ok(tpl) => source = Some(Source::Template(TemplatePlan::new(tpl))),
-                Err(e) => self.err(here, format!("template `{}`: {e}", shorten(t, 60))),
+    /// Compiles where a field's value comes from (its shape already checked by the spec).
+    fn value_source(
+        &mut self,
+        at: &str,
+        source: ValueSource<'_>,
+        nesting: usize,
+    ) -> Option<Source> {
+        match source {
+            ValueSource::From { path, all } => {
+                self.selector(&format!("{at}.from"), path).map(|s| {
+                    if all {
+                        Source::All(s)
+                    } else {
+                        Source::First(s)
+                    }
+                })
             }
-        }
-        if let Some(p) = &d.each {
-            let selector = self.selector(&format!("{at}.each"), p);
-            let body = match &d.fields {
-                None => {
-                    self.err(
-                        format!("{at}.fields"),
-                        "`each` needs `fields`: the map applied to each element",
-                    );
-                    None
+            ValueSource::Const(c) => Some(Source::Const(c.clone())),
+            ValueSource::Template(t) => {
+                let here = format!("{at}.template");
+                match Template::parse(t)
+                    .and_then(|tpl| tpl.check_roots(&[Root::Source], &here).map(|_| tpl))
+                {
+                    Ok(tpl) => Some(Source::Template(TemplatePlan::new(tpl))),
+                    Err(e) => {
+                        self.err(here, format!("template `{}`: {e}", shorten(t, 60)));
+                        None
+                    }
                 }
-                Some(_) if nesting >= MAX_EACH_NESTING => {
+            }
+            ValueSource::Each { path, fields } => {
+                let selector = self.selector(&format!("{at}.each"), path);
+                let body = if nesting >= MAX_EACH_NESTING {
                     self.err(
                         format!("{at}.fields"),
                         format!("`each` nests more than {MAX_EACH_NESTING} levels"),
                     );
                     None
-                }
-                Some(f) if f.is_empty() => Some(None),
-                Some(f) => self
-                    .fields(&format!("{at}.fields"), f, nesting + 1)
-                    .map(|b| Some(Box::new(b))),
-            };
-            if let (Some(s), Some(b)) = (selector, body) {
-                source = Some(Source::Each(s, b));
+                } else if fields.is_empty() {
+                    Some(None)
+                } else {
+                    self.fields(&format!("{at}.fields"), fields, nesting + 1)
+                        .map(|b| Some(Box::new(b)))
+                };
+                Some(Source::Each(selector?, body?))
             }
         }
+    }
+
+    fn field_def(&mut self, at: &str, name: &str, d: &FieldDef, nesting: usize) -> Option<Field> {
+        let before = self.errors.len();
+        let source = match d.value_source() {
+            Ok(source) => self.value_source(at, source, nesting),
+            Err(problems) => {
+                for problem in problems {
+                    self.err(format!("{at}{}", problem.at), problem.message);
+                }
+                None
+            }
+        };
 
         let mut ops = Vec::new();
         for (i, step) in d.transform.iter().enumerate() {

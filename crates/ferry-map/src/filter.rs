@@ -26,6 +26,7 @@ use jsonpath_rust::query::state::{Data, State};
 use serde_json::Value;
 
 use ferry_spec::JsonPath;
+use ferry_spec::path::{Step, singular_steps, walk};
 use ferry_spec::validate::filter_query;
 
 use crate::error::{CompileError, shorten};
@@ -110,11 +111,6 @@ enum CmpOp {
 enum Operand {
     Literal(Value),
     Current(Vec<Step>),
-}
-
-enum Step {
-    Name(String),
-    Index(i64),
 }
 
 impl Cond {
@@ -236,43 +232,6 @@ fn less(l: Option<&Value>, r: Option<&Value>) -> bool {
         (Some(Value::String(a)), Some(Value::String(b))) => a < b,
         _ => false,
     }
-}
-
-fn singular_steps(segments: &[Segment]) -> Option<Vec<Step>> {
-    segments
-        .iter()
-        .map(|seg| {
-            let sel = match seg {
-                Segment::Selector(s) => s,
-                Segment::Selectors(s) if s.len() == 1 => &s[0],
-                _ => return None,
-            };
-            match sel {
-                Selector::Name(n) => Some(Step::Name(n.clone())),
-                Selector::Index(i) => Some(Step::Index(*i)),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-fn walk<'a>(steps: &[Step], mut v: &'a Value) -> Option<&'a Value> {
-    for step in steps {
-        v = match (step, v) {
-            (Step::Name(n), Value::Object(m)) => m.get(n.as_str())?,
-            (Step::Index(i), Value::Array(a)) => {
-                let idx = if *i < 0 {
-                    a.len()
-                        .checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
-                } else {
-                    usize::try_from(*i).ok()?
-                };
-                a.get(idx)?
-            }
-            _ => return None,
-        };
-    }
-    Some(v)
 }
 
 /// The filter of `$[?E]`, or `None` when the text made something else (`E` = `@.a][?@.b`).

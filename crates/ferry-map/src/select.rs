@@ -13,13 +13,7 @@ use jsonpath_rust::parser::parse_json_path;
 use serde_json::Value;
 
 use ferry_spec::JsonPath;
-
-/// One name or index step of a singular path.
-#[derive(Debug)]
-enum Step {
-    Name(String),
-    Index(i64),
-}
+use ferry_spec::path::{Step, singular_steps, walk};
 
 /// How a path is evaluated.
 #[derive(Debug)]
@@ -128,25 +122,6 @@ impl<'a> Iterator for Nodes<'a> {
 
 impl ExactSizeIterator for Nodes<'_> {}
 
-/// The steps of a path made only of name and index selectors.
-fn singular_steps(segments: &[Segment]) -> Option<Vec<Step>> {
-    segments
-        .iter()
-        .map(|seg| {
-            let sel = match seg {
-                Segment::Selector(s) => s,
-                Segment::Selectors(s) if s.len() == 1 => &s[0],
-                _ => return None,
-            };
-            match sel {
-                JpSelector::Name(n) => Some(Step::Name(n.clone())),
-                JpSelector::Index(i) => Some(Step::Index(*i)),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 /// `Some` when the segments are names and indexes followed by one wildcard.
 fn wildcard_route(segments: &[Segment]) -> Option<Route> {
     let (last, prefix) = segments.split_last()?;
@@ -159,26 +134,6 @@ fn wildcard_route(segments: &[Segment]) -> Option<Route> {
         return None;
     }
     singular_steps(prefix).map(Route::Wildcard)
-}
-
-#[inline]
-fn walk<'a>(steps: &[Step], mut v: &'a Value) -> Option<&'a Value> {
-    for step in steps {
-        v = match (step, v) {
-            (Step::Name(n), Value::Object(m)) => m.get(n.as_str())?,
-            (Step::Index(i), Value::Array(a)) => {
-                let idx = if *i < 0 {
-                    a.len()
-                        .checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
-                } else {
-                    usize::try_from(*i).ok()?
-                };
-                a.get(idx)?
-            }
-            _ => return None,
-        };
-    }
-    Some(v)
 }
 
 #[cfg(test)]

@@ -361,6 +361,102 @@ pub struct FieldDef {
     pub required: bool,
 }
 
+/// Where a field's value comes from: exactly one of `from`, `const`, `template` and `each` —
+/// the form of a [`FieldDef`] that passed [`FieldDef::value_source`]'s rules, so the map
+/// compiler only compiles and the validator and the compiler cannot disagree on them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueSource<'a> {
+    /// `from` (with `all`: every selected node, as an array).
+    From { path: &'a str, all: bool },
+    /// `const`.
+    Const(&'a Value),
+    /// `template`.
+    Template(&'a str),
+    /// `each` with its `fields`.
+    Each {
+        path: &'a str,
+        fields: &'a BTreeMap<String, FieldSpec>,
+    },
+}
+
+/// A rule of a field definition's shape that it breaks: the key it is about, relative to the
+/// field (`""` for the field itself, `.all`, `.fields`), and what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShapeProblem {
+    pub at: &'static str,
+    pub message: &'static str,
+}
+
+impl FieldDef {
+    /// Every rule of the definition's shape it breaks (empty when it has none): one value
+    /// source, `all` only with `from`, `each` and `fields` together.
+    pub fn shape_problems(&self) -> Vec<ShapeProblem> {
+        let mut out = Vec::new();
+        let given = [
+            self.from.is_some(),
+            self.constant.is_some(),
+            self.template.is_some(),
+            self.each.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if given == 0 {
+            out.push(ShapeProblem {
+                at: "",
+                message: "give the value with one of `from`, `const`, `template` or `each`",
+            });
+        } else if given > 1 {
+            out.push(ShapeProblem {
+                at: "",
+                message: "use only one of `from`, `const`, `template` and `each`",
+            });
+        }
+        if self.all && self.from.is_none() {
+            out.push(ShapeProblem {
+                at: ".all",
+                message: "`all` goes with `from`",
+            });
+        }
+        match (&self.each, &self.fields) {
+            (Some(_), None) => out.push(ShapeProblem {
+                at: ".fields",
+                message: "`each` needs `fields`: the map applied to each element",
+            }),
+            (None, Some(_)) => out.push(ShapeProblem {
+                at: ".fields",
+                message: "`fields` goes with `each`",
+            }),
+            _ => {}
+        }
+        out
+    }
+
+    /// Where the value comes from, or every shape rule the definition breaks.
+    pub fn value_source(&self) -> Result<ValueSource<'_>, Vec<ShapeProblem>> {
+        let problems = self.shape_problems();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        match (
+            &self.from,
+            &self.constant,
+            &self.template,
+            &self.each,
+            &self.fields,
+        ) {
+            (Some(path), None, None, None, _) => Ok(ValueSource::From {
+                path,
+                all: self.all,
+            }),
+            (None, Some(c), None, None, _) => Ok(ValueSource::Const(c)),
+            (None, None, Some(t), None, _) => Ok(ValueSource::Template(t)),
+            (None, None, None, Some(path), Some(fields)) => Ok(ValueSource::Each { path, fields }),
+            _ => Err(problems),
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

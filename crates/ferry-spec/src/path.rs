@@ -32,8 +32,10 @@ pub struct JsonPath {
     wildcard_of: Option<Arc<[Step]>>,
 }
 
+/// One name or index step of a singular path (`$.a[0].b`): what the fast routes of the
+/// validator's sample evaluation, the map's selectors and its filters walk.
 #[derive(Debug, Clone, PartialEq)]
-enum Step {
+pub enum Step {
     Name(String),
     Index(i64),
 }
@@ -82,7 +84,7 @@ impl JsonPath {
         }
         let query = parse_json_path(text).map_err(|e| err(clean_parse_error(&e.to_string())))?;
         check_function_types(&query.segments).map_err(err)?;
-        let fast = singular_steps(&query).map(Arc::from);
+        let fast = singular_steps(&query.segments).map(Arc::from);
         let wildcard_of = wildcard_steps(&query).map(Arc::from);
         Ok(JsonPath {
             text: Arc::from(text),
@@ -177,7 +179,9 @@ impl PartialEq for JsonPath {
     }
 }
 
-fn walk<'a>(steps: &[Step], mut v: &'a Value) -> Option<&'a Value> {
+/// The node a singular path selects (a negative index counts from the end), if any.
+#[inline]
+pub fn walk<'a>(steps: &[Step], mut v: &'a Value) -> Option<&'a Value> {
     for step in steps {
         v = match (step, v) {
             (Step::Name(n), Value::Object(m)) => m.get(n.as_str())?,
@@ -196,18 +200,21 @@ fn walk<'a>(steps: &[Step], mut v: &'a Value) -> Option<&'a Value> {
     Some(v)
 }
 
-fn singular_steps(q: &JpQuery) -> Option<Vec<Step>> {
-    q.segments
+/// The steps of a path made only of name and index selectors; `None` for any other path.
+pub fn singular_steps(segments: &[Segment]) -> Option<Vec<Step>> {
+    segments
         .iter()
-        .map(|seg| match seg {
-            Segment::Selector(Selector::Name(n)) => Some(Step::Name(n.clone())),
-            Segment::Selector(Selector::Index(i)) => Some(Step::Index(*i)),
-            Segment::Selectors(s) if s.len() == 1 => match &s[0] {
+        .map(|seg| {
+            let sel = match seg {
+                Segment::Selector(s) => s,
+                Segment::Selectors(s) if s.len() == 1 => &s[0],
+                _ => return None,
+            };
+            match sel {
                 Selector::Name(n) => Some(Step::Name(n.clone())),
                 Selector::Index(i) => Some(Step::Index(*i)),
                 _ => None,
-            },
-            _ => None,
+            }
         })
         .collect()
 }
@@ -366,7 +373,7 @@ fn wildcard_steps(q: &JpQuery) -> Option<Vec<Step>> {
     if !is_wildcard {
         return None;
     }
-    singular_steps(&JpQuery::new(rest.to_vec()))
+    singular_steps(rest)
 }
 
 /// pest's messages are multi-line with a caret diagram; keep the first useful line.

@@ -301,45 +301,21 @@ impl Checker {
     }
 
     fn field_def(&mut self, at: &str, d: &FieldDef, depth: usize) {
-        let sources = [
-            d.from.is_some(),
-            d.constant.is_some(),
-            d.template.is_some(),
-            d.each.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if sources != 1 {
-            self.err(
-                at,
-                if sources == 0 {
-                    "give the value with one of `from`, `const`, `template` or `each`"
-                } else {
-                    "use only one of `from`, `const`, `template` and `each`"
-                },
-            );
+        for problem in d.shape_problems() {
+            self.err(format!("{at}{}", problem.at), problem.message);
         }
+        // Every part given is checked too, also when the shape is wrong: all problems at once.
         if let Some(p) = &d.from {
             self.path(&format!("{at}.from"), p);
-        }
-        if d.all && d.from.is_none() {
-            self.err(format!("{at}.all"), "`all` goes with `from`");
         }
         if let Some(t) = &d.template {
             self.template(&format!("{at}.template"), t, &[Root::Source]);
         }
-        match (&d.each, &d.fields) {
-            (Some(p), Some(f)) => {
-                self.path(&format!("{at}.each"), p);
-                self.fields(&format!("{at}.fields"), f, depth + 1);
-            }
-            (Some(_), None) => self.err(
-                format!("{at}.fields"),
-                "`each` needs `fields`: the map applied to each element",
-            ),
-            (None, Some(_)) => self.err(format!("{at}.fields"), "`fields` goes with `each`"),
-            (None, None) => {}
+        if let Some(p) = &d.each {
+            self.path(&format!("{at}.each"), p);
+        }
+        if let (Some(_), Some(f)) = (&d.each, &d.fields) {
+            self.fields(&format!("{at}.fields"), f, depth + 1);
         }
         self.steps(&format!("{at}.transform"), &d.transform);
         if let Some(v) = &d.decimal_to_int {
