@@ -180,19 +180,22 @@ fn the_man_pages_name_every_command() {
     // groff reads it without a warning (-k: UTF-8 input, as man(1) reads it)
     let file = dir.path().join("ferry.1");
     std::fs::write(&file, &page).unwrap();
-    let groff = Command::new("groff")
-        .args(["-k", "-man", "-Tutf8", "-ww", "-z"])
-        .arg(&file)
-        .output();
-    match groff {
-        Ok(out) => assert!(
+    if let Some(groff) = ferry_testkit::program(
+        "the_man_pages_name_every_command (groff check of ferry.1)",
+        "FERRY_GROFF",
+        &["groff"],
+        "install Debian's groff (`apt-get install groff`; .ci/run does this when it is missing)",
+    ) {
+        let out = Command::new(groff)
+            .args(["-k", "-man", "-Tutf8", "-ww", "-z"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
             out.status.success() && out.stderr.is_empty(),
             "{}",
             text(&out)
-        ),
-        Err(e) => eprintln!(
-            "SKIPPING the groff check of ferry.1: groff cannot run ({e}); install Debian's groff"
-        ),
+        );
     }
 
     // --dir: a page per command, nested ones included, named as git names its pages.
