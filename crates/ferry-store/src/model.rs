@@ -36,7 +36,7 @@ macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident, $kind:literal, { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vmeta])* $variant),+
         }
@@ -913,6 +913,10 @@ mod tests {
             assert_eq!(s.as_str().parse::<PromotionState>(), Ok(*s));
         }
         assert_eq!(DlqAction::ReplayFailed.as_str(), "replay_failed");
+        // JSON names are the stored names: the API and exports agree with the database.
+        for a in DlqAction::ALL {
+            assert_eq!(serde_json::to_value(a).ok(), Some(Value::from(a.as_str())));
+        }
         assert_eq!(Trigger::Schedule.to_string(), "schedule");
         assert_eq!(
             serde_json::to_value(RunStatus::Incomplete).ok(),

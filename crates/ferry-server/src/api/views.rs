@@ -23,13 +23,13 @@ use uuid::Uuid;
 
 use crate::launch::NextRun;
 
-/// Declares an API enum mirroring one of the store's text enums: the same lower-case names,
+/// Declares an API enum mirroring one of the store's text enums: the same snake_case names,
 /// and conversions both ways.
 macro_rules! mirror_enum {
     ($(#[$meta:meta])* $name:ident = $store:path { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-        #[serde(rename_all = "lowercase")]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vmeta])* $variant),+
         }
