@@ -20,21 +20,26 @@
 //!   no CSRF defence.
 //! - **The dashboard logs in once.** `POST /login` with a token starts a session: a random
 //!   256-bit id in an `HttpOnly; SameSite=Strict` cookie, kept server-side as its sha256 with
-//!   an expiry ([`SESSION_TTL`]) and the token's name; the role is read again at every request,
-//!   and a session of a revoked token ends. Sessions live in memory: a restart logs everyone out, and
-//!   several `ferry serve` processes behind one address each need their own login. The cookie
-//!   never holds the token, so a stolen cookie expires and does not open the API.
+//!   an expiry ([`SESSION_TTL`]), the token's name and the sha256 of the token. Sessions are
+//!   kept in the state store (hashes only), so they survive a restart and every server on one
+//!   store knows them. The role is read again at every request; a session ends when its token
+//!   is revoked or replaced (`ferry api-token --rotate`, a token re-created under its name):
+//!   rotation logs out everywhere. The cookie never holds the token, so a stolen cookie
+//!   expires and does not open the API. It is `Secure` when the server's public address is
+//!   HTTPS (`--public-url https://…`) or a proxy says the request came over HTTPS
+//!   (`X-Forwarded-Proto: https`).
+//! - **Wrong tokens are throttled per client address** ([`crate::throttle`]): 10 per 5
+//!   minutes, then 429 until the window ends; each failure and each block is audited.
 //! - **CSRF on dashboard forms**: besides `SameSite=Strict`, every state-changing dashboard
 //!   request authenticated by the cookie (and the login form itself) must carry an `Origin`
 //!   — or, when a browser sends none, a `Referer` — whose host and port equal the `Host`
 //!   header. A request with neither is refused (403). A reverse proxy in front must pass the
 //!   `Host` header through unchanged.
 
-use std::collections::HashMap;
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -49,6 +54,7 @@ use subtle::ConstantTimeEq as _;
 use crate::config::{TOKEN_HASH_FILE, TokenSource, check_token_text};
 use crate::error::{ApiError, ServerError};
 use crate::state::AppState;
+use crate::throttle::Failure;
 
 /// The name of the server's own token (`FERRY_API_TOKEN` or the generated one): an admin.
 /// No stored token may take this name.
@@ -59,8 +65,6 @@ pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 pub const SESSION_COOKIE: &str = "ferry_session";
 /// How long a dashboard session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Most sessions kept at once; the oldest is dropped beyond it.
-pub const MAX_SESSIONS: usize = 1024;
 
 /// The sha256 of the API token: all the server knows of it.
 #[derive(Clone)]
@@ -211,51 +215,52 @@ pub fn rotate_token(state_dir: &Path) -> Result<String, ServerError> {
     Ok(token)
 }
 
-/// Dashboard sessions: sha256 of the session id → expiry and the name of the token that
-/// opened it.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    live: Mutex<HashMap<[u8; 32], (Instant, String)>>,
+/// Starts a dashboard session for the token `name` (whose sha256 is `token_hash`), stored
+/// hashed in the state store; returns the id for the cookie.
+pub async fn start_session(
+    state: &AppState,
+    name: &str,
+    token_hash: &[u8; 32],
+) -> Result<String, ApiError> {
+    let id = generate_token();
+    let ttl = chrono::Duration::from_std(SESSION_TTL).unwrap_or(chrono::Duration::hours(12));
+    state
+        .store()
+        .start_session(&ferry_store::NewSession {
+            hash: hex::encode(sha256(id.as_bytes())),
+            token_name: name.to_string(),
+            token_hash: hex::encode(token_hash),
+            expires_at: chrono::Utc::now() + ttl,
+        })
+        .await?;
+    Ok(id)
 }
 
-impl Sessions {
-    /// Starts a session for the token `name`; returns the id for the cookie.
-    pub fn create(&self, name: &str) -> String {
-        let id = generate_token();
-        let now = Instant::now();
-        if let Ok(mut live) = self.live.lock() {
-            live.retain(|_, (exp, _)| *exp > now);
-            if live.len() >= MAX_SESSIONS
-                && let Some(oldest) = live.iter().min_by_key(|(_, e)| e.0).map(|(k, _)| *k)
-            {
-                live.remove(&oldest);
-            }
-            live.insert(sha256(id.as_bytes()), (now + SESSION_TTL, name.to_string()));
-        }
-        id
-    }
+/// Ends the session `id` (logout).
+pub async fn end_session(state: &AppState, id: &str) -> Result<(), ApiError> {
+    state
+        .store()
+        .end_session(&hex::encode(sha256(id.as_bytes())))
+        .await?;
+    Ok(())
+}
 
-    /// The token name of the live session `id`, if it is one.
-    pub fn name(&self, id: &str) -> Option<String> {
-        let key = sha256(id.as_bytes());
-        let now = Instant::now();
-        self.live
-            .lock()
-            .ok()?
-            .get(&key)
-            .filter(|(exp, _)| *exp > now)
-            .map(|(_, name)| name.clone())
-    }
-
-    /// Whether `id` is a live session.
-    pub fn valid(&self, id: &str) -> bool {
-        self.name(id).is_some()
-    }
-
-    /// Ends a session.
-    pub fn end(&self, id: &str) {
-        if let Ok(mut live) = self.live.lock() {
-            live.remove(&sha256(id.as_bytes()));
+/// The principal of the live session `id`: `None` when there is none, it expired, or its
+/// token was revoked or replaced since it started (then the session is ended too).
+async fn session_principal(state: &AppState, id: &str) -> Result<Option<Principal>, ApiError> {
+    let hash = hex::encode(sha256(id.as_bytes()));
+    let Some(session) = state.store().session(&hash).await? else {
+        return Ok(None);
+    };
+    match current_token(state, &session.token_name).await? {
+        Some((role, token_hash)) if token_hash == session.token_hash => Ok(Some(Principal {
+            name: session.token_name,
+            role,
+            credential: Credential::Session,
+        })),
+        _ => {
+            state.store().end_session(&hash).await?;
+            Ok(None)
         }
     }
 }
@@ -281,17 +286,31 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
-/// The `Set-Cookie` value that starts a session.
-pub fn session_cookie(id: &str) -> String {
+/// The `Set-Cookie` value that starts a session; `secure` adds `Secure` (HTTPS only).
+pub fn session_cookie(id: &str, secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if secure { "; Secure" } else { "" }
     )
 }
 
 /// The `Set-Cookie` value that ends a session.
-pub fn clear_cookie() -> String {
-    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn clear_cookie(secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// Whether the browser reached this server over HTTPS: its public address is HTTPS
+/// (`--public-url`), or the proxy in front says so (`X-Forwarded-Proto: https`).
+pub fn over_https(state: &AppState, headers: &HeaderMap) -> bool {
+    state.public_https()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
 /// How a request proved who it is.
@@ -353,11 +372,11 @@ pub async fn token_owner(
     Ok(found)
 }
 
-/// The role of the token named `name` now: admin for the server's own, the stored role for a
-/// stored one, `None` once it was revoked.
-async fn role_of(state: &AppState, name: &str) -> Result<Option<Role>, ApiError> {
+/// The role and sha256 (hex) of the token named `name` now: the server's own for
+/// [`ADMIN_TOKEN_NAME`], the stored one otherwise; `None` once it was revoked.
+async fn current_token(state: &AppState, name: &str) -> Result<Option<(Role, String)>, ApiError> {
     if name == ADMIN_TOKEN_NAME {
-        return Ok(Some(Role::Admin));
+        return Ok(Some((Role::Admin, hex::encode(state.token().hash()))));
     }
     Ok(state
         .store()
@@ -365,41 +384,81 @@ async fn role_of(state: &AppState, name: &str) -> Result<Option<Role>, ApiError>
         .await?
         .into_iter()
         .find(|t| t.name == name)
-        .map(|t| t.role))
+        .map(|t| (t.role, t.hash)))
 }
 
 /// The principal a request's credential names, if it is valid. `cookie_ok` says whether a
-/// session cookie counts (dashboard) or not (API).
+/// session cookie counts (dashboard) or not (API). A bearer token from an address that
+/// presented too many wrong ones is not checked: 429 ([`crate::throttle`]).
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     cookie_ok: bool,
+    client: IpAddr,
 ) -> Result<Option<Principal>, ApiError> {
     if let Some(t) = bearer(headers) {
-        return Ok(token_owner(state, t).await?.map(|(name, role)| Principal {
-            name,
-            role,
-            credential: Credential::Bearer,
-        }));
-    }
-    if cookie_ok
-        && let Some(id) = cookie(headers, SESSION_COOKIE)
-        && let Some(name) = state.sessions().name(id)
-    {
-        return Ok(match role_of(state, &name).await? {
-            Some(role) => Some(Principal {
+        return Ok(checked_token(state, t, client, "bearer")
+            .await?
+            .map(|(name, role)| Principal {
                 name,
                 role,
-                credential: Credential::Session,
-            }),
-            None => {
-                // The token was revoked: so is its session.
-                state.sessions().end(id);
-                None
-            }
-        });
+                credential: Credential::Bearer,
+            }));
+    }
+    if cookie_ok && let Some(id) = cookie(headers, SESSION_COOKIE) {
+        return session_principal(state, id).await;
     }
     Ok(None)
+}
+
+/// [`token_owner`] behind the throttle: refused with 429 while `client` is blocked; a wrong
+/// token is counted and audited (`auth_failed`, and `auth_blocked` when it reaches the limit).
+/// `via` says where the token came from (`bearer`, `login`).
+pub async fn checked_token(
+    state: &AppState,
+    presented: &str,
+    client: IpAddr,
+    via: &str,
+) -> Result<Option<(String, Role)>, ApiError> {
+    if let Some(wait) = state.throttle().blocked(client) {
+        return Err(ApiError::too_many_attempts(wait));
+    }
+    let owner = token_owner(state, presented).await?;
+    if owner.is_none() {
+        let failure = state.throttle().failed(client);
+        let (action, detail) = match failure {
+            Failure::Counted(n) => (
+                "auth_failed",
+                json!({"address": client.to_string(), "via": via, "failures": n}),
+            ),
+            Failure::Blocked(wait) => (
+                "auth_blocked",
+                json!({"address": client.to_string(), "via": via, "failures": crate::throttle::MAX_FAILURES, "blocked_seconds": wait.as_secs()}),
+            ),
+        };
+        tracing::warn!(address = %client, via, action, "Wrong API token");
+        let entry = ferry_store::NewAudit {
+            actor: format!("anonymous@{client}"),
+            action: action.into(),
+            flow: None,
+            env: None,
+            revision: None,
+            detail,
+        };
+        if let Err(e) = state.store().record_audit(&entry).await {
+            tracing::warn!(error = %e, "Cannot record a wrong token in the audit log");
+        }
+    }
+    Ok(owner)
+}
+
+/// The client address of a request: its TCP peer, or the unspecified address when the server
+/// was not given one (requests made in-process).
+pub fn client_addr(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 
 /// A refusal for a missing role: audited (action `refused`), then the caller's answer.
@@ -436,7 +495,8 @@ pub async fn require_token(
     next: Next,
 ) -> Response {
     let headers = req.headers().clone();
-    let who = match authenticate(&state, &headers, false).await {
+    let client = client_addr(req.extensions());
+    let who = match authenticate(&state, &headers, false, client).await {
         Ok(Some(p)) => p,
         Ok(None) => return unauthorized_json(),
         Err(e) => return e.into_response(),
@@ -471,7 +531,8 @@ pub async fn require_session(
     next: Next,
 ) -> Response {
     let headers = req.headers().clone();
-    let who = match authenticate(&state, &headers, true).await {
+    let client = client_addr(req.extensions());
+    let who = match authenticate(&state, &headers, true, client).await {
         Ok(w) => w,
         Err(e) => return crate::dashboard::error_page(e),
     };
@@ -618,17 +679,6 @@ mod tests {
         assert!(shown.is_none());
         assert!(t.verify("operator-chosen-token-1"));
         assert!(!token_hash_path(dir.path()).exists());
-    }
-
-    #[test]
-    fn sessions_start_check_and_end() {
-        let s = Sessions::default();
-        let id = s.create("alice");
-        assert!(s.valid(&id));
-        assert_eq!(s.name(&id).as_deref(), Some("alice"));
-        assert!(!s.valid("forged"));
-        s.end(&id);
-        assert!(!s.valid(&id));
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub struct ServerConfig {
     pub project: Option<Project>,
     /// Largest request body, in bytes; larger bodies get 413. Default [`DEFAULT_MAX_BODY`].
     pub max_body: usize,
+    /// The address browsers use to reach the server (`--public-url`), when it differs from
+    /// `listen` (a reverse proxy, TLS in front): an `https` one makes session cookies `Secure`.
+    pub public_url: Option<url::Url>,
 }
 
 impl ServerConfig {
@@ -97,6 +100,7 @@ impl ServerConfig {
             env: env.into(),
             project: None,
             max_body: DEFAULT_MAX_BODY,
+            public_url: None,
         }
     }
 
@@ -125,6 +129,13 @@ impl ServerConfig {
                     .map(|k| format!("`{k}`"))
                     .collect::<Vec<_>>()
                     .join(", ")
+            )));
+        }
+        if let Some(u) = &self.public_url
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            return Err(ServerError::Config(format!(
+                "--public-url {u} is not an http:// or https:// address"
             )));
         }
         if self.max_body < MIN_MAX_BODY {

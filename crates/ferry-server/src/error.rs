@@ -64,6 +64,9 @@ pub struct ApiError {
     /// a refused token needed (`needed_role`, `role`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Box<Value>>,
+    /// Seconds to wait before trying again, sent as `Retry-After` (429).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 /// The kind of a failed request, stable for programs to branch on.
@@ -82,6 +85,8 @@ pub enum ErrorCode {
     Conflict,
     /// 413: the body is larger than the server accepts.
     PayloadTooLarge,
+    /// 429: too many wrong tokens from this address; wait `Retry-After` seconds.
+    TooManyAttempts,
     /// 415: the body is not JSON.
     UnsupportedMediaType,
     /// 404: no route has this path.
@@ -102,6 +107,22 @@ impl ApiError {
             code,
             field: None,
             details: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429: this address presented too many wrong tokens; it may try again after `wait`.
+    pub fn too_many_attempts(wait: std::time::Duration) -> ApiError {
+        let secs = wait.as_secs().max(1);
+        ApiError {
+            retry_after: Some(secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyAttempts,
+                format!(
+                    "too many wrong API tokens from this address; try again in {secs} s (the attempts are in the audit log)"
+                ),
+            )
         }
     }
 
@@ -209,7 +230,12 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = self.status.as_u16(), error = %self.error, "Request failed");
         }
-        (self.status, Json(&self)).into_response()
+        let mut res = (self.status, Json(&self)).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
     }
 }
 

@@ -52,6 +52,7 @@ pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod throttle;
 pub mod tokens;
 
 pub use auth::ApiToken;

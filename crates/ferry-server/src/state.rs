@@ -8,9 +8,10 @@ use std::time::Instant;
 use ferry_spec::Project;
 use ferry_store::StateStore;
 
-use crate::auth::{ApiToken, Sessions};
+use crate::auth::ApiToken;
 use crate::config::ServerConfig;
 use crate::launch::{EnvSource, RunLauncher};
+use crate::throttle::Throttle;
 
 /// Renders the Prometheus text exposition for `GET /metrics`.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
@@ -57,7 +58,9 @@ impl Services {
 struct Inner {
     services: Services,
     token: ApiToken,
-    sessions: Sessions,
+    throttle: Throttle,
+    /// The public address is HTTPS (`--public-url`): session cookies are `Secure`.
+    public_https: bool,
     env: String,
     project: Option<Project>,
     max_body: usize,
@@ -86,7 +89,11 @@ impl AppState {
             inner: Arc::new(Inner {
                 services,
                 token,
-                sessions: Sessions::default(),
+                throttle: Throttle::default(),
+                public_https: config
+                    .public_url
+                    .as_ref()
+                    .is_some_and(|u| u.scheme() == "https"),
                 env: config.env.clone(),
                 project: config.project.clone(),
                 max_body: config.max_body,
@@ -115,8 +122,14 @@ impl AppState {
         &self.inner.token
     }
 
-    pub fn sessions(&self) -> &Sessions {
-        &self.inner.sessions
+    /// Failed sign-ins per client address.
+    pub fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
+    }
+
+    /// Whether the server's public address (`--public-url`) is HTTPS.
+    pub fn public_https(&self) -> bool {
+        self.inner.public_https
     }
 
     /// The environment requests act on when they name none.

@@ -14,6 +14,8 @@
 //! - `codec`: conversions shared by both backends;
 //! - `lifecycle`: the flow lifecycle's input rules and audit details, shared by both backends
 //!   (each backend's SQL for it is in its own `lifecycle.rs`);
+//! - `sessions`: the rules for dashboard sessions, shared by both backends (SQL in each
+//!   backend's `sessions.rs`);
 //! - `tokens`: the rules for named control-API tokens, shared by both backends (each backend's
 //!   SQL is in its own `tokens.rs`);
 //! - `lookup`: what the backends' lookups for the command line share (environments that run
@@ -53,6 +55,7 @@ mod lifecycle;
 mod lookup;
 mod migrate;
 mod postgres;
+mod sessions;
 mod sqlite;
 mod target;
 mod tokens;
@@ -66,9 +69,9 @@ pub use model::{
     DEFAULT_DLQ_LIMIT, DeadLetter, DeadLetterEvent, DeadLetterFailure, DeadLetterReplay,
     DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, EnvFlows, FlowSummary, KeyClaims,
     LedgerEntry, LedgerHit, MAX_SNAPSHOT_NAME_CHARS, NewAudit, NewDeadLetter, NewPromotion, NewRun,
-    NewToken, ParseEnumError, Promotion, PromotionState, ReplaySettle, RevisionInfo, RevisionRef,
-    Role, RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot, SnapshotFlow, Stage,
-    StoreCheck, TableCheck, TokenInfo, Trigger,
+    NewSession, NewToken, ParseEnumError, Promotion, PromotionState, ReplaySettle, RevisionInfo,
+    RevisionRef, Role, RunCounts, RunRecord, RunStatus, RunningRun, SessionInfo, Settle, Snapshot,
+    SnapshotFlow, Stage, StoreCheck, TableCheck, TokenInfo, Trigger,
 };
 pub use store::StateStore;
 pub use target::redact;

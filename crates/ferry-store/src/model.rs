@@ -227,6 +227,29 @@ pub struct TokenInfo {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// A dashboard session to store ([`StateStore::start_session`](crate::StateStore::start_session)):
+/// hashes only, never the session id or the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// sha256 of the session id (the cookie's value), 64 lower-case hex digits.
+    pub hash: String,
+    /// The name of the token that opened it (`admin` for the server's own).
+    pub token_name: String,
+    /// sha256 of that token: the session ends when the name's token changes (rotation).
+    pub token_hash: String,
+    /// When it ends.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A live dashboard session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub token_name: String,
+    pub token_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A revision that another one was made from (revert, restore, merge, clone).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RevisionRef {

@@ -20,8 +20,9 @@ use crate::ids::{IdKind, IdPrefix};
 use crate::model::{
     Activation, AuditEntry, AuditFilter, Claim, ClaimMode, DeadLetter, DeadLetterEvent, DeployItem,
     DeployOutcome, DlqFilter, DlqState, EnvFlows, FlowSummary, KeyClaims, LedgerHit, NewAudit,
-    NewPromotion, NewRun, NewToken, Promotion, PromotionState, ReplaySettle, RevisionInfo,
-    RunCounts, RunRecord, RunStatus, RunningRun, Settle, Snapshot, StoreCheck, TokenInfo,
+    NewPromotion, NewRun, NewSession, NewToken, Promotion, PromotionState, ReplaySettle,
+    RevisionInfo, RunCounts, RunRecord, RunStatus, RunningRun, SessionInfo, Settle, Snapshot,
+    StoreCheck, TokenInfo,
 };
 
 /// ferry's state: revisions, runs, cursors, the idempotency ledger and the dead-letter queue.
@@ -406,6 +407,17 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Records that token `name` was presented now (`last_used_at`; one statement, no audit
     /// row). An unknown name is ignored.
     async fn mark_token_used(&self, name: &str) -> Result<()>;
+
+    /// Stores a dashboard session (hashes only), and deletes every expired one. Errors:
+    /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) for a hash that is not
+    /// sha256 hex or a token name that is not an identity name.
+    async fn start_session(&self, s: &NewSession) -> Result<()>;
+
+    /// The session whose id hashes to `hash`, while it has not expired.
+    async fn session(&self, hash: &str) -> Result<Option<SessionInfo>>;
+
+    /// Ends the session whose id hashes to `hash` (logout); true when there was one.
+    async fn end_session(&self, hash: &str) -> Result<bool>;
 
     /// Every environment with at least one active revision, sorted by name (byte order), with
     /// how many flows are active there: where `ferry flows` points when `--env` has none. One

@@ -30,12 +30,7 @@ pub(crate) fn check_token_name(op: &'static str, name: &str) -> Result<()> {
 /// token in clear can never be stored by mistake).
 pub(crate) fn check_new_token(op: &'static str, t: &NewToken) -> Result<()> {
     check_token_name(op, &t.name)?;
-    if t.hash.len() != 64
-        || !t
-            .hash
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
+    if !crate::sessions::is_sha256_hex(&t.hash) {
         return Err(StoreError::InvalidInput {
             op,
             detail: format!(

@@ -292,8 +292,8 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters_and_ledger() {
     let store = open(path.to_str().unwrap()).await.unwrap();
     // Every later migration applied: 2 (dead-letter edits), 3 (flow lifecycle), 4 (key claims),
     // 5 (claims found by flow), 6 (lone runs), 7 (the ledger keyed by key first), 8 (handed-back
-    // counts of runs), 9 (named API tokens).
-    assert_eq!(count_migrations(&path).await, 9);
+    // counts of runs), 9 (named API tokens), 10 (dashboard sessions).
+    assert_eq!(count_migrations(&path).await, 10);
     // The ledger's rows moved to the rebuilt table: the key is still known, and still unique.
     let hits = store
         .ledger_lookup(

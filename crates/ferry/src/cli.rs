@@ -312,6 +312,11 @@ pub enum Command {
         /// Schedule only; no control API, metrics endpoint or dashboard.
         #[arg(long)]
         no_api: bool,
+        /// The address browsers reach the dashboard at, when a proxy or TLS terminator stands
+        /// in front (https://ferry.example.com): an https address makes the session cookie
+        /// Secure.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<url::Url>,
     },
     /// Start a schedule that paused after failed runs again, in --env (audited).
     Resume { flow: String },

@@ -137,6 +137,7 @@ impl ServerWorld {
             env: "dev".into(),
             project: Some(project.clone()),
             max_body: 64 * 1024,
+            public_url: None,
         };
         let server = Server::bind(config, services).await.expect("server binds");
         let addr = server.local_addr();

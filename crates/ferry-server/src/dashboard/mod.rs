@@ -35,7 +35,10 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::api::dlq::replay_one;
-use crate::auth::{SESSION_COOKIE, clear_cookie, cookie, session_cookie};
+use crate::auth::{
+    SESSION_COOKIE, clear_cookie, cookie, end_session, over_https, session_cookie, sha256,
+    start_session,
+};
 use crate::error::ApiError;
 use crate::state::AppState;
 use html::{Notice, time};
@@ -218,27 +221,44 @@ pub async fn login_form() -> Html<String> {
     responses(
         (status = 303, description = "logged in: to the overview, with the `ferry_session` cookie"),
         (status = 401, description = "not a token: the login page again", body = String, content_type = "text/html"),
+        (status = 429, description = "too many wrong tokens from this address: the login page with the wait, and `Retry-After`", body = String, content_type = "text/html"),
     )
 )]
-pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let client = crate::auth::client_addr(&extensions);
     let owner = match filled(&form.token) {
-        Some(t) => match crate::auth::token_owner(&state, t).await {
-            Ok(o) => o,
+        Some(t) => match crate::auth::checked_token(&state, t, client, "login").await {
+            Ok(o) => o.map(|owner| (owner, sha256(t.as_bytes()))),
+            Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
+                let mut res =
+                    (StatusCode::TOO_MANY_REQUESTS, login_page(Some(&e.error))).into_response();
+                if let Some(secs) = e.retry_after {
+                    res.headers_mut().insert(header::RETRY_AFTER, secs.into());
+                }
+                return res;
+            }
             Err(e) => return error_page(e),
         },
         None => None,
     };
-    let Some((name, _role)) = owner else {
-        tracing::warn!("Dashboard login with a wrong token");
+    let Some(((name, _role), token_hash)) = owner else {
         return (
             StatusCode::UNAUTHORIZED,
             login_page(Some("That is not an API token.")),
         )
             .into_response();
     };
-    let id = state.sessions().create(&name);
+    let id = match start_session(&state, &name, &token_hash).await {
+        Ok(id) => id,
+        Err(e) => return error_page(e),
+    };
     let mut res = see_other("/");
-    if let Ok(v) = HeaderValue::from_str(&session_cookie(&id)) {
+    if let Ok(v) = HeaderValue::from_str(&session_cookie(&id, over_https(&state, &headers))) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     res
@@ -255,11 +275,13 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -
     responses((status = 303, description = "logged out: to the login form, the cookie cleared"))
 )]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
-        state.sessions().end(id);
+    if let Some(id) = cookie(&headers, SESSION_COOKIE)
+        && let Err(e) = end_session(&state, id).await
+    {
+        return error_page(e);
     }
     let mut res = see_other("/login");
-    if let Ok(v) = HeaderValue::from_str(&clear_cookie()) {
+    if let Ok(v) = HeaderValue::from_str(&clear_cookie(over_https(&state, &headers))) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     res

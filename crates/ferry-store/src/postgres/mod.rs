@@ -74,6 +74,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "api_tokens",
         sql: include_str!("migrations/0006_api_tokens.sql"),
     },
+    Migration {
+        version: 7,
+        name: "dashboard_sessions",
+        sql: include_str!("migrations/0007_dashboard_sessions.sql"),
+    },
 ];
 
 /// Connections per process.
@@ -138,6 +143,7 @@ mod claims;
 mod lifecycle;
 mod lookup;
 mod maintain;
+mod sessions;
 mod tokens;
 
 /// State in PostgreSQL.
@@ -1336,6 +1342,18 @@ impl StateStore for PgStore {
 
     async fn mark_token_used(&self, name: &str) -> Result<()> {
         PgStore::mark_token_used(self, name).await
+    }
+
+    async fn start_session(&self, s: &crate::model::NewSession) -> Result<()> {
+        PgStore::start_session(self, s).await
+    }
+
+    async fn session(&self, hash: &str) -> Result<Option<crate::model::SessionInfo>> {
+        PgStore::session(self, hash).await
+    }
+
+    async fn end_session(&self, hash: &str) -> Result<bool> {
+        PgStore::end_session(self, hash).await
     }
 
     async fn active_environments(&self) -> Result<Vec<crate::model::EnvFlows>> {

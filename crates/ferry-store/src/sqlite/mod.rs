@@ -91,6 +91,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "api_tokens",
         sql: include_str!("migrations/0009_api_tokens.sql"),
     },
+    Migration {
+        version: 10,
+        name: "dashboard_sessions",
+        sql: include_str!("migrations/0010_dashboard_sessions.sql"),
+    },
 ];
 
 /// How long a statement waits for another connection's write lock.
@@ -139,6 +144,7 @@ mod claims;
 mod lifecycle;
 mod lookup;
 mod maintain;
+mod sessions;
 mod tokens;
 
 /// State in a SQLite file (or in memory, for tests).
@@ -1504,6 +1510,18 @@ impl StateStore for SqliteStore {
 
     async fn mark_token_used(&self, name: &str) -> Result<()> {
         SqliteStore::mark_token_used(self, name).await
+    }
+
+    async fn start_session(&self, s: &crate::model::NewSession) -> Result<()> {
+        SqliteStore::start_session(self, s).await
+    }
+
+    async fn session(&self, hash: &str) -> Result<Option<crate::model::SessionInfo>> {
+        SqliteStore::session(self, hash).await
+    }
+
+    async fn end_session(&self, hash: &str) -> Result<bool> {
+        SqliteStore::end_session(self, hash).await
     }
 
     async fn active_environments(&self) -> Result<Vec<crate::model::EnvFlows>> {

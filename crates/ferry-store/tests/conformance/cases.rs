@@ -1688,3 +1688,66 @@ pub async fn ids_with_a_prefix_are_found_in_each_table(store: Store) {
         .unwrap();
     assert_eq!(find(IdKind::Promotion, "0C0C-0000", 10).await, vec![p.id]);
 }
+
+pub async fn dashboard_sessions_outlive_the_connection_and_expire(store: Store) {
+    let hex = |c: char| c.to_string().repeat(64);
+    let session = |id: char, name: &str, expires_at| ferry_store::NewSession {
+        hash: hex(id),
+        token_name: name.into(),
+        token_hash: hex('f'),
+        expires_at,
+    };
+    let later = Utc::now() + Duration::hours(12);
+    store
+        .start_session(&session('a', "admin", later))
+        .await
+        .unwrap();
+    store
+        .start_session(&session('b', "ci-bot", later))
+        .await
+        .unwrap();
+    let found = store.session(&hex('a')).await.unwrap().unwrap();
+    assert_eq!(found.token_name, "admin");
+    assert_eq!(found.token_hash, hex('f'));
+    assert_eq!(found.expires_at.timestamp(), later.timestamp());
+    assert!(found.created_at <= Utc::now());
+    // An unknown id, or one that is not even a hash, finds nothing.
+    assert_eq!(store.session(&hex('c')).await.unwrap(), None);
+    assert_eq!(store.session("' OR 1=1 --").await.unwrap(), None);
+
+    // An expired session is not found, and the next start deletes it.
+    let past = Utc::now() - Duration::seconds(1);
+    store
+        .start_session(&session('d', "admin", past))
+        .await
+        .unwrap();
+    assert_eq!(store.session(&hex('d')).await.unwrap(), None);
+    store
+        .start_session(&session('e', "admin", later))
+        .await
+        .unwrap();
+    assert!(
+        !store.end_session(&hex('d')).await.unwrap(),
+        "deleted on start"
+    );
+
+    // Logout ends one session, not the others.
+    assert!(store.end_session(&hex('a')).await.unwrap());
+    assert!(!store.end_session(&hex('a')).await.unwrap());
+    assert_eq!(store.session(&hex('a')).await.unwrap(), None);
+    assert!(store.session(&hex('b')).await.unwrap().is_some());
+
+    // Ids and tokens in clear are refused, and the same id twice is an error.
+    let mut clear = session('g', "admin", later);
+    clear.hash = "the-session-id".into();
+    assert!(matches!(
+        store.start_session(&clear).await,
+        Err(StoreError::InvalidInput { .. })
+    ));
+    assert!(
+        store
+            .start_session(&session('b', "admin", later))
+            .await
+            .is_err()
+    );
+}

@@ -53,4 +53,5 @@ conformance!(
     a_healthy_store_checks_clean_and_backs_up_or_says_how,
     active_environments_count_the_flows_each_runs,
     ids_with_a_prefix_are_found_in_each_table,
+    dashboard_sessions_outlive_the_connection_and_expire,
 );

@@ -118,7 +118,11 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
             drain_timeout,
             listen,
             no_api,
-        } => serve::serve(&ctx, drain_timeout.get(), (!no_api).then_some(listen)).await,
+            public_url,
+        } => {
+            let api = (!no_api).then_some(serve::Api { listen, public_url });
+            serve::serve(&ctx, drain_timeout.get(), api).await
+        }
         Command::Resume { flow } => serve::resume(&ctx, &flow).await,
         Command::Demo {
             records,

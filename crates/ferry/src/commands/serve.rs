@@ -98,7 +98,13 @@ impl RunLauncher for ServeLauncher {
 
 /// `ferry serve`: schedules the flows of --env, and serves the control API, /metrics and the
 /// dashboard on `listen` (unless `None`), until SIGTERM or Ctrl-C.
-pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<SocketAddr>) -> Result<u8> {
+/// Where the control API, /metrics and the dashboard listen, and the address browsers use.
+pub struct Api {
+    pub listen: SocketAddr,
+    pub public_url: Option<url::Url>,
+}
+
+pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<Api>) -> Result<u8> {
     let store = ctx.store().await?;
     // Metrics are recorded from here on (rendered at /metrics by the control API).
     let metrics = ferry_telemetry::metrics::prometheus()?;
@@ -136,7 +142,10 @@ pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<SocketAddr>) -> Re
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = match listen {
         None => None,
-        Some(addr) => {
+        Some(Api {
+            listen: addr,
+            public_url,
+        }) => {
             let envs = project_env.clone();
             let mut services = Services::new(store.clone(), envs.clone());
             services.launcher = Arc::new(ServeLauncher {
@@ -147,6 +156,7 @@ pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<SocketAddr>) -> Re
             services.metrics = Some(Arc::new(move || metrics.render()));
             let mut config = ServerConfig::new(ctx.global.state.clone(), env.clone());
             config.listen = addr;
+            config.public_url = public_url;
             config.project = project_env.project.clone();
             let server = Server::bind(config, services)
                 .await
