@@ -153,7 +153,9 @@ async fn ctrl_c_stops_after_the_requests_on_the_wire_and_a_second_exits_at_once(
     assert!(all.contains("status    incomplete"), "{all}");
     assert!(all.contains("handed back"), "{all}");
     assert!(all.contains("Press Ctrl-C again"), "{all}");
-    // The bound README states: the slowest request on the wire (1.5 s here) + 2 s.
+    // The bound README states: the slowest request on the wire (1.5 s here) + about 2 s; the
+    // last 1.5 s are slack for a loaded machine (measured from outside the process, which
+    // also has to exit).
     assert!(
         after_signal < Duration::from_millis(1500 + 2000 + 1500),
         "took {after_signal:?} after Ctrl-C\n{all}"

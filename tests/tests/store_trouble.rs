@@ -196,9 +196,11 @@ async fn an_outage_past_store_outage_max_stops_the_run_incomplete_and_nothing_is
     assert!(dlq.is_empty(), "{:?}", dlq.first().map(|d| &d.error));
 }
 
-/// PostgreSQL unreachable for a few seconds mid-run (every connection cut by a proxy the test
-/// owns, new ones refused): claims, deliveries and settles pause, and the run carries on when
-/// the server answers again — `succeeded`, every record applied once.
+/// PostgreSQL unreachable for 15 s mid-run (every connection cut by a proxy the test owns, new
+/// ones refused) — longer than any retry of a single store write: claims, deliveries and
+/// settles pause, and the run carries on when the server answers again — `succeeded`, every
+/// record applied once, and no request sent twice (a record sent without its claim, or
+/// re-sent after a settle was given up, would show as a duplicate at the sink).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_pauses_the_run_and_it_resumes_when_the_server_answers() {
     let test = "a_postgres_outage_pauses_the_run_and_it_resumes_when_the_server_answers";
@@ -211,10 +213,19 @@ async fn a_postgres_outage_pauses_the_run_and_it_resumes_when_the_server_answers
         .execute(&mut admin)
         .await
         .unwrap();
-    let server: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    // The proxy stands in for the server the test URL names.
+    let mut through = url::Url::parse(&base).expect("the PostgreSQL test URL is a URL");
+    let host = through.host_str().unwrap_or("127.0.0.1").to_string();
+    let port = through.port().unwrap_or(5432);
+    let server = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .expect("the PostgreSQL test host resolves");
     let proxy = ferry_testkit::proxy::Proxy::start(server).await.unwrap();
-    let through = base.replace("127.0.0.1:5432", &proxy.addr().to_string());
-    assert_ne!(through, base, "the test URL names 127.0.0.1:5432");
+    through.set_ip_host(proxy.addr().ip()).unwrap();
+    through.set_port(Some(proxy.addr().port())).unwrap();
+    let through = through.to_string();
     let sep = if through.contains('?') { '&' } else { '?' };
     let url = format!("{through}{sep}options[search_path]={schema}");
 
@@ -239,7 +250,8 @@ async fn a_postgres_outage_pauses_the_run_and_it_resumes_when_the_server_answers
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     proxy.cut();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let during = w.sandbox.sink().stats();
     proxy.restore();
     let run = tokio::time::timeout(Duration::from_secs(90), run)
         .await
@@ -250,6 +262,12 @@ async fn a_postgres_outage_pauses_the_run_and_it_resumes_when_the_server_answers
     assert_eq!(run.counts.handed_back, 0, "{:?}", run.counts);
     // Every record once, and never a key applied twice (checked per applied record).
     assert_each_applied_once(&w, records);
+    // Nothing was sent twice, and the outage held the run: it was not over before the cut
+    // ended.
+    let stats = w.sandbox.sink().stats();
+    assert_eq!(stats.duplicate_requests, 0, "{stats:?}");
+    assert_eq!(stats.conflicts_422, 0, "{stats:?}");
+    assert!(during.applied < records, "the run was over before the outage: {during:?}");
 
     drop(w);
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
