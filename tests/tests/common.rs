@@ -194,3 +194,31 @@ pub fn expected_mapping(src: &Value) -> Option<Value> {
         "items": items,
     }))
 }
+
+/// Runs the binary on the world's state in a blocking thread (the sandbox keeps serving).
+pub async fn ferry(w: &World, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut all: Vec<String> = vec![
+        "--state".into(),
+        w._dir.path().display().to_string(),
+        "--env".into(),
+        "test".into(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let envs: Vec<(String, String)> = envs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let cwd = w._dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ferry_e2e::run_ferry(&args, &envs, &cwd, std::time::Duration::from_secs(120))
+    })
+    .await
+    .expect("ferry runs")
+}
+
+pub fn json_of(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", ferry_e2e::text(out)))
+}

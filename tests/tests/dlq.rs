@@ -15,7 +15,7 @@ use ferry_store::{DeadLetter, DlqAction, DlqFilter, DlqState, RunStatus, Stage, 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use common::{World, expected_mapping, world};
+use common::{World, expected_mapping, ferry, json_of, world};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -591,34 +591,6 @@ async fn replaying_records_the_destination_already_applied_makes_no_duplicate_ef
             "record {id}"
         );
     }
-}
-
-/// Runs the binary on the world's state in a blocking thread (the sandbox keeps serving).
-async fn ferry(w: &World, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    let mut all: Vec<String> = vec![
-        "--state".into(),
-        w._dir.path().display().to_string(),
-        "--env".into(),
-        "test".into(),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let envs: Vec<(String, String)> = envs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let cwd = w._dir.path().to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = all.iter().map(String::as_str).collect();
-        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        ferry_e2e::run_ferry(&args, &envs, &cwd, LIMIT)
-    })
-    .await
-    .expect("ferry runs")
-}
-
-fn json_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", ferry_e2e::text(out)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

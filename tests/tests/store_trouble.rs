@@ -267,7 +267,10 @@ async fn a_postgres_outage_pauses_the_run_and_it_resumes_when_the_server_answers
     let stats = w.sandbox.sink().stats();
     assert_eq!(stats.duplicate_requests, 0, "{stats:?}");
     assert_eq!(stats.conflicts_422, 0, "{stats:?}");
-    assert!(during.applied < records, "the run was over before the outage: {during:?}");
+    assert!(
+        during.applied < records,
+        "the run was over before the outage: {during:?}"
+    );
 
     drop(w);
     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
