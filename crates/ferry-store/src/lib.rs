@@ -55,6 +55,12 @@ mod lifecycle;
 mod lookup;
 mod migrate;
 mod postgres;
+
+/// The hot PostgreSQL statements by text, for the test that checks their plans with `EXPLAIN`.
+#[doc(hidden)]
+pub mod pg_statements {
+    pub use crate::postgres::{CLAIMS_BY_KEYS, LEDGER_BY_KEYS};
+}
 mod sessions;
 mod sqlite;
 mod target;

@@ -109,3 +109,86 @@ async fn concurrent_opens_migrate_once_and_reopen_keeps_data() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// The hot lookups by key (ledger and claims) probe the primary key once per key on a table
+/// that was just filled and never analysed — where `key = ANY($3)` used to become a bitmap
+/// scan over every row of the flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_by_key_use_the_primary_key_on_a_freshly_filled_table() {
+    let test = "lookups_by_key_use_the_primary_key_on_a_freshly_filled_table";
+    let Some(base) = ferry_testkit::postgres_url(test) else {
+        return;
+    };
+    let schema = format!("ferry_plan_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&base).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("{base}?options[search_path]={schema}");
+    let store = open(&url).await.unwrap();
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    // 200 000 ledger rows of one flow and 50 000 claims, straight in, no ANALYZE after.
+    sqlx::raw_sql(
+        "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at)
+         SELECT 'orders', 'prod', 'order-' || i, md5(i::text), gen_random_uuid(), 1, 200, now()
+         FROM generate_series(1, 200000) AS i;
+         INSERT INTO ledger_claims (flow, env, key, run_id, claimed_at)
+         SELECT 'orders', 'prod', 'order-' || i, gen_random_uuid(), now()
+         FROM generate_series(1, 50000) AS i;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let keys: Vec<String> = (0..512).map(|i| format!("order-{}", i * 331 + 7)).collect();
+    for (statement, table) in [
+        (ferry_store::pg_statements::LEDGER_BY_KEYS, "ledger"),
+        (ferry_store::pg_statements::CLAIMS_BY_KEYS, "ledger_claims"),
+    ] {
+        let explain = format!("EXPLAIN {statement}");
+        let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+            .bind("orders")
+            .bind("prod")
+            .bind(&keys)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let plan = lines.join("\n");
+        // Each line that reads the table names how: ` on <table> ` (an alias may follow).
+        let reads: Vec<&String> = lines
+            .iter()
+            .filter(|l| {
+                l.contains(&format!(" on {table} ")) || l.ends_with(&format!(" on {table}"))
+            })
+            .collect();
+        assert!(!reads.is_empty(), "{table} is not read:\n{plan}");
+        for line in reads {
+            assert!(
+                line.contains(&format!("Index Scan using {table}_pkey on {table}"))
+                    || line.contains(&format!("Index Only Scan using {table}_pkey on {table}")),
+                "{table} is not read by its primary key:\n{plan}"
+            );
+        }
+        assert!(
+            !plan.contains("Seq Scan") && !plan.contains("Bitmap"),
+            "{plan}"
+        );
+    }
+    // And the statements answer what they should (through the store).
+    let hits = store.ledger_lookup("orders", "prod", &keys).await.unwrap();
+    assert_eq!(hits.len(), keys.len());
+    let missing = store
+        .ledger_lookup(
+            "orders",
+            "prod",
+            &["order-0".to_string(), "nope".to_string()],
+        )
+        .await
+        .unwrap();
+    assert!(missing.is_empty());
+
+    drop(store);
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut admin)
+        .await;
+}

@@ -64,15 +64,13 @@ impl PgStore {
                 .filter(|k| !claimed.contains(*k))
                 .collect();
             if !held.is_empty() {
-                let rows = sqlx::query(
-                    "SELECT key, run_id FROM ledger_claims WHERE flow = $1 AND env = $2 AND key = ANY($3)",
-                )
-                .bind(flow)
-                .bind(env)
-                .bind(&held)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::query(OP))?;
+                let rows = sqlx::query(super::CLAIMS_BY_KEYS)
+                    .bind(flow)
+                    .bind(env)
+                    .bind(&held)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::query(OP))?;
                 for row in rows {
                     let key: String = get(&row, OP, "key")?;
                     out.insert(key, Claim::HeldBy(get(&row, OP, "run_id")?));
@@ -86,16 +84,13 @@ impl PgStore {
             for k in claimed {
                 out.insert(k, Claim::Claimed);
             }
-            let rows = sqlx::query(
-                "SELECT key, body_hash, run_id, revision, delivered_at FROM ledger
-                 WHERE flow = $1 AND env = $2 AND key = ANY($3)",
-            )
-            .bind(flow)
-            .bind(env)
-            .bind(chunk)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query(OP))?;
+            let rows = sqlx::query(super::LEDGER_BY_KEYS)
+                .bind(flow)
+                .bind(env)
+                .bind(chunk)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::query(OP))?;
             for row in rows {
                 let (key, hit) = ledger_hit(OP, &row)?;
                 out.insert(key, Claim::Delivered(hit));
