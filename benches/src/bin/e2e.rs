@@ -4,7 +4,7 @@
 //! cargo run --release -p ferry-benches --bin e2e-bench -- throughput [--records 100000] [--concurrency 32] [--rounds 5]
 //! cargo run --release -p ferry-benches --bin e2e-bench -- rss [--records 1000000]
 //! cargo run --release -p ferry-benches --bin e2e-bench -- faults [--records 500000] [--concurrency 32]
-//! cargo run --release -p ferry-benches --bin e2e-bench -- store [--claim-batch 512]
+//! (the state store alone: `store-bench`, in src/bin/store.rs)
 //! ```
 //! `faults` runs the same flow twice on fresh state, once against a clean sink and once against
 //! the fault mix of the delivery tests (5 % 503 — half with Retry-After —, 1 % 429 with
@@ -66,13 +66,14 @@ fn main() {
         )),
         "rss" => rss(arg(&args, "--records", 1_000_000)),
         "source" => rt.block_on(source_only(arg(&args, "--records", 100_000))),
-        "store" => rt.block_on(store_only(arg(&args, "--claim-batch", 512) as usize)),
         "faults" => rt.block_on(faults(
             arg(&args, "--records", 500_000),
             arg(&args, "--concurrency", 32),
         )),
         other => {
-            eprintln!("unknown mode `{other}`: use throughput, rss, faults, source or store");
+            eprintln!(
+                "unknown mode `{other}`: use throughput, rss, faults or source (the state store: store-bench)"
+            );
             std::process::exit(2);
         }
     }
@@ -466,98 +467,5 @@ async fn source_only(records: u64) {
     println!(
         "source only            {n} records in {secs:.2}s = {:.0} records/s",
         n as f64 / secs
-    );
-}
-
-/// Times the state store operations a run makes: ledger lookups, key claims and settle batches
-/// (which release the claims of what they settle), printing the claim time as the tables grow.
-async fn store_only(claim_batch: usize) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = ferry_store::open(&format!("sqlite:{}", dir.path().join("state.db").display()))
-        .await
-        .expect("store");
-    let flow = ferry_spec::load_str(&flow_text(32), None).expect("flow");
-    let d = ferry_engine::deploy(&store, &flow, "bench", "bench", "bench")
-        .await
-        .expect("deploy");
-    let run_id = uuid::Uuid::now_v7();
-    store
-        .create_run(&ferry_store::NewRun {
-            id: run_id,
-            flow: flow.flow.name.clone(),
-            env: "bench".into(),
-            revision: d.revision.number,
-            hash: flow.hash.clone(),
-            trigger: Trigger::Manual,
-            cursor_before: None,
-            started_at: chrono::Utc::now(),
-        })
-        .await
-        .expect("run");
-    let batches = 100;
-    let started = Instant::now();
-    let mut lookups = Duration::ZERO;
-    let mut claims = Duration::ZERO;
-    for b in 0..batches {
-        let keys: Vec<String> = (0..1000).map(|i| format!("key-{b}-{i}")).collect();
-        let t = Instant::now();
-        for chunk in keys.chunks(512) {
-            store
-                .ledger_lookup(&flow.flow.name, "bench", chunk)
-                .await
-                .expect("lookup");
-        }
-        lookups += t.elapsed();
-        let t = Instant::now();
-        for chunk in keys.chunks(claim_batch) {
-            store
-                .claim_keys(&flow.flow.name, "bench", run_id, chunk)
-                .await
-                .expect("claim");
-        }
-        claims += t.elapsed();
-        if b % 20 == 0 || b == batches - 1 {
-            println!(
-                "  after {:>6} keys: claims of the last 1000 keys took {:.1} ms",
-                (b + 1) * 1000,
-                t.elapsed().as_secs_f64() * 1000.0
-            );
-        }
-        let delivered = keys
-            .iter()
-            .map(|k| ferry_store::LedgerEntry {
-                key: k.clone(),
-                body_hash: "0".repeat(64),
-                run_id,
-                revision: 1,
-                status: 201,
-                delivered_at: chrono::Utc::now(),
-            })
-            .collect();
-        store
-            .settle(&ferry_store::Settle {
-                run_id,
-                flow: flow.flow.name.clone(),
-                env: "bench".into(),
-                delivered,
-                dead: Vec::new(),
-                counts: ferry_store::RunCounts::default(),
-                cursor: None,
-            })
-            .await
-            .expect("settle");
-    }
-    let total = started.elapsed();
-    println!(
-        "ledger lookups         {:.1} ms per 1000 keys",
-        lookups.as_secs_f64() * 1000.0 / batches as f64
-    );
-    println!(
-        "settle                 {:.1} ms per 1000 records",
-        (total - lookups - claims).as_secs_f64() * 1000.0 / batches as f64
-    );
-    println!(
-        "claims                 {:.1} ms per 1000 keys (in batches of {claim_batch})",
-        claims.as_secs_f64() * 1000.0 / batches as f64
     );
 }
