@@ -11,10 +11,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::connector::Setting;
-use crate::flow::{MAX_CONCURRENCY, Param};
+use crate::flow::{Jitter, MAX_CONCURRENCY, Param, RetrySpec};
 use crate::template::Root;
 use crate::units::{ByteSize, Dur};
-use crate::validate::Checker;
+use crate::validate::{Checker, check_retry};
 
 /// Default `source.amqp.prefetch`: messages the broker may have unacknowledged on the channel.
 pub const DEFAULT_PREFETCH: u16 = 256;
@@ -59,6 +59,29 @@ pub struct AmqpSource {
         skip_serializing_if = "is_default_max_message_bytes"
     )]
     pub max_message_bytes: ByteSize,
+    /// Reconnecting after the connection or channel was lost, through the same retry layer as
+    /// deliveries (default [`default_reconnect`]: 8 attempts, 250 ms to 5 s, full jitter, at
+    /// most 1 minute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+}
+
+/// How the broker is reconnected to when `source.amqp.retry` is not set.
+pub fn default_reconnect() -> RetrySpec {
+    RetrySpec {
+        attempts: 8,
+        initial: Dur::from_millis(250),
+        max: Dur::from_secs(5),
+        jitter: Jitter::Full,
+        max_elapsed: Dur::from_secs(60),
+    }
+}
+
+impl AmqpSource {
+    /// The reconnect settings in effect.
+    pub fn retry(&self) -> RetrySpec {
+        self.retry.clone().unwrap_or_else(default_reconnect)
+    }
 }
 
 /// The queue is declared durable before it is consumed, and bound to exchanges.
@@ -240,6 +263,9 @@ pub(crate) fn validate_source(c: &mut Checker, src: &AmqpSource) {
     }
     if src.max_message_bytes.0 == 0 {
         c.err(format!("{p}.max_message_bytes"), "must be more than 0");
+    }
+    if let Some(r) = &src.retry {
+        check_retry(c, &format!("{p}.retry"), r);
     }
 }
 

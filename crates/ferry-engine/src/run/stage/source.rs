@@ -48,7 +48,7 @@ pub(crate) async fn source_stage(
         };
         match next {
             Ok(Some(batch)) => {
-                let records = batch.records.len() as u64;
+                let records = (batch.records.len() + batch.unreadable.len()) as u64;
                 page_span.record("page", batch.number as i64);
                 page_span.record("records", records as i64);
                 tracing::debug!(page = batch.number, records, "Page fetched");
