@@ -556,7 +556,12 @@ async fn sandbox_process() -> (Guard, String, reqwest::Client) {
         assert!(started.elapsed() < Duration::from_secs(30), "sandbox did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let client = reqwest::Client::new();
+    let client = ferry_connect::http::client::build_client(
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+        4,
+    )
+    .unwrap();
     (guard, format!("http://{listen}"), client)
 }
 
@@ -656,6 +661,17 @@ async fn t4_amqp_source_survives_kills_and_cuts() {
         seed
     };
     let (mut killed, mut cut) = (0, 0);
+    let applied_count = || async {
+        let stats: Value = client
+            .get(format!("{base}/_sandbox/sink/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["applied"].as_u64().unwrap()
+    };
     for round in 0..kills + 20 {
         let mut child = Guard(spawn());
         if killed < kills {
@@ -665,7 +681,9 @@ async fn t4_amqp_source_survives_kills_and_cuts() {
                 child.0.kill().unwrap(); // SIGKILL
                 let _ = child.0.wait();
                 killed += 1;
-                eprintln!("round {round}: killed after {at:?}");
+                let n = applied_count().await;
+                eprintln!("round {round}: killed after {at:?}, {n} applied so far");
+                assert!(n < messages, "killed after the work was done");
                 continue;
             }
         }
@@ -689,12 +707,17 @@ async fn t4_amqp_source_survives_kills_and_cuts() {
         };
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         assert_eq!(status.code(), Some(0), "{output}");
+        if cut > 0 {
+            // The run went on through the cuts: it reconnected instead of failing.
+            assert!(output.contains("AMQP channel lost"), "{output}");
+        }
         if rabbit.count(&queue).await == 0 && cut >= cuts {
             eprintln!("round {round}: queue drained");
             break;
         }
     }
     assert_eq!(killed, kills, "the runs were too quick to be killed");
+    let _ = applied_count;
     assert_eq!(cut, cuts, "the runs were too quick to be cut");
     // The sink's own count: every message applied, none twice.
     let (per_order, twice) = applied(&client, &base).await;
