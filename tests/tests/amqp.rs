@@ -840,3 +840,20 @@ async fn t5_amqp_sink_marks_delivered_only_what_is_in_the_queue() {
     );
     rabbit.delete(&[&queue], &[&exchange]).await;
 }
+
+/// The example flows load, with the kinds they show; their revision hashes are pinned, so a
+/// new setting's default that leaked into the canonical form would show here.
+#[test]
+fn the_example_amqp_flows_load() {
+    let root = ferry_e2e::workspace().join("flows");
+    let from_queue = ferry_spec::load_file(&root.join("amqp-to-http.yaml")).unwrap();
+    let src = from_queue.flow.source.amqp().expect("an AMQP source");
+    assert_eq!(src.queue, "shop.orders");
+    assert!(from_queue.flow.destination.http().is_some());
+    let to_exchange = ferry_spec::load_file(&root.join("http-to-amqp.yaml")).unwrap();
+    let dst = to_exchange.flow.destination.amqp().expect("an AMQP destination");
+    assert_eq!(dst.exchange, "orders");
+    assert!(dst.mandatory && dst.persistent);
+    assert_eq!(&from_queue.hash[..12], "d5049052bb98");
+    assert_eq!(&to_exchange.hash[..12], "3f15a7978866");
+}
