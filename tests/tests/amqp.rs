@@ -379,6 +379,8 @@ async fn a_message_that_is_not_json_or_too_large_is_dead_lettered_and_acknowledg
                 vec![0xff, 0xfe, b'{'],
                 big.to_string().into_bytes(),
                 order(2).to_string().into_bytes(),
+                // Nested deeper than the JSON parser goes: refused, not a stack overflow.
+                "[".repeat(900).into_bytes(),
             ],
         )
         .await;
@@ -396,7 +398,7 @@ async fn a_message_that_is_not_json_or_too_large_is_dead_lettered_and_acknowledg
             run.counts.delivered,
             run.counts.dead_lettered
         ),
-        (5, 2, 3)
+        (6, 2, 4)
     );
     let mut dead = dead_letters(&w).await;
     dead.sort_by_key(|d| d.error.clone());
@@ -414,6 +416,91 @@ async fn a_message_that_is_not_json_or_too_large_is_dead_lettered_and_acknowledg
         );
     }
     // Dead-lettered, then acknowledged: nothing is left in the queue.
+    assert_eq!(rabbit.count(&queue).await, 0);
+    rabbit.delete(&[&queue], &[]).await;
+}
+
+/// With the sink stalled, the broker holds exactly the prefetch unacknowledged (the records in
+/// flight) and nothing leaves the queue; stopped, the run gives them back; the next run
+/// delivers everything once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_message_is_acknowledged_before_its_outcome_is_committed() {
+    let test = "no_message_is_acknowledged_before_its_outcome_is_committed";
+    let Some(url) = ferry_testkit::rabbitmq_url(test) else {
+        return;
+    };
+    let rabbit = Rabbit::connect(&url).await;
+    let queue = unique("stall");
+    rabbit.queue(&queue).await;
+    const N: u32 = 1000;
+    const PREFETCH: u32 = 100;
+    rabbit
+        .publish(
+            &queue,
+            (1..=u64::from(N)).map(|i| order(i).to_string().into_bytes()),
+        )
+        .await;
+    let flow = queue_to_http("stall", &queue)
+        .replace(
+            "    idle: 1s\n",
+            &format!("    idle: 1s\n    prefetch: {PREFETCH}\n"),
+        )
+        .replace(
+            "retry: { attempts: 6, initial: 50ms, max: 1s, jitter: full }",
+            "retry: { attempts: 100, initial: 100ms, max: 1s, jitter: full, max_elapsed: 10m }\n  circuit_breaker: { enabled: false }",
+        );
+    let mut w = world(0, Some(&flow)).await;
+    with_amqp(&mut w, &url);
+    w.sandbox.sink().set_down(true);
+    let (stop, cancel) = tokio::sync::watch::channel(false);
+    let req = RunRequest {
+        flow: Arc::new(w.flow.clone()),
+        revision: w.revision,
+        env: w.env.clone(),
+        trigger: Trigger::Manual,
+    };
+    let run = tokio::spawn(ferry_engine::execute(
+        w.store.clone(),
+        req,
+        RunOptions {
+            cancel: Some(cancel),
+            ..RunOptions::default()
+        },
+    ));
+    // The broker hands over the prefetch and then waits for acknowledgements that do not come.
+    let started = Instant::now();
+    let mut ready = rabbit.count(&queue).await;
+    while ready != N - PREFETCH && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = rabbit.count(&queue).await;
+    }
+    assert_eq!(ready, N - PREFETCH, "unacknowledged = records in flight");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rabbit.count(&queue).await,
+        N - PREFETCH,
+        "nothing acknowledged"
+    );
+    stop.send(true).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped.status, RunStatus::Incomplete, "{:?}", stopped.error);
+    assert_eq!(stopped.counts.delivered, 0);
+    assert_eq!(stopped.counts.handed_back, u64::from(PREFETCH));
+    // Given back: every message is ready again.
+    let started = Instant::now();
+    while rabbit.count(&queue).await != N && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rabbit.count(&queue).await, N);
+    w.sandbox.sink().set_down(false);
+    let run = w.run().await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.counts.delivered, u64::from(N));
+    assert_eq!(w.sandbox.sink().applied().len(), N as usize);
     assert_eq!(rabbit.count(&queue).await, 0);
     rabbit.delete(&[&queue], &[]).await;
 }
@@ -462,7 +549,10 @@ async fn http_to_amqp_record_by_record() {
         let p = &m.properties;
         assert_eq!(
             p.message_id().as_ref().map(|s| s.as_str().to_string()),
-            Some(format!("order-{id}-{}", src["changed_at"].as_str().unwrap()))
+            Some(format!(
+                "order-{id}-{}",
+                src["changed_at"].as_str().unwrap()
+            ))
         );
         assert_eq!(*p.delivery_mode(), Some(2), "persistent");
         let h = p.headers().as_ref().unwrap().inner();
@@ -553,7 +643,10 @@ async fn sandbox_process() -> (Guard, String, reqwest::Client) {
     );
     let started = Instant::now();
     while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "sandbox did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "sandbox did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let client = ferry_connect::http::client::build_client(
@@ -616,7 +709,10 @@ async fn t4_amqp_source_survives_kills_and_cuts() {
     let queue = unique("t4");
     rabbit.queue(&queue).await;
     rabbit
-        .publish(&queue, (1..=messages).map(|i| order(i).to_string().into_bytes()))
+        .publish(
+            &queue,
+            (1..=messages).map(|i| order(i).to_string().into_bytes()),
+        )
         .await;
     let proxy = Proxy::start(broker_addr(&url)).await.unwrap();
     let via_proxy = through(&url, &proxy);
@@ -631,7 +727,11 @@ async fn t4_amqp_source_survives_kills_and_cuts() {
     assert!(r.status().is_success());
     let dir = tempfile::tempdir().unwrap();
     let flow = dir.path().join("t4.yaml");
-    std::fs::write(&flow, queue_to_http("t4", &queue).replace("idle: 1s", "idle: 3s")).unwrap();
+    std::fs::write(
+        &flow,
+        queue_to_http("t4", &queue).replace("idle: 1s", "idle: 3s"),
+    )
+    .unwrap();
     let state = dir.path().display().to_string();
     // Output goes to a file: a pipe nobody reads while the run goes on could fill up.
     let log = dir.path().join("run.log");
@@ -725,7 +825,11 @@ async fn t4_amqp_source_survives_kills_and_cuts() {
     let dup: Vec<_> = per_order.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dup.is_empty(), "duplicate effects: {dup:?}");
     assert_eq!(per_order.len() as u64, messages, "lost messages");
-    assert_eq!(rabbit.count(&queue).await, 0, "messages left unacknowledged");
+    assert_eq!(
+        rabbit.count(&queue).await,
+        0,
+        "messages left unacknowledged"
+    );
     rabbit.delete(&[&queue], &[]).await;
 }
 
@@ -798,7 +902,10 @@ async fn t5_amqp_sink_marks_delivered_only_what_is_in_the_queue() {
         c.delivered + c.dead_lettered + c.filtered + c.skipped + c.handed_back,
         records
     );
-    assert!(c.dead_lettered > 0, "the unbound window dead-lettered nothing: {c:?}");
+    assert!(
+        c.dead_lettered > 0,
+        "the unbound window dead-lettered nothing: {c:?}"
+    );
     assert!(c.delivered > 0);
 
     // What the ledger says was delivered, by key.
@@ -817,7 +924,12 @@ async fn t5_amqp_sink_marks_delivered_only_what_is_in_the_queue() {
         .drain(&queue)
         .await
         .iter()
-        .filter_map(|m| m.properties.message_id().as_ref().map(|s| s.as_str().to_string()))
+        .filter_map(|m| {
+            m.properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str().to_string())
+        })
         .collect();
     let missing: Vec<_> = delivered.difference(&in_queue).collect();
     assert!(
@@ -851,7 +963,11 @@ fn the_example_amqp_flows_load() {
     assert_eq!(src.queue, "shop.orders");
     assert!(from_queue.flow.destination.http().is_some());
     let to_exchange = ferry_spec::load_file(&root.join("http-to-amqp.yaml")).unwrap();
-    let dst = to_exchange.flow.destination.amqp().expect("an AMQP destination");
+    let dst = to_exchange
+        .flow
+        .destination
+        .amqp()
+        .expect("an AMQP destination");
     assert_eq!(dst.exchange, "orders");
     assert!(dst.mandatory && dst.persistent);
     assert_eq!(&from_queue.hash[..12], "d5049052bb98");

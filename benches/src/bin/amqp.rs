@@ -142,11 +142,7 @@ async fn bare_consume(url: &str, queue: &str, n: u64) -> f64 {
         .expect("consume");
     let mut got = 0;
     while got < n {
-        let d = consumer
-            .next()
-            .await
-            .expect("a message")
-            .expect("delivery");
+        let d = consumer.next().await.expect("a message").expect("delivery");
         ch.basic_ack(d.delivery_tag, BasicAckOptions::default())
             .await
             .expect("ack");
@@ -238,8 +234,11 @@ async fn bench(records: u64, rounds: u64) {
         .with_var("WMS_URL", format!("{}/api/sink", sandbox.base_url()))
         .with_var("AMQP_URL", &url);
     // The bodies ferry publishes, prepared before the bare loop's clock starts.
-    let mapper = ferry_engine::Mapper::new(&ferry_spec::load_str(&example(), None).expect("flow"), Some(1))
-        .expect("mapper");
+    let mapper = ferry_engine::Mapper::new(
+        &ferry_spec::load_str(&example(), None).expect("flow"),
+        Some(1),
+    )
+    .expect("mapper");
     let mut bodies = Vec::new();
     for id in 1..=records {
         let src = sandbox.source().record(id).expect("record");
@@ -253,7 +252,10 @@ async fn bench(records: u64, rounds: u64) {
     let (mut bp, mut fp, mut bc, mut fc) = (vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
         let suffix = uuid::Uuid::now_v7().simple().to_string();
-        let (q_bare, q_ferry) = (format!("bench-bare-{suffix}"), format!("bench-ferry-{suffix}"));
+        let (q_bare, q_ferry) = (
+            format!("bench-bare-{suffix}"),
+            format!("bench-ferry-{suffix}"),
+        );
         declare(&admin, &q_bare).await;
         declare(&admin, &q_ferry).await;
 

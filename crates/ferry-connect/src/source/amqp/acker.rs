@@ -17,6 +17,9 @@ pub(super) struct Current {
     /// Kept open for as long as the channel is used (acknowledgements come after the last
     /// batch was read).
     pub(super) connection: Option<lapin::Connection>,
+    /// Messages delivered on this channel and not yet acknowledged or given back. While it is
+    /// at the prefetch the broker sends nothing, so the queue cannot be judged idle.
+    pub(super) outstanding: usize,
 }
 
 /// Acknowledges (after commit) and releases (run stopped) records of an [`super::AmqpConsumer`].
@@ -30,13 +33,14 @@ impl AmqpAcker {
     /// The channel and the tags of `receipts` delivered on it; receipts of an earlier channel
     /// are left out (the broker requeued those messages when that channel was lost).
     fn on_current(&self, receipts: &[Receipt]) -> (Option<lapin::Channel>, Vec<u64>) {
-        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let tags: Vec<u64> = receipts
             .iter()
             .map(|r| split(*r))
             .filter(|(g, _)| *g == current.generation)
             .map(|(_, t)| t)
             .collect();
+        current.outstanding = current.outstanding.saturating_sub(tags.len());
         if tags.len() < receipts.len() {
             tracing::debug!(
                 stale = receipts.len() - tags.len(),

@@ -145,6 +145,7 @@ impl AmqpConsumer {
                 let (conn, ch, consumer) = done.value;
                 let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
                 current.generation += 1;
+                current.outstanding = 0;
                 current.channel = Some(ch);
                 current.connection = Some(conn);
                 drop(current);
@@ -228,10 +229,16 @@ impl Source for AmqpConsumer {
             if self.consumer.is_none() {
                 self.open().await?;
             }
+            let current = self.current.clone();
+            let prefetch = usize::from(self.spec.prefetch);
             let Some(consumer) = self.consumer.as_mut() else {
                 continue;
             };
             let first = match tokio::time::timeout(idle, consumer.next()).await {
+                Err(_) if window_full(&current, prefetch) => {
+                    // The broker waits for acknowledgements, not for messages: not idle.
+                    continue;
+                }
                 Err(_) => {
                     self.drain().await;
                     return Ok(None);
@@ -255,11 +262,11 @@ impl Source for AmqpConsumer {
                     _ => break,
                 }
             }
-            let generation = self
-                .current
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .generation;
+            let generation = {
+                let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+                current.outstanding += ready.len();
+                current.generation
+            };
             self.batches += 1;
             let mut batch = Batch {
                 number: self.batches,
@@ -283,6 +290,16 @@ impl Source for AmqpConsumer {
             prefetch: usize::from(self.spec.prefetch),
         }))
     }
+}
+
+/// True while the broker holds back deliveries because the prefetch is used up by records not
+/// yet acknowledged (still on their way through the run).
+fn window_full(current: &Mutex<Current>, prefetch: usize) -> bool {
+    current
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .outstanding
+        >= prefetch
 }
 
 /// Logs the reconnect attempts of the retry layer.
