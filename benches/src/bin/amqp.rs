@@ -196,13 +196,14 @@ fn publish_flow(queue: &str) -> String {
 
 /// `queue` (holding mapped records) into the sandbox's HTTP sink.
 fn consume_flow(queue: &str) -> String {
+    let extra = std::env::var("AMQP_BENCH_SOURCE_EXTRA").unwrap_or_default();
     format!(
         r#"name: amqp-bench-consume
 source:
   amqp:
     url: "{{{{ env.AMQP_URL }}}}"
     queue: {queue}
-    idle: 200ms
+    idle: 200ms{extra}
 map:
   key: "$.order_ref"
 destination:
@@ -262,14 +263,14 @@ async fn bench(records: u64, rounds: u64) {
         let secs = bare_publish(&url, &q_bare, &bodies).await;
         bp.push(n as f64 / secs);
         let (run, secs) = ferry_run(&publish_flow(&q_ferry), env.clone()).await;
-        assert_eq!(run.counts.delivered, n, "{:?}", run.error);
+        assert_eq!(run.counts.delivered, n, "{:?} {:?}", run.counts, run.error);
         fp.push(n as f64 / secs);
 
         let secs = bare_consume(&url, &q_bare, n).await;
         bc.push(n as f64 / secs);
         sandbox.sink().reset();
         let (run, secs) = ferry_run(&consume_flow(&q_ferry), env.clone()).await;
-        assert_eq!(run.counts.delivered, n, "{:?}", run.error);
+        assert_eq!(run.counts.delivered, n, "{:?} {:?}", run.counts, run.error);
         fc.push(n as f64 / (secs - IDLE.as_secs_f64()));
         println!(
             "round {round}: publish bare {:.0}/s ferry {:.0}/s ({:.0} %); consume bare {:.0}/s ferry {:.0}/s ({:.0} %)",

@@ -65,11 +65,12 @@ impl Acker for AmqpAcker {
         let Some(channel) = channel else {
             return Ok(());
         };
-        for tag in tags {
-            channel
-                .basic_ack(tag, BasicAckOptions::default())
-                .await
-                .map_err(|e| self.failed("basic.ack", &e))?;
+        // Sent together: each waits only for its frame to be written.
+        let acks = tags
+            .iter()
+            .map(|tag| channel.basic_ack(*tag, BasicAckOptions::default()));
+        for r in futures::future::join_all(acks).await {
+            r.map_err(|e| self.failed("basic.ack", &e))?;
         }
         Ok(())
     }
