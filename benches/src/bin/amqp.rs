@@ -14,7 +14,7 @@
 //! - **bare consume**: that queue consumed with a prefetch of 256, each message acknowledged;
 //! - **ferry consume**: the queue ferry filled, consumed (`source.amqp`, prefetch 256,
 //!   acknowledged after commit) into the sandbox's HTTP sink (in this process). The run ends
-//!   once the queue was idle for `idle` (200 ms), which is taken off its time.
+//!   once the queue was idle for `idle` (1 s), which is taken off its time.
 //!
 //! The rates are records per second of wall time; ferry's include what a run does besides the
 //! broker (its HTTP side, the map, the state store).
@@ -37,7 +37,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 const TOKEN: &str = "bench-token";
 const IN_FLIGHT: usize = 128;
 const PREFETCH: u16 = 256;
-const IDLE: Duration = Duration::from_millis(200);
+const IDLE: Duration = Duration::from_secs(1);
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()
@@ -188,8 +188,9 @@ fn publish_flow(queue: &str) -> String {
     let start = text.find("destination:").expect("destination");
     let end = text.find("policy:").expect("policy");
     format!(
-        "{}destination:\n  amqp:\n    url: \"{{{{ env.AMQP_URL }}}}\"\n    exchange: \"\"\n    routing_key: {queue}\n    idempotency_key: \"order-{{{{ source.id }}}}-{{{{ source.changed_at }}}}\"\n{}",
+        "{}destination:\n  amqp:\n    url: \"{{{{ env.AMQP_URL }}}}\"\n    exchange: \"\"\n    routing_key: {queue}\n    idempotency_key: \"order-{{{{ source.id }}}}-{{{{ source.changed_at }}}}\"\n{}{}",
         &text[..start],
+        std::env::var("AMQP_BENCH_SINK_EXTRA").unwrap_or_default(),
         &text[end..]
     )
 }
@@ -203,7 +204,7 @@ source:
   amqp:
     url: "{{{{ env.AMQP_URL }}}}"
     queue: {queue}
-    idle: 200ms{extra}
+    idle: 1s{extra}
 map:
   key: "$.order_ref"
 destination:

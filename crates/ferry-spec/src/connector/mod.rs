@@ -16,6 +16,9 @@ use amqp::{AmqpSink, AmqpSource};
 use http::{HttpSink, HttpSource};
 
 /// A source of records.
+// One per flow revision, read far more often than moved: boxing the HTTP settings would only
+// add an indirection to every access.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
