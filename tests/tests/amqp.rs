@@ -61,6 +61,17 @@ fn broker_addr(url: &str) -> SocketAddr {
     hp.to_socket_addrs().unwrap().next().unwrap()
 }
 
+/// The password in a broker URL (empty when it has none).
+fn password_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_default()
+}
+
 /// `url` with its host and port replaced by the proxy's.
 fn through(url: &str, proxy: &Proxy) -> String {
     let (scheme, rest) = url.split_once("://").unwrap();
@@ -807,6 +818,12 @@ async fn t4_amqp_source_survives_kills_and_cuts() {
         };
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         assert_eq!(status.code(), Some(0), "{output}");
+        // The broker's URL carries its password; no line of the run shows it.
+        let password = password_of(&url);
+        assert!(
+            password.is_empty() || !output.contains(&format!(":{password}@")),
+            "the broker URL with its password is in the run's output"
+        );
         if cut > 0 {
             // The run went on through the cuts: it reconnected instead of failing.
             assert!(output.contains("AMQP channel lost"), "{output}");
