@@ -516,6 +516,52 @@ async fn no_message_is_acknowledged_before_its_outcome_is_committed() {
     rabbit.delete(&[&queue], &[]).await;
 }
 
+/// `max_records` (`ferry run --max-records`) stops reading a queue after the batch that reaches
+/// it; the rest stays in the queue for the next run, and the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_limited_to_some_records_leaves_the_rest_in_the_queue() {
+    let test = "a_run_limited_to_some_records_leaves_the_rest_in_the_queue";
+    let Some(url) = ferry_testkit::rabbitmq_url(test) else {
+        return;
+    };
+    let rabbit = Rabbit::connect(&url).await;
+    let queue = unique("limit");
+    rabbit.queue(&queue).await;
+    const N: u64 = 300;
+    rabbit
+        .publish(&queue, (1..=N).map(|i| order(i).to_string().into_bytes()))
+        .await;
+    let flow = queue_to_http("limited", &queue)
+        .replace("    idle: 1s\n", "    idle: 1s\n    prefetch: 50\n");
+    let mut w = world(0, Some(&flow)).await;
+    with_amqp(&mut w, &url);
+    let first = w
+        .run_with(RunOptions {
+            max_records: Some(100),
+            ..RunOptions::default()
+        })
+        .await;
+    assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.error);
+    let read = first.counts.fetched;
+    assert!((100..150).contains(&read), "read {read}");
+    assert_eq!(first.counts.delivered, read);
+    // What the run did not read (some of it delivered to the consumer and never taken) is
+    // ready again once its channel is gone.
+    let started = Instant::now();
+    while u64::from(rabbit.count(&queue).await) != N - read
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(u64::from(rabbit.count(&queue).await), N - read);
+    let rest = w.run().await;
+    assert_eq!(rest.status, RunStatus::Succeeded, "{:?}", rest.error);
+    assert_eq!(rest.counts.delivered, N - read);
+    assert_eq!(w.sandbox.sink().applied().len() as u64, N);
+    assert_eq!(rabbit.count(&queue).await, 0);
+    rabbit.delete(&[&queue], &[]).await;
+}
+
 /// Sets up `exchange` → `queue` (bound for `orders.normal` and `orders.high`).
 async fn exchange_to_queue(rabbit: &Rabbit, exchange: &str, queue: &str) {
     rabbit.exchange(exchange).await;
