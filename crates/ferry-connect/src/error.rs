@@ -77,6 +77,10 @@ pub enum ConnectError {
         url: String,
         reason: String,
     },
+    #[error("{field}: {reason}")]
+    BadBrokerUrl { field: &'static str, reason: String },
+    #[error("AMQP broker {broker}: {reason}")]
+    Broker { broker: String, reason: String },
     #[error("OAuth2 token request to {url} failed: {reason}")]
     OAuth { url: String, reason: String },
 }

@@ -3,12 +3,16 @@
 //! # Layout
 //! - [`http`]: the HTTP source (pagination, auth, incremental cursor parameter) and sink
 //!   (idempotency key header, outcome classification); one folder, fixed file roles;
+//! - `amqp`: what the AMQP (RabbitMQ) source (`source/amqp/`: a queue, acknowledged after
+//!   commit) and sink (`sink/amqp/`: publisher confirms) share — the broker, classifying its
+//!   errors, message properties as JSON;
 //! - [`error`]: what can go wrong, with the URL and page.
 //!
 //! Connectors do I/O and classify outcomes; retries, backoff, breakers and rate limits are
 //! applied around them by the engine with `ferry-resilience`. Adding a sink is one folder here
 //! plus one enum arm in `ferry-spec`.
 
+pub(crate) mod amqp;
 pub mod error;
 pub mod http;
 pub mod sink;
@@ -16,4 +20,4 @@ pub mod source;
 
 pub use error::ConnectError;
 pub use sink::{Attempt, RunTag, SendFailure, Sink};
-pub use source::{Acker, Batch, Receipt, Source, SourceOptions};
+pub use source::{Acker, Batch, Receipt, Source, SourceOptions, Unreadable};

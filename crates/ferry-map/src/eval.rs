@@ -17,13 +17,14 @@ use crate::deep::clone_value;
 use crate::error::{MapError, type_name};
 use crate::num::number_text;
 use crate::ops::Val;
+use crate::select::Input;
 
 impl Fields {
     /// Builds the output object of this level from `record` (the source record, or an `each`
     /// element).
-    pub(crate) fn build(&self, record: &Value) -> Result<Map<String, Value>, MapError> {
+    pub(crate) fn build(&self, input: Input<'_>) -> Result<Map<String, Value>, MapError> {
         let mut out = Map::with_capacity(self.tree.len());
-        fill(&self.tree, &self.fields, record, &mut out)?;
+        fill(&self.tree, &self.fields, input, &mut out)?;
         Ok(out)
     }
 }
@@ -33,7 +34,7 @@ impl Fields {
 fn fill(
     nodes: &[OutNode],
     fields: &[Field],
-    record: &Value,
+    input: Input<'_>,
     out: &mut Map<String, Value>,
 ) -> Result<(), MapError> {
     for node in nodes {
@@ -43,17 +44,17 @@ fn fill(
                 if field.plain {
                     // The common `name: $.path` field: no steps, nothing to decide.
                     if let Source::First(sel) = &field.source {
-                        if let Some(v) = sel.first(record) {
+                        if let Some(v) = sel.first(sel.input(input)) {
                             put(out, key, clone_value(v));
                         }
                         continue;
                     }
                 }
-                field.eval_into(key, record, out)?;
+                field.eval_into(key, input, out)?;
             }
             OutNode::Branch { key, children } => {
                 let mut object = Map::with_capacity(children.len());
-                fill(children, fields, record, &mut object)?;
+                fill(children, fields, input, &mut object)?;
                 // An object none of whose fields had a value is left out, like a missing field.
                 if !object.is_empty() {
                     put(out, key, Value::Object(object));
@@ -77,20 +78,21 @@ impl Field {
     pub(crate) fn eval_into(
         &self,
         key: &str,
-        record: &Value,
+        input: Input<'_>,
         out: &mut Map<String, Value>,
     ) -> Result<(), MapError> {
+        let record = input.record;
         let mut v = match &self.source {
-            Source::First(sel) => sel.first(record).map_or(Val::Missing, Val::Ref),
+            Source::First(sel) => sel.first(sel.input(input)).map_or(Val::Missing, Val::Ref),
             Source::Const(c) => Val::Ref(c),
-            Source::All(sel) => {
-                Val::Own(Value::Array(sel.nodes(record).map(clone_value).collect()))
-            }
+            Source::All(sel) => Val::Own(Value::Array(
+                sel.nodes(sel.input(input)).map(clone_value).collect(),
+            )),
             Source::Template(t) => {
                 render(t, record).map_err(|reason| MapError::new(&self.name, reason))?
             }
             Source::Each(sel, body) => {
-                let nodes = sel.nodes(record);
+                let nodes = sel.nodes(sel.input(input));
                 let mut items = Vec::with_capacity(nodes.len());
                 for (i, element) in nodes.enumerate() {
                     match body {
@@ -99,7 +101,11 @@ impl Field {
                             // Filled where it lies in the array, not built and moved in.
                             items.push(Value::Object(Map::with_capacity(fields.tree.len())));
                             if let Some(Value::Object(object)) = items.last_mut() {
-                                fill(&fields.tree, &fields.fields, element, object)
+                                let inner = Input {
+                                    record: element,
+                                    meta: input.meta,
+                                };
+                                fill(&fields.tree, &fields.fields, inner, object)
                                     .map_err(|e| e.inside_element(&self.name, i))?;
                             }
                         }

@@ -91,6 +91,17 @@ impl CompiledMap {
 
     /// Maps one source record.
     pub fn apply(&self, record: &Value) -> Result<Mapped, MapError> {
+        self.apply_with_meta(record, None)
+    }
+
+    /// Maps one source record, with what its source tells about it besides the record (an
+    /// AMQP message's properties and headers), which `$meta.…` paths select in; without it they
+    /// select nothing. The filter reads the record only.
+    pub fn apply_with_meta(
+        &self,
+        record: &Value,
+        meta: Option<&Value>,
+    ) -> Result<Mapped, MapError> {
         if self.plan.deep && deep::deeper_than(record, MAX_DEEP_QUERY_DEPTH) {
             return Err(MapError::new(
                 "$",
@@ -107,7 +118,10 @@ impl CompiledMap {
         match &self.plan.fields {
             None => Ok(Mapped::Record(deep::clone_value(record))),
             Some(fields) => fields
-                .build(record)
+                .build(select::Input {
+                    record,
+                    meta: meta.unwrap_or(&Value::Null),
+                })
                 .map(|m| Mapped::Record(Value::Object(m))),
         }
     }
@@ -115,7 +129,17 @@ impl CompiledMap {
     /// The record key from `map.key` (string as is, numbers/bools via to_string, other types →
     /// None), None when no key path or nothing selected.
     pub fn key(&self, record: &Value) -> Option<String> {
-        match self.plan.key.as_ref()?.first(record)? {
+        self.key_with_meta(record, None)
+    }
+
+    /// The record key, where `map.key` may select in the record's metadata (`$meta.message_id`).
+    pub fn key_with_meta(&self, record: &Value, meta: Option<&Value>) -> Option<String> {
+        let sel = self.plan.key.as_ref()?;
+        let input = select::Input {
+            record,
+            meta: meta.unwrap_or(&Value::Null),
+        };
+        match sel.first(sel.input(input))? {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
             Value::Bool(b) => Some(b.to_string()),
@@ -162,6 +186,40 @@ mod tests {
     fn is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<CompiledMap>();
+    }
+
+    /// `$meta.…` selects in what the source tells about the record, in every kind of field, in
+    /// `each` bodies and in the key; without metadata it selects nothing.
+    #[test]
+    fn meta_paths_select_in_the_records_metadata() {
+        let m = map(json!({
+            "key": "$meta.message_id",
+            "fields": {
+                "id": "$.id",
+                "rk": "$meta.routing_key",
+                "tenant": {"from": "$meta.headers.tenant", "transform": ["upper"]},
+                "all": {"from": "$meta.headers.tags[*]", "all": true},
+                "lines": {"each": "$.lines[*]", "fields": {"sku": "$.sku", "rk": "$meta.routing_key"}},
+                "meta_field_of_record": "$.meta"
+            }
+        }));
+        let meta = json!({"routing_key": "orders.eu", "message_id": "m-1",
+            "headers": {"tenant": "acme", "tags": ["a", "b"]}});
+        let r = json!({"id": 7, "lines": [{"sku": "x"}], "meta": "mine"});
+        let Mapped::Record(out) = m.apply_with_meta(&r, Some(&meta)).unwrap() else {
+            panic!("filtered")
+        };
+        assert_eq!(
+            out,
+            json!({"id": 7, "rk": "orders.eu", "tenant": "ACME", "all": ["a", "b"],
+                "lines": [{"sku": "x", "rk": "orders.eu"}], "meta_field_of_record": "mine"})
+        );
+        assert_eq!(m.key_with_meta(&r, Some(&meta)).as_deref(), Some("m-1"));
+        assert_eq!(m.key(&r), None);
+        assert_eq!(
+            record(&m, r),
+            json!({"id": 7, "all": [], "lines": [{"sku": "x"}], "meta_field_of_record": "mine"})
+        );
     }
 
     #[test]

@@ -35,11 +35,17 @@ pub(crate) struct Selector {
     /// True when evaluation can recurse as deep as the record is nested (a descendant segment
     /// `..`, or a filter comparing two queries).
     pub(crate) deep: bool,
+    /// The path selects in what the source tells about the record (`$meta.…`), not in the
+    /// record.
+    meta: bool,
 }
 
 impl Selector {
     /// Parses a path; the error is the reason, to be placed at the setting's flow-file path.
     pub(crate) fn compile(text: &str) -> Result<Selector, String> {
+        let inner = ferry_spec::path::meta_relative(text);
+        let meta = inner.is_some();
+        let text = inner.as_deref().unwrap_or(text);
         let path = JsonPath::parse(text).map_err(|e| e.to_string())?;
         let mut deep = false;
         let route = match parse_json_path(text) {
@@ -52,12 +58,24 @@ impl Selector {
             }
             Err(_) => Route::General,
         };
-        Ok(Selector { path, route, deep })
+        Ok(Selector {
+            path,
+            route,
+            deep,
+            meta,
+        })
     }
 
     /// The path as written.
     pub(crate) fn text(&self) -> &str {
         self.path.as_str()
+    }
+
+    /// What this path selects in: the record, or its metadata (`$meta`; `Null` when the source
+    /// gave none).
+    #[inline]
+    pub(crate) fn input<'a>(&self, input: Input<'a>) -> &'a Value {
+        if self.meta { input.meta } else { input.record }
     }
 
     /// The first node selected, if any.
@@ -86,6 +104,14 @@ impl Selector {
             Route::General => Nodes::Selected(self.path.select(record).into_iter()),
         }
     }
+}
+
+/// What a map reads: the record (or an `each` element), and what the source tells about the
+/// record (`$meta`).
+#[derive(Clone, Copy)]
+pub(crate) struct Input<'a> {
+    pub(crate) record: &'a Value,
+    pub(crate) meta: &'a Value,
 }
 
 /// The nodes a [`Selector`] selects, with their exact count known up front (so output arrays

@@ -22,6 +22,21 @@ pub const MAX_PATH_LEN: usize = 4096;
 /// Deepest bracket/parenthesis nesting accepted before the parser is even called.
 pub const MAX_PATH_NESTING: usize = 64;
 
+/// The root that names what a source tells about a record besides the record itself (an AMQP
+/// message's properties and headers): `$meta.routing_key`, `$meta.headers.x`.
+pub const META_ROOT: &str = "$meta";
+
+/// For a path into the record's metadata (`$meta`, `$meta.x`, `$meta['x']`), the same path with
+/// `$` as the metadata's root; `None` for any other path (`$.meta` is a path into the record).
+pub fn meta_relative(text: &str) -> Option<String> {
+    let rest = text.strip_prefix(META_ROOT)?;
+    if rest.is_empty() || rest.starts_with('.') || rest.starts_with('[') {
+        Some(format!("${rest}"))
+    } else {
+        None
+    }
+}
+
 /// A parsed JSONPath expression.
 #[derive(Clone)]
 pub struct JsonPath {
@@ -391,6 +406,22 @@ fn clean_parse_error(msg: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn meta_paths_are_told_from_record_paths() {
+        assert_eq!(super::meta_relative("$meta").as_deref(), Some("$"));
+        assert_eq!(
+            super::meta_relative("$meta.headers.x").as_deref(),
+            Some("$.headers.x")
+        );
+        assert_eq!(
+            super::meta_relative("$meta['routing_key']").as_deref(),
+            Some("$['routing_key']")
+        );
+        assert_eq!(super::meta_relative("$metadata.x"), None);
+        assert_eq!(super::meta_relative("$.meta"), None);
+        assert_eq!(super::meta_relative("meta.x"), None);
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -65,6 +65,19 @@ impl Checker {
         }
     }
 
+    /// A path a field map selects with: into the record (`$.a`), or into what the source tells
+    /// about it (`$meta.routing_key`).
+    pub(crate) fn field_path(&mut self, at: &str, text: &str) {
+        match crate::path::meta_relative(text) {
+            Some(inner) => {
+                self.path(at, &inner);
+            }
+            None => {
+                self.path(at, text);
+            }
+        }
+    }
+
     pub(crate) fn template(&mut self, at: &str, text: &str, roots: &[Root]) -> Option<Template> {
         match Template::parse(text).and_then(|t| t.check_roots(roots, at).map(|_| t)) {
             Ok(t) => Some(t),
@@ -292,7 +305,7 @@ impl Checker {
                             ),
                         );
                     } else {
-                        self.path(&here, p);
+                        self.field_path(&here, p);
                     }
                 }
                 FieldSpec::Def(d) => self.field_def(&here, d, depth),
@@ -306,13 +319,13 @@ impl Checker {
         }
         // Every part given is checked too, also when the shape is wrong: all problems at once.
         if let Some(p) = &d.from {
-            self.path(&format!("{at}.from"), p);
+            self.field_path(&format!("{at}.from"), p);
         }
         if let Some(t) = &d.template {
             self.template(&format!("{at}.template"), t, &[Root::Source]);
         }
         if let Some(p) = &d.each {
-            self.path(&format!("{at}.each"), p);
+            self.field_path(&format!("{at}.each"), p);
         }
         if let (Some(_), Some(f)) = (&d.each, &d.fields) {
             self.fields(&format!("{at}.fields"), f, depth + 1);
@@ -478,7 +491,7 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
     flow.source.validate(&mut c);
 
     if let Some(k) = &flow.map.key {
-        c.path("map.key", k);
+        c.field_path("map.key", k);
     }
     if let Some(f) = &flow.map.filter
         && let Err(e) = JsonPath::parse(&filter_query(f))

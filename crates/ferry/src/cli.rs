@@ -119,6 +119,10 @@ pub enum Command {
         /// Don't show the live progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Stop reading the source after this many records (the batch that reaches it is read
+        /// whole): a queue keeps the rest for the next run.
+        #[arg(long)]
+        max_records: Option<u64>,
         #[command(flatten)]
         metrics: MetricsOut,
     },

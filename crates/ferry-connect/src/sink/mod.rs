@@ -19,6 +19,7 @@ use ferry_spec::template::Var;
 
 use crate::error::ConnectError;
 
+pub mod amqp;
 pub mod http;
 
 /// What one attempt came to.
@@ -134,11 +135,14 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
 pub async fn from_spec(
     spec: &ferry_spec::Destination,
     env: &RunEnv,
-    _tag: &RunTag,
+    tag: &RunTag,
 ) -> Result<std::sync::Arc<dyn Sink>, ConnectError> {
     match spec {
         ferry_spec::Destination::Http(h) => {
             Ok(std::sync::Arc::new(http::HttpDelivery::new(h, env)?))
+        }
+        ferry_spec::Destination::Amqp(a) => {
+            Ok(std::sync::Arc::new(amqp::AmqpPublisher::new(a, env, tag)?))
         }
     }
 }

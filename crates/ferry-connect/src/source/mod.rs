@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::error::ConnectError;
 
+pub mod amqp;
 pub mod http;
 
 /// What an acknowledging source needs back to acknowledge one record (an AMQP delivery tag).
@@ -36,6 +37,22 @@ pub struct Batch {
     /// What the map may read about each record besides the record itself (`$meta`: an AMQP
     /// message's properties and headers), one per record; empty when the source has none.
     pub meta: Vec<Arc<Value>>,
+    /// What the source received but could not read as a record (not JSON, too large): the
+    /// engine dead-letters each with its raw content and reason, and — for an acknowledging
+    /// source — acknowledges it once that is committed.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A message a source received but could not read as a record.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// The receipt to acknowledge it with, for an acknowledging source.
+    pub receipt: Option<Receipt>,
+    /// What was received, as it goes into the dead letter's source record (the raw bytes as
+    /// text, or base64 when they are not UTF-8, with the message's metadata).
+    pub raw: Value,
+    /// Why it could not be read (`not JSON: …`, `larger than …`).
+    pub reason: String,
 }
 
 /// A source of records, read batch by batch by one run.
@@ -58,6 +75,11 @@ pub trait Acker: Send + Sync {
     async fn ack(&self, receipts: &[Receipt]) -> Result<(), ConnectError>;
     /// These records were not settled (the run stopped): the source keeps them for the next run.
     async fn release(&self, receipts: &[Receipt]) -> Result<(), ConnectError>;
+    /// The most settled records the source wants to wait for their acknowledgement (a queue's
+    /// prefetch lets no more be delivered until some are acknowledged); `None`: no limit.
+    fn ack_batch(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// How a run reads its source.
@@ -83,5 +105,6 @@ pub async fn from_spec(
             }
             Ok(Box::new(pager))
         }
+        ferry_spec::Source::Amqp(a) => Ok(Box::new(amqp::AmqpConsumer::new(a, env, opts)?)),
     }
 }

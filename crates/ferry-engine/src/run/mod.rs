@@ -110,6 +110,11 @@ pub struct RunOptions {
     /// since) is sent under a new key made with the revision (`<key>~r<N>`), instead of being
     /// refused locally. Records delivered with the same body are still skipped.
     pub rekey: bool,
+    /// Stop reading the source once this many records were read (the batch that reaches it is
+    /// read whole). A source that reads from a cursor keeps its cursor where it was and the run
+    /// is `incomplete`; a queue (no cursor) has simply taken fewer messages, and the run
+    /// succeeds.
+    pub max_records: Option<u64>,
 }
 
 /// The cursor window of a backfill run (`ferry backfill FLOW --from T1 --to T2`).
@@ -131,6 +136,7 @@ impl Default for RunOptions {
             window: None,
             period: None,
             rekey: false,
+            max_records: None,
         }
     }
 }
@@ -258,7 +264,13 @@ async fn execute_in(
     let recorder = RunRecorder::new(ctx.clone(), sink.clone(), source.acker());
     let (fetched_tx, fetched_rx) = mpsc::channel(1);
     let source_task = tokio::spawn(tracing::Instrument::instrument(
-        source_stage(source, fetched_tx, ctx.progress.clone(), stop.clone()),
+        source_stage(
+            source,
+            fetched_tx,
+            ctx.progress.clone(),
+            stop.clone(),
+            opts.max_records,
+        ),
         span.clone(),
     ));
     let back = BackHalf::start(
@@ -289,8 +301,12 @@ async fn execute_in(
     let (deliver_error, recorded) = back.finish().await;
     stopper.abort();
     hand_over.abort();
+    // Stopped at --max-records: a source with a cursor was not read to the end.
+    let reads_from_cursor = flow.source.cursor().is_some();
+    let limited = matches!(&source_result, Ok(SourceEnd::Limited));
     let (source_error, cancelled) = match source_result {
         Ok(SourceEnd::Done) => (None, false),
+        Ok(SourceEnd::Limited) => (None, reads_from_cursor),
         Ok(SourceEnd::Cancelled) => (None, true),
         Ok(SourceEnd::Failed(e)) => (Some(e), false),
         Err(e) => (Some(format!("source stage crashed: {e}")), false),
@@ -328,6 +344,10 @@ async fn execute_in(
         // can be before the deadline's own timer fires.
         let why = match stopped {
             Some(r) => r.describe(),
+            None if limited => format!(
+                "read {} (the run's limit of records)",
+                ferry_spec::words::count(counts.fetched, "record")
+            ),
             None if guards.deadline.is_some() => {
                 StopReason::Deadline(deadline.unwrap_or_default()).describe()
             }

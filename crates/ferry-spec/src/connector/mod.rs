@@ -5,20 +5,27 @@
 //! here (its settings and their checks), one arm in each enum below and in its methods, and its
 //! connector in `ferry-connect`.
 
+pub mod amqp;
 pub mod http;
 
 use serde::{Deserialize, Serialize};
 
 use crate::flow::{CursorSpec, SecretRef};
 use crate::validate::Checker;
+use amqp::{AmqpSink, AmqpSource};
 use http::{HttpSink, HttpSource};
 
 /// A source of records.
+// One per flow revision, read far more often than moved: boxing the HTTP settings would only
+// add an indirection to every access.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
     /// An HTTP JSON API, page by page.
     Http(HttpSource),
+    /// A RabbitMQ queue (AMQP 0-9-1), acknowledged once records are settled.
+    Amqp(AmqpSource),
 }
 
 /// A destination of records.
@@ -27,6 +34,8 @@ pub enum Source {
 pub enum Destination {
     /// An HTTP JSON API.
     Http(HttpSink),
+    /// A RabbitMQ exchange (AMQP 0-9-1), with publisher confirms.
+    Amqp(AmqpSink),
 }
 
 /// One setting a connector reads from its environment: a template (which may use
@@ -43,6 +52,7 @@ impl Source {
     pub fn settings(&self) -> Vec<Setting<'_>> {
         match self {
             Source::Http(h) => http::source_settings(h),
+            Source::Amqp(a) => amqp::source_settings(a),
         }
     }
 
@@ -50,6 +60,7 @@ impl Source {
     pub fn urls_mut(&mut self) -> Vec<&mut String> {
         match self {
             Source::Http(h) => http::urls_mut(&mut h.url, &mut h.auth),
+            Source::Amqp(a) => amqp::urls_mut(&mut a.url),
         }
     }
 
@@ -57,6 +68,7 @@ impl Source {
     pub(crate) fn validate(&self, c: &mut Checker) {
         match self {
             Source::Http(h) => http::validate_source(c, h),
+            Source::Amqp(a) => amqp::validate_source(c, a),
         }
     }
 
@@ -64,6 +76,8 @@ impl Source {
     pub fn cursor(&self) -> Option<&CursorSpec> {
         match self {
             Source::Http(h) => h.cursor.as_ref(),
+            // A queue has no position to resume from: what is acknowledged is gone.
+            Source::Amqp(_) => None,
         }
     }
 
@@ -71,6 +85,15 @@ impl Source {
     pub fn http(&self) -> Option<&HttpSource> {
         match self {
             Source::Http(h) => Some(h),
+            Source::Amqp(_) => None,
+        }
+    }
+
+    /// The RabbitMQ queue this source consumes, when it is one.
+    pub fn amqp(&self) -> Option<&AmqpSource> {
+        match self {
+            Source::Amqp(a) => Some(a),
+            Source::Http(_) => None,
         }
     }
 
@@ -78,6 +101,7 @@ impl Source {
     pub fn path(&self) -> &'static str {
         match self {
             Source::Http(_) => "source.http",
+            Source::Amqp(_) => "source.amqp",
         }
     }
 }
@@ -87,6 +111,7 @@ impl Destination {
     pub fn settings(&self) -> Vec<Setting<'_>> {
         match self {
             Destination::Http(h) => http::sink_settings(h),
+            Destination::Amqp(a) => amqp::sink_settings(a),
         }
     }
 
@@ -94,6 +119,7 @@ impl Destination {
     pub fn urls_mut(&mut self) -> Vec<&mut String> {
         match self {
             Destination::Http(h) => http::urls_mut(&mut h.url, &mut h.auth),
+            Destination::Amqp(a) => amqp::urls_mut(&mut a.url),
         }
     }
 
@@ -101,6 +127,7 @@ impl Destination {
     pub(crate) fn validate(&self, c: &mut Checker) {
         match self {
             Destination::Http(h) => http::validate_sink(c, h),
+            Destination::Amqp(a) => amqp::validate_sink(c, a),
         }
     }
 
@@ -108,6 +135,7 @@ impl Destination {
     pub fn idempotency_key(&self) -> Option<&str> {
         match self {
             Destination::Http(h) => h.idempotency_key.as_deref(),
+            Destination::Amqp(a) => a.idempotency_key.as_deref(),
         }
     }
 
@@ -115,6 +143,7 @@ impl Destination {
     pub fn concurrency(&self) -> u32 {
         match self {
             Destination::Http(h) => h.concurrency,
+            Destination::Amqp(a) => a.concurrency,
         }
     }
 
@@ -122,6 +151,8 @@ impl Destination {
     pub fn batch(&self) -> Option<u32> {
         match self {
             Destination::Http(h) => h.batch,
+            // One message per record: a confirm is per message.
+            Destination::Amqp(_) => None,
         }
     }
 
@@ -129,6 +160,15 @@ impl Destination {
     pub fn http(&self) -> Option<&HttpSink> {
         match self {
             Destination::Http(h) => Some(h),
+            Destination::Amqp(_) => None,
+        }
+    }
+
+    /// The RabbitMQ exchange this destination publishes to, when it is one.
+    pub fn amqp(&self) -> Option<&AmqpSink> {
+        match self {
+            Destination::Amqp(a) => Some(a),
+            Destination::Http(_) => None,
         }
     }
 
@@ -136,6 +176,7 @@ impl Destination {
     pub fn path(&self) -> &'static str {
         match self {
             Destination::Http(_) => "destination.http",
+            Destination::Amqp(_) => "destination.amqp",
         }
     }
 }

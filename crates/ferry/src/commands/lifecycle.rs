@@ -863,6 +863,7 @@ pub async fn backfill(
         progress,
         Some(window),
         rekey,
+        None,
     )
     .await?;
     Ok(if record.status == ferry_store::RunStatus::Succeeded {

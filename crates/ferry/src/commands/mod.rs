@@ -57,8 +57,9 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Run {
             flow,
             no_progress,
+            max_records,
             metrics,
-        } => runs::run(&ctx, &flow, !no_progress, &metrics).await,
+        } => runs::run(&ctx, &flow, !no_progress, max_records, &metrics).await,
         Command::Runs { flow, limit } => runs::list(&ctx, flow.as_deref(), limit).await,
         Command::ShowRun { id } => runs::show(&ctx, &id).await,
         Command::Flows => runs::flows(&ctx).await,

@@ -20,7 +20,13 @@ use crate::report;
 /// follows the project's rules: in a protected environment a file whose content differs from
 /// the active revision is refused (exit 2), one with the same content just runs. With
 /// `metrics`, the run's metrics are pushed or written when it ends.
-pub async fn run(ctx: &Ctx, flow: &str, progress: bool, metrics: &MetricsOut) -> Result<u8> {
+pub async fn run(
+    ctx: &Ctx,
+    flow: &str,
+    progress: bool,
+    max_records: Option<u64>,
+    metrics: &MetricsOut,
+) -> Result<u8> {
     // Checked and set up before anything else, so a bad URL or path is said before the run
     // and the run is recorded from its start.
     let metrics_out = RunMetrics::start(metrics)?;
@@ -77,7 +83,19 @@ pub async fn run(ctx: &Ctx, flow: &str, progress: bool, metrics: &MetricsOut) ->
         (loaded, rev.number)
     };
     let env = ctx.flow_env(&store, &loaded.flow.name).await?;
-    let record = run_loaded(ctx, store, env, loaded, revision, Trigger::Manual, progress).await?;
+    let record = run_window(
+        ctx,
+        store,
+        env,
+        loaded,
+        revision,
+        Trigger::Manual,
+        progress,
+        None,
+        false,
+        max_records,
+    )
+    .await?;
     metrics_out.finish(&record).await;
     Ok(if record.status == RunStatus::Succeeded {
         0
@@ -150,6 +168,7 @@ pub async fn run_loaded(
         show_progress,
         None,
         false,
+        None,
     )
     .await
 }
@@ -166,6 +185,7 @@ pub async fn run_window(
     show_progress: bool,
     window: Option<ferry_engine::Window>,
     rekey: bool,
+    max_records: Option<u64>,
 ) -> Result<ferry_store::RunRecord> {
     let progress = Arc::new(Progress::default());
     let (cancel_rx, ctrl_c) = interrupts(
@@ -180,6 +200,7 @@ pub async fn run_window(
         cancel: Some(cancel_rx),
         window,
         rekey,
+        max_records,
         ..RunOptions::default()
     };
     let req = RunRequest {

@@ -106,6 +106,11 @@ impl Mapper {
         self.map.key(source)
     }
 
+    /// The record key, where `map.key` may read the record's metadata (`$meta.message_id`).
+    pub fn record_key_with_meta(&self, source: &Value, meta: Option<&Value>) -> Option<String> {
+        self.map.key_with_meta(source, meta)
+    }
+
     /// Offline (no revision): why idempotency keys cannot be computed — the key template uses
     /// what only a run knows (`flow.revision`, `env.*`, `cursor`) — or `None` when they can.
     pub fn offline_key_problem(&self) -> Option<String> {
@@ -128,7 +133,13 @@ impl Mapper {
 
     /// Maps one source record.
     pub fn map(&self, source: &Value) -> MapOutcome {
-        let record = match self.map.apply(source) {
+        self.map_with_meta(source, None)
+    }
+
+    /// Maps one source record with what its source tells about it (`$meta`: an AMQP message's
+    /// properties and headers).
+    pub fn map_with_meta(&self, source: &Value, meta: Option<&Value>) -> MapOutcome {
+        let record = match self.map.apply_with_meta(source, meta) {
             Ok(Mapped::Record(v)) => v,
             Ok(Mapped::Filtered) => return MapOutcome::Filtered,
             Err(e) => return MapOutcome::Failed(e),
@@ -144,7 +155,7 @@ impl Mapper {
             }
         };
         let body_hash = sha256_hex(&body);
-        let key = record_key(self.map.key(source), source);
+        let key = record_key(self.map.key_with_meta(source, meta), source);
         let idem = match (self.revision, self.offline_key_problem()) {
             (None, Some(why)) => Err(why),
             (revision, _) => idempotency_key(
@@ -188,9 +199,28 @@ pub(crate) async fn map_stage(
     settle_tx: mpsc::Sender<Settled>,
 ) {
     while let Some(batch) = rx.recv().await {
+        // What the source could not read is dead-lettered with its raw content, stopped or not:
+        // reading it again would fail the same way.
+        for u in batch.unreadable {
+            let pos = Pos {
+                cursor: None,
+                receipt: u.receipt,
+            };
+            let entry = ctx.dead(
+                None,
+                u.raw,
+                None,
+                Failure::new(Stage::Map, "unreadable", u.reason, Vec::new()),
+            );
+            if settle_tx.send(Settled::Dead { pos, entry }).await.is_err() {
+                return;
+            }
+        }
         let mut receipts = batch.receipts.into_iter();
+        let mut metas = batch.meta.into_iter();
         for source in batch.records {
             let receipt = receipts.next();
+            let meta = metas.next();
             let sent = if ctx.stop.is_stopped() {
                 // Read but not yet mapped: handed back to the next run.
                 let pos = Pos {
@@ -199,7 +229,7 @@ pub(crate) async fn map_stage(
                 };
                 settle_tx.send(Settled::handed_back(pos)).await.is_ok()
             } else {
-                map_one(&ctx, &stage, source, receipt, &work_tx, &settle_tx).await
+                map_one(&ctx, &stage, source, meta, receipt, &work_tx, &settle_tx).await
             };
             if !sent {
                 return;
@@ -213,6 +243,7 @@ async fn map_one(
     ctx: &Ctx,
     stage: &MapStage,
     source: Value,
+    meta: Option<Arc<Value>>,
     receipt: Option<u64>,
     work_tx: &mpsc::Sender<Work>,
     settle_tx: &mpsc::Sender<Settled>,
@@ -226,7 +257,7 @@ async fn map_one(
     if past_window {
         return settle_tx.send(Settled::Filtered { pos }).await.is_ok();
     }
-    match prepare(ctx, stage, source, pos) {
+    match prepare_with_meta(ctx, stage, source, meta.as_deref(), pos) {
         Ok(work) => work_tx.send(work).await.is_ok(),
         Err(settled) => settle_tx.send(*settled).await.is_ok(),
     }
@@ -239,17 +270,28 @@ pub(crate) fn prepare(
     source: Value,
     pos: Pos,
 ) -> Result<Work, Box<Settled>> {
+    prepare_with_meta(ctx, stage, source, None, pos)
+}
+
+/// [`prepare`] with what the source tells about the record (`$meta`).
+pub(crate) fn prepare_with_meta(
+    ctx: &Ctx,
+    stage: &MapStage,
+    source: Value,
+    meta: Option<&Value>,
+    pos: Pos,
+) -> Result<Work, Box<Settled>> {
     let dead = |key, source, mapped, failure| {
         Box::new(Settled::Dead {
             pos: pos.clone(),
             entry: ctx.dead(key, source, mapped, failure),
         })
     };
-    let m = match stage.mapper.map(&source) {
+    let m = match stage.mapper.map_with_meta(&source, meta) {
         MapOutcome::Record(m) => m,
         MapOutcome::Filtered => return Err(Box::new(Settled::Filtered { pos })),
         MapOutcome::Failed(e) => {
-            let key = stage.mapper.record_key(&source);
+            let key = stage.mapper.record_key_with_meta(&source, meta);
             return Err(dead(
                 key,
                 source,

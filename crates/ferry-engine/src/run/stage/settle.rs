@@ -27,6 +27,12 @@ use crate::run::stop::StopReason;
 /// Writes the outcomes of one run or replay.
 #[async_trait::async_trait]
 pub(crate) trait Recorder: Send {
+    /// The most rows to gather before writing, when the recorder wants fewer than the run's
+    /// settle batch (an acknowledging source whose prefetch holds back deliveries until
+    /// records are acknowledged).
+    fn batch_limit(&self) -> Option<usize> {
+        None
+    }
     /// Takes one outcome into the batch being gathered, and into the counts. After
     /// [`Recorder::unwritable`], outcomes that would need a write count as handed back.
     fn take(&mut self, s: Settled);
@@ -54,6 +60,7 @@ pub(crate) async fn settle_stage<R: Recorder>(
     // Outcomes are taken from the channel as many at a time as are there.
     let mut inbox = Vec::with_capacity(SETTLE_INBOX);
     let mut writable = true;
+    let batch_size = rec.batch_limit().map_or(batch_size, |l| l.min(batch_size));
     loop {
         let flush_now = tokio::select! {
             n = rx.recv_many(&mut inbox, SETTLE_INBOX) => {
@@ -146,6 +153,10 @@ impl RunRecorder {
 
 #[async_trait::async_trait]
 impl Recorder for RunRecorder {
+    fn batch_limit(&self) -> Option<usize> {
+        self.acker.as_ref().and_then(|a| a.ack_batch())
+    }
+
     fn take(&mut self, s: Settled) {
         let s = match s {
             Settled::Delivered { pos, .. } | Settled::Dead { pos, .. } if self.unwritable => {

@@ -15,6 +15,8 @@ use crate::run::stop::Stopper;
 pub(crate) enum SourceEnd {
     /// Read to the end.
     Done,
+    /// Stopped reading at the run's `max_records`.
+    Limited,
     /// Stopped before the end (the run was stopped).
     Cancelled,
     /// A batch failed, with the reason (page, URL, cause).
@@ -27,8 +29,13 @@ pub(crate) async fn source_stage(
     tx: mpsc::Sender<Batch>,
     progress: Arc<Progress>,
     stop: Arc<Stopper>,
+    max_records: Option<u64>,
 ) -> SourceEnd {
+    let mut read = 0u64;
     loop {
+        if max_records.is_some_and(|m| read >= m) {
+            return SourceEnd::Limited;
+        }
         if stop.is_stopped() {
             // What was read is handed on; no new batch is read.
             return SourceEnd::Cancelled;
@@ -48,12 +55,13 @@ pub(crate) async fn source_stage(
         };
         match next {
             Ok(Some(batch)) => {
-                let records = batch.records.len() as u64;
+                let records = (batch.records.len() + batch.unreadable.len()) as u64;
                 page_span.record("page", batch.number as i64);
                 page_span.record("records", records as i64);
                 tracing::debug!(page = batch.number, records, "Page fetched");
                 Progress::add(&progress.pages, 1);
                 Progress::add(&progress.fetched, records);
+                read += records;
                 if tx.send(batch).await.is_err() {
                     return SourceEnd::Failed("the map stage stopped".into());
                 }
