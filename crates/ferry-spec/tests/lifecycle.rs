@@ -144,7 +144,9 @@ fn merge_without_conflicts_takes_both_sides() {
         .transform
         .push(Step::Lower);
     let mut theirs = base.clone();
-    let ferry_spec::Destination::Http(sink) = &mut theirs.destination;
+    let ferry_spec::Destination::Http(sink) = &mut theirs.destination else {
+        panic!("an HTTP destination")
+    };
     sink.concurrency = 32;
     sink.headers
         .insert("X-Source".into(), Param::Template("ferry".into()));
@@ -176,11 +178,15 @@ fn merge_conflict_on_the_same_path_is_resolved_per_path_or_overall() {
     let base = flow("flow.yaml").flow;
     let mut ours = base.clone();
     ours.description = "ours".into();
-    let ferry_spec::Destination::Http(s) = &mut ours.destination;
+    let ferry_spec::Destination::Http(s) = &mut ours.destination else {
+        panic!("an HTTP destination")
+    };
     s.concurrency = 32;
     let mut theirs = base.clone();
     theirs.description = "theirs".into();
-    let ferry_spec::Destination::Http(s) = &mut theirs.destination;
+    let ferry_spec::Destination::Http(s) = &mut theirs.destination else {
+        panic!("an HTTP destination")
+    };
     s.concurrency = 64;
     theirs.labels.insert("internal".into(), "true".into());
 
@@ -426,7 +432,9 @@ fn rewrite_host_changes_literal_urls_only() {
         promoted.source.http().unwrap().url,
         "https://shop.example/api/orders"
     );
-    let ferry_spec::Destination::Http(sink) = &promoted.destination;
+    let ferry_spec::Destination::Http(sink) = &promoted.destination else {
+        panic!("an HTTP destination")
+    };
     // Templated host: untouched (it comes from a variable).
     assert_eq!(sink.url, f.destination.http().unwrap().url);
     match &sink.auth {

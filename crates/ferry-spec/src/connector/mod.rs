@@ -5,12 +5,14 @@
 //! here (its settings and their checks), one arm in each enum below and in its methods, and its
 //! connector in `ferry-connect`.
 
+pub mod file;
 pub mod http;
 
 use serde::{Deserialize, Serialize};
 
 use crate::flow::{CursorSpec, SecretRef};
 use crate::validate::Checker;
+use file::{FileSink, FileSource, StdoutSink};
 use http::{HttpSink, HttpSource};
 
 /// A source of records.
@@ -19,6 +21,8 @@ use http::{HttpSink, HttpSource};
 pub enum Source {
     /// An HTTP JSON API, page by page.
     Http(HttpSource),
+    /// Files (JSON Lines, a JSON array, CSV) or standard input.
+    File(FileSource),
 }
 
 /// A destination of records.
@@ -27,6 +31,10 @@ pub enum Source {
 pub enum Destination {
     /// An HTTP JSON API.
     Http(HttpSink),
+    /// A JSON Lines file, appended to.
+    File(FileSink),
+    /// Standard output, as JSON Lines.
+    Stdout(StdoutSink),
 }
 
 /// One setting a connector reads from its environment: a template (which may use
@@ -43,6 +51,7 @@ impl Source {
     pub fn settings(&self) -> Vec<Setting<'_>> {
         match self {
             Source::Http(h) => http::source_settings(h),
+            Source::File(f) => file::source_settings(f),
         }
     }
 
@@ -50,6 +59,7 @@ impl Source {
     pub fn urls_mut(&mut self) -> Vec<&mut String> {
         match self {
             Source::Http(h) => http::urls_mut(&mut h.url, &mut h.auth),
+            Source::File(_) => Vec::new(),
         }
     }
 
@@ -57,6 +67,7 @@ impl Source {
     pub(crate) fn validate(&self, c: &mut Checker) {
         match self {
             Source::Http(h) => http::validate_source(c, h),
+            Source::File(f) => file::validate_source(c, f),
         }
     }
 
@@ -64,6 +75,8 @@ impl Source {
     pub fn cursor(&self) -> Option<&CursorSpec> {
         match self {
             Source::Http(h) => h.cursor.as_ref(),
+            // A file source keeps its own position (per file), not a record field.
+            Source::File(_) => None,
         }
     }
 
@@ -71,6 +84,7 @@ impl Source {
     pub fn http(&self) -> Option<&HttpSource> {
         match self {
             Source::Http(h) => Some(h),
+            Source::File(_) => None,
         }
     }
 
@@ -78,6 +92,7 @@ impl Source {
     pub fn path(&self) -> &'static str {
         match self {
             Source::Http(_) => "source.http",
+            Source::File(_) => "source.file",
         }
     }
 }
@@ -87,6 +102,8 @@ impl Destination {
     pub fn settings(&self) -> Vec<Setting<'_>> {
         match self {
             Destination::Http(h) => http::sink_settings(h),
+            Destination::File(f) => file::sink_settings(f),
+            Destination::Stdout(_) => Vec::new(),
         }
     }
 
@@ -94,6 +111,7 @@ impl Destination {
     pub fn urls_mut(&mut self) -> Vec<&mut String> {
         match self {
             Destination::Http(h) => http::urls_mut(&mut h.url, &mut h.auth),
+            Destination::File(_) | Destination::Stdout(_) => Vec::new(),
         }
     }
 
@@ -101,6 +119,8 @@ impl Destination {
     pub(crate) fn validate(&self, c: &mut Checker) {
         match self {
             Destination::Http(h) => http::validate_sink(c, h),
+            Destination::File(f) => file::validate_sink(c, f),
+            Destination::Stdout(_) => {}
         }
     }
 
@@ -108,6 +128,7 @@ impl Destination {
     pub fn idempotency_key(&self) -> Option<&str> {
         match self {
             Destination::Http(h) => h.idempotency_key.as_deref(),
+            Destination::File(_) | Destination::Stdout(_) => None,
         }
     }
 
@@ -115,6 +136,8 @@ impl Destination {
     pub fn concurrency(&self) -> u32 {
         match self {
             Destination::Http(h) => h.concurrency,
+            // One writer: records are written in the order they were read.
+            Destination::File(_) | Destination::Stdout(_) => 1,
         }
     }
 
@@ -122,6 +145,7 @@ impl Destination {
     pub fn batch(&self) -> Option<u32> {
         match self {
             Destination::Http(h) => h.batch,
+            Destination::File(_) | Destination::Stdout(_) => Some(file::WRITE_BATCH),
         }
     }
 
@@ -129,6 +153,7 @@ impl Destination {
     pub fn http(&self) -> Option<&HttpSink> {
         match self {
             Destination::Http(h) => Some(h),
+            Destination::File(_) | Destination::Stdout(_) => None,
         }
     }
 
@@ -136,6 +161,14 @@ impl Destination {
     pub fn path(&self) -> &'static str {
         match self {
             Destination::Http(_) => "destination.http",
+            Destination::File(_) => "destination.file",
+            Destination::Stdout(_) => "destination.stdout",
         }
+    }
+
+    /// Whether records go to standard output: then the process's own messages (a run's
+    /// summary) go to standard error, and standard output carries only records.
+    pub fn is_stdout(&self) -> bool {
+        matches!(self, Destination::Stdout(_))
     }
 }
