@@ -16,4 +16,4 @@ pub mod source;
 
 pub use error::ConnectError;
 pub use sink::{Attempt, RunTag, SendFailure, Sink};
-pub use source::{Acker, Batch, Receipt, Source, SourceOptions};
+pub use source::{Acker, Batch, Receipt, Source, SourceOptions, Unreadable};

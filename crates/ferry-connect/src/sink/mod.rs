@@ -19,6 +19,7 @@ use ferry_spec::template::Var;
 
 use crate::error::ConnectError;
 
+pub mod file;
 pub mod http;
 
 /// What one attempt came to.
@@ -140,5 +141,7 @@ pub async fn from_spec(
         ferry_spec::Destination::Http(h) => {
             Ok(std::sync::Arc::new(http::HttpDelivery::new(h, env)?))
         }
+        ferry_spec::Destination::File(f) => Ok(std::sync::Arc::new(file::FileSink::file(f, env)?)),
+        ferry_spec::Destination::Stdout(_) => Ok(std::sync::Arc::new(file::FileSink::stdout()?)),
     }
 }

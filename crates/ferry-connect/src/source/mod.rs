@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::error::ConnectError;
 
+pub mod file;
 pub mod http;
 
 /// What an acknowledging source needs back to acknowledge one record (an AMQP delivery tag).
@@ -36,6 +37,18 @@ pub struct Batch {
     /// What the map may read about each record besides the record itself (`$meta`: an AMQP
     /// message's properties and headers), one per record; empty when the source has none.
     pub meta: Vec<Arc<Value>>,
+    /// Records the source could not parse (a broken line of a file), with their raw text: the
+    /// run dead-letters them and goes on.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A record a source read but could not parse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    /// The record as read (lossy UTF-8), kept in the dead-letter queue for editing and replay.
+    pub raw: String,
+    /// Why, naming where it was (`in/a.jsonl, line 7: not valid JSON: ...`).
+    pub error: String,
 }
 
 /// A source of records, read batch by batch by one run.
@@ -47,6 +60,14 @@ pub trait Source: Send {
     /// The handle the engine acknowledges settled records through; `None` for a source that
     /// does not acknowledge (HTTP, files: their position is the run's cursor).
     fn acker(&self) -> Option<Arc<dyn Acker>> {
+        None
+    }
+
+    /// For a source that keeps its own position (an incremental file source: how far each
+    /// file was read), where it got to once read to the end: the run stores it as its cursor
+    /// when every record is settled, and the next run's source starts from it. `None` for
+    /// sources whose cursor follows a record field (HTTP) or that have none.
+    fn position(&self) -> Option<Value> {
         None
     }
 }
@@ -83,5 +104,10 @@ pub async fn from_spec(
             }
             Ok(Box::new(pager))
         }
+        ferry_spec::Source::File(f) => Ok(Box::new(file::FileReader::new(
+            f,
+            env,
+            opts.cursor.as_ref(),
+        )?)),
     }
 }

@@ -289,12 +289,19 @@ async fn execute_in(
     let (deliver_error, recorded) = back.finish().await;
     stopper.abort();
     hand_over.abort();
+    // A source that keeps its own position (files) says where the cursor goes, not the
+    // records' cursor field.
+    let source_position = match &source_result {
+        Ok(SourceEnd::Done(p)) => p.clone(),
+        _ => None,
+    };
     let (source_error, cancelled) = match source_result {
-        Ok(SourceEnd::Done) => (None, false),
+        Ok(SourceEnd::Done(_)) => (None, false),
         Ok(SourceEnd::Cancelled) => (None, true),
         Ok(SourceEnd::Failed(e)) => (Some(e), false),
         Err(e) => (Some(format!("source stage crashed: {e}")), false),
     };
+
     let (counts, max_cursor, settle_error) = match recorded {
         Ok(mut rec) => {
             rec.finish().await;
@@ -346,6 +353,9 @@ async fn execute_in(
         let next = match (&max_cursor, &cursor_before) {
             // A backfill never moves the live cursor.
             _ if opts.window.is_some() => None,
+            _ if source_position.is_some() => {
+                source_position.filter(|p| Some(p) != cursor_before.as_ref())
+            }
             (Some(m), Some(b)) if crate::cursor::cmp(m, b).is_gt() => Some(m.clone()),
             (Some(m), None) => Some(m.clone()),
             _ => None,

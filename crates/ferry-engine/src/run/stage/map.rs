@@ -188,6 +188,26 @@ pub(crate) async fn map_stage(
     settle_tx: mpsc::Sender<Settled>,
 ) {
     while let Some(batch) = rx.recv().await {
+        // Records the source could not parse go to the dead-letter queue with their raw text
+        // (as a JSON string): fixed with `ferry dlq edit`, they can be replayed.
+        for u in batch.unreadable {
+            let settled = if ctx.stop.is_stopped() {
+                Settled::handed_back(Pos::default())
+            } else {
+                Settled::Dead {
+                    pos: Pos::default(),
+                    entry: ctx.dead(
+                        None,
+                        Value::String(u.raw),
+                        None,
+                        Failure::new(Stage::Map, "unreadable", u.error, Vec::new()),
+                    ),
+                }
+            };
+            if settle_tx.send(settled).await.is_err() {
+                return;
+            }
+        }
         let mut receipts = batch.receipts.into_iter();
         for source in batch.records {
             let receipt = receipts.next();
