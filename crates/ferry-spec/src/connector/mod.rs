@@ -16,6 +16,10 @@ use file::{FileSink, FileSource, StdoutSink};
 use http::{HttpSink, HttpSource};
 
 /// A source of records.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per flow, read when a run starts: boxing would buy nothing"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Source {
@@ -26,6 +30,10 @@ pub enum Source {
 }
 
 /// A destination of records.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per flow, read when a run starts: boxing would buy nothing"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Destination {
