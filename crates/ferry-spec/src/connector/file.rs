@@ -23,7 +23,7 @@ pub const STDIN: &str = "-";
 /// fails the read instead of taking memory without bound.
 pub const DEFAULT_MAX_RECORD_BYTES: ByteSize = ByteSize(1 << 20);
 /// Records a file or stdout destination writes at once (one write, one settle batch's share).
-pub const WRITE_BATCH: u32 = 512;
+pub const WRITE_BATCH: u32 = 64;
 /// Largest `source.file.max_record_bytes` accepted.
 pub const MAX_RECORD_BYTES_LIMIT: ByteSize = ByteSize(1 << 30);
 

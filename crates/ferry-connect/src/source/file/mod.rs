@@ -30,10 +30,10 @@ use tokio::sync::mpsc;
 use crate::error::ConnectError;
 use crate::source::{Batch, Source, Unreadable};
 use position::{Seen, Start};
-use read::{Csv, Item, JsonArray, JsonLines, Records};
+use read::{At, Csv, Item, JsonArray, JsonLines, Records, parse_json};
 
 /// Most records in one batch.
-pub const BATCH_RECORDS: usize = 512;
+pub const BATCH_RECORDS: usize = 128;
 /// A batch is handed on once it holds this much input, however few records.
 pub const BATCH_BYTES: usize = 4 << 20;
 /// Read buffer of a file or of standard input.
@@ -60,7 +60,7 @@ enum Input {
 }
 
 enum Msg {
-    Batch(Batch),
+    Batch(Found),
     /// Every file read to its end: what was seen of each.
     End(BTreeMap<String, Seen>),
 }
@@ -182,34 +182,90 @@ impl FileReader {
     }
 }
 
+/// A batch as the reader thread hands it on: the text of its JSON records, found but not
+/// parsed yet (parsing is most of the work of reading, and is done where the run takes the
+/// batch, beside the reader), and records already made (CSV rows).
+#[derive(Debug, Default)]
+struct Found {
+    number: u64,
+    origin: String,
+    /// The JSON texts, one after the other.
+    text: Vec<u8>,
+    /// Where each JSON text ends in `text`, and where it was in its file.
+    ends: Vec<(usize, At)>,
+    records: Vec<Value>,
+    unreadable: Vec<Unreadable>,
+}
+
+impl Found {
+    fn len(&self) -> usize {
+        self.ends.len() + self.records.len() + self.unreadable.len()
+    }
+
+    /// The batch, its JSON texts parsed; a text that is not JSON becomes an unreadable record.
+    fn parse(self) -> Batch {
+        let Found {
+            number,
+            origin,
+            text,
+            ends,
+            mut records,
+            mut unreadable,
+        } = self;
+        records.reserve(ends.len());
+        let mut from = 0;
+        for (end, at) in ends {
+            let raw = &text[from..end];
+            from = end;
+            match parse_json(raw, &origin, at) {
+                Ok(v) => records.push(v),
+                Err(error) => unreadable.push(Unreadable {
+                    raw: String::from_utf8_lossy(raw).into_owned(),
+                    error,
+                }),
+            }
+        }
+        Batch {
+            number,
+            origin,
+            records,
+            unreadable,
+            ..Default::default()
+        }
+    }
+}
+
 /// Gathers records into batches and hands them on.
 struct Batcher<'a> {
     tx: &'a mpsc::Sender<Result<Msg, ConnectError>>,
-    batch: Batch,
+    found: Found,
     bytes: usize,
     number: u64,
 }
 
 impl Batcher<'_> {
     fn start(&mut self, origin: &str) {
-        self.batch.origin = origin.to_string();
+        self.found.origin = origin.to_string();
     }
 
     /// Takes one item; false when the run stopped listening.
-    fn take(&mut self, item: Item) -> bool {
+    fn take(&mut self, item: Item<'_>) -> bool {
         match item {
+            Item::Json(j) => {
+                self.found.text.extend_from_slice(j.text);
+                self.found.ends.push((self.found.text.len(), j.at));
+                self.bytes += j.took;
+            }
             Item::Record(v, took) => {
-                self.batch.records.push(v);
+                self.found.records.push(v);
                 self.bytes += took;
             }
             Item::Unreadable { raw, error } => {
                 self.bytes += raw.len();
-                self.batch.unreadable.push(Unreadable { raw, error });
+                self.found.unreadable.push(Unreadable { raw, error });
             }
         }
-        if self.batch.records.len() + self.batch.unreadable.len() >= BATCH_RECORDS
-            || self.bytes >= BATCH_BYTES
-        {
+        if self.found.len() >= BATCH_RECORDS || self.bytes >= BATCH_BYTES {
             return self.send();
         }
         true
@@ -217,24 +273,25 @@ impl Batcher<'_> {
 
     /// Hands on what was gathered; false when the run stopped listening.
     fn send(&mut self) -> bool {
-        if self.batch.records.is_empty() && self.batch.unreadable.is_empty() {
+        if self.found.len() == 0 {
             return true;
         }
         self.number += 1;
-        let origin = self.batch.origin.clone();
-        let batch = std::mem::replace(
-            &mut self.batch,
-            Batch {
+        let origin = self.found.origin.clone();
+        let found = std::mem::replace(
+            &mut self.found,
+            Found {
                 origin,
-                records: Vec::with_capacity(BATCH_RECORDS),
+                text: Vec::with_capacity(self.bytes),
+                ends: Vec::with_capacity(BATCH_RECORDS),
                 ..Default::default()
             },
         );
         self.bytes = 0;
         self.tx
-            .blocking_send(Ok(Msg::Batch(Batch {
+            .blocking_send(Ok(Msg::Batch(Found {
                 number: self.number,
-                ..batch
+                ..found
             })))
             .is_ok()
     }
@@ -268,7 +325,7 @@ fn reader(
 fn read_all(input: Input, max: usize, tx: &mpsc::Sender<Result<Msg, ConnectError>>) {
     let mut out = Batcher {
         tx,
-        batch: Batch::default(),
+        found: Found::default(),
         bytes: 0,
         number: 0,
     };
@@ -342,7 +399,7 @@ impl Source for FileReader {
             return Ok(None);
         }
         match self.rx.recv().await {
-            Some(Ok(Msg::Batch(b))) => Ok(Some(b)),
+            Some(Ok(Msg::Batch(found))) => Ok(Some(found.parse())),
             Some(Ok(Msg::End(seen))) => {
                 self.done = true;
                 if self.incremental {

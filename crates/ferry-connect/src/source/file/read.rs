@@ -15,17 +15,54 @@ use crate::error::ConnectError;
 
 /// What a reader yields.
 #[derive(Debug)]
-pub(crate) enum Item {
+pub(crate) enum Item<'a> {
+    /// The text of one JSON record, found but not parsed yet: the reader thread only finds
+    /// where records are, and they are parsed where the run reads the batch, so reading and
+    /// parsing run side by side.
+    Json(RawJson<'a>),
     /// A record, with the number of bytes of the input it took.
     Record(Value, usize),
     /// A record that is not valid: its raw text and why, naming the file and line.
     Unreadable { raw: String, error: String },
 }
 
+/// The text of one JSON record and where it was.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawJson<'a> {
+    pub(crate) text: &'a [u8],
+    /// Bytes of the input it took (with its newline or delimiter).
+    pub(crate) took: usize,
+    /// Where it is, for messages.
+    pub(crate) at: At,
+}
+
+/// Where a record is in its file, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct At {
+    /// 1-based line (of its first byte).
+    pub(crate) line: u64,
+    /// 1-based element of a JSON array; 0 for a line of JSON Lines.
+    pub(crate) element: u64,
+}
+
+/// Parses the text of one JSON record: the record, or the message for its dead letter.
+pub(crate) fn parse_json(text: &[u8], path: &str, at: At) -> Result<Value, String> {
+    serde_json::from_slice::<Value>(text).map_err(|e| {
+        if at.element == 0 {
+            format!("{path}, line {}: not valid JSON: {e}", at.line)
+        } else {
+            format!(
+                "{path}, line {}: element {} of the array is not valid JSON: {e}",
+                at.line, at.element
+            )
+        }
+    })
+}
+
 /// Reads records one by one.
 pub(crate) trait Records {
     /// The next record, `None` at the end of the input.
-    fn next_item(&mut self) -> Result<Option<Item>, ConnectError>;
+    fn next_item(&mut self) -> Result<Option<Item<'_>>, ConnectError>;
     /// Bytes of the input consumed so far (from where the reader started).
     fn consumed(&self) -> u64;
     /// Lines read so far (from where the reader started), where lines count.
@@ -123,7 +160,7 @@ impl<R: BufRead> JsonLines<R> {
 }
 
 impl<R: BufRead> Records for JsonLines<R> {
-    fn next_item(&mut self) -> Result<Option<Item>, ConnectError> {
+    fn next_item(&mut self) -> Result<Option<Item<'_>>, ConnectError> {
         loop {
             let before = self.consumed;
             if !self.read_line()? {
@@ -139,13 +176,14 @@ impl<R: BufRead> Records for JsonLines<R> {
                 continue;
             }
             let took = (self.consumed - before) as usize;
-            return Ok(Some(match serde_json::from_slice::<Value>(&self.buf) {
-                Ok(v) => Item::Record(v, took),
-                Err(e) => Item::Unreadable {
-                    raw: raw_text(&self.buf),
-                    error: format!("{}, line {}: not valid JSON: {e}", self.path, self.line),
+            return Ok(Some(Item::Json(RawJson {
+                text: &self.buf,
+                took,
+                at: At {
+                    line: self.line,
+                    element: 0,
                 },
-            }));
+            })));
         }
     }
 
@@ -310,7 +348,7 @@ impl<R: BufRead> JsonArray<R> {
 }
 
 impl<R: BufRead> Records for JsonArray<R> {
-    fn next_item(&mut self) -> Result<Option<Item>, ConnectError> {
+    fn next_item(&mut self) -> Result<Option<Item<'_>>, ConnectError> {
         loop {
             match self.state {
                 ArrayState::Start => match self.next_token()? {
@@ -346,16 +384,14 @@ impl<R: BufRead> Records for JsonArray<R> {
                         };
                         // The element's bytes, the one before it and its delimiter.
                         let took = (self.consumed - before) as usize + 1;
-                        return Ok(Some(match serde_json::from_slice::<Value>(&self.buf) {
-                            Ok(v) => Item::Record(v, took),
-                            Err(e) => Item::Unreadable {
-                                raw: raw_text(&self.buf),
-                                error: format!(
-                                    "{}, line {line}: element {} of the array is not valid JSON: {e}",
-                                    self.path, self.element
-                                ),
+                        return Ok(Some(Item::Json(RawJson {
+                            text: &self.buf,
+                            took,
+                            at: At {
+                                line,
+                                element: self.element,
                             },
-                        }));
+                        })));
                     }
                 },
                 ArrayState::End => {
@@ -515,7 +551,7 @@ impl<R: Read> Csv<R> {
 }
 
 impl<R: Read> Records for Csv<R> {
-    fn next_item(&mut self) -> Result<Option<Item>, ConnectError> {
+    fn next_item(&mut self) -> Result<Option<Item<'_>>, ConnectError> {
         if !self.started && !self.read_header()? {
             return Ok(None);
         }
@@ -577,10 +613,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn all(mut r: impl Records) -> Result<Vec<Result<Value, String>>, ConnectError> {
+    fn all(mut r: impl Records, path: &str) -> Result<Vec<Result<Value, String>>, ConnectError> {
         let mut out = Vec::new();
         while let Some(item) = r.next_item()? {
             out.push(match item {
+                Item::Json(j) => parse_json(j.text, path, j.at)
+                    .map_err(|e| format!("{} | {}", raw_text(j.text), e)),
                 Item::Record(v, _) => Ok(v),
                 Item::Unreadable { raw, error } => Err(format!("{raw} | {error}")),
             });
@@ -589,7 +627,7 @@ mod tests {
     }
 
     fn lines(text: &[u8], max: usize) -> Result<Vec<Result<Value, String>>, ConnectError> {
-        all(JsonLines::new(text, "in.jsonl", max, 0))
+        all(JsonLines::new(text, "in.jsonl", max, 0), "in.jsonl")
     }
 
     #[test]
@@ -615,7 +653,7 @@ mod tests {
         text.extend(b"\n{\"a\":2}\n");
         // A reader with a small buffer: the long line spans many fills.
         let r = std::io::BufReader::with_capacity(16, &text[..]);
-        let e = all(JsonLines::new(r, "in.jsonl", 1000, 0)).expect_err("too long");
+        let e = all(JsonLines::new(r, "in.jsonl", 1000, 0), "in.jsonl").expect_err("too long");
         let msg = e.to_string();
         assert!(
             msg.contains("in.jsonl, line 2") && msg.contains("max_record_bytes"),
@@ -630,12 +668,23 @@ mod tests {
     fn json_lines_count_bytes_and_lines_from_where_they_start() {
         let text = b"{\"a\":1}\n{\"a\":2}\nnope\n";
         let mut r = JsonLines::new(&text[..], "in.jsonl", 100, 10);
-        assert!(matches!(r.next_item(), Ok(Some(Item::Record(_, 8)))));
+        assert!(matches!(
+            r.next_item(),
+            Ok(Some(Item::Json(RawJson { took: 8, .. })))
+        ));
         assert_eq!(r.consumed(), 8);
         r.next_item().expect("second").expect("a record");
         match r.next_item() {
-            Ok(Some(Item::Unreadable { error, .. })) => {
-                assert!(error.contains("line 13"), "{error}")
+            Ok(Some(Item::Json(j))) => {
+                assert_eq!(
+                    j.at,
+                    At {
+                        line: 13,
+                        element: 0
+                    }
+                );
+                let e = parse_json(j.text, "in.jsonl", j.at).expect_err("not JSON");
+                assert!(e.starts_with("in.jsonl, line 13: not valid JSON"), "{e}");
             }
             other => panic!("{other:?}"),
         }
@@ -655,11 +704,10 @@ mod tests {
     }
 
     fn array(text: &[u8], max: usize) -> Result<Vec<Result<Value, String>>, ConnectError> {
-        all(JsonArray::new(
-            std::io::BufReader::with_capacity(7, text),
+        all(
+            JsonArray::new(std::io::BufReader::with_capacity(7, text), "in.json", max),
             "in.json",
-            max,
-        ))
+        )
     }
 
     #[test]
@@ -709,7 +757,7 @@ mod tests {
     }
 
     fn csv_rows(text: &[u8], max: usize) -> Result<Vec<Result<Value, String>>, ConnectError> {
-        all(Csv::new(text, "in.csv", max))
+        all(Csv::new(text, "in.csv", max), "in.csv")
     }
 
     #[test]
