@@ -92,8 +92,8 @@ impl FileSink {
         }
     }
 
-    fn failure(&self, what: &str, e: &std::io::Error) -> String {
-        format!("{}: {what} failed: {e}", self.label)
+    fn failure(what: &str, e: &std::io::Error) -> String {
+        format!("{what} failed: {e}")
     }
 }
 
@@ -118,7 +118,9 @@ impl Sink for FileSink {
         let started = Instant::now();
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = match &out.failed {
-            Some(e) => Outcome::Fail { reason: e.clone() },
+            Some(e) => Outcome::Fail {
+                reason: format!("{}: {e}", self.label),
+            },
             None => {
                 let mut written = out.writer.write_all(&body);
                 if written.is_ok() && !body.ends_with(b"\n") {
@@ -127,9 +129,11 @@ impl Sink for FileSink {
                 match written {
                     Ok(()) => Outcome::Success,
                     Err(e) => {
-                        let reason = self.failure("writing", &e);
+                        let reason = Self::failure("writing", &e);
                         out.failed = Some(reason.clone());
-                        Outcome::Fail { reason }
+                        Outcome::Fail {
+                            reason: format!("{}: {reason}", self.label),
+                        }
                     }
                 }
             }
@@ -163,13 +167,16 @@ impl Sink for FileSink {
                 reason: e.clone(),
             });
         }
-        let mut done = out.writer.flush().map_err(|e| self.failure("flushing", &e));
+        let mut done = out
+            .writer
+            .flush()
+            .map_err(|e| Self::failure("flushing", &e));
         if done.is_ok() && matches!(self.kind, Kind::File) {
             done = out
                 .writer
                 .get_ref()
                 .sync_data()
-                .map_err(|e| self.failure("syncing", &e));
+                .map_err(|e| Self::failure("syncing", &e));
         }
         done.map_err(|reason| {
             out.failed = Some(reason.clone());
