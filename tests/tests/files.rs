@@ -321,6 +321,25 @@ fn an_incremental_glob_reads_only_new_files_and_new_lines() {
     assert_eq!(third["run"]["counts"]["fetched"], 0, "{third}");
     assert_eq!(written_ids(&d.join("out.jsonl")).len(), 200);
 
+    // Lines are counted across runs: a broken line appended later is named by its line in
+    // the file (b has 70 lines; one more is good, the next broken).
+    let mut b = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("in/b.jsonl"))
+        .expect("b");
+    std::io::Write::write_all(&mut b, b"{\"id\":171,\"name\":\"n171\"}\n{broken\n")
+        .expect("append");
+    drop(b);
+    let appended = run();
+    assert_eq!(appended["run"]["counts"]["fetched"], 2, "{appended}");
+    assert_eq!(appended["run"]["counts"]["dead_lettered"], 1, "{appended}");
+    let out = run_ferry(&["dlq", "list", "--output", "json"], &[], d, LIMIT);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("in/b.jsonl, line 72: not valid JSON"),
+        "{}",
+        text(&out)
+    );
+
     // A file rewritten shorter is read again from its start.
     std::fs::write(d.join("in/a.jsonl"), plain_lines(1..=3)).expect("a rewritten");
     let fourth = run();

@@ -50,6 +50,8 @@ struct Planned {
     start: Start,
     /// Lines before `start` (a resumed JSON Lines file), so messages name lines of the file.
     lines_before: u64,
+    /// Lines the last run counted in the file (kept for a file not read this time).
+    lines_seen: u64,
 }
 
 /// What the reader thread reads.
@@ -157,6 +159,7 @@ impl FileReader {
                     seen,
                     start,
                     lines_before,
+                    lines_seen: before.map_or(0, |b| b.lines),
                 });
             }
             if planned.is_empty() {
@@ -348,7 +351,7 @@ fn read_all(input: Input, max: usize, tx: &mpsc::Sender<Result<Msg, ConnectError
                                 f.label,
                                 Seen {
                                     read: f.seen.size,
-                                    lines: 0,
+                                    lines: f.lines_seen,
                                     ..f.seen
                                 },
                             );
