@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`http`]: the HTTP source (pagination, auth, incremental cursor parameter) and sink
 //!   (idempotency key header, outcome classification); one folder, fixed file roles;
+//! - `source/file/`, `sink/file/`: files (JSON Lines, a JSON array, CSV; a path, a glob or
+//!   stdin) as a source, and a JSON Lines file or stdout as a destination (no ledger);
 //! - [`error`]: what can go wrong, with the URL and page.
 //!
 //! Connectors do I/O and classify outcomes; retries, backoff, breakers and rate limits are
