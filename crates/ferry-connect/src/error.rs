@@ -83,4 +83,15 @@ pub enum ConnectError {
     Broker { broker: String, reason: String },
     #[error("OAuth2 token request to {url} failed: {reason}")]
     OAuth { url: String, reason: String },
+    /// A file could not be listed, opened, read or written.
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    /// A file's content cannot be read on from here (a record over the size limit, an array
+    /// that is not closed); `line` is 1-based.
+    #[error("{path}, line {line}: {reason}")]
+    FileRecord {
+        path: String,
+        line: u64,
+        reason: String,
+    },
 }

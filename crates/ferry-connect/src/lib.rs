@@ -6,6 +6,8 @@
 //! - `amqp`: what the AMQP (RabbitMQ) source (`source/amqp/`: a queue, acknowledged after
 //!   commit) and sink (`sink/amqp/`: publisher confirms) share — the broker, classifying its
 //!   errors, message properties as JSON;
+//! - `source/file/`, `sink/file/`: files (JSON Lines, a JSON array, CSV; a path, a glob or
+//!   stdin) as a source, and a JSON Lines file or stdout as a destination (no ledger);
 //! - [`error`]: what can go wrong, with the URL and page.
 //!
 //! Connectors do I/O and classify outcomes; retries, backoff, breakers and rate limits are

@@ -117,51 +117,94 @@ impl ProgressView {
     }
 }
 
-/// Prints what a run did.
-pub fn summary(output: Output, r: &RunRecord, hash: &str, took: Duration, retries: u64) {
+/// Prints what a run did: on standard output, or on standard error when standard output
+/// carries the run's records (`destination: { stdout: {} }`).
+pub fn summary(
+    output: Output,
+    r: &RunRecord,
+    hash: &str,
+    took: Duration,
+    retries: u64,
+    to_stderr: bool,
+) {
+    // Standard output is line-buffered; standard error is not buffered at all, so the
+    // summary is written whole in one go either way.
+    let mut text = String::new();
+    summary_text(&mut text, output, r, hash, took, retries);
+    if to_stderr {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
+
+fn summary_text(
+    out: &mut String,
+    output: Output,
+    r: &RunRecord,
+    hash: &str,
+    took: Duration,
+    retries: u64,
+) {
+    use std::fmt::Write as _;
     let secs = took.as_secs_f64().max(0.001);
     let rate = r.counts.settled() as f64 / secs;
     if output == Output::Json {
         let v = json!({"run": r, "duration_ms": took.as_millis() as u64, "records_per_second": rate.round(), "retries": retries, "peak_rss_kib": peak_rss_kib()});
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        );
         return;
     }
     let c = &r.counts;
-    println!("run       {}", r.id);
-    println!("flow      {} (environment {})", r.flow, r.env);
-    println!("revision  {} ({})", r.revision, &hash[..12.min(hash.len())]);
-    println!("status    {}", r.status);
+    let _ = writeln!(out, "run       {}", r.id);
+    let _ = writeln!(out, "flow      {} (environment {})", r.flow, r.env);
+    let _ = writeln!(
+        out,
+        "revision  {} ({})",
+        r.revision,
+        &hash[..12.min(hash.len())]
+    );
+    let _ = writeln!(out, "status    {}", r.status);
     if c.handed_back > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "records   fetched {} = delivered {} + skipped {} + filtered {} + dead-lettered {} + handed back {}",
             c.fetched, c.delivered, c.skipped, c.filtered, c.dead_lettered, c.handed_back
         );
-        println!("          (handed back: not delivered, read again by the next run)");
+        let _ = writeln!(
+            out,
+            "          (handed back: not delivered, read again by the next run)"
+        );
     } else {
-        println!(
+        let _ = writeln!(
+            out,
             "records   fetched {} = delivered {} + skipped {} + filtered {} + dead-lettered {}",
             c.fetched, c.delivered, c.skipped, c.filtered, c.dead_lettered
         );
     }
     if retries > 0 {
-        println!("retries   {retries}");
+        let _ = writeln!(out, "retries   {retries}");
     }
     let cur = |v: &Option<serde_json::Value>| {
         v.as_ref()
             .map(|v| v.to_string())
             .unwrap_or_else(|| "none".into())
     };
-    println!(
+    let _ = writeln!(
+        out,
         "cursor    {} -> {}",
         cur(&r.cursor_before),
         cur(&r.cursor_after)
     );
-    println!("duration  {:.2}s ({:.0} records/s)", secs, rate);
+    let _ = writeln!(out, "duration  {:.2}s ({:.0} records/s)", secs, rate);
     if let Some(kib) = peak_rss_kib() {
-        println!("memory    peak RSS {:.1} MiB", kib as f64 / 1024.0);
+        let _ = writeln!(out, "memory    peak RSS {:.1} MiB", kib as f64 / 1024.0);
     }
     if let Some(e) = &r.error {
-        println!("error     {e}");
+        let _ = writeln!(out, "error     {e}");
     }
 }
 

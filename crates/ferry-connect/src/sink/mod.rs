@@ -20,6 +20,7 @@ use ferry_spec::template::Var;
 use crate::error::ConnectError;
 
 pub mod amqp;
+pub mod file;
 pub mod http;
 
 /// What one attempt came to.
@@ -144,5 +145,7 @@ pub async fn from_spec(
         ferry_spec::Destination::Amqp(a) => {
             Ok(std::sync::Arc::new(amqp::AmqpPublisher::new(a, env, tag)?))
         }
+        ferry_spec::Destination::File(f) => Ok(std::sync::Arc::new(file::FileSink::file(f, env)?)),
+        ferry_spec::Destination::Stdout(_) => Ok(std::sync::Arc::new(file::FileSink::stdout()?)),
     }
 }

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::error::ConnectError;
 
 pub mod amqp;
+pub mod file;
 pub mod http;
 
 /// What an acknowledging source needs back to acknowledge one record (an AMQP delivery tag).
@@ -37,21 +38,23 @@ pub struct Batch {
     /// What the map may read about each record besides the record itself (`$meta`: an AMQP
     /// message's properties and headers), one per record; empty when the source has none.
     pub meta: Vec<Arc<Value>>,
-    /// What the source received but could not read as a record (not JSON, too large): the
-    /// engine dead-letters each with its raw content and reason, and — for an acknowledging
-    /// source — acknowledges it once that is committed.
+    /// What the source received but could not read as a record (a message or a line that is
+    /// not JSON, too large; a broken CSV row): the engine dead-letters each with its raw content
+    /// and reason and goes on, and — for an acknowledging source — acknowledges it once that is
+    /// committed.
     pub unreadable: Vec<Unreadable>,
 }
 
-/// A message a source received but could not read as a record.
-#[derive(Debug)]
+/// Something a source received but could not read as a record.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Unreadable {
     /// The receipt to acknowledge it with, for an acknowledging source.
     pub receipt: Option<Receipt>,
-    /// What was received, as it goes into the dead letter's source record (the raw bytes as
-    /// text, or base64 when they are not UTF-8, with the message's metadata).
+    /// What was received, as it goes into the dead letter's source record (a file's line as
+    /// text; a message's bytes as text, or base64 when they are not UTF-8, with its metadata).
     pub raw: Value,
-    /// Why it could not be read (`not JSON: …`, `larger than …`).
+    /// Why it could not be read, naming where it was (`in/a.jsonl, line 7: not JSON: …`,
+    /// `larger than …`).
     pub reason: String,
 }
 
@@ -64,6 +67,14 @@ pub trait Source: Send {
     /// The handle the engine acknowledges settled records through; `None` for a source that
     /// does not acknowledge (HTTP, files: their position is the run's cursor).
     fn acker(&self) -> Option<Arc<dyn Acker>> {
+        None
+    }
+
+    /// For a source that keeps its own position (an incremental file source: how far each
+    /// file was read), where it got to once read to the end: the run stores it as its cursor
+    /// when every record is settled, and the next run's source starts from it. `None` for
+    /// sources whose cursor follows a record field (HTTP) or that have none.
+    fn position(&self) -> Option<Value> {
         None
     }
 }
@@ -106,5 +117,10 @@ pub async fn from_spec(
             Ok(Box::new(pager))
         }
         ferry_spec::Source::Amqp(a) => Ok(Box::new(amqp::AmqpConsumer::new(a, env, opts)?)),
+        ferry_spec::Source::File(f) => Ok(Box::new(file::FileReader::new(
+            f,
+            env,
+            opts.cursor.as_ref(),
+        )?)),
     }
 }

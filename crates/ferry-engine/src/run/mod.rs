@@ -301,16 +301,24 @@ async fn execute_in(
     let (deliver_error, recorded) = back.finish().await;
     stopper.abort();
     hand_over.abort();
-    // Stopped at --max-records: a source with a cursor was not read to the end.
-    let reads_from_cursor = flow.source.cursor().is_some();
+    // Stopped at --max-records: a source read from a position (a cursor, files) was not read to
+    // the end, so the run is incomplete; a queue keeps the rest and the run succeeded.
+    let keeps_the_rest = flow.source.amqp().is_some();
     let limited = matches!(&source_result, Ok(SourceEnd::Limited));
+    // A source that keeps its own position (files) says where the cursor goes, not the
+    // records' cursor field.
+    let source_position = match &source_result {
+        Ok(SourceEnd::Done(p)) => p.clone(),
+        _ => None,
+    };
     let (source_error, cancelled) = match source_result {
-        Ok(SourceEnd::Done) => (None, false),
-        Ok(SourceEnd::Limited) => (None, reads_from_cursor),
+        Ok(SourceEnd::Done(_)) => (None, false),
+        Ok(SourceEnd::Limited) => (None, !keeps_the_rest),
         Ok(SourceEnd::Cancelled) => (None, true),
         Ok(SourceEnd::Failed(e)) => (Some(e), false),
         Err(e) => (Some(format!("source stage crashed: {e}")), false),
     };
+
     let (counts, max_cursor, settle_error) = match recorded {
         Ok(mut rec) => {
             rec.finish().await;
@@ -366,6 +374,9 @@ async fn execute_in(
         let next = match (&max_cursor, &cursor_before) {
             // A backfill never moves the live cursor.
             _ if opts.window.is_some() => None,
+            _ if source_position.is_some() => {
+                source_position.filter(|p| Some(p) != cursor_before.as_ref())
+            }
             (Some(m), Some(b)) if crate::cursor::cmp(m, b).is_gt() => Some(m.clone()),
             (Some(m), None) => Some(m.clone()),
             _ => None,

@@ -6,6 +6,7 @@
 //! connector in `ferry-connect`.
 
 pub mod amqp;
+pub mod file;
 pub mod http;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::flow::{CursorSpec, SecretRef};
 use crate::validate::Checker;
 use amqp::{AmqpSink, AmqpSource};
+use file::{FileSink, FileSource, StdoutSink};
 use http::{HttpSink, HttpSource};
 
 /// A source of records.
@@ -26,9 +28,15 @@ pub enum Source {
     Http(HttpSource),
     /// A RabbitMQ queue (AMQP 0-9-1), acknowledged once records are settled.
     Amqp(AmqpSource),
+    /// Files (JSON Lines, a JSON array, CSV) or standard input.
+    File(FileSource),
 }
 
 /// A destination of records.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per flow, read when a run starts: boxing would buy nothing"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Destination {
@@ -36,6 +44,10 @@ pub enum Destination {
     Http(HttpSink),
     /// A RabbitMQ exchange (AMQP 0-9-1), with publisher confirms.
     Amqp(AmqpSink),
+    /// A JSON Lines file, appended to.
+    File(FileSink),
+    /// Standard output, as JSON Lines.
+    Stdout(StdoutSink),
 }
 
 /// One setting a connector reads from its environment: a template (which may use
@@ -53,6 +65,7 @@ impl Source {
         match self {
             Source::Http(h) => http::source_settings(h),
             Source::Amqp(a) => amqp::source_settings(a),
+            Source::File(f) => file::source_settings(f),
         }
     }
 
@@ -61,6 +74,7 @@ impl Source {
         match self {
             Source::Http(h) => http::urls_mut(&mut h.url, &mut h.auth),
             Source::Amqp(a) => amqp::urls_mut(&mut a.url),
+            Source::File(_) => Vec::new(),
         }
     }
 
@@ -69,6 +83,7 @@ impl Source {
         match self {
             Source::Http(h) => http::validate_source(c, h),
             Source::Amqp(a) => amqp::validate_source(c, a),
+            Source::File(f) => file::validate_source(c, f),
         }
     }
 
@@ -78,6 +93,8 @@ impl Source {
             Source::Http(h) => h.cursor.as_ref(),
             // A queue has no position to resume from: what is acknowledged is gone.
             Source::Amqp(_) => None,
+            // A file source keeps its own position (per file), not a record field.
+            Source::File(_) => None,
         }
     }
 
@@ -86,6 +103,7 @@ impl Source {
         match self {
             Source::Http(h) => Some(h),
             Source::Amqp(_) => None,
+            Source::File(_) => None,
         }
     }
 
@@ -93,7 +111,7 @@ impl Source {
     pub fn amqp(&self) -> Option<&AmqpSource> {
         match self {
             Source::Amqp(a) => Some(a),
-            Source::Http(_) => None,
+            Source::Http(_) | Source::File(_) => None,
         }
     }
 
@@ -102,6 +120,7 @@ impl Source {
         match self {
             Source::Http(_) => "source.http",
             Source::Amqp(_) => "source.amqp",
+            Source::File(_) => "source.file",
         }
     }
 }
@@ -112,6 +131,8 @@ impl Destination {
         match self {
             Destination::Http(h) => http::sink_settings(h),
             Destination::Amqp(a) => amqp::sink_settings(a),
+            Destination::File(f) => file::sink_settings(f),
+            Destination::Stdout(_) => Vec::new(),
         }
     }
 
@@ -120,6 +141,7 @@ impl Destination {
         match self {
             Destination::Http(h) => http::urls_mut(&mut h.url, &mut h.auth),
             Destination::Amqp(a) => amqp::urls_mut(&mut a.url),
+            Destination::File(_) | Destination::Stdout(_) => Vec::new(),
         }
     }
 
@@ -128,6 +150,8 @@ impl Destination {
         match self {
             Destination::Http(h) => http::validate_sink(c, h),
             Destination::Amqp(a) => amqp::validate_sink(c, a),
+            Destination::File(f) => file::validate_sink(c, f),
+            Destination::Stdout(_) => {}
         }
     }
 
@@ -136,6 +160,7 @@ impl Destination {
         match self {
             Destination::Http(h) => h.idempotency_key.as_deref(),
             Destination::Amqp(a) => a.idempotency_key.as_deref(),
+            Destination::File(_) | Destination::Stdout(_) => None,
         }
     }
 
@@ -144,6 +169,8 @@ impl Destination {
         match self {
             Destination::Http(h) => h.concurrency,
             Destination::Amqp(a) => a.concurrency,
+            // One writer: records are written in the order they were read.
+            Destination::File(_) | Destination::Stdout(_) => 1,
         }
     }
 
@@ -153,6 +180,7 @@ impl Destination {
             Destination::Http(h) => h.batch,
             // One message per record: a confirm is per message.
             Destination::Amqp(_) => None,
+            Destination::File(_) | Destination::Stdout(_) => Some(file::WRITE_BATCH),
         }
     }
 
@@ -161,6 +189,7 @@ impl Destination {
         match self {
             Destination::Http(h) => Some(h),
             Destination::Amqp(_) => None,
+            Destination::File(_) | Destination::Stdout(_) => None,
         }
     }
 
@@ -168,7 +197,7 @@ impl Destination {
     pub fn amqp(&self) -> Option<&AmqpSink> {
         match self {
             Destination::Amqp(a) => Some(a),
-            Destination::Http(_) => None,
+            Destination::Http(_) | Destination::File(_) | Destination::Stdout(_) => None,
         }
     }
 
@@ -177,6 +206,14 @@ impl Destination {
         match self {
             Destination::Http(_) => "destination.http",
             Destination::Amqp(_) => "destination.amqp",
+            Destination::File(_) => "destination.file",
+            Destination::Stdout(_) => "destination.stdout",
         }
+    }
+
+    /// Whether records go to standard output: then the process's own messages (a run's
+    /// summary) go to standard error, and standard output carries only records.
+    pub fn is_stdout(&self) -> bool {
+        matches!(self, Destination::Stdout(_))
     }
 }

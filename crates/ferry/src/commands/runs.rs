@@ -220,6 +220,7 @@ pub async fn run_window(
         &req.flow.hash,
         started.elapsed(),
         progress.retries(),
+        req.flow.flow.destination.is_stdout(),
     );
     Ok(record)
 }

@@ -13,8 +13,9 @@ use crate::run::stop::Stopper;
 
 /// How reading the source ended.
 pub(crate) enum SourceEnd {
-    /// Read to the end.
-    Done,
+    /// Read to the end, with the source's own position there (an incremental file source:
+    /// how far each file was read), when it keeps one.
+    Done(Option<serde_json::Value>),
     /// Stopped reading at the run's `max_records`.
     Limited,
     /// Stopped before the end (the run was stopped).
@@ -55,6 +56,7 @@ pub(crate) async fn source_stage(
         };
         match next {
             Ok(Some(batch)) => {
+                // Records the source could not parse are dead-lettered: they count as fetched.
                 let records = (batch.records.len() + batch.unreadable.len()) as u64;
                 page_span.record("page", batch.number as i64);
                 page_span.record("records", records as i64);
@@ -66,7 +68,7 @@ pub(crate) async fn source_stage(
                     return SourceEnd::Failed("the map stage stopped".into());
                 }
             }
-            Ok(None) => return SourceEnd::Done,
+            Ok(None) => return SourceEnd::Done(source.position()),
             Err(e) => return SourceEnd::Failed(e.to_string()),
         }
     }
