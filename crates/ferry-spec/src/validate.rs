@@ -88,6 +88,26 @@ impl Checker {
         }
     }
 
+    /// A destination's `idempotency_key` template: record-level placeholders only, and not a
+    /// constant (every record would look like the first).
+    pub(crate) fn idempotency_key(&mut self, at: &str, text: &str) {
+        let roots = [
+            Root::Flow,
+            Root::Key,
+            Root::Hash,
+            Root::Source,
+            Root::Record,
+        ];
+        if let Some(t) = self.template(at, text, &roots)
+            && t.is_literal()
+        {
+            self.err(
+                at,
+                "a constant key would make every record look like the first: use placeholders such as `{{ key }}` or `{{ source.id }}`",
+            );
+        }
+    }
+
     pub(crate) fn params(&mut self, at: &str, params: &BTreeMap<String, Param>, roots: &[Root]) {
         for (name, value) in params {
             let here = format!("{at}.{name}");

@@ -285,24 +285,8 @@ pub(crate) fn validate_sink(c: &mut Checker, sink: &AmqpSink) {
             "with the default exchange (`exchange: \"\"`) the routing key is the queue's name and must not be empty",
         );
     }
-    if let Some(k) = &sink.idempotency_key
-        && let Some(t) = c.template(
-            &format!("{p}.idempotency_key"),
-            k,
-            &[
-                Root::Flow,
-                Root::Key,
-                Root::Hash,
-                Root::Source,
-                Root::Record,
-            ],
-        )
-        && t.is_literal()
-    {
-        c.err(
-            format!("{p}.idempotency_key"),
-            "a constant key would make every record look like the first: use placeholders such as `{{ key }}` or `{{ source.id }}`",
-        );
+    if let Some(k) = &sink.idempotency_key {
+        c.idempotency_key(&format!("{p}.idempotency_key"), k);
     }
     if sink.concurrency == 0 || sink.concurrency > MAX_CONCURRENCY {
         c.err(

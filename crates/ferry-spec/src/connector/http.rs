@@ -341,24 +341,8 @@ pub(crate) fn validate_sink(c: &mut Checker, sink: &HttpSink) {
             format!("a batch holds 1 to {MAX_BATCH} records"),
         );
     }
-    if let Some(k) = &sink.idempotency_key
-        && let Some(t) = c.template(
-            &format!("{p}.idempotency_key"),
-            k,
-            &[
-                Root::Flow,
-                Root::Key,
-                Root::Hash,
-                Root::Source,
-                Root::Record,
-            ],
-        )
-        && t.is_literal()
-    {
-        c.err(
-                    format!("{p}.idempotency_key"),
-                    "a constant key would make every record look like the first: use placeholders such as `{{ key }}` or `{{ source.id }}`",
-                );
+    if let Some(k) = &sink.idempotency_key {
+        c.idempotency_key(&format!("{p}.idempotency_key"), k);
     }
     if !valid_header_name(&sink.idempotency_header) {
         c.err(
