@@ -18,11 +18,11 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{World, expected_mapping, world};
+use common::{Guard, World, applied, expected_mapping, set_sink_faults, start_sandbox, world};
 use ferry_e2e::ferry_bin;
 use ferry_engine::{RunOptions, RunRequest};
 use ferry_store::{RunStatus, Trigger};
@@ -673,82 +673,6 @@ async fn an_unroutable_publish_is_never_delivered_and_ends_in_the_dlq() {
     rabbit.delete(&[], &[&exchange]).await;
 }
 
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A `ferry sandbox` process (it survives the kills of `ferry run`), its base URL and a client.
-async fn sandbox_process() -> (Guard, String, reqwest::Client) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let guard = Guard(
-        Command::new(ferry_bin())
-            .args(["sandbox", "--listen", &listen, "--records", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "sandbox did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = ferry_connect::http::client::build_client(
-        Duration::from_secs(5),
-        Duration::from_secs(30),
-        4,
-    )
-    .unwrap();
-    (guard, format!("http://{listen}"), client)
-}
-
-/// Applied records per order reference at the sandbox sink, and whether any key was applied
-/// twice.
-async fn applied(client: &reqwest::Client, base: &str) -> (HashMap<String, u32>, u64) {
-    let mut per_order: HashMap<String, u32> = HashMap::new();
-    let mut twice = 0;
-    let mut offset = 0;
-    loop {
-        let page: Value = client
-            .get(format!(
-                "{base}/_sandbox/sink/records?limit=10000&offset={offset}"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let recs = page["records"].as_array().unwrap();
-        if recs.is_empty() {
-            break;
-        }
-        for r in recs {
-            if r["times_applied"] != 1 {
-                twice += 1;
-            }
-            *per_order
-                .entry(r["body"]["order_ref"].as_str().unwrap().to_string())
-                .or_insert(0) += 1;
-        }
-        offset += recs.len();
-    }
-    (per_order, twice)
-}
-
 /// T4 at CI size: messages in a queue go to the HTTP sink while `ferry run` is SIGKILLed and
 /// its connections to the broker are cut; at the end the sink applied every message exactly
 /// once, by its own count, and the queue is empty.
@@ -773,15 +697,9 @@ async fn t4_amqp_source_survives_kills_and_cuts() {
         .await;
     let proxy = Proxy::start(broker_addr(&url)).await.unwrap();
     let via_proxy = through(&url, &proxy);
-    let (_sandbox, base, client) = sandbox_process().await;
+    let (_sandbox, base, client) = start_sandbox(1).await;
     // A little latency so that kills and cuts land mid-delivery.
-    let r = client
-        .post(format!("{base}/_sandbox/sink/faults"))
-        .json(&json!({"latency_ms": 1, "seed": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    set_sink_faults(&client, &base, json!({"latency_ms": 1, "seed": 1})).await;
     let dir = tempfile::tempdir().unwrap();
     let flow = dir.path().join("t4.yaml");
     std::fs::write(

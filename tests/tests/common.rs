@@ -1,7 +1,9 @@
 //! Shared pieces of the end-to-end tests (included with `mod common;`).
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::TimeZone;
 use ferry_engine::{RunOptions, RunRequest};
@@ -76,7 +78,7 @@ impl World {
             trigger: Trigger::Manual,
         };
         tokio::time::timeout(
-            std::time::Duration::from_secs(120),
+            Duration::from_secs(120),
             ferry_engine::execute(self.store.clone(), req, opts),
         )
         .await
@@ -212,7 +214,7 @@ pub async fn ferry(w: &World, args: &[&str], envs: &[(&str, &str)]) -> std::proc
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = all.iter().map(String::as_str).collect();
         let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        ferry_e2e::run_ferry(&args, &envs, &cwd, std::time::Duration::from_secs(120))
+        ferry_e2e::run_ferry(&args, &envs, &cwd, Duration::from_secs(120))
     })
     .await
     .expect("ferry runs")
@@ -221,4 +223,103 @@ pub async fn ferry(w: &World, args: &[&str], envs: &[(&str, &str)]) -> std::proc
 pub fn json_of(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", ferry_e2e::text(out)))
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `ferry sandbox` process on a free port with `records` orders, and a client for it.
+pub async fn start_sandbox(records: u64) -> (Guard, String, reqwest::Client) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let guard = Guard(
+        std::process::Command::new(ferry_e2e::ferry_bin())
+            .args([
+                "sandbox",
+                "--listen",
+                &listen,
+                "--records",
+                &records.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "sandbox did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = ferry_connect::http::client::build_client(
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+        4,
+    )
+    .unwrap();
+    (guard, format!("http://{listen}"), client)
+}
+
+/// Applied keys per order reference at a sandbox sink (`base`), and how many keys were applied
+/// more than once.
+pub async fn applied(client: &reqwest::Client, base: &str) -> (HashMap<String, u32>, u64) {
+    let mut per_order: HashMap<String, u32> = HashMap::new();
+    let mut twice = 0;
+    let mut offset = 0;
+    loop {
+        let page: Value = client
+            .get(format!(
+                "{base}/_sandbox/sink/records?limit=10000&offset={offset}"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let recs = page["records"].as_array().unwrap();
+        if recs.is_empty() {
+            break;
+        }
+        for r in recs {
+            if r["times_applied"] != 1 {
+                twice += 1;
+            }
+            *per_order
+                .entry(r["body"]["order_ref"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        offset += recs.len();
+    }
+    (per_order, twice)
+}
+
+/// Sets the sandbox sink's faults.
+pub async fn set_sink_faults(client: &reqwest::Client, base: &str, faults: serde_json::Value) {
+    let r = client
+        .post(format!("{base}/_sandbox/sink/faults"))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
 }

@@ -14,10 +14,13 @@
 //! ledger rows and the cursor are written in one transaction (`StateStore::settle`), and so are
 //! dead letters and the cursor; the HTTP source has no acknowledgement to send.
 
+mod common;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{applied, set_sink_faults, start_sandbox};
 use ferry_e2e::{ferry_bin, text, workspace};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -25,23 +28,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A small deterministic generator (xorshift), so a failure can be replayed from its seed.
@@ -52,74 +38,10 @@ fn next(seed: &mut u64) -> u64 {
     *seed
 }
 
-/// A `ferry sandbox` process on a free port with `records` orders, and a client for it.
-async fn start_sandbox(records: u64) -> (Guard, String, reqwest::Client) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let guard = Guard(
-        Command::new(ferry_bin())
-            .args([
-                "sandbox",
-                "--listen",
-                &listen,
-                "--records",
-                &records.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "sandbox did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = ferry_connect::http::client::build_client(
-        Duration::from_secs(5),
-        Duration::from_secs(30),
-        4,
-    )
-    .unwrap();
-    (guard, format!("http://{listen}"), client)
-}
-
-/// Sets the sandbox sink's faults.
-async fn set_sink_faults(client: &reqwest::Client, base: &str, faults: serde_json::Value) {
-    let r = client
-        .post(format!("{base}/_sandbox/sink/faults"))
-        .json(&faults)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{:?}", r.text().await);
-}
-
-/// How many distinct keys the sink applied per order reference.
+/// How many distinct keys the sink applied per order reference; no key applied twice.
 async fn applied_per_order(client: &reqwest::Client, base: &str) -> HashMap<String, u32> {
-    let mut per_order: HashMap<String, u32> = HashMap::new();
-    let mut offset = 0;
-    loop {
-        let page = get(
-            client,
-            &format!("{base}/_sandbox/sink/records?limit=10000&offset={offset}"),
-        )
-        .await;
-        let recs = page["records"].as_array().unwrap();
-        if recs.is_empty() {
-            break;
-        }
-        for r in recs {
-            assert_eq!(r["times_applied"], 1);
-            *per_order
-                .entry(r["body"]["order_ref"].as_str().unwrap().to_string())
-                .or_insert(0) += 1;
-        }
-        offset += recs.len();
-    }
+    let (per_order, twice) = applied(client, base).await;
+    assert_eq!(twice, 0, "keys applied more than once");
     per_order
 }
 
