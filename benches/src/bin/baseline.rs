@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use ferry_benches::measure::measure;
+use ferry_benches::sibling;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -533,19 +534,6 @@ fn http_get_json(base: &str, path: &str) -> serde_json::Value {
 }
 
 const FAULT_MIX: &str = r#"{"seed":7,"rate_5xx":0.05,"rate_5xx_retry_after":0.5,"rate_429":0.01,"retry_after_secs":1,"retry_after_http_date":true,"rate_lost_ack":0.01,"reject_every_nth":997,"reject_status":422}"#;
-
-fn sibling(name: &str) -> PathBuf {
-    let bin = std::env::current_exe()
-        .expect("exe")
-        .parent()
-        .expect("dir")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "build the binaries first: cargo build --release -p ferry -p ferry-benches"
-    );
-    bin
-}
 
 fn example_flow(dir: &Path, concurrency: usize, page_size: u32) -> PathBuf {
     let text = std::fs::read_to_string(concat!(

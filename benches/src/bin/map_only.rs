@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use ferry_benches::measure::{Usage, measure_to};
+use ferry_benches::sibling;
 use ferry_sandbox::{Sandbox, SandboxConfig};
 
 /// The example flow's map as jq: the same filter, fields, transforms and lookups.
@@ -46,19 +47,6 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let bin = std::env::current_exe()
-        .expect("exe")
-        .parent()
-        .expect("dir")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "build the binaries first: cargo build --release -p ferry -p ferry-benches"
-    );
-    bin
 }
 
 fn count_lines(path: &Path) -> u64 {
