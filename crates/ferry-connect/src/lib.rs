@@ -17,9 +17,11 @@
 pub(crate) mod amqp;
 pub mod error;
 pub mod http;
+pub mod retry;
 pub mod sink;
 pub mod source;
 
 pub use error::ConnectError;
+pub use retry::retry_policy;
 pub use sink::{Attempt, RunTag, SendFailure, Sink};
 pub use source::{Acker, Batch, Receipt, Source, SourceOptions, Unreadable};

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use ferry_connect::Sink;
 use ferry_resilience::{
-    BreakerConfig, BudgetConfig, CallScope, CircuitBreaker, OpenBreaker, RateLimit, Registry,
-    RetryPolicy, Stack,
+    BreakerConfig, BudgetConfig, CallScope, CircuitBreaker, OpenBreaker, RateLimit, Registry, Stack,
 };
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -53,15 +52,8 @@ impl Guards {
         deadline: Option<Duration>,
     ) -> Result<Guards, String> {
         let p = &flow.policy;
-        let r = &p.retry;
-        let policy = RetryPolicy::try_new(
-            r.attempts,
-            r.initial.get(),
-            r.max.get(),
-            jitter(r.jitter),
-            r.max_elapsed.get(),
-        )
-        .map_err(|e| format!("policy.retry: {e}"))?;
+        let policy =
+            ferry_connect::retry_policy(&p.retry).map_err(|e| format!("policy.retry: {e}"))?;
         let b = &p.circuit_breaker;
         let breaker = if b.enabled {
             Some(
@@ -148,14 +140,5 @@ impl Guards {
         });
         *last = Some(Arc::clone(&d));
         d
-    }
-}
-
-/// The resilience layer's jitter for the flow's.
-pub(crate) fn jitter(j: ferry_spec::Jitter) -> ferry_resilience::Jitter {
-    match j {
-        ferry_spec::Jitter::Full => ferry_resilience::Jitter::Full,
-        ferry_spec::Jitter::Equal => ferry_resilience::Jitter::Equal,
-        ferry_spec::Jitter::None => ferry_resilience::Jitter::None,
     }
 }

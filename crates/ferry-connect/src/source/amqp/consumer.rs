@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_env::RunEnv;
-use ferry_resilience::{CallScope, Jitter, Observer, RetryPolicy, Stack};
+use ferry_resilience::{CallScope, Observer, Stack};
 use futures::{FutureExt as _, StreamExt as _};
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
@@ -41,19 +41,8 @@ impl AmqpConsumer {
         opts: &SourceOptions,
     ) -> Result<AmqpConsumer, ConnectError> {
         let broker = Broker::resolve(&spec.url, env, "source.amqp.url")?;
-        let r = spec.retry();
-        let policy = RetryPolicy::try_new(
-            r.attempts,
-            r.initial.get(),
-            r.max.get(),
-            match r.jitter {
-                ferry_spec::Jitter::Full => Jitter::Full,
-                ferry_spec::Jitter::Equal => Jitter::Equal,
-                ferry_spec::Jitter::None => Jitter::None,
-            },
-            r.max_elapsed.get(),
-        )
-        .map_err(|e| ConnectError::Client(format!("source.amqp.retry: {e}")))?;
+        let policy = crate::retry_policy(&spec.retry())
+            .map_err(|e| ConnectError::Client(format!("source.amqp.retry: {e}")))?;
         let mut scope = CallScope::new();
         if let Some(c) = &opts.cancel {
             scope = scope.with_cancel(c);

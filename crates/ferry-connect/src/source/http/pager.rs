@@ -17,8 +17,8 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use ferry_resilience::{
-    AttemptError, CallError, CallScope, Cancel, Classify, ErrorClass, Jitter, Observer,
-    RetryPolicy, Stack, classify_http, parse_retry_after,
+    AttemptError, CallError, CallScope, Cancel, Classify, ErrorClass, Observer, Stack,
+    classify_http, parse_retry_after,
 };
 use ferry_spec::template::{Encoding, Root};
 use ferry_spec::words::count;
@@ -393,19 +393,8 @@ impl HttpPager {
             }
             Some(Pagination::LinkHeader(l)) => Paging::Link { rel: l.rel.clone() },
         };
-        let r = spec.retry();
-        let policy = RetryPolicy::try_new(
-            r.attempts,
-            r.initial.get(),
-            r.max.get(),
-            match r.jitter {
-                ferry_spec::Jitter::Full => Jitter::Full,
-                ferry_spec::Jitter::Equal => Jitter::Equal,
-                ferry_spec::Jitter::None => Jitter::None,
-            },
-            r.max_elapsed.get(),
-        )
-        .map_err(|e| ConnectError::Client(format!("source.http.retry: {e}")))?;
+        let policy = crate::retry_policy(&spec.retry())
+            .map_err(|e| ConnectError::Client(format!("source.http.retry: {e}")))?;
         let mut stack = Stack::new(policy);
         if let Some(rl) = spec.rate_limit {
             let limit = ferry_resilience::RateLimit::try_new(rl.per_second, rl.burst())
