@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::{LOOKUP_CHUNK, PgStore, get, ledger_hit};
+use super::{LOOKUP_CHUNK, PgStore, get};
 use crate::codec::{clean_text, now};
 use crate::error::{Result, StoreError};
 use crate::model::{Claim, RunningRun};
@@ -84,15 +84,7 @@ impl PgStore {
             for k in claimed {
                 out.insert(k, Claim::Claimed);
             }
-            let rows = sqlx::query(super::LEDGER_BY_KEYS)
-                .bind(flow)
-                .bind(env)
-                .bind(chunk)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::query(OP))?;
-            for row in rows {
-                let (key, hit) = ledger_hit(OP, &row)?;
+            for (key, hit) in self.ledger_rows(OP, flow, env, chunk).await? {
                 out.insert(key, Claim::Delivered(hit));
             }
         }

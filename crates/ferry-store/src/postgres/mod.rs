@@ -307,7 +307,28 @@ where
 }
 
 /// One row of a `SELECT key, body_hash, run_id, revision, delivered_at FROM ledger`.
-pub(super) fn ledger_hit(op: &'static str, row: &PgRow) -> Result<(String, LedgerHit)> {
+impl PgStore {
+    /// The ledger rows of `keys` (at most [`LOOKUP_CHUNK`]) in (flow, env), by
+    /// [`LEDGER_BY_KEYS`]: what a lookup and a claim read.
+    pub(super) async fn ledger_rows(
+        &self,
+        op: &'static str,
+        flow: &str,
+        env: &str,
+        keys: &[&str],
+    ) -> Result<Vec<(String, LedgerHit)>> {
+        let rows = sqlx::query(LEDGER_BY_KEYS)
+            .bind(flow)
+            .bind(env)
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(op))?;
+        rows.iter().map(|row| ledger_hit(op, row)).collect()
+    }
+}
+
+fn ledger_hit(op: &'static str, row: &PgRow) -> Result<(String, LedgerHit)> {
     Ok((
         get(row, op, "key")?,
         LedgerHit {
@@ -902,17 +923,7 @@ impl StateStore for PgStore {
             .filter(|k| !k.contains('\0'))
             .collect();
         for chunk in keys.chunks(LOOKUP_CHUNK) {
-            let rows = sqlx::query(LEDGER_BY_KEYS)
-                .bind(flow)
-                .bind(env)
-                .bind(chunk)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::query(OP))?;
-            for row in rows {
-                let (key, hit) = ledger_hit(OP, &row)?;
-                hits.insert(key, hit);
-            }
+            hits.extend(self.ledger_rows(OP, flow, env, chunk).await?);
         }
         Ok(hits)
     }
