@@ -58,22 +58,43 @@ pub fn run_ferry(args: &[&str], envs: &[(&str, &str)], cwd: &Path, limit: Durati
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawning ferry");
+    // Both pipes are drained while ferry runs: a process that writes more than a pipe holds
+    // (debug logs) would otherwise block on its write and never exit.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let start = Instant::now();
-    loop {
-        if child.try_wait().expect("waiting for ferry").is_some() {
-            return child.wait_with_output().expect("collecting output");
+    let (status, timed_out) = loop {
+        if let Some(status) = child.try_wait().expect("waiting for ferry") {
+            break (status, false);
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("collecting output");
-            panic!(
-                "ferry {args:?} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            break (child.wait().expect("waiting for ferry"), true);
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = Output {
+        status,
+        stdout: stdout.join().expect("reading stdout"),
+        stderr: stderr.join().expect("reading stderr"),
+    };
+    if timed_out {
+        panic!(
+            "ferry {args:?} did not finish within {limit:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+    out
 }
 
 /// stdout and stderr of a finished command, for assertion messages.
