@@ -954,3 +954,230 @@ fn the_example_amqp_flows_load() {
     assert_eq!(&from_queue.hash[..12], "d5049052bb98");
     assert_eq!(&to_exchange.hash[..12], "3f15a7978866");
 }
+
+/// The sink's applied records: order reference → (body, times applied).
+async fn sink_bodies(client: &reqwest::Client, base: &str) -> HashMap<String, (Value, u64)> {
+    let page: Value = client
+        .get(format!("{base}/_sandbox/sink/records?limit=10000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["body"]["order_ref"].as_str().unwrap().to_string(),
+                (r["body"].clone(), r["times_applied"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Polls `ready` every 100 ms until it holds or `limit` passes (then fails with `what`).
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !ready().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Under `ferry serve`, a flow that consumes a queue and has no schedule runs continuously:
+/// runs of trigger `stream`, each ending after `serve.records` records or `serve.period` after
+/// its first record, and at a change of the active revision, whose runs then carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_flow_runs_continuously_under_serve_cut_into_runs() {
+    let test = "a_queue_flow_runs_continuously_under_serve_cut_into_runs";
+    let Some(url) = ferry_testkit::rabbitmq_url(test) else {
+        return;
+    };
+    let limit = Duration::from_secs(60);
+    let rabbit = Rabbit::connect(&url).await;
+    let queue = unique("serve");
+    rabbit.queue(&queue).await;
+    let (_sandbox, base, client) = start_sandbox(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let envs = [
+        ("AMQP_URL", url.as_str()),
+        ("WMS_URL", &format!("{base}/api/sink")),
+        ("FERRY_USER", "alice"),
+    ];
+    let ferry = |args: &[&str]| {
+        let out = ferry_e2e::run_ferry(args, &envs, dir.path(), limit);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "ferry {args:?}: {}",
+            ferry_e2e::text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let v1 = queue_to_http("streamed", &queue).replace(
+        "    idle: 1s\n",
+        "    idle: 1s\n    prefetch: 10\n    serve: { records: 40, period: 1s }\n",
+    );
+    std::fs::write(dir.path().join("streamed.yaml"), &v1).unwrap();
+    ferry(&["deploy", "streamed.yaml", "-m", "v1"]);
+
+    let log = dir.path().join("serve.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(ferry_bin());
+    cmd.args(["serve", "--drain-timeout", "10s"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .env_remove("FERRY_STATE")
+        .env_remove("FERRY_DATABASE")
+        .env_remove("FERRY_ENV");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut serve = Guard(cmd.spawn().unwrap());
+    let runs = || {
+        let text = ferry(&[
+            "runs", "--flow", "streamed", "--limit", "1000", "--output", "json",
+        ]);
+        let mut runs: Vec<Value> = serde_json::from_str::<Value>(&text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone();
+        runs.sort_by_key(|r| r["started_at"].as_str().unwrap().to_string());
+        runs
+    };
+
+    // 100 messages at once: runs of at most 40 records (and the batch that reached 40).
+    rabbit
+        .publish(&queue, (1..=100).map(|i| order(i).to_string().into_bytes()))
+        .await;
+    eventually(limit, "100 records at the sink", || async {
+        sink_bodies(&client, &base).await.len() == 100
+    })
+    .await;
+    // Once a fresh run waits, 5 more, then quiet: their run ends a period after its first
+    // record, with 5.
+    eventually(
+        limit,
+        "the 100 in finished runs, and a fresh run waiting",
+        || async {
+            let runs = runs();
+            let finished: u64 = runs
+                .iter()
+                .filter(|r| r["status"] == "succeeded")
+                .map(|r| r["counts"]["fetched"].as_u64().unwrap())
+                .sum();
+            finished == 100 && runs.last().is_some_and(|r| r["status"] == "running")
+        },
+    )
+    .await;
+    rabbit
+        .publish(
+            &queue,
+            (101..=105).map(|i| order(i).to_string().into_bytes()),
+        )
+        .await;
+    eventually(
+        limit,
+        "a run of the 5 records ended by its period",
+        || async {
+            runs()
+                .iter()
+                .any(|r| r["status"] == "succeeded" && r["counts"]["fetched"] == 5)
+        },
+    )
+    .await;
+
+    // A new revision: the running run ends its read, the next runs carry revision 2.
+    std::fs::write(
+        dir.path().join("streamed.yaml"),
+        v1.replace(
+            "    via: \"$meta.routing_key\"\n",
+            "    via: \"$meta.routing_key\"\n    version: { const: 2 }\n",
+        ),
+    )
+    .unwrap();
+    ferry(&["deploy", "streamed.yaml", "-m", "v2"]);
+    eventually(limit, "a stream run of revision 2", || async {
+        runs()
+            .iter()
+            .any(|r| r["revision"] == 2 && r["status"] == "running")
+    })
+    .await;
+    rabbit
+        .publish(
+            &queue,
+            (106..=150).map(|i| order(i).to_string().into_bytes()),
+        )
+        .await;
+    eventually(limit, "150 records at the sink", || async {
+        sink_bodies(&client, &base).await.len() == 150
+    })
+    .await;
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &serve.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = serve.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < limit, "ferry serve did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{output}");
+
+    // Every record once; those read after revision 2 was active carry its field.
+    let bodies = sink_bodies(&client, &base).await;
+    assert_eq!(bodies.len(), 150);
+    for i in 1..=150u64 {
+        let (body, times) = &bodies[&format!("A-{i}")];
+        assert_eq!(*times, 1, "A-{i} applied {times} times");
+        assert_eq!(body["total"], i * 3);
+        if i > 105 {
+            assert_eq!(body["version"], 2, "A-{i}: {body}");
+        } else {
+            assert!(body.get("version").is_none(), "A-{i}: {body}");
+        }
+    }
+    assert_eq!(rabbit.count(&queue).await, 0);
+
+    let runs = runs();
+    assert!(runs.iter().all(|r| r["trigger"] == "stream"), "{runs:#?}");
+    let fetched: u64 = runs
+        .iter()
+        .map(|r| r["counts"]["fetched"].as_u64().unwrap())
+        .sum();
+    assert_eq!(fetched, 150, "{runs:#?}");
+    // Cut at 40 records (the batch that reaches 40 is read whole, at most 10).
+    assert!(
+        runs.iter()
+            .all(|r| r["counts"]["fetched"].as_u64().unwrap() < 50),
+        "{runs:#?}"
+    );
+    assert!(runs.len() >= 4, "{runs:#?}");
+    // Every run but the last (stopped by SIGTERM) ended by a cut, and succeeded.
+    let (last, cut) = runs.split_last().unwrap();
+    for r in cut {
+        assert_eq!(r["status"], "succeeded", "{r:#?}");
+    }
+    assert_eq!(last["revision"], 2);
+    assert_ne!(last["status"], "running", "{last:#?}");
+    // The revision 1 runs are all before the revision 2 runs.
+    let first_v2 = runs.iter().position(|r| r["revision"] == 2).unwrap();
+    assert!(runs[first_v2..].iter().all(|r| r["revision"] == 2));
+    rabbit.delete(&[&queue], &[]).await;
+}

@@ -39,5 +39,5 @@ pub use replay::{
     ReplayRequest, ReplayedEntry, Selection, SetField, apply_sets, discard, dry_run, edit,
     ids_by_flow, replay,
 };
-pub use run::{MapOutcome, MappedRecord, Mapper, RunOptions, RunRequest, Window, execute};
+pub use run::{Cut, MapOutcome, MappedRecord, Mapper, RunOptions, RunRequest, Window, execute};
 pub use scheduler::{Scheduler, SchedulerConfig, SchedulerHandle};

@@ -34,7 +34,7 @@ pub mod validate;
 pub mod words;
 mod yaml;
 
-pub use connector::amqp::{AmqpSink, AmqpSource};
+pub use connector::amqp::{AmqpSink, AmqpSource, ServeCut};
 pub use connector::http::*;
 pub use connector::{Destination, Source};
 pub use diff::{Change, ChangeKind};

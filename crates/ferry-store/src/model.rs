@@ -91,6 +91,8 @@ text_enum!(
         Replay => "replay",
         /// `ferry demo`.
         Demo => "demo",
+        /// `ferry serve` consuming a queue continuously (one run after another).
+        Stream => "stream",
     }
 );
 

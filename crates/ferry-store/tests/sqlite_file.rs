@@ -275,7 +275,11 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters_and_ledger() {
              VALUES ('0190a000-0000-7000-8000-000000000001', '2024-01-01T00:00:01.000Z',
              'pending', 'pending', 'looked at it', NULL);
          INSERT INTO ledger VALUES ('orders', 'dev', 'order-7', 'h7',
-             '0190a000-0000-7000-8000-000000000002', 1, 201, '2024-01-01T00:00:02.000Z');",
+             '0190a000-0000-7000-8000-000000000002', 1, 201, '2024-01-01T00:00:02.000Z');
+         INSERT INTO runs (id, flow, env, revision, hash, trigger, status, fetched, delivered,
+             started_at, finished_at)
+             VALUES ('0190a000-0000-7000-8000-000000000002', 'orders', 'dev', 1, 'h', 'schedule',
+             'succeeded', 8, 7, '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:03.000Z');",
     )
     .execute(&mut conn)
     .await
@@ -292,8 +296,17 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters_and_ledger() {
     let store = open(path.to_str().unwrap()).await.unwrap();
     // Every later migration applied: 2 (dead-letter edits), 3 (flow lifecycle), 4 (key claims),
     // 5 (claims found by flow), 6 (lone runs), 7 (the ledger keyed by key first), 8 (handed-back
-    // counts of runs), 9 (named API tokens), 10 (dashboard sessions).
-    assert_eq!(count_migrations(&path).await, 10);
+    // counts of runs), 9 (named API tokens), 10 (dashboard sessions), 11 (runs rebuilt for the
+    // `stream` trigger).
+    assert_eq!(count_migrations(&path).await, 11);
+    // The run moved to the rebuilt runs table with its counts.
+    let run = store
+        .run(uuid::Uuid::parse_str("0190a000-0000-7000-8000-000000000002").unwrap())
+        .await
+        .unwrap()
+        .expect("the run is kept");
+    assert_eq!((run.counts.fetched, run.counts.delivered), (8, 7));
+    assert_eq!(run.trigger, ferry_store::Trigger::Schedule);
     // The ledger's rows moved to the rebuilt table: the key is still known, and still unique.
     let hits = store
         .ledger_lookup(

@@ -100,6 +100,10 @@ pub struct SourceOptions {
     pub cursor: Option<Value>,
     /// The run's stop signal: waits of the source's retry layer end when it is cancelled.
     pub cancel: Option<ferry_resilience::Cancel>,
+    /// Keep waiting when a queue has nothing to deliver instead of ending the read once it
+    /// was idle for `idle` (a queue consumed continuously under `ferry serve`: the run's own
+    /// limits end the read).
+    pub follow: bool,
 }
 
 /// The source of a flow, ready to read: the one place with an arm per source kind.

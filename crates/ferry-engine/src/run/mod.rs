@@ -55,7 +55,7 @@ use stage::deliver::deliver_stage;
 use stage::map::{MapStage, map_stage};
 use stage::screen::{Inflight, hand_over_when_asked, screen_stage, stop_reason};
 use stage::settle::{Recorder, RunRecorder, settle_stage};
-use stage::source::{SourceEnd, source_stage};
+use stage::source::{ReadLimits, SourceEnd, source_stage};
 use stop::{StopReason, Stopper};
 
 pub use stage::map::{MapOutcome, MappedRecord, Mapper};
@@ -115,6 +115,20 @@ pub struct RunOptions {
     /// is `incomplete`; a queue (no cursor) has simply taken fewer messages, and the run
     /// succeeds.
     pub max_records: Option<u64>,
+    /// A queue consumed continuously (`ferry serve`, a flow without a schedule): the source
+    /// waits for messages instead of ending when the queue is idle, and reading ends — without
+    /// stopping the run — this long after the first record, at `max_records`, or when `end`
+    /// becomes true; what was read is delivered and settled, and the run succeeds.
+    pub cut: Option<Cut>,
+}
+
+/// Where a run of a continuously consumed queue ends (see [`RunOptions::cut`]).
+#[derive(Debug, Clone)]
+pub struct Cut {
+    /// Reading ends this long after the first record arrived.
+    pub period: Duration,
+    /// Reading ends once this becomes true (the active revision changed).
+    pub end: watch::Receiver<bool>,
 }
 
 /// The cursor window of a backfill run (`ferry backfill FLOW --from T1 --to T2`).
@@ -137,6 +151,7 @@ impl Default for RunOptions {
             period: None,
             rekey: false,
             max_records: None,
+            cut: None,
         }
     }
 }
@@ -209,6 +224,7 @@ async fn execute_in(
     let source_opts = SourceOptions {
         cursor: cursor_before.clone(),
         cancel: Some(stop.cancel().clone()),
+        follow: opts.cut.is_some(),
     };
     let setup = match ferry_connect::source::from_spec(&flow.source, &req.env, &source_opts).await {
         Ok(source) => ferry_connect::sink::from_spec(&flow.destination, &req.env, &tag)
@@ -269,7 +285,11 @@ async fn execute_in(
             fetched_tx,
             ctx.progress.clone(),
             stop.clone(),
-            opts.max_records,
+            ReadLimits {
+                max_records: opts.max_records,
+                period: opts.cut.as_ref().map(|c| c.period),
+                end: opts.cut.as_ref().map(|c| c.end.clone()),
+            },
         ),
         span.clone(),
     ));

@@ -8,7 +8,9 @@
 //! - [`state`]: schedule state derived from the store (last handled tick, pause state),
 //!   `resume` and next fire times for listings;
 //! - `driver`: the task that ties them together; [`Scheduler::spawn`] starts it and returns a
-//!   [`SchedulerHandle`].
+//!   [`SchedulerHandle`];
+//! - [`stream`]: flows that consume a queue and have no schedule, run one run after another
+//!   ([`Streams`]).
 //!
 //! # Decisions
 //!
@@ -41,6 +43,7 @@ pub mod error;
 pub mod launch;
 pub mod plan;
 pub mod state;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -62,6 +65,7 @@ pub use state::{
     ResumeOutcome, active_plan, last_handled_tick, next_fire, next_fire_of, pause_state, plan_of,
     resume,
 };
+pub use stream::{Streams, StreamsConfig, StreamsHandle};
 
 /// Seed of the jitter generator in production (the same in every process, so that listings
 /// and schedulers agree on fire times).

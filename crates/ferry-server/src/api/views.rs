@@ -77,6 +77,8 @@ mirror_enum!(
         Replay,
         /// `ferry demo`.
         Demo,
+        /// `ferry serve` consuming a queue continuously.
+        Stream,
     }
 );
 

@@ -26,6 +26,11 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: ByteSize = ByteSize(1 << 20);
 pub const DEFAULT_AMQP_CONCURRENCY: u32 = 128;
 /// Default `destination.amqp.timeout`: longest wait for a publish's confirm.
 pub const DEFAULT_CONFIRM_TIMEOUT: Dur = Dur::from_secs(30);
+/// Default `source.amqp.serve.records`: under `ferry serve`, a run ends after this many records.
+pub const DEFAULT_SERVE_RECORDS: u64 = 10_000;
+/// Default `source.amqp.serve.period`: under `ferry serve`, a run ends this long after its first
+/// record.
+pub const DEFAULT_SERVE_PERIOD: Dur = Dur::from_secs(60);
 /// AMQP 0-9-1 short strings (queue, exchange, routing key) hold at most 255 bytes.
 pub const MAX_SHORT_STRING: usize = 255;
 
@@ -64,6 +69,46 @@ pub struct AmqpSource {
     /// most 1 minute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    /// How `ferry serve` cuts the continuous consumption of a flow without a schedule into
+    /// runs (default: every 10 000 records or 60 s after a run's first record).
+    #[serde(default, skip_serializing_if = "ServeCut::is_default")]
+    pub serve: ServeCut,
+}
+
+/// Under `ferry serve`, a flow that consumes a queue and has no schedule runs continuously: one
+/// run after another, each ending after `records` records or `period` after its first record
+/// (and at every change of the active revision), so that runs, their counts and their revision
+/// tags keep their meaning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeCut {
+    /// A run ends once it read this many records (the batch that reaches it is read whole).
+    #[serde(
+        default = "default_serve_records",
+        skip_serializing_if = "is_default_serve_records"
+    )]
+    pub records: u64,
+    /// A run ends this long after its first record arrived.
+    #[serde(
+        default = "default_serve_period",
+        skip_serializing_if = "is_default_serve_period"
+    )]
+    pub period: Dur,
+}
+
+impl Default for ServeCut {
+    fn default() -> Self {
+        ServeCut {
+            records: DEFAULT_SERVE_RECORDS,
+            period: DEFAULT_SERVE_PERIOD,
+        }
+    }
+}
+
+impl ServeCut {
+    fn is_default(&self) -> bool {
+        *self == ServeCut::default()
+    }
 }
 
 /// How the broker is reconnected to when `source.amqp.retry` is not set.
@@ -153,6 +198,18 @@ fn default_idle() -> Dur {
 }
 fn is_default_idle(v: &Dur) -> bool {
     *v == DEFAULT_IDLE
+}
+fn default_serve_records() -> u64 {
+    DEFAULT_SERVE_RECORDS
+}
+fn is_default_serve_records(v: &u64) -> bool {
+    *v == DEFAULT_SERVE_RECORDS
+}
+fn default_serve_period() -> Dur {
+    DEFAULT_SERVE_PERIOD
+}
+fn is_default_serve_period(v: &Dur) -> bool {
+    *v == DEFAULT_SERVE_PERIOD
 }
 fn default_max_message_bytes() -> ByteSize {
     DEFAULT_MAX_MESSAGE_BYTES
@@ -267,6 +324,12 @@ pub(crate) fn validate_source(c: &mut Checker, src: &AmqpSource) {
     if let Some(r) = &src.retry {
         check_retry(c, &format!("{p}.retry"), r);
     }
+    if src.serve.records == 0 {
+        c.err(format!("{p}.serve.records"), "must be 1 or more");
+    }
+    if src.serve.period.get().is_zero() {
+        c.err(format!("{p}.serve.period"), "must be more than 0s");
+    }
 }
 
 /// The checks of an AMQP destination that its types cannot make.
@@ -371,7 +434,7 @@ destination:
         let spelled = FLOW
             .replace(
                 "    queue: orders\n",
-                "    queue: orders\n    prefetch: 256\n    idle: 2s\n    max_message_bytes: 1MiB\n",
+                "    queue: orders\n    prefetch: 256\n    idle: 2s\n    max_message_bytes: 1MiB\n    serve: { records: 10000, period: 60s }\n",
             )
             .replace(
                 "    exchange: out\n",
@@ -413,6 +476,16 @@ destination:
                 "queue: orders",
                 "queue: orders\n    max_message_bytes: 0",
                 "source.amqp.max_message_bytes",
+            ),
+            (
+                "queue: orders",
+                "queue: orders\n    serve: { records: 0 }",
+                "source.amqp.serve.records",
+            ),
+            (
+                "queue: orders",
+                "queue: orders\n    serve: { period: 0s }",
+                "source.amqp.serve.period",
             ),
             (
                 "queue: orders",

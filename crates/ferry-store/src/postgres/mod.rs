@@ -79,6 +79,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "dashboard_sessions",
         sql: include_str!("migrations/0007_dashboard_sessions.sql"),
     },
+    Migration {
+        version: 8,
+        name: "stream_runs",
+        sql: include_str!("migrations/0008_stream_runs.sql"),
+    },
 ];
 
 /// Connections per process.

@@ -96,6 +96,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "dashboard_sessions",
         sql: include_str!("migrations/0010_dashboard_sessions.sql"),
     },
+    Migration {
+        version: 11,
+        name: "stream_runs",
+        sql: include_str!("migrations/0011_stream_runs.sql"),
+    },
 ];
 
 /// How long a statement waits for another connection's write lock.

@@ -671,7 +671,9 @@ pub async fn runs_are_newest_first_with_counts(store: Store) {
     first.cursor_before = None;
     let second = new_run("orders", "dev", t(20));
     let third = new_run("orders", "prod", t(30));
-    let other = new_run("invoices", "dev", t(25));
+    let mut other = new_run("invoices", "dev", t(25));
+    // Every trigger is accepted by the store's schema (the newest, `stream`, here).
+    other.trigger = Trigger::Stream;
     for r in [&second, &first, &third, &other] {
         store.create_run(r).await.unwrap();
     }
@@ -737,6 +739,8 @@ pub async fn runs_are_newest_first_with_counts(store: Store) {
     assert_eq!(rec.env, "dev");
     assert_eq!((rec.revision, rec.hash.as_str()), (1, "h1"));
     assert_eq!(rec.trigger, Trigger::Schedule);
+    let streamed = store.run(other.id).await.unwrap().unwrap();
+    assert_eq!(streamed.trigger, Trigger::Stream);
     assert_eq!(rec.status, RunStatus::Running);
     assert_eq!(rec.counts, RunCounts::default());
     assert_eq!(rec.cursor_before, None);

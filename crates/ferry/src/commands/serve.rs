@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Result;
 use ferry_engine::scheduler::{
     EngineLauncher, ResumeOutcome, RunEnvSource, Scheduler, SchedulerConfig, SchedulerError,
-    SchedulerHandle, SystemClock,
+    SchedulerHandle, ShutdownReport, Streams, StreamsConfig, SystemClock,
 };
 use ferry_env::RunEnv;
 use ferry_server::{
@@ -116,7 +116,9 @@ pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<Api>) -> Result<u8
         store: store.clone(),
         env: env.clone(),
     });
-    let launcher = Arc::new(EngineLauncher::new(store.clone(), envs));
+    let launcher = Arc::new(EngineLauncher::new(store.clone(), envs.clone()));
+    // Flows that consume a queue and have no schedule run continuously, one run after another.
+    let streams = Streams::spawn(store.clone(), envs, StreamsConfig::new(vec![env.clone()]));
     let handle = Scheduler::spawn(
         store.clone(),
         Arc::new(SystemClock),
@@ -174,7 +176,7 @@ pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<Api>) -> Result<u8
     };
     if ctx.output() == Output::Text {
         eprintln!(
-            "ferry serve: scheduling the flows of environment `{env}`; SIGTERM or Ctrl-C stops"
+            "ferry serve: scheduling the flows of environment `{env}` (flows that consume a queue without a schedule run continuously); SIGTERM or Ctrl-C stops"
         );
     }
     stop_signal().await;
@@ -194,8 +196,15 @@ pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<Api>) -> Result<u8
         );
     }
     paused_gauge.abort();
+    let both = async {
+        let (mut report, streamed): (ShutdownReport, ShutdownReport) =
+            tokio::join!(handle.shutdown(drain), streams.shutdown(drain));
+        report.drained += streamed.drained;
+        report.abandoned.extend(streamed.abandoned);
+        report
+    };
     let report = tokio::select! {
-        r = handle.shutdown(drain) => r,
+        r = both => r,
         () = stop_signal() => {
             eprintln!("second signal: exiting without waiting for runs in flight");
             return Ok(1);

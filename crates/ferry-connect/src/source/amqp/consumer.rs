@@ -31,6 +31,8 @@ pub struct AmqpConsumer {
     batches: u64,
     /// The queue stayed idle: no more batches, the consumer is cancelled.
     drained: bool,
+    /// Never judge the queue idle: wait for messages until the run ends the read.
+    follow: bool,
 }
 
 impl AmqpConsumer {
@@ -56,6 +58,7 @@ impl AmqpConsumer {
             consumer: None,
             batches: 0,
             drained: false,
+            follow: opts.follow,
         })
     }
 
@@ -224,8 +227,9 @@ impl Source for AmqpConsumer {
                 continue;
             };
             let first = match tokio::time::timeout(idle, consumer.next()).await {
-                Err(_) if window_full(&current, prefetch) => {
-                    // The broker waits for acknowledgements, not for messages: not idle.
+                Err(_) if self.follow || window_full(&current, prefetch) => {
+                    // Followed without end, or the broker waits for acknowledgements, not for
+                    // messages: not idle.
                     continue;
                 }
                 Err(_) => {
