@@ -115,6 +115,11 @@ pub struct RunOptions {
     /// is `incomplete`; a queue (no cursor) has simply taken fewer messages, and the run
     /// succeeds.
     pub max_records: Option<u64>,
+    /// Seeds the run's retry layer as a whole — deliveries, state-store writes during an
+    /// outage, and the source's page fetches and reconnects — and records every retry
+    /// ([`ferry_resilience::Stack::with_seed`]). `None`, the default, draws each call's backoff
+    /// from the thread RNG. Not a flow setting: for tests and reproductions.
+    pub backoff_seed: Option<ferry_resilience::BackoffSeed>,
 }
 
 /// The cursor window of a backfill run (`ferry backfill FLOW --from T1 --to T2`).
@@ -137,6 +142,7 @@ impl Default for RunOptions {
             period: None,
             rekey: false,
             max_records: None,
+            backoff_seed: None,
         }
     }
 }
@@ -172,7 +178,9 @@ async fn execute_in(
     // run's deadline, by a destination down too long, or by state store trouble.
     let stop = Arc::new(Stopper::new());
     let deadline = flow.policy.deadline_for(opts.period);
-    let guards = Arc::new(Guards::from_flow(flow, stop.clone(), deadline).map_err(bad)?);
+    let guards = Arc::new(
+        Guards::from_flow(flow, stop.clone(), deadline, opts.backoff_seed.as_ref()).map_err(bad)?,
+    );
     let stopper = stop::stop_on(stop.clone(), opts.cancel.clone(), deadline);
 
     let env_name = req.env.name.clone();
@@ -209,6 +217,7 @@ async fn execute_in(
     let source_opts = SourceOptions {
         cursor: cursor_before.clone(),
         cancel: Some(stop.cancel().clone()),
+        backoff_seed: opts.backoff_seed.clone(),
     };
     let setup = match ferry_connect::source::from_spec(&flow.source, &req.env, &source_opts).await {
         Ok(source) => ferry_connect::sink::from_spec(&flow.destination, &req.env, &tag)
@@ -257,7 +266,8 @@ async fn execute_in(
         lone: Some(LoneKeys::default()),
         claiming: Default::default(),
         stop: stop.clone(),
-        store_watch: StoreWatch::new(flow.policy.store_outage_max()),
+        store_watch: StoreWatch::new(flow.policy.store_outage_max())
+            .with_seed(opts.backoff_seed.clone()),
         rekey: opts.rekey,
         keeps_ledger: sink.keeps_ledger(),
     });
@@ -406,6 +416,7 @@ async fn execute_in(
     // The last write of the run gets a patience of its own: a run stopped because the store
     // was unreachable still records how it ended once the store answers again.
     let finish = StoreWatch::new(flow.policy.store_outage_max().max(FINISH_PATIENCE))
+        .with_seed(opts.backoff_seed.clone())
         .patiently("finish_run", || {
             store.finish_run(
                 run_id,
@@ -601,7 +612,8 @@ mod tests {
     fn destinations_are_looked_up_once_per_origin() {
         let text = include_str!("../../../../flows/orders-to-warehouse.yaml");
         let flow = ferry_spec::load_str(text, None).expect("example flow").flow;
-        let guards = Guards::from_flow(&flow, Arc::new(Stopper::new()), None).expect("guards");
+        let guards =
+            Guards::from_flow(&flow, Arc::new(Stopper::new()), None, None).expect("guards");
         let sink = http_sink(&flow);
         let a = guards.destination(&*sink, "http://dest-cache.test:81/orders/1");
         let b = guards.destination(&*sink, "http://dest-cache.test:81/orders/2?x=1");
