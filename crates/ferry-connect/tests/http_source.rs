@@ -370,3 +370,56 @@ async fn a_selection_that_multiplies_the_page_fails_naming_the_setting() {
     assert_eq!(drain(&mut p).await.unwrap().len(), 2500);
     server.abort();
 }
+
+/// Page fetches take their attempts and waits from the one retry layer: with a seed in
+/// `SourceOptions`, fetch `k` waits exactly what `JitteredBackoff::…with_seed(seed + k)` draws
+/// for `source.http.retry`, and makes the policy's attempts.
+#[tokio::test]
+async fn page_fetches_take_their_attempts_and_waits_from_the_seeded_stack() {
+    use ferry_connect::SourceOptions;
+    use ferry_resilience::{BackoffSeed, Jitter, JitteredBackoff};
+    use std::time::Duration;
+
+    let sb = sandbox(20).await;
+    sb.source().set_fault(SourceFault::Status {
+        page: 2,
+        status: 503,
+    });
+    let spec = source(
+        "url: \"{{ env.BASE }}/api/orders\"\nparams:\n  page_size: 10\nrecords: \"$.orders[*]\"\npaginate:\n  next_url: \"$.links.next\"\nretry: { attempts: 4, initial: 5ms, max: 40ms, jitter: full }",
+    );
+    let seed = BackoffSeed::new(11);
+    let opts = SourceOptions {
+        backoff_seed: Some(seed.clone()),
+        ..SourceOptions::default()
+    };
+    let mut pages =
+        ferry_connect::source::from_spec(&ferry_spec::Source::Http(spec), &env(&sb, &[]), &opts)
+            .await
+            .unwrap();
+    let before = sb.source().requests();
+    let first = pages.next_batch().await.unwrap().expect("page 1");
+    assert_eq!(first.records.len(), 10);
+    let err = pages.next_batch().await.unwrap_err().to_string();
+    assert!(err.contains("HTTP 503"), "{err}");
+    // Fetch 0 (page 1) needed no retry; fetch 1 (page 2) made 4 attempts and waited, between
+    // them, exactly the first three waits of seed 11 + 1.
+    assert_eq!(seed.calls(), 2);
+    let want: Vec<(u64, u32, Duration)> = JitteredBackoff::new(
+        Duration::from_millis(5),
+        Duration::from_millis(40),
+        Jitter::Full,
+    )
+    .with_seed(BackoffSeed::call_seed(11, 1))
+    .take(3)
+    .zip(1..)
+    .map(|(wait, attempt)| (1, attempt, wait))
+    .collect();
+    let got: Vec<(u64, u32, Duration)> = seed
+        .retries()
+        .iter()
+        .map(|r| (r.call, r.attempt, r.wait))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(sb.source().requests() - before, 1 + 4);
+}

@@ -861,7 +861,7 @@ pub async fn replay(
     let stop = Arc::new(Stopper::new());
     // A replay is started by an operator: only an explicit `policy.deadline` bounds it.
     let deadline = spec.policy.deadline_for(None);
-    let guards = Arc::new(Guards::from_flow(spec, stop.clone(), deadline).map_err(bad)?);
+    let guards = Arc::new(Guards::from_flow(spec, stop.clone(), deadline, None).map_err(bad)?);
 
     store
         .create_run(&NewRun {

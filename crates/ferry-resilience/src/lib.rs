@@ -52,7 +52,9 @@
 //! - [`registry`]: [`Registry`], sharing breakers, limiters and budgets by destination;
 //! - [`cancel`]: [`Cancel`], [`CallScope`], [`Interruption`];
 //! - [`stack`]: [`Stack`], the layers composed in the order above, [`OpenBreaker`],
-//!   [`Observer`], [`CallError`].
+//!   [`Observer`], [`CallError`];
+//! - [`seed`]: [`BackoffSeed`], which seeds a whole stack's backoff and records its retries
+//!   ([`Retried`]), so each user of the stack is tested to take its attempts and waits from it.
 //!
 //! # The key decision
 //!
@@ -73,6 +75,7 @@ pub mod limiter;
 pub mod policy;
 pub mod registry;
 pub mod retry_after;
+pub mod seed;
 pub mod stack;
 
 pub use backoff::{Jitter, JitteredBackoff, backoff_cap};
@@ -83,9 +86,13 @@ pub use budget::{BudgetConfig, BudgetConfigError, RetryBudget};
 pub use cancel::{CallScope, Cancel, Interruption};
 pub use class::{Classify, ErrorClass, Outcome, classify_http};
 pub use limiter::{RateLimit, RateLimitError, RateLimiter, TokioClock, TokioInstant};
-pub use policy::{GiveUpReason, PolicyError, RetryDecision, RetryPolicy, decide};
+pub use policy::{
+    GiveUpReason, PolicyError, RetryDecision, RetryPolicy, STORE_OUTAGE_INITIAL, STORE_OUTAGE_MAX,
+    decide,
+};
 pub use registry::Registry;
 pub use retry_after::{MAX_RETRY_AFTER, parse_retry_after};
+pub use seed::{BackoffSeed, MAX_RECORDED, Retried};
 pub use stack::{
     AttemptError, CallError, Delivered, MIN_BREAKER_WAIT, MIN_BUDGET_WAIT, Observer, OpenBreaker,
     Stack,
@@ -103,4 +110,5 @@ const _: () = {
     shared::<Cancel>();
     shared::<CallScope>();
     shared::<Stack>();
+    shared::<BackoffSeed>();
 };

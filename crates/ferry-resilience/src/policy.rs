@@ -17,6 +17,12 @@ use crate::backoff::{Jitter, JitteredBackoff, backoff_cap};
 /// The most attempts a policy may ask for.
 pub const MAX_ATTEMPTS: u32 = 100;
 
+/// The backoff cap before the first retry of a state-store call while the store does not
+/// answer ([`RetryPolicy::store_outage`]).
+pub const STORE_OUTAGE_INITIAL: Duration = Duration::from_millis(100);
+/// The longest wait between two tries of a state-store call ([`RetryPolicy::store_outage`]).
+pub const STORE_OUTAGE_MAX: Duration = Duration::from_secs(5);
+
 /// A settings value [`RetryPolicy::try_new`] refused; the message names the rule.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PolicyError {
@@ -106,6 +112,18 @@ impl RetryPolicy {
         let mut policy = RetryPolicy::try_new(1, initial, max, jitter, max_elapsed)?;
         policy.attempts = u32::MAX;
         Ok(policy)
+    }
+
+    /// How a state-store call waits out an outage: full jitter from [`STORE_OUTAGE_INITIAL`]
+    /// doubling to [`STORE_OUTAGE_MAX`], for as many attempts as fit in `max_elapsed` (what is
+    /// left of the run's `policy.store_outage_max`). Fails only for a zero `max_elapsed`.
+    pub fn store_outage(max_elapsed: Duration) -> Result<Self, PolicyError> {
+        RetryPolicy::until_elapsed(
+            STORE_OUTAGE_INITIAL,
+            STORE_OUTAGE_MAX,
+            Jitter::Full,
+            max_elapsed,
+        )
     }
 
     /// Attempts in all, the first included (`u32::MAX` for [`RetryPolicy::until_elapsed`]).

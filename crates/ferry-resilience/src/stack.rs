@@ -47,6 +47,15 @@
 //! and the caller gives the record back (the next run reads it again) instead of dead-lettering
 //! it. [`CallError::Rejected`], [`CallError::GaveUp`] and [`CallError::BudgetExhausted`] are the
 //! dead-letter outcomes.
+//!
+//! # Seeded backoff
+//!
+//! Each call draws its waits from a [`JitteredBackoff`] of its own, seeded from the thread RNG.
+//! [`Stack::with_seed`] seeds the stack as a whole instead: call `k` of the stack draws from
+//! `seed + k` and every retry is written down in the [`BackoffSeed`] ([`BackoffSeed::retries`]).
+//! Every user of the stack takes an optional seed in its options (the engine's `RunOptions`,
+//! the connectors' `SourceOptions`, `HttpPager::with_backoff_seed`) and hands it to its stacks,
+//! which is how each is tested to take its attempts and waits from here.
 
 use std::fmt;
 use std::future::Future;
@@ -64,6 +73,7 @@ use crate::cancel::{CallScope, Interruption};
 use crate::class::{Classify, ErrorClass};
 use crate::limiter::RateLimiter;
 use crate::policy::{GiveUpReason, RetryDecision, RetryPolicy, decide};
+use crate::seed::BackoffSeed;
 
 /// The shortest wait before asking an open breaker again: a breaker about to turn half-open
 /// says `retry_in` ≈ 0, and asking in a tight loop would only burn the CPU.
@@ -298,6 +308,8 @@ pub struct Stack {
     budget: Option<Arc<RetryBudget>>,
     slots: Option<Arc<Semaphore>>,
     timeout: Option<Duration>,
+    /// Where calls draw their backoff from when the stack is seeded; the thread RNG if `None`.
+    seed: Option<BackoffSeed>,
     /// Since when calls found the breaker open with no answer from the destination since.
     unavailable_since: Arc<Mutex<Option<Instant>>>,
 }
@@ -314,6 +326,7 @@ impl Stack {
             budget: None,
             slots: None,
             timeout: None,
+            seed: None,
             unavailable_since: Arc::default(),
         }
     }
@@ -357,6 +370,20 @@ impl Stack {
         self
     }
 
+    /// Draws every call's backoff from `seed` instead of the thread RNG — call `k` of this stack
+    /// and its clones (and of every stack given a clone of the same [`BackoffSeed`]) from
+    /// `seed + k` — and writes every retry down in it. For tests and reproductions: unseeded
+    /// stacks spread a herd of calls better. See [`crate::seed`].
+    pub fn with_seed(mut self, seed: impl Into<BackoffSeed>) -> Self {
+        self.seed = Some(seed.into());
+        self
+    }
+
+    /// The stack's seed, if it has one.
+    pub fn seed(&self) -> Option<&BackoffSeed> {
+        self.seed.as_ref()
+    }
+
     /// The retry policy.
     pub fn policy(&self) -> &RetryPolicy {
         &self.policy
@@ -374,15 +401,15 @@ impl Stack {
     }
 
     /// Runs `attempt(n)` (n = 1, 2, … the attempt number) through every layer, with no cancel,
-    /// no deadline, no observer, and a backoff seeded from the thread RNG.
+    /// no deadline, no observer, and a backoff seeded from the thread RNG (or from the stack's
+    /// seed, [`Stack::with_seed`]).
     pub async fn call<T, E, F, Fut>(&self, attempt: F) -> Result<Delivered<T>, CallError<E>>
     where
         E: Classify + fmt::Display,
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.call_with_backoff(self.policy.backoff(), &CallScope::new(), &mut (), attempt)
-            .await
+        self.call_in(&CallScope::new(), &mut (), attempt).await
     }
 
     /// [`Stack::call`] within `scope` (cancel, deadline), telling `observer` about retries and
@@ -399,14 +426,43 @@ impl Stack {
         Fut: Future<Output = Result<T, E>>,
         O: Observer + ?Sized,
     {
-        self.call_with_backoff(self.policy.backoff(), scope, observer, attempt)
-            .await
+        match &self.seed {
+            None => {
+                self.run(self.policy.backoff(), None, scope, observer, attempt)
+                    .await
+            }
+            Some(seed) => {
+                let (call, backoff) = seed.start_call(&self.policy);
+                self.run(backoff, Some((seed, call)), scope, observer, attempt)
+                    .await
+            }
+        }
     }
 
-    /// [`Stack::call_in`] with a given backoff (e.g. seeded, for deterministic tests).
+    /// [`Stack::call_in`] with a given backoff (e.g. seeded, for deterministic tests); the
+    /// stack's own seed, if any, is neither used nor told of the retries.
     pub async fn call_with_backoff<T, E, F, Fut, O>(
         &self,
+        backoff: JitteredBackoff,
+        scope: &CallScope,
+        observer: &mut O,
+        attempt: F,
+    ) -> Result<Delivered<T>, CallError<E>>
+    where
+        E: Classify + fmt::Display,
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        O: Observer + ?Sized,
+    {
+        self.run(backoff, None, scope, observer, attempt).await
+    }
+
+    /// The retry loop: every layer, per attempt, drawing waits from `backoff`; each retry is
+    /// written down in `seeded` (the seed and this call's number under it), if given.
+    async fn run<T, E, F, Fut, O>(
+        &self,
         mut backoff: JitteredBackoff,
+        seeded: Option<(&BackoffSeed, u64)>,
         scope: &CallScope,
         observer: &mut O,
         mut attempt: F,
@@ -515,6 +571,9 @@ impl Stack {
             };
             if let Some(cause) = scope.refuses(wait) {
                 return Err(interrupted(cause, Some(err), n));
+            }
+            if let Some((seed, call)) = seeded {
+                seed.record(call, n, wait);
             }
             observer.retrying(n, wait, &err);
             if let Err(cause) = scope.sleep(wait).await {

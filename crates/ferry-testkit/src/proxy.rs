@@ -3,7 +3,8 @@
 //! An outage of a shared server is simulated here, never by stopping the server: other tests
 //! use it at the same time. [`Proxy::cut`] closes every connection through the proxy and
 //! refuses new ones (accepted and closed at once, as a dead peer or a partition looks to a
-//! client) until [`Proxy::restore`].
+//! client) until [`Proxy::restore`]. [`Proxy::refuse_next`] refuses an exact number of new
+//! connections, for tests that count a client's reconnect attempts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ struct Shared {
     /// Bumped at every cut: live connections watch it and close.
     epoch: watch::Sender<u64>,
     accepted: AtomicU64,
+    /// New connections still to refuse before letting them through again.
+    refuse: AtomicU64,
 }
 
 impl Proxy {
@@ -39,12 +42,17 @@ impl Proxy {
             cut: AtomicBool::new(false),
             epoch: watch::channel(0).0,
             accepted: AtomicU64::new(0),
+            refuse: AtomicU64::new(0),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 s.accepted.fetch_add(1, Ordering::Relaxed);
-                if s.cut.load(Ordering::SeqCst) {
+                let refused = s
+                    .refuse
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if refused || s.cut.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
@@ -68,6 +76,12 @@ impl Proxy {
     /// Closes every live connection once; new ones are let through.
     pub fn reset_connections(&self) {
         self.shared.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Refuses the next `n` new connections (accepted and closed at once, as [`Proxy::cut`]
+    /// does), then lets them through; live connections are left alone.
+    pub fn refuse_next(&self, n: u64) {
+        self.shared.refuse.store(n, Ordering::SeqCst);
     }
 
     /// Lets connections through again.
@@ -149,5 +163,21 @@ mod tests {
         let mut again = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(echo(&mut again).await.unwrap(), b"ping");
         assert_eq!(proxy.accepted(), 3);
+    }
+
+    #[tokio::test]
+    async fn refuse_next_refuses_exactly_that_many_new_connections() {
+        let proxy = Proxy::start(echo_server().await).await.unwrap();
+        let mut live = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(echo(&mut live).await.unwrap(), b"ping");
+        proxy.refuse_next(2);
+        for _ in 0..2 {
+            let mut refused = TcpStream::connect(proxy.addr()).await.unwrap();
+            assert!(echo(&mut refused).await.is_err(), "refused");
+        }
+        let mut third = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(echo(&mut third).await.unwrap(), b"ping");
+        assert_eq!(echo(&mut live).await.unwrap(), b"ping", "left alone");
+        assert_eq!(proxy.accepted(), 4);
     }
 }

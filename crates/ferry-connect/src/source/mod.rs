@@ -104,6 +104,9 @@ pub struct SourceOptions {
     /// was idle for `idle` (a queue consumed continuously under `ferry serve`: the run's own
     /// limits end the read).
     pub follow: bool,
+    /// Seeds the source's retry layer (page fetches, reconnects) and records its retries
+    /// ([`ferry_resilience::Stack::with_seed`]); `None`, the default, draws from the thread RNG.
+    pub backoff_seed: Option<ferry_resilience::BackoffSeed>,
 }
 
 /// The source of a flow, ready to read: the one place with an arm per source kind.
@@ -117,6 +120,9 @@ pub async fn from_spec(
             let mut pager = http::HttpPager::new(h, env, opts.cursor.as_ref())?;
             if let Some(c) = &opts.cancel {
                 pager = pager.with_cancel(c);
+            }
+            if let Some(seed) = &opts.backoff_seed {
+                pager = pager.with_backoff_seed(seed.clone());
             }
             Ok(Box::new(pager))
         }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use ferry_connect::Sink;
 use ferry_resilience::{
-    BreakerConfig, BudgetConfig, CallScope, CircuitBreaker, OpenBreaker, RateLimit, Registry, Stack,
+    BackoffSeed, BreakerConfig, BudgetConfig, CallScope, CircuitBreaker, OpenBreaker, RateLimit,
+    Registry, Stack,
 };
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -45,11 +46,13 @@ pub(crate) struct Destination {
 }
 
 impl Guards {
-    /// Builds the layers from a flow's policy; `deadline` is the run's.
+    /// Builds the layers from a flow's policy; `deadline` is the run's, and `seed`, if given,
+    /// seeds every destination's stack (`RunOptions::backoff_seed`).
     pub(crate) fn from_flow(
         flow: &ferry_spec::Flow,
         stop: Arc<Stopper>,
         deadline: Option<Duration>,
+        seed: Option<&BackoffSeed>,
     ) -> Result<Guards, String> {
         let p = &flow.policy;
         let policy =
@@ -85,11 +88,14 @@ impl Guards {
         ));
         // While a breaker is open, records wait for it (an outage must not flood the
         // dead-letter queue), up to `circuit_breaker.max_open`.
-        let template = Stack::new(policy)
+        let mut template = Stack::new(policy)
             .with_open_breaker(OpenBreaker::Wait {
                 max_open: b.max_open(),
             })
             .with_slots(slots);
+        if let Some(seed) = seed {
+            template = template.with_seed(seed.clone());
+        }
         let deadline = deadline.map(|d| Instant::now() + d);
         Ok(Guards {
             template,

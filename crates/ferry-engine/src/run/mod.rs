@@ -120,6 +120,11 @@ pub struct RunOptions {
     /// stopping the run — this long after the first record, at `max_records`, or when `end`
     /// becomes true; what was read is delivered and settled, and the run succeeds.
     pub cut: Option<Cut>,
+    /// Seeds the run's retry layer as a whole — deliveries, state-store writes during an
+    /// outage, and the source's page fetches and reconnects — and records every retry
+    /// ([`ferry_resilience::Stack::with_seed`]). `None`, the default, draws each call's backoff
+    /// from the thread RNG. Not a flow setting: for tests and reproductions.
+    pub backoff_seed: Option<ferry_resilience::BackoffSeed>,
 }
 
 /// Where a run of a continuously consumed queue ends (see [`RunOptions::cut`]).
@@ -152,6 +157,7 @@ impl Default for RunOptions {
             rekey: false,
             max_records: None,
             cut: None,
+            backoff_seed: None,
         }
     }
 }
@@ -187,7 +193,9 @@ async fn execute_in(
     // run's deadline, by a destination down too long, or by state store trouble.
     let stop = Arc::new(Stopper::new());
     let deadline = flow.policy.deadline_for(opts.period);
-    let guards = Arc::new(Guards::from_flow(flow, stop.clone(), deadline).map_err(bad)?);
+    let guards = Arc::new(
+        Guards::from_flow(flow, stop.clone(), deadline, opts.backoff_seed.as_ref()).map_err(bad)?,
+    );
     let stopper = stop::stop_on(stop.clone(), opts.cancel.clone(), deadline);
 
     let env_name = req.env.name.clone();
@@ -225,6 +233,7 @@ async fn execute_in(
         cursor: cursor_before.clone(),
         cancel: Some(stop.cancel().clone()),
         follow: opts.cut.is_some(),
+        backoff_seed: opts.backoff_seed.clone(),
     };
     let setup = match ferry_connect::source::from_spec(&flow.source, &req.env, &source_opts).await {
         Ok(source) => ferry_connect::sink::from_spec(&flow.destination, &req.env, &tag)
@@ -273,7 +282,8 @@ async fn execute_in(
         lone: Some(LoneKeys::default()),
         claiming: Default::default(),
         stop: stop.clone(),
-        store_watch: StoreWatch::new(flow.policy.store_outage_max()),
+        store_watch: StoreWatch::new(flow.policy.store_outage_max())
+            .with_seed(opts.backoff_seed.clone()),
         rekey: opts.rekey,
         keeps_ledger: sink.keeps_ledger(),
     });
@@ -426,6 +436,7 @@ async fn execute_in(
     // The last write of the run gets a patience of its own: a run stopped because the store
     // was unreachable still records how it ended once the store answers again.
     let finish = StoreWatch::new(flow.policy.store_outage_max().max(FINISH_PATIENCE))
+        .with_seed(opts.backoff_seed.clone())
         .patiently("finish_run", || {
             store.finish_run(
                 run_id,
@@ -621,7 +632,8 @@ mod tests {
     fn destinations_are_looked_up_once_per_origin() {
         let text = include_str!("../../../../flows/orders-to-warehouse.yaml");
         let flow = ferry_spec::load_str(text, None).expect("example flow").flow;
-        let guards = Guards::from_flow(&flow, Arc::new(Stopper::new()), None).expect("guards");
+        let guards =
+            Guards::from_flow(&flow, Arc::new(Stopper::new()), None, None).expect("guards");
         let sink = http_sink(&flow);
         let a = guards.destination(&*sink, "http://dest-cache.test:81/orders/1");
         let b = guards.destination(&*sink, "http://dest-cache.test:81/orders/2?x=1");

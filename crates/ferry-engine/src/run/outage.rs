@@ -20,15 +20,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ferry_resilience::{
-    AttemptError, CallError, CallScope, Classify, ErrorClass, Jitter, Observer, RetryPolicy, Stack,
+    AttemptError, BackoffSeed, CallError, CallScope, Classify, ErrorClass, Observer, RetryPolicy,
+    Stack,
 };
 use ferry_store::StoreError;
 use tokio::time::Instant;
-
-/// The first wait after a failed store call.
-const FIRST_WAIT: Duration = Duration::from_millis(100);
-/// The longest wait between two tries.
-const LONGEST_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a store call gave up.
 #[derive(Debug, Clone)]
@@ -47,6 +43,8 @@ pub(crate) struct StoreWatch {
     since: Mutex<Option<Instant>>,
     /// A call gave up on the current outage: later calls in it give up at once.
     exhausted: std::sync::atomic::AtomicBool,
+    /// Seeds every call's stack (`RunOptions::backoff_seed`); the thread RNG if `None`.
+    seed: Option<BackoffSeed>,
 }
 
 impl StoreWatch {
@@ -55,7 +53,15 @@ impl StoreWatch {
             max,
             since: Mutex::new(None),
             exhausted: std::sync::atomic::AtomicBool::new(false),
+            seed: None,
         }
+    }
+
+    /// Draws every call's backoff from `seed` (one call of the seed per `patiently`) and
+    /// records its retries; `None` keeps the thread RNG.
+    pub(crate) fn with_seed(mut self, seed: Option<BackoffSeed>) -> StoreWatch {
+        self.seed = seed;
+        self
     }
 
     /// Notes a failed call that began at `started`; returns when the outage began.
@@ -83,7 +89,7 @@ impl StoreWatch {
     }
 
     /// Runs `call` until it succeeds, through the one retry layer: full-jitter backoff from
-    /// 100 ms to 5 s while the store does not answer, for what is left of the outage bound;
+    /// 100 ms to 5 s ([`RetryPolicy::store_outage`]) while the store does not answer, for what is left of the outage bound;
     /// an error waiting cannot mend is returned at once. `op` names the call in messages.
     ///
     /// A call is also bounded in time by what is left of the outage bound: a store that hangs
@@ -111,8 +117,14 @@ impl StoreWatch {
                 },
             });
         }
-        let stack = match RetryPolicy::until_elapsed(FIRST_WAIT, LONGEST_WAIT, Jitter::Full, left) {
-            Ok(policy) => Stack::new(policy).with_timeout(left),
+        let stack = match RetryPolicy::store_outage(left) {
+            Ok(policy) => {
+                let stack = Stack::new(policy).with_timeout(left);
+                match &self.seed {
+                    Some(seed) => stack.with_seed(seed.clone()),
+                    None => stack,
+                }
+            }
             Err(e) => {
                 return Err(StoreTrouble::Unreachable {
                     for_: self.outage_so_far(),

@@ -49,10 +49,14 @@ impl AmqpConsumer {
         if let Some(c) = &opts.cancel {
             scope = scope.with_cancel(c);
         }
+        let mut stack = Stack::new(policy);
+        if let Some(seed) = &opts.backoff_seed {
+            stack = stack.with_seed(seed.clone());
+        }
         Ok(AmqpConsumer {
             broker,
             spec: spec.clone(),
-            stack: Stack::new(policy),
+            stack,
             scope,
             current: Arc::new(Mutex::new(Current::default())),
             consumer: None,

@@ -432,6 +432,14 @@ impl HttpPager {
         self
     }
 
+    /// Draws every page fetch's backoff from `seed` and records its retries (see
+    /// [`ferry_resilience::Stack::with_seed`]): fetch `k` (0-based) waits what
+    /// `JitteredBackoff::…with_seed(seed + k)` draws for `source.http.retry`.
+    pub fn with_backoff_seed(mut self, seed: ferry_resilience::BackoffSeed) -> Self {
+        self.stack = self.stack.with_seed(seed);
+        self
+    }
+
     /// The number of attempts a page gets before a transient failure fails the run.
     pub fn attempts(&self) -> u32 {
         self.stack.policy().attempts()
