@@ -1040,3 +1040,94 @@ fn tokens_are_created_once_listed_and_revoked() {
         1
     );
 }
+
+/// `retention:` prunes old ledger entries and run records with `ferry gc` (a dry run first),
+/// audited; a backfill that reaches into the pruned window warns before it sends, and sends
+/// the records whose keys were forgotten; one that starts after the bound does not warn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_old_state_and_a_backfill_into_the_pruned_window_warns() {
+    let sb = sandbox(30).await;
+    let mut p = Project::new();
+    p.env("SHOP_TOKEN", TOKEN);
+    p.env("SHOP_URL", &sb.base_url());
+    p.write(
+        "orders.yaml",
+        &format!(
+            "{}retention: {{ ledger: 30d, runs: 30d }}\n",
+            flow("orders", &sb.base_url(), "", "")
+        ),
+    );
+    let state = p.path().join(".ferry").join("state.db");
+    let p = blocking(move || {
+        let out = p.ok(&["run", "orders.yaml", "--no-progress"]);
+        assert!(out.contains("succeeded"), "{out}");
+        // Nothing is old yet.
+        let dry = p.json(&["gc", "--dry-run"]);
+        assert_eq!(dry[0]["ledger"], 0, "{dry}");
+        assert_eq!(dry[0]["runs"], 0, "{dry}");
+        p
+    })
+    .await;
+    // Time passes: the first run and its deliveries are from 2020.
+    {
+        use sqlx::Connection as _;
+        let mut db = sqlx::SqliteConnection::connect(&format!("sqlite:{}", state.display()))
+            .await
+            .unwrap();
+        let old = "2020-01-01T00:00:00.000Z";
+        sqlx::query("UPDATE ledger SET delivered_at = ?")
+            .bind(old)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE runs SET started_at = ?, finished_at = ?")
+            .bind(old)
+            .bind(old)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+    }
+    blocking(move || {
+        // A second run: the newest run, which is always kept.
+        p.ok(&["run", "orders.yaml", "--no-progress"]);
+        let dry = p.json(&["gc", "--dry-run"]);
+        assert_eq!((dry[0]["ledger"].as_u64(), dry[0]["runs"].as_u64()), (Some(30), Some(1)), "{dry}");
+        assert_eq!(p.json(&["runs", "--flow", "orders"]).as_array().unwrap().len(), 2, "a dry run deletes nothing");
+        let out = p.ok(&["gc"]);
+        assert!(
+            out.contains("orders (revision 1): pruned 30 ledger entries, 0 settled dead letters, 1 run record"),
+            "{out}"
+        );
+        assert_eq!(p.json(&["runs", "--flow", "orders"]).as_array().unwrap().len(), 1);
+        let audit = p.json(&["audit", "--flow", "orders", "--action", "pruned"]);
+        assert_eq!(audit[0]["detail"]["ledger"], 30, "{audit}");
+        assert_eq!(audit[0]["actor"], "alice", "{audit}");
+        // A second pass has nothing left to do.
+        let again = p.json(&["gc"]);
+        assert_eq!((again[0]["ledger"].as_u64(), again[0]["runs"].as_u64()), (Some(0), Some(0)));
+
+        // A backfill from the flow's start reaches into the pruned window: it warns, and the
+        // records whose keys were forgotten are sent again.
+        let out = p.ferry(&[
+            "backfill", "orders", "--from", "2024-01-01T00:00:00Z", "--to", "2030-01-01T00:00:00Z",
+            "--no-progress", "--output", "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("warning: the ledger of orders in `default` was pruned of keys delivered before")
+                && err.contains("is sent again"),
+            "{err}"
+        );
+        let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(run["run"]["counts"]["delivered"], 30, "{run}");
+        // A window that starts after the bound does not warn.
+        let out = p.ferry(&[
+            "backfill", "orders", "--from", "1d", "--to", "2030-01-01T00:00:00Z", "--no-progress",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", text(&out));
+    })
+    .await;
+}

@@ -28,6 +28,7 @@ pub mod lifecycle;
 pub mod liveness;
 pub mod progress;
 pub mod replay;
+pub mod retention;
 pub mod run;
 pub mod scheduler;
 

@@ -533,6 +533,10 @@ mod delegate {
             self.inner.end_session(hash).await
         }
 
+        async fn prune(&self, p: &ferry_store::Prune) -> Result<ferry_store::Pruned> {
+            self.inner.prune(p).await
+        }
+
         async fn active_environments(&self) -> Result<Vec<EnvFlows>> {
             self.inner.active_environments().await
         }

@@ -34,6 +34,7 @@ const TOP_ORDER: &[&str] = &[
     "map",
     "destination",
     "policy",
+    "retention",
     "tests",
 ];
 

@@ -22,6 +22,9 @@ pub const DEFAULT_CONCURRENCY: u32 = 8;
 pub const MAX_CONCURRENCY: u32 = 1024;
 /// Largest batch a sink may send in one request.
 pub const MAX_BATCH: u32 = 10_000;
+/// The shortest retention a flow may set: pruning what was written within the hour would race
+/// the runs that write it.
+pub const MIN_RETENTION: Dur = Dur::from_secs(3_600);
 /// Default header that carries the idempotency key.
 pub const DEFAULT_IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
@@ -50,9 +53,39 @@ pub struct Flow {
     /// Retries and other delivery policies.
     #[serde(default)]
     pub policy: Policy,
+    /// How long the state a flow leaves behind is kept (default: for ever).
+    #[serde(default, skip_serializing_if = "Retention::keeps_everything")]
+    pub retention: Retention,
     /// Test cases: a source record and the mapped record expected from it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<TestCase>,
+}
+
+/// How long a flow's state is kept in each environment. Unset parts are kept for ever, which is
+/// the default: the ledger's guarantee ("a key is never delivered twice") holds without end
+/// unless an operator trades it for space. `ferry serve` and `ferry gc` prune what is older.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Ledger entries delivered longer ago than this are forgotten: a record with such a key
+    /// is sent again (the destination's own duplicate window must cover that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<Dur>,
+    /// Dead letters replayed or discarded longer ago than this are deleted with their
+    /// history (pending ones are never pruned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<Dur>,
+    /// Run records that finished longer ago than this are deleted (the newest run of the flow
+    /// is always kept: the scheduler reads its last tick from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Dur>,
+}
+
+impl Retention {
+    /// True when nothing is ever pruned (the default).
+    pub fn keeps_everything(&self) -> bool {
+        *self == Retention::default()
+    }
 }
 
 /// When a flow runs.

@@ -522,6 +522,18 @@ pub fn validate(flow: &Flow) -> Vec<Problem> {
 
     flow.destination.validate(&mut c);
 
+    for (what, d) in [
+        ("ledger", flow.retention.ledger),
+        ("dead_letters", flow.retention.dead_letters),
+        ("runs", flow.retention.runs),
+    ] {
+        if d.is_some_and(|d| d.get() < MIN_RETENTION.get()) {
+            c.err(
+                format!("retention.{what}"),
+                format!("at least {MIN_RETENTION} (leave it out to keep everything)"),
+            );
+        }
+    }
     check_retry(&mut c, "policy.retry", &flow.policy.retry);
     let b = &flow.policy.circuit_breaker;
     for (k, v) in [

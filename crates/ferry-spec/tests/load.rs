@@ -109,6 +109,31 @@ fn max_page_expansion_is_in_the_hash_only_when_it_is_not_the_default() {
 }
 
 #[test]
+fn retention_is_in_the_hash_only_when_set_and_has_a_floor() {
+    let a = load_str(MINIMAL, None).unwrap();
+    assert!(a.flow.retention.keeps_everything());
+    assert!(!a.canonical.contains("retention"), "{}", a.canonical);
+    let empty = load_str(&format!("{MINIMAL}retention: {{}}\n"), None).unwrap();
+    assert_eq!(a.hash, empty.hash, "an empty retention keeps everything");
+    let set = load_str(
+        &format!("{MINIMAL}retention: {{ ledger: 90d, dead_letters: 30d, runs: 365d }}\n"),
+        None,
+    )
+    .unwrap();
+    assert_ne!(a.hash, set.hash);
+    let r = &set.flow.retention;
+    assert_eq!(r.ledger.unwrap().get().as_secs(), 90 * 86_400);
+    assert_eq!(r.dead_letters.unwrap().get().as_secs(), 30 * 86_400);
+    assert_eq!(r.runs.unwrap().get().as_secs(), 365 * 86_400);
+    let back = ferry_spec::from_canonical(&set.canonical).unwrap();
+    assert_eq!(back.flow.retention, set.flow.retention);
+    let short = errors(&format!("{MINIMAL}retention: {{ ledger: 5m }}\n")).to_string();
+    assert!(short.contains("retention.ledger: at least 1h"), "{short}");
+    let unknown = errors(&format!("{MINIMAL}retention: {{ ledgers: 5d }}\n")).to_string();
+    assert!(unknown.contains("ledgers"), "{unknown}");
+}
+
+#[test]
 fn canonical_form_round_trips() {
     let a = load_file(&example()).unwrap();
     let b = ferry_spec::from_canonical(&a.canonical).unwrap();

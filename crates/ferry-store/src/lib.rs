@@ -75,9 +75,9 @@ pub use model::{
     DEFAULT_DLQ_LIMIT, DeadLetter, DeadLetterEvent, DeadLetterFailure, DeadLetterReplay,
     DeployItem, DeployOutcome, DlqAction, DlqFilter, DlqState, EnvFlows, FlowSummary, KeyClaims,
     LedgerEntry, LedgerHit, MAX_SNAPSHOT_NAME_CHARS, NewAudit, NewDeadLetter, NewPromotion, NewRun,
-    NewSession, NewToken, ParseEnumError, Promotion, PromotionState, ReplaySettle, RevisionInfo,
-    RevisionRef, Role, RunCounts, RunRecord, RunStatus, RunningRun, SessionInfo, Settle, Snapshot,
-    SnapshotFlow, Stage, StoreCheck, TableCheck, TokenInfo, Trigger,
+    NewSession, NewToken, ParseEnumError, Promotion, PromotionState, Prune, Pruned, ReplaySettle,
+    RevisionInfo, RevisionRef, Role, RunCounts, RunRecord, RunStatus, RunningRun, SessionInfo,
+    Settle, Snapshot, SnapshotFlow, Stage, StoreCheck, TableCheck, TokenInfo, Trigger,
 };
 pub use store::StateStore;
 pub use target::redact;

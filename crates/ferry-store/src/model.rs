@@ -243,6 +243,41 @@ pub struct NewSession {
     pub expires_at: DateTime<Utc>,
 }
 
+/// What retention lets go of in one (flow, env): see [`StateStore::prune`](crate::StateStore::prune).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prune {
+    pub flow: String,
+    pub env: String,
+    /// Ledger entries delivered before this are deleted.
+    pub ledger_before: Option<DateTime<Utc>>,
+    /// Replayed or discarded dead letters last changed before this are deleted, with their
+    /// history; pending ones never are.
+    pub dead_letters_before: Option<DateTime<Utc>>,
+    /// Finished runs that finished before this are deleted, except the newest run of the flow
+    /// and runs that dead letters still name.
+    pub runs_before: Option<DateTime<Utc>>,
+    /// Rows deleted per transaction, so runs writing meanwhile wait for one short
+    /// transaction at a time.
+    pub batch: u32,
+    /// Count what would be deleted, delete nothing.
+    pub dry_run: bool,
+}
+
+/// What a prune deleted (or, in a dry run, would delete).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub ledger: u64,
+    pub dead_letters: u64,
+    pub runs: u64,
+}
+
+impl Pruned {
+    /// Nothing was (or would be) deleted.
+    pub fn is_empty(&self) -> bool {
+        self.ledger == 0 && self.dead_letters == 0 && self.runs == 0
+    }
+}
+
 /// A live dashboard session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {

@@ -20,9 +20,9 @@ use crate::ids::{IdKind, IdPrefix};
 use crate::model::{
     Activation, AuditEntry, AuditFilter, Claim, ClaimMode, DeadLetter, DeadLetterEvent, DeployItem,
     DeployOutcome, DlqFilter, DlqState, EnvFlows, FlowSummary, KeyClaims, LedgerHit, NewAudit,
-    NewPromotion, NewRun, NewSession, NewToken, Promotion, PromotionState, ReplaySettle,
-    RevisionInfo, RunCounts, RunRecord, RunStatus, RunningRun, SessionInfo, Settle, Snapshot,
-    StoreCheck, TokenInfo,
+    NewPromotion, NewRun, NewSession, NewToken, Promotion, PromotionState, Prune, Pruned,
+    ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus, RunningRun, SessionInfo, Settle,
+    Snapshot, StoreCheck, TokenInfo,
 };
 
 /// ferry's state: revisions, runs, cursors, the idempotency ledger and the dead-letter queue.
@@ -407,6 +407,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Records that token `name` was presented now (`last_used_at`; one statement, no audit
     /// row). An unknown name is ignored.
     async fn mark_token_used(&self, name: &str) -> Result<()>;
+
+    /// Deletes what retention lets go of in one (flow, env) — old ledger entries, replayed or
+    /// discarded dead letters, finished runs — in transactions of at most `batch` rows, and
+    /// says how many of each (in a dry run: would be deleted, and deletes nothing).
+    async fn prune(&self, p: &Prune) -> Result<Pruned>;
 
     /// Stores a dashboard session (hashes only), and deletes every expired one. Errors:
     /// [`StoreError::InvalidInput`](crate::StoreError::InvalidInput) for a hash that is not

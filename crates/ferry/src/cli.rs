@@ -321,9 +321,21 @@ pub enum Command {
         /// Secure.
         #[arg(long, value_name = "URL")]
         public_url: Option<url::Url>,
+        /// How often to prune what flows' `retention:` lets go of (as `ferry gc`; the first
+        /// pass a minute after start).
+        #[arg(long, default_value = "1h", value_parser = parse_dur)]
+        gc_every: ferry_spec::Dur,
     },
     /// Start a schedule that paused after failed runs again, in --env (audited).
     Resume { flow: String },
+    /// Prune what the active flows' `retention:` lets go of in --env: old ledger entries,
+    /// replayed or discarded dead letters, finished runs (audited as `pruned`). `ferry serve`
+    /// does the same every `--gc-every`.
+    Gc {
+        /// Count what would be pruned; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The state store itself: check its integrity, or back it up while ferry runs.
     Store {
         #[command(subcommand)]

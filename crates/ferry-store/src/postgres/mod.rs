@@ -170,6 +170,7 @@ mod claims;
 mod lifecycle;
 mod lookup;
 mod maintain;
+mod retention;
 mod sessions;
 mod tokens;
 
@@ -1377,6 +1378,10 @@ impl StateStore for PgStore {
 
     async fn mark_token_used(&self, name: &str) -> Result<()> {
         PgStore::mark_token_used(self, name).await
+    }
+
+    async fn prune(&self, p: &crate::model::Prune) -> Result<crate::model::Pruned> {
+        PgStore::prune(self, p).await
     }
 
     async fn start_session(&self, s: &crate::model::NewSession) -> Result<()> {

@@ -149,6 +149,7 @@ mod claims;
 mod lifecycle;
 mod lookup;
 mod maintain;
+mod retention;
 mod sessions;
 mod tokens;
 
@@ -1515,6 +1516,10 @@ impl StateStore for SqliteStore {
 
     async fn mark_token_used(&self, name: &str) -> Result<()> {
         SqliteStore::mark_token_used(self, name).await
+    }
+
+    async fn prune(&self, p: &crate::model::Prune) -> Result<crate::model::Pruned> {
+        SqliteStore::prune(self, p).await
     }
 
     async fn start_session(&self, s: &crate::model::NewSession) -> Result<()> {

@@ -7,8 +7,8 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ferry_store::{
     Attempt, DeadLetterFailure, DeadLetterReplay, DlqAction, DlqFilter, DlqState, LedgerEntry,
-    NewDeadLetter, NewRun, ReplaySettle, RunCounts, RunStatus, Settle, Stage, StateStore,
-    StoreError, Trigger,
+    NewDeadLetter, NewRun, Prune, Pruned, ReplaySettle, RunCounts, RunStatus, Settle, Stage,
+    StateStore, StoreError, Trigger,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -663,6 +663,115 @@ pub async fn ledger_lookup_handles_100_000_keys(store: Store) {
     assert_eq!(hits["key-000000"].run_id, run.id);
     assert!(!hits.contains_key("key-000001"));
     assert!(!hits.contains_key("key-099999"));
+}
+
+pub async fn prune_deletes_only_what_retention_lets_go_of(store: Store) {
+    let now = Utc::now();
+    let keys = |n: std::ops::Range<i64>| n.map(|i| format!("key-{i}")).collect::<Vec<_>>();
+    // Run 1 (old): 5 old ledger entries, one fresh, and three dead letters.
+    let r1 = new_run("orders", "dev", t(10));
+    store.create_run(&r1).await.unwrap();
+    let mut delivered: Vec<LedgerEntry> = (0..5)
+        .map(|i| entry(&format!("key-{i}"), "b", &r1))
+        .collect();
+    let mut fresh = entry("key-5", "b", &r1);
+    fresh.delivered_at = now;
+    delivered.push(fresh);
+    let (d1, d2, d3) = (
+        dead(&r1, 1, Stage::Deliver, "rejected"),
+        dead(&r1, 2, Stage::Deliver, "rejected"),
+        dead(&r1, 3, Stage::Map, "mapping"),
+    );
+    store
+        .settle(&settle(
+            &r1,
+            delivered,
+            vec![d1.clone(), d2.clone(), d3.clone()],
+        ))
+        .await
+        .unwrap();
+    store
+        .set_dead_letter_state(d2.id, DlqState::Discarded, "junk", None)
+        .await
+        .unwrap();
+    store
+        .set_dead_letter_state(d3.id, DlqState::Replayed, "sent", None)
+        .await
+        .unwrap();
+    let done = RunCounts::default();
+    store
+        .finish_run(r1.id, RunStatus::Succeeded, &done, None, None)
+        .await
+        .unwrap();
+    // Runs 2 and 3 finished; 3 is the newest. Another environment's old ledger.
+    let r2 = new_run("orders", "dev", t(20));
+    let r3 = new_run("orders", "dev", t(30));
+    let prod = new_run("orders", "prod", t(5));
+    for r in [&r2, &r3, &prod] {
+        store.create_run(r).await.unwrap();
+    }
+    store
+        .settle(&settle(&prod, vec![entry("key-0", "b", &prod)], vec![]))
+        .await
+        .unwrap();
+    for r in [&r2, &r3, &prod] {
+        store
+            .finish_run(r.id, RunStatus::Succeeded, &done, None, None)
+            .await
+            .unwrap();
+    }
+
+    let later = now + Duration::minutes(1);
+    let mut p = Prune {
+        flow: "orders".into(),
+        env: "dev".into(),
+        ledger_before: Some(now - Duration::days(1)),
+        dead_letters_before: Some(later),
+        runs_before: Some(later),
+        batch: 2,
+        dry_run: true,
+    };
+    // Pending dead letters, the newest run, runs dead letters name, fresh entries stay.
+    let expected = Pruned {
+        ledger: 5,
+        dead_letters: 2,
+        runs: 1,
+    };
+    assert_eq!(store.prune(&p).await.unwrap(), expected, "dry run");
+    let lookup = |env: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .ledger_lookup("orders", env, &keys(0..6))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(lookup("dev").await, 6, "a dry run deletes nothing");
+    assert!(store.run(r2.id).await.unwrap().is_some());
+
+    p.dry_run = false;
+    assert_eq!(store.prune(&p).await.unwrap(), expected);
+    let left = store
+        .ledger_lookup("orders", "dev", &keys(0..6))
+        .await
+        .unwrap();
+    assert_eq!(left.keys().cloned().collect::<Vec<_>>(), vec!["key-5"]);
+    assert_eq!(lookup("prod").await, 1, "another environment is untouched");
+    assert!(store.dead_letter(d1.id).await.unwrap().is_some());
+    for gone in [d2.id, d3.id] {
+        assert!(store.dead_letter(gone).await.unwrap().is_none());
+        assert!(
+            store.dead_letter_history(gone).await.unwrap().is_empty(),
+            "the history goes with its entry"
+        );
+    }
+    assert!(store.run(r1.id).await.unwrap().is_some(), "d1 names it");
+    assert!(store.run(r2.id).await.unwrap().is_none());
+    assert!(store.run(r3.id).await.unwrap().is_some(), "the newest run");
+    assert!(store.run(prod.id).await.unwrap().is_some());
+    assert_eq!(store.prune(&p).await.unwrap(), Pruned::default(), "again");
 }
 
 pub async fn runs_are_newest_first_with_counts(store: Store) {

@@ -842,6 +842,24 @@ pub async fn backfill(
         ))
         .into());
     }
+    // Records of the window delivered before the ledger's pruning bound are not recognised: say
+    // so before anything is sent. A record whose cursor (a time) is T was delivered at T or
+    // later, so a window from after the bound is safe.
+    let reaches_back_to = window
+        .from
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    if let Some(w) = ferry_engine::retention::pruned_ledger_warning(
+        store.as_ref(),
+        flow,
+        &env_name,
+        reaches_back_to,
+    )
+    .await?
+    {
+        eprintln!("warning: {w}");
+    }
     let env = ctx.flow_env(&store, flow).await?;
     store
         .record_audit(&ferry_store::NewAudit {

@@ -120,11 +120,13 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
             listen,
             no_api,
             public_url,
+            gc_every,
         } => {
             let api = (!no_api).then_some(serve::Api { listen, public_url });
-            serve::serve(&ctx, drain_timeout.get(), api).await
+            serve::serve(&ctx, drain_timeout.get(), api, gc_every.get()).await
         }
         Command::Resume { flow } => serve::resume(&ctx, &flow).await,
+        Command::Gc { dry_run } => store::gc(&ctx, dry_run).await,
         Command::Demo {
             records,
             flow,

@@ -33,6 +33,10 @@ use crate::commands::runs::stop_signal;
 use crate::context::{Ctx, author};
 use crate::exit::CliError;
 
+/// The first retention pass of `ferry serve` comes this long after start (or `--gc-every`,
+/// when shorter).
+const GC_FIRST: Duration = Duration::from_secs(60);
+
 /// Run environments of scheduled runs: as every command builds them ([`Ctx::project_env`]),
 /// read once at start.
 #[derive(Debug)]
@@ -104,7 +108,12 @@ pub struct Api {
     pub public_url: Option<url::Url>,
 }
 
-pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<Api>) -> Result<u8> {
+pub async fn serve(
+    ctx: &Ctx,
+    drain: Duration,
+    listen: Option<Api>,
+    gc_every: Duration,
+) -> Result<u8> {
     let store = ctx.store().await?;
     // Metrics are recorded from here on (rendered at /metrics by the control API).
     let metrics = ferry_telemetry::metrics::prometheus()?;
@@ -136,6 +145,35 @@ pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<Api>) -> Result<u8
                 }
                 if updates.changed().await.is_err() {
                     return;
+                }
+            }
+        })
+    };
+    // Retention: what flows' `retention:` lets go of is pruned a minute after start, then every
+    // `--gc-every`, in short store transactions beside the runs.
+    let gc = {
+        let store = store.clone();
+        let env = env.clone();
+        tokio::spawn(async move {
+            let every = gc_every.max(Duration::from_secs(1));
+            let mut next = tokio::time::Instant::now() + GC_FIRST.min(every);
+            loop {
+                tokio::time::sleep_until(next).await;
+                next += every;
+                let actor = format!("serve:{}", author());
+                match ferry_engine::retention::collect(
+                    &store,
+                    &env,
+                    chrono::Utc::now(),
+                    &actor,
+                    false,
+                )
+                .await
+                {
+                    Ok(done) => tracing::debug!(flows = done.len(), "Retention pass done"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Retention pass failed; the next pass tries again")
+                    }
                 }
             }
         })
@@ -196,6 +234,7 @@ pub async fn serve(ctx: &Ctx, drain: Duration, listen: Option<Api>) -> Result<u8
         );
     }
     paused_gauge.abort();
+    gc.abort();
     let both = async {
         let (mut report, streamed): (ShutdownReport, ShutdownReport) =
             tokio::join!(handle.shutdown(drain), streams.shutdown(drain));

@@ -1,4 +1,5 @@
-//! `ferry store check` and `ferry store backup`: looking after the state store itself.
+//! `ferry store check`, `ferry store backup` and `ferry gc`: looking after the state store
+//! itself.
 //!
 //! A damaged state file must never be worked around: a run that meets one fails instead of
 //! sending without its ledger. These commands say which table is damaged and how to get back
@@ -8,7 +9,7 @@ use anyhow::Result;
 use ferry_store::{StoreCheck, StoreError};
 
 use crate::cli::{Output, StoreCommand};
-use crate::context::Ctx;
+use crate::context::{Ctx, author};
 use crate::exit::CliError;
 
 pub async fn store(ctx: &Ctx, command: StoreCommand) -> Result<u8> {
@@ -16,6 +17,36 @@ pub async fn store(ctx: &Ctx, command: StoreCommand) -> Result<u8> {
         StoreCommand::Check => check(ctx).await,
         StoreCommand::Backup { file } => backup(ctx, &file).await,
     }
+}
+
+/// `ferry gc [--dry-run]`: prunes what the active flows of --env let go of
+/// ([`ferry_engine::retention`]).
+pub async fn gc(ctx: &Ctx, dry_run: bool) -> Result<u8> {
+    let store = ctx.store().await?;
+    let env = &ctx.global.env;
+    let done =
+        ferry_engine::retention::collect(&store, env, chrono::Utc::now(), &author(), dry_run)
+            .await?;
+    if ctx.output() == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+        return Ok(0);
+    }
+    if done.is_empty() {
+        println!("no flow in `{env}` sets a retention: everything is kept");
+        return Ok(0);
+    }
+    let verb = if dry_run { "would prune" } else { "pruned" };
+    for f in &done {
+        println!(
+            "{} (revision {}): {verb} {}, {}, {}",
+            f.flow,
+            f.revision,
+            ferry_spec::words::count(f.pruned.ledger, "ledger entry"),
+            ferry_spec::words::count(f.pruned.dead_letters, "settled dead letter"),
+            ferry_spec::words::count(f.pruned.runs, "run record"),
+        );
+    }
+    Ok(0)
 }
 
 /// What an operator does about a damaged state file.
