@@ -54,10 +54,29 @@ fn gone(owner: &str) -> bool {
     }
 }
 
+/// The runs of (flow, env) in flight in a live process, of any worker.
+pub async fn live_runs(
+    store: &Arc<dyn StateStore>,
+    flow: &str,
+    env: &str,
+) -> Result<usize, StoreError> {
+    let stale_before = stale_before();
+    Ok(store
+        .running_runs(flow, env)
+        .await?
+        .into_iter()
+        .filter(|r| !(r.alive_at < stale_before || r.owner.as_deref().is_some_and(gone)))
+        .count())
+}
+
+fn stale_before() -> chrono::DateTime<Utc> {
+    Utc::now()
+        - chrono::Duration::from_std(STALE_AFTER).unwrap_or_else(|_| chrono::Duration::minutes(1))
+}
+
 /// Marks the dead runs of (flow, env) failed; returns how many.
 pub async fn reap(store: &Arc<dyn StateStore>, flow: &str, env: &str) -> Result<u64, StoreError> {
-    let stale_before = Utc::now()
-        - chrono::Duration::from_std(STALE_AFTER).unwrap_or_else(|_| chrono::Duration::minutes(1));
+    let stale_before = stale_before();
     let dead: Vec<Uuid> = store
         .running_runs(flow, env)
         .await?

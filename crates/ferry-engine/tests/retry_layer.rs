@@ -533,6 +533,16 @@ mod delegate {
             self.inner.end_session(hash).await
         }
 
+        async fn claim_tick(
+            &self,
+            flow: &str,
+            env: &str,
+            tick: chrono::DateTime<chrono::Utc>,
+            owner: &str,
+        ) -> Result<bool> {
+            self.inner.claim_tick(flow, env, tick, owner).await
+        }
+
         async fn prune(&self, p: &ferry_store::Prune) -> Result<ferry_store::Pruned> {
             self.inner.prune(p).await
         }

@@ -64,6 +64,7 @@ pub mod pg_statements {
 mod sessions;
 mod sqlite;
 mod target;
+mod ticks;
 mod tokens;
 
 use std::sync::Arc;

@@ -408,6 +408,17 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// row). An unknown name is ignored.
     async fn mark_token_used(&self, name: &str) -> Result<()>;
 
+    /// Claims the tick at `tick` of (flow, env)'s schedule for `owner`: true when this call
+    /// made the claim (the caller starts the run), false when some process claimed it before.
+    /// Claims older than a week of the same (flow, env) are deleted on the way.
+    async fn claim_tick(
+        &self,
+        flow: &str,
+        env: &str,
+        tick: chrono::DateTime<chrono::Utc>,
+        owner: &str,
+    ) -> Result<bool>;
+
     /// Deletes what retention lets go of in one (flow, env) — old ledger entries, replayed or
     /// discarded dead letters, finished runs — in transactions of at most `batch` rows, and
     /// says how many of each (in a dry run: would be deleted, and deletes nothing).

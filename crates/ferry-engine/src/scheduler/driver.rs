@@ -358,7 +358,10 @@ impl Driver {
                 if let Some(e) = self.entries.get_mut(key) {
                     e.last_tick = Some(m.latest);
                 }
-                self.launch(key, m.latest, revision, true, now);
+                // Every scheduler on the store comes to the same decision: one fires it.
+                if self.claim(key, m.latest).await {
+                    self.launch(key, m.latest, revision, true, now);
+                }
             }
         }
     }
@@ -489,10 +492,26 @@ impl Driver {
         e.last_tick = Some(tick);
         let revision = e.revision.clone();
         let overlap = e.plan.as_ref().map_or(Overlap::Skip, |p| p.overlap);
-        if e.running.is_none() {
+        let mine = e.running.is_some();
+        if !self.claim(key, tick).await {
+            return;
+        }
+        if !mine {
+            if self.running_elsewhere(key).await {
+                self.skipped(
+                    key,
+                    tick,
+                    "a run of the flow is going in another process (another worker or an operator's run)",
+                )
+                .await;
+                return;
+            }
             self.launch(key, tick, revision, false, now);
             return;
         }
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
         match overlap {
             Overlap::Queue if e.queued.is_none() => {
                 tracing::info!(flow = %key.0, env = %key.1, tick = %tick, "Tick queued behind the run in flight");
@@ -509,6 +528,38 @@ impl Driver {
             Overlap::Skip => {
                 self.skipped(key, tick, "the previous run is still going (overlap: skip)")
                     .await
+            }
+        }
+    }
+
+    /// Claims `tick` in the store: true when this scheduler fires it. A tick another scheduler
+    /// claimed, or one that cannot be claimed (the store does not answer; the run could not
+    /// record anything either), is not fired here.
+    async fn claim(&mut self, key: &Key, tick: DateTime<Utc>) -> bool {
+        match self
+            .store
+            .claim_tick(&key.0, &key.1, tick, &self.config.owner)
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::debug!(flow = %key.0, env = %key.1, tick = %tick, "Tick claimed by another scheduler");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(flow = %key.0, env = %key.1, tick = %tick, error = %err, "Cannot claim the tick; it is not fired here");
+                false
+            }
+        }
+    }
+
+    /// True when a live run of (flow, env) that this scheduler did not start is in flight.
+    async fn running_elsewhere(&mut self, key: &Key) -> bool {
+        match crate::liveness::live_runs(&self.store, &key.0, &key.1).await {
+            Ok(n) => n > 0,
+            Err(err) => {
+                tracing::warn!(flow = %key.0, env = %key.1, error = %err, "Cannot read the runs in flight; firing the tick");
+                false
             }
         }
     }

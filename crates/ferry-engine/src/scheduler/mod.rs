@@ -25,11 +25,15 @@
 //!   is tagged with the revision active at its tick, also when a deploy, revert or promotion
 //!   landed a moment before. A run keeps its revision to the end; a queued run keeps the
 //!   revision of the tick it was queued for.
-//! - **Overlap** is per (flow, env) and in memory: `skip` records the tick as a `tick_skipped`
-//!   audit entry; `queue` keeps at most one waiting tick, further ones are skipped. Only one
-//!   run of a (flow, env) is ever started at a time by one scheduler. (Across several `ferry
-//!   serve` processes on one database, a tick would fire in each: cluster mode needs a claim on
-//!   (flow, env, tick) in the store, which is not built yet.)
+//! - **A tick fires once across schedulers.** Every `ferry serve` on one store schedules every
+//!   flow; before firing, a scheduler claims (flow, env, tick) in the store
+//!   ([`StateStore::claim_tick`]: one row, unique), and only the one whose claim lands starts
+//!   the run. Catch-up runs are ticks too, so they are claimed the same way.
+//! - **Overlap** is per (flow, env): `skip` records the tick as a `tick_skipped` audit entry;
+//!   `queue` keeps at most one waiting tick, further ones are skipped. The run in flight is
+//!   this scheduler's own, or any live run of the flow in the store (another worker's
+//!   scheduled run, an operator's `ferry run`): a tick that finds one of those is skipped
+//!   under either policy (a queued tick waits only for this scheduler's own run).
 //! - **Shutdown** ([`SchedulerHandle::shutdown`]) stops new ticks, drops a queued tick, asks
 //!   every run in flight to stop (it stops fetching, settles what it has and ends
 //!   `incomplete`), and waits for them up to a bound; runs still going then are reported as
@@ -90,6 +94,9 @@ pub struct SchedulerConfig {
     pub actor: String,
     /// Runs of a flow read to derive its state (see [`state`]).
     pub history_limit: u32,
+    /// Who claims ticks (`host:pid`): with several schedulers on one store, the one whose
+    /// claim lands fires the tick.
+    pub owner: String,
 }
 
 impl SchedulerConfig {
@@ -101,6 +108,7 @@ impl SchedulerConfig {
             jitter_seed: JITTER_SEED,
             actor: SCHEDULER_ACTOR.to_string(),
             history_limit: DEFAULT_HISTORY_LIMIT,
+            owner: crate::liveness::owner(),
         }
     }
 }

@@ -765,3 +765,102 @@ async fn a_clone_is_not_scheduled_until_it_is_activated() {
     assert_eq!(exp, 2, "{:?}", fake.log());
     h.shutdown().await;
 }
+
+/// Two schedulers on one store (two `ferry serve` workers): every tick fires exactly once
+/// across them, and a catch-up after both were down fires once too.
+#[tokio::test]
+async fn two_schedulers_on_one_store_fire_each_tick_once() {
+    let store = store().await;
+    deploy(&store, "shared", "{ every: 60s }", "v1").await;
+    let clock = ManualClock::new(utc(2025, 6, 1, 10, 0, 30));
+    let (fa, fb) = (Fake::new(&clock, &store), Fake::new(&clock, &store));
+    let spawn = |fake: &Arc<Fake>, owner: &str| {
+        Scheduler::spawn(
+            store.clone(),
+            Arc::new(clock.clone()),
+            fake.clone(),
+            SchedulerConfig {
+                owner: owner.to_string(),
+                ..config(Duration::from_secs(30))
+            },
+        )
+    };
+    let (a, b) = (spawn(&fa, "host-a:1"), spawn(&fb, "host-b:2"));
+    // Moves the clock event by event (either scheduler's wake, either's run end) to `end`.
+    let run_until = |end: DateTime<Utc>, a: SchedulerHandle, b: SchedulerHandle| {
+        let (fa, fb, clock) = (fa.clone(), fb.clone(), clock.clone());
+        async move {
+            loop {
+                let due = |h: &SchedulerHandle, f: &Arc<Fake>| {
+                    h.snapshot()
+                        .next_wake
+                        .min(f.next_end().unwrap_or(DateTime::<Utc>::MAX_UTC))
+                };
+                let (da, db) = (due(&a, &fa), due(&b, &fb));
+                let next = da.min(db);
+                if next > end {
+                    clock.set(end);
+                    return;
+                }
+                clock.set(next);
+                tokio::time::timeout(Duration::from_secs(20), async {
+                    if da <= next {
+                        a.settled(next).await;
+                    }
+                    if db <= next {
+                        b.settled(next).await;
+                    }
+                })
+                .await
+                .expect("both schedulers handle what is due");
+            }
+        }
+    };
+    run_until(utc(2025, 6, 1, 10, 30, 30), a.clone(), b.clone()).await;
+    let t = clock.now();
+    let mut ticks: Vec<DateTime<Utc>> = fa
+        .log()
+        .iter()
+        .chain(fb.log().iter())
+        .map(|l| l.tick)
+        .collect();
+    ticks.sort();
+    let expected: Vec<DateTime<Utc>> = (1..=30).map(|m| utc(2025, 6, 1, 10, m, 0)).collect();
+    assert_eq!(ticks, expected, "each tick once, none missed");
+    assert!(
+        !fa.log().is_empty() || !fb.log().is_empty(),
+        "someone fired"
+    );
+    a.shutdown(Duration::from_secs(30)).await;
+    b.shutdown(Duration::from_secs(30)).await;
+    fa.flush().await;
+    fb.flush().await;
+
+    // Both down for 10 minutes with catch_up: run_once: one catch-up run between them.
+    deploy(
+        &store,
+        "shared",
+        "{ every: 60s, catch_up: run_once, catch_up_window: 1h }",
+        "v2",
+    )
+    .await;
+    clock.set(t + TimeDelta::minutes(10));
+    let (fa, fb) = (Fake::new(&clock, &store), Fake::new(&clock, &store));
+    let (a, b) = (spawn(&fa, "host-a:3"), spawn(&fb, "host-b:4"));
+    let now = clock.now();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        a.settled(now).await;
+        b.settled(now).await;
+    })
+    .await
+    .unwrap();
+    let catch_ups = fa
+        .log()
+        .iter()
+        .chain(fb.log().iter())
+        .filter(|l| l.catch_up)
+        .count();
+    assert_eq!(catch_ups, 1);
+    a.shutdown(Duration::from_secs(30)).await;
+    b.shutdown(Duration::from_secs(30)).await;
+}

@@ -84,6 +84,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "stream_runs",
         sql: include_str!("migrations/0008_stream_runs.sql"),
     },
+    Migration {
+        version: 9,
+        name: "tick_claims",
+        sql: include_str!("migrations/0009_tick_claims.sql"),
+    },
 ];
 
 /// Connections per process.
@@ -172,6 +177,7 @@ mod lookup;
 mod maintain;
 mod retention;
 mod sessions;
+mod ticks;
 mod tokens;
 
 /// State in PostgreSQL.
@@ -1378,6 +1384,16 @@ impl StateStore for PgStore {
 
     async fn mark_token_used(&self, name: &str) -> Result<()> {
         PgStore::mark_token_used(self, name).await
+    }
+
+    async fn claim_tick(
+        &self,
+        flow: &str,
+        env: &str,
+        tick: chrono::DateTime<chrono::Utc>,
+        owner: &str,
+    ) -> Result<bool> {
+        PgStore::claim_tick(self, flow, env, tick, owner).await
     }
 
     async fn prune(&self, p: &crate::model::Prune) -> Result<crate::model::Pruned> {

@@ -101,6 +101,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "stream_runs",
         sql: include_str!("migrations/0011_stream_runs.sql"),
     },
+    Migration {
+        version: 12,
+        name: "tick_claims",
+        sql: include_str!("migrations/0012_tick_claims.sql"),
+    },
 ];
 
 /// How long a statement waits for another connection's write lock.
@@ -151,6 +156,7 @@ mod lookup;
 mod maintain;
 mod retention;
 mod sessions;
+mod ticks;
 mod tokens;
 
 /// State in a SQLite file (or in memory, for tests).
@@ -1516,6 +1522,16 @@ impl StateStore for SqliteStore {
 
     async fn mark_token_used(&self, name: &str) -> Result<()> {
         SqliteStore::mark_token_used(self, name).await
+    }
+
+    async fn claim_tick(
+        &self,
+        flow: &str,
+        env: &str,
+        tick: chrono::DateTime<chrono::Utc>,
+        owner: &str,
+    ) -> Result<bool> {
+        SqliteStore::claim_tick(self, flow, env, tick, owner).await
     }
 
     async fn prune(&self, p: &crate::model::Prune) -> Result<crate::model::Pruned> {

@@ -774,6 +774,66 @@ pub async fn prune_deletes_only_what_retention_lets_go_of(store: Store) {
     assert_eq!(store.prune(&p).await.unwrap(), Pruned::default(), "again");
 }
 
+pub async fn a_tick_is_claimed_once(store: Store) {
+    let tick = t(3_600);
+    // Eight workers claim the same tick at once: exactly one gets it.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_tick("orders", "prod", tick, &format!("host-{i}:1"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut claims = Vec::new();
+    for t in tasks {
+        claims.push(t.await.unwrap());
+    }
+    assert_eq!(claims.iter().filter(|c| **c).count(), 1, "{claims:?}");
+    assert!(
+        !store
+            .claim_tick("orders", "prod", tick, "late:1")
+            .await
+            .unwrap()
+    );
+    // Another tick, environment or flow is another claim.
+    assert!(
+        store
+            .claim_tick("orders", "prod", t(7_200), "a:1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_tick("orders", "dev", tick, "a:1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_tick("invoices", "prod", tick, "a:1")
+            .await
+            .unwrap()
+    );
+    // Claims older than a week go with later claims: the old tick could be claimed again (a
+    // scheduler never fires a tick that late).
+    assert!(
+        store
+            .claim_tick("orders", "prod", tick + Duration::days(8), "a:1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_tick("orders", "prod", tick, "again:1")
+            .await
+            .unwrap()
+    );
+}
+
 pub async fn runs_are_newest_first_with_counts(store: Store) {
     let mut first = new_run("orders", "dev", t(10) + Duration::nanoseconds(123_456_789));
     first.trigger = Trigger::Schedule;
