@@ -480,3 +480,68 @@ async fn a_scheduled_run_stops_before_its_next_tick_by_default() {
     })
     .await;
 }
+
+/// Two `ferry serve` workers on one state store: each tick fires once between them (no two
+/// runs start together), both are listed by `ferry workers` and the API while they run, runs
+/// name the worker that ran them, and a worker that stops leaves the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_on_one_store_fire_each_tick_once_and_are_listed() {
+    let sb = sandbox(60).await;
+    let p = Project::new(&sb);
+    blocking(move || {
+        p.deploy("{ every: 2s }");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let one = p.serve_on(&addr);
+        let two = p.serve_on("127.0.0.1:0");
+        std::thread::sleep(Duration::from_secs(9));
+        let workers = p.json(&["workers"]);
+        let ids: Vec<&str> = workers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 2, "{workers:#}");
+        assert!(
+            workers
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["alive"] == true && w["envs"] == serde_json::json!(["default"])),
+            "{workers:#}"
+        );
+        let (status, body) = http_get(&addr, "/api/v1/workers", Some(API_TOKEN));
+        assert_eq!(status, 200, "{body}");
+        let listed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 2, "{listed:#}");
+        let (s1, _, out1) = one.terminate();
+        let (s2, _, out2) = two.terminate();
+        assert!(s1.success() && s2.success(), "{out1}\n{out2}");
+
+        let runs = p.scheduled_runs();
+        assert!(runs.len() >= 3, "{runs:?}");
+        for pair in runs.windows(2) {
+            assert!(
+                pair[1].started - pair[0].started >= TimeDelta::milliseconds(1000),
+                "two runs for one tick: {pair:?}"
+            );
+        }
+        assert_never_overlaps(&runs);
+        // Each run names its worker, one of the two.
+        let listed = p.json(&["runs", "--flow", "orders", "--limit", "1000"]);
+        for r in listed.as_array().unwrap() {
+            let owner = r["owner"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no worker: {r:#}"));
+            assert!(ids.contains(&owner), "{owner} not in {ids:?}");
+        }
+        // Stopped workers leave the list.
+        assert_eq!(p.json(&["workers"]), serde_json::json!([]));
+    })
+    .await;
+}

@@ -533,6 +533,18 @@ mod delegate {
             self.inner.end_session(hash).await
         }
 
+        async fn worker_beat(&self, w: &ferry_store::WorkerBeat) -> Result<()> {
+            self.inner.worker_beat(w).await
+        }
+
+        async fn worker_stopped(&self, id: &str) -> Result<()> {
+            self.inner.worker_stopped(id).await
+        }
+
+        async fn workers(&self) -> Result<Vec<ferry_store::WorkerInfo>> {
+            self.inner.workers().await
+        }
+
         async fn claim_tick(
             &self,
             flow: &str,

@@ -62,6 +62,7 @@ This document is generated from the server's handlers and types.";
         (name = "dlq", description = "The dead-letter queue: list, show, replay, discard."),
         (name = "promotions", description = "Promotions along the project's topology, and their approval."),
         (name = "tokens", description = "Named tokens and their roles (admin only)."),
+        (name = "workers", description = "The `ferry serve` processes sharing the state store."),
         (name = "dashboard", description = "The operator dashboard: HTML pages and forms."),
     ),
     components(schemas(ApiError, ErrorCode, FlowProblem)),

@@ -120,6 +120,7 @@ pub static ROUTES: &[Route] = &[
     route!(Token(Admin), api::tokens::list),
     route!(Token(Admin), api::tokens::create),
     route!(Token(Admin), api::tokens::revoke),
+    route!(Token(Viewer), api::workers::list),
     route!(Login, dashboard::login_form),
     route!(Login, dashboard::login),
     route!(Session(Viewer), dashboard::logout),

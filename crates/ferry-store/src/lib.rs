@@ -66,6 +66,7 @@ mod sqlite;
 mod target;
 mod ticks;
 mod tokens;
+mod workers;
 
 use std::sync::Arc;
 
@@ -78,7 +79,8 @@ pub use model::{
     LedgerEntry, LedgerHit, MAX_SNAPSHOT_NAME_CHARS, NewAudit, NewDeadLetter, NewPromotion, NewRun,
     NewSession, NewToken, ParseEnumError, Promotion, PromotionState, Prune, Pruned, ReplaySettle,
     RevisionInfo, RevisionRef, Role, RunCounts, RunRecord, RunStatus, RunningRun, SessionInfo,
-    Settle, Snapshot, SnapshotFlow, Stage, StoreCheck, TableCheck, TokenInfo, Trigger,
+    Settle, Snapshot, SnapshotFlow, Stage, StoreCheck, TableCheck, TokenInfo, Trigger, WorkerBeat,
+    WorkerInfo,
 };
 pub use store::StateStore;
 pub use target::redact;

@@ -278,6 +278,34 @@ impl Pruned {
     }
 }
 
+/// A worker's (`ferry serve` process's) beat: see [`StateStore::worker_beat`](crate::StateStore::worker_beat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerBeat {
+    /// `host:pid`, as runs name their owner.
+    pub id: String,
+    pub host: String,
+    /// ferry's version.
+    pub version: String,
+    /// The environments it schedules.
+    pub envs: Vec<String>,
+    /// Runs it has in flight now.
+    pub runs_in_flight: u32,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A worker as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub version: String,
+    pub envs: Vec<String>,
+    pub runs_in_flight: u32,
+    pub started_at: DateTime<Utc>,
+    /// Its last beat.
+    pub heartbeat_at: DateTime<Utc>,
+}
+
 /// A live dashboard session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -613,6 +641,8 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
     /// Finish time, once finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The process that ran it (`host:pid`: the worker), once it sent a heartbeat.
+    pub owner: Option<String>,
 }
 
 /// A delivered record, written to the idempotency ledger of (flow, env).

@@ -22,7 +22,7 @@ use crate::model::{
     DeployOutcome, DlqFilter, DlqState, EnvFlows, FlowSummary, KeyClaims, LedgerHit, NewAudit,
     NewPromotion, NewRun, NewSession, NewToken, Promotion, PromotionState, Prune, Pruned,
     ReplaySettle, RevisionInfo, RunCounts, RunRecord, RunStatus, RunningRun, SessionInfo, Settle,
-    Snapshot, StoreCheck, TokenInfo,
+    Snapshot, StoreCheck, TokenInfo, WorkerBeat, WorkerInfo,
 };
 
 /// ferry's state: revisions, runs, cursors, the idempotency ledger and the dead-letter queue.
@@ -407,6 +407,16 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Records that token `name` was presented now (`last_used_at`; one statement, no audit
     /// row). An unknown name is ignored.
     async fn mark_token_used(&self, name: &str) -> Result<()>;
+
+    /// Records a worker's beat (inserted or updated, `heartbeat_at` now); workers silent for a
+    /// day are removed on the way.
+    async fn worker_beat(&self, w: &WorkerBeat) -> Result<()>;
+
+    /// Removes a worker that stops cleanly.
+    async fn worker_stopped(&self, id: &str) -> Result<()>;
+
+    /// Every worker that beat within the last day, by id.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>>;
 
     /// Claims the tick at `tick` of (flow, env)'s schedule for `owner`: true when this call
     /// made the claim (the caller starts the run), false when some process claimed it before.

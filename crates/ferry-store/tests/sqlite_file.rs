@@ -297,8 +297,8 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters_and_ledger() {
     // Every later migration applied: 2 (dead-letter edits), 3 (flow lifecycle), 4 (key claims),
     // 5 (claims found by flow), 6 (lone runs), 7 (the ledger keyed by key first), 8 (handed-back
     // counts of runs), 9 (named API tokens), 10 (dashboard sessions), 11 (runs rebuilt for the
-    // `stream` trigger), 12 (tick claims).
-    assert_eq!(count_migrations(&path).await, 12);
+    // `stream` trigger), 12 (tick claims), 13 (workers).
+    assert_eq!(count_migrations(&path).await, 13);
     // The run moved to the rebuilt runs table with its counts.
     let run = store
         .run(uuid::Uuid::parse_str("0190a000-0000-7000-8000-000000000002").unwrap())

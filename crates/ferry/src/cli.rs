@@ -328,6 +328,9 @@ pub enum Command {
     },
     /// Start a schedule that paused after failed runs again, in --env (audited).
     Resume { flow: String },
+    /// The workers (`ferry serve` processes) sharing the state store: host, version,
+    /// environments, runs in flight, last beat, and whether they are alive.
+    Workers,
     /// Prune what the active flows' `retention:` lets go of in --env: old ledger entries,
     /// replayed or discarded dead letters, finished runs (audited as `pruned`). `ferry serve`
     /// does the same every `--gc-every`.

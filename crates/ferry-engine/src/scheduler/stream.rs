@@ -23,6 +23,7 @@
 //!   wire are settled, the rest are released to the broker, and the run ends `incomplete`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -71,7 +72,9 @@ impl Streams {
     ) -> StreamsHandle {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (cancel, _) = watch::channel(false);
+        let active = Arc::new(AtomicUsize::new(0));
         let supervisor = Supervisor {
+            active: active.clone(),
             store,
             envs,
             config,
@@ -82,6 +85,7 @@ impl Streams {
         let task = tokio::spawn(supervisor.run(stop_rx));
         StreamsHandle {
             stop: Mutex::new(Some((stop_tx, task))),
+            active,
         }
     }
 }
@@ -90,9 +94,15 @@ impl Streams {
 #[derive(Debug)]
 pub struct StreamsHandle {
     stop: Mutex<Option<(oneshot::Sender<Duration>, JoinHandle<ShutdownReport>)>>,
+    active: Arc<AtomicUsize>,
 }
 
 impl StreamsHandle {
+    /// Flows consumed continuously right now (each has a run in flight or about to start).
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
     /// Stops following the store, asks every run to stop, and waits for them up to `drain`.
     /// A second call returns an empty report.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
@@ -125,6 +135,8 @@ struct Stream {
 }
 
 struct Supervisor {
+    /// How many streams run, for [`StreamsHandle::active`].
+    active: Arc<AtomicUsize>,
     store: Arc<dyn StateStore>,
     envs: Arc<dyn RunEnvSource>,
     config: StreamsConfig,
@@ -199,6 +211,7 @@ impl Supervisor {
                 }
             }
         }
+        self.active.store(self.streams.len(), Ordering::Relaxed);
     }
 
     /// Whether `rev` is run continuously (cached by hash).

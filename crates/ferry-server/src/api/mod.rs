@@ -8,6 +8,7 @@
 //! - [`dlq`]: the dead-letter queue: list, show, replay, discard;
 //! - [`promotions`]: promotions and their approval;
 //! - [`tokens`]: named tokens (admin only);
+//! - [`workers`]: the `ferry serve` processes sharing the state store;
 //! - [`views`]: the types every answer is, copied from the store's and engine's records.
 //!
 //! Each handler carries a `#[utoipa::path]` (its summary is the doc comment's first line):
@@ -25,3 +26,4 @@ pub mod runs;
 pub mod system;
 pub mod tokens;
 pub mod views;
+pub mod workers;

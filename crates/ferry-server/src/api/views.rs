@@ -287,6 +287,8 @@ pub struct RunView {
     pub finished_at: Option<DateTime<Utc>>,
     /// Milliseconds from start to finish; `null` while running.
     pub duration_ms: Option<i64>,
+    /// The worker that ran it (`host:pid`), once it sent a heartbeat.
+    pub worker: Option<String>,
 }
 
 impl From<RunRecord> for RunView {
@@ -309,6 +311,7 @@ impl From<RunRecord> for RunView {
             started_at: run.started_at,
             finished_at: run.finished_at,
             duration_ms,
+            worker: run.owner,
         }
     }
 }
@@ -975,4 +978,40 @@ pub struct TokenCreated {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Revoked {
     pub revoked: String,
+}
+
+/// A worker: a `ferry serve` process sharing the state store.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Worker)]
+pub struct WorkerView {
+    /// `host:pid`, as runs name their worker.
+    pub id: String,
+    pub host: String,
+    /// ferry's version.
+    pub version: String,
+    /// The environments it schedules.
+    pub envs: Vec<String>,
+    /// Runs it had in flight at its last beat.
+    pub runs_in_flight: u32,
+    pub started_at: DateTime<Utc>,
+    /// Its last beat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// It beat recently enough to be taken for alive.
+    pub alive: bool,
+}
+
+impl WorkerView {
+    /// The view of `w`, alive when it beat at or after `stale`.
+    pub fn new(w: ferry_store::WorkerInfo, stale: DateTime<Utc>) -> WorkerView {
+        WorkerView {
+            alive: w.heartbeat_at >= stale,
+            id: w.id,
+            host: w.host,
+            version: w.version,
+            envs: w.envs,
+            runs_in_flight: w.runs_in_flight,
+            started_at: w.started_at,
+            heartbeat_at: w.heartbeat_at,
+        }
+    }
 }

@@ -89,6 +89,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "tick_claims",
         sql: include_str!("migrations/0009_tick_claims.sql"),
     },
+    Migration {
+        version: 10,
+        name: "workers",
+        sql: include_str!("migrations/0010_workers.sql"),
+    },
 ];
 
 /// Connections per process.
@@ -158,7 +163,7 @@ macro_rules! run_cols {
     () => {
         "id, flow, env, revision, hash, trigger, status, fetched, delivered, skipped, filtered, \
          dead_lettered, handed_back, cursor_before::text AS cursor_before, cursor_after::text AS cursor_after, \
-         error, started_at, finished_at"
+         error, started_at, finished_at, owner"
     };
 }
 macro_rules! dlq_cols {
@@ -179,6 +184,7 @@ mod retention;
 mod sessions;
 mod ticks;
 mod tokens;
+mod workers;
 
 /// State in PostgreSQL.
 #[derive(Debug)]
@@ -403,6 +409,7 @@ fn run_from_row(op: &'static str, row: &PgRow) -> Result<RunRecord> {
         error: get(row, op, "error")?,
         started_at: get(row, op, "started_at")?,
         finished_at: get(row, op, "finished_at")?,
+        owner: get(row, op, "owner")?,
     })
 }
 
@@ -1384,6 +1391,18 @@ impl StateStore for PgStore {
 
     async fn mark_token_used(&self, name: &str) -> Result<()> {
         PgStore::mark_token_used(self, name).await
+    }
+
+    async fn worker_beat(&self, w: &crate::model::WorkerBeat) -> Result<()> {
+        PgStore::worker_beat(self, w).await
+    }
+
+    async fn worker_stopped(&self, id: &str) -> Result<()> {
+        PgStore::worker_stopped(self, id).await
+    }
+
+    async fn workers(&self) -> Result<Vec<crate::model::WorkerInfo>> {
+        PgStore::workers(self).await
     }
 
     async fn claim_tick(

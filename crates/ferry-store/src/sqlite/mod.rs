@@ -106,6 +106,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "tick_claims",
         sql: include_str!("migrations/0012_tick_claims.sql"),
     },
+    Migration {
+        version: 13,
+        name: "workers",
+        sql: include_str!("migrations/0013_workers.sql"),
+    },
 ];
 
 /// How long a statement waits for another connection's write lock.
@@ -132,7 +137,7 @@ macro_rules! rev_cols {
 macro_rules! run_cols {
     () => {
         "id, flow, env, revision, hash, trigger, status, fetched, delivered, skipped, filtered, \
-         dead_lettered, handed_back, cursor_before, cursor_after, error, started_at, finished_at"
+         dead_lettered, handed_back, cursor_before, cursor_after, error, started_at, finished_at, owner"
     };
 }
 /// Columns of `dead_letters` written when an entry is created.
@@ -158,6 +163,7 @@ mod retention;
 mod sessions;
 mod ticks;
 mod tokens;
+mod workers;
 
 /// State in a SQLite file (or in memory, for tests).
 #[derive(Debug)]
@@ -464,6 +470,7 @@ fn run_from_row(op: &'static str, row: &SqliteRow) -> Result<RunRecord> {
         finished_at: finished_at
             .map(|s| parse_ts(op, "runs.finished_at", &s))
             .transpose()?,
+        owner: get(row, op, "owner")?,
     })
 }
 
@@ -1522,6 +1529,18 @@ impl StateStore for SqliteStore {
 
     async fn mark_token_used(&self, name: &str) -> Result<()> {
         SqliteStore::mark_token_used(self, name).await
+    }
+
+    async fn worker_beat(&self, w: &crate::model::WorkerBeat) -> Result<()> {
+        SqliteStore::worker_beat(self, w).await
+    }
+
+    async fn worker_stopped(&self, id: &str) -> Result<()> {
+        SqliteStore::worker_stopped(self, id).await
+    }
+
+    async fn workers(&self) -> Result<Vec<crate::model::WorkerInfo>> {
+        SqliteStore::workers(self).await
     }
 
     async fn claim_tick(

@@ -774,6 +774,38 @@ pub async fn prune_deletes_only_what_retention_lets_go_of(store: Store) {
     assert_eq!(store.prune(&p).await.unwrap(), Pruned::default(), "again");
 }
 
+pub async fn workers_beat_and_stop(store: Store) {
+    assert!(store.workers().await.unwrap().is_empty());
+    let beat = |id: &str, runs: u32| ferry_store::WorkerBeat {
+        id: id.into(),
+        host: "box-1".into(),
+        version: "1.2.3".into(),
+        envs: vec!["prod".into(), "ünïcode'\"".into()],
+        runs_in_flight: runs,
+        started_at: t(0),
+    };
+    store.worker_beat(&beat("box-1:10", 2)).await.unwrap();
+    store.worker_beat(&beat("box-1:11", 0)).await.unwrap();
+    let first = store.workers().await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].id, "box-1:10");
+    assert_eq!(first[0].envs, vec!["prod", "ünïcode'\""]);
+    assert_eq!(first[0].runs_in_flight, 2);
+    assert_eq!(first[0].started_at, t(0));
+    // A later beat updates in place.
+    store.worker_beat(&beat("box-1:10", 5)).await.unwrap();
+    let again = store.workers().await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[0].runs_in_flight, 5);
+    assert!(again[0].heartbeat_at >= first[0].heartbeat_at);
+    store.worker_stopped("box-1:10").await.unwrap();
+    let left = store.workers().await.unwrap();
+    assert_eq!(
+        left.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        vec!["box-1:11"]
+    );
+}
+
 pub async fn a_tick_is_claimed_once(store: Store) {
     let tick = t(3_600);
     // Eight workers claim the same tick at once: exactly one gets it.

@@ -44,6 +44,7 @@ conformance!(
     runs_are_newest_first_with_counts,
     prune_deletes_only_what_retention_lets_go_of,
     a_tick_is_claimed_once,
+    workers_beat_and_stop,
     finish_run_rules,
     fail_stale_runs_marks_only_running_runs_of_that_env,
     dead_letter_filters,

@@ -127,6 +127,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Resume { flow } => serve::resume(&ctx, &flow).await,
         Command::Gc { dry_run } => store::gc(&ctx, dry_run).await,
+        Command::Workers => serve::workers(&ctx).await,
         Command::Demo {
             records,
             flow,

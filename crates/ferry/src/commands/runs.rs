@@ -237,7 +237,7 @@ pub async fn list(ctx: &Ctx, flow: Option<&str>, limit: u32) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<36}  {:<24} {:>4}  {:<10} {:<8} {:>8} {:>9} {:>7} {:>8} {:>5} {:>6}  STARTED",
+        "{:<36}  {:<24} {:>4}  {:<10} {:<8} {:>8} {:>9} {:>7} {:>8} {:>5} {:>6}  {:<19}  WORKER",
         "RUN",
         "FLOW",
         "REV",
@@ -248,11 +248,12 @@ pub async fn list(ctx: &Ctx, flow: Option<&str>, limit: u32) -> Result<u8> {
         "SKIPPED",
         "FILTERED",
         "DLQ",
-        "BACK"
+        "BACK",
+        "STARTED"
     );
     for r in runs {
         println!(
-            "{:<36}  {:<24} {:>4}  {:<10} {:<8} {:>8} {:>9} {:>7} {:>8} {:>5} {:>6}  {}",
+            "{:<36}  {:<24} {:>4}  {:<10} {:<8} {:>8} {:>9} {:>7} {:>8} {:>5} {:>6}  {}  {}",
             r.id,
             r.flow,
             r.revision,
@@ -264,7 +265,8 @@ pub async fn list(ctx: &Ctx, flow: Option<&str>, limit: u32) -> Result<u8> {
             r.counts.filtered,
             r.counts.dead_lettered,
             r.counts.handed_back,
-            r.started_at.format("%Y-%m-%d %H:%M:%S")
+            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+            r.owner.as_deref().unwrap_or("-")
         );
     }
     Ok(0)

@@ -127,7 +127,11 @@ pub async fn serve(
     });
     let launcher = Arc::new(EngineLauncher::new(store.clone(), envs.clone()));
     // Flows that consume a queue and have no schedule run continuously, one run after another.
-    let streams = Streams::spawn(store.clone(), envs, StreamsConfig::new(vec![env.clone()]));
+    let streams = Arc::new(Streams::spawn(
+        store.clone(),
+        envs,
+        StreamsConfig::new(vec![env.clone()]),
+    ));
     let handle = Scheduler::spawn(
         store.clone(),
         Arc::new(SystemClock),
@@ -175,6 +179,41 @@ pub async fn serve(
                         tracing::warn!(error = %e, "Retention pass failed; the next pass tries again")
                     }
                 }
+            }
+        })
+    };
+    // This worker's beat: operators see the cluster (`ferry workers`, the API).
+    let worker_id = ferry_engine::liveness::owner();
+    let beat = {
+        let store = store.clone();
+        let schedule = handle.clone();
+        let streams = streams.clone();
+        let beat = ferry_store::WorkerBeat {
+            id: worker_id.clone(),
+            host: worker_id
+                .rsplit_once(':')
+                .map_or(worker_id.as_str(), |(h, _)| h)
+                .to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            envs: vec![env.clone()],
+            runs_in_flight: 0,
+            started_at: chrono::Utc::now(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let scheduled = schedule
+                    .status()
+                    .iter()
+                    .filter(|s| s.running.is_some())
+                    .count();
+                let b = ferry_store::WorkerBeat {
+                    runs_in_flight: u32::try_from(scheduled + streams.active()).unwrap_or(u32::MAX),
+                    ..beat.clone()
+                };
+                if let Err(e) = store.worker_beat(&b).await {
+                    tracing::warn!(error = %e, "Cannot record this worker's beat");
+                }
+                tokio::time::sleep(ferry_engine::liveness::HEARTBEAT_EVERY).await;
             }
         })
     };
@@ -235,6 +274,7 @@ pub async fn serve(
     }
     paused_gauge.abort();
     gc.abort();
+    beat.abort();
     let both = async {
         let (mut report, streamed): (ShutdownReport, ShutdownReport) =
             tokio::join!(handle.shutdown(drain), streams.shutdown(drain));
@@ -275,7 +315,61 @@ pub async fn serve(
             );
         }
     }
+    if let Err(e) = store.worker_stopped(&worker_id).await {
+        tracing::warn!(error = %e, "Cannot remove this worker from the workers table; it shows as lost until it ages out");
+    }
     Ok(if report.abandoned.is_empty() { 0 } else { 1 })
+}
+
+/// A worker as `ferry workers` shows it: alive while it beats.
+#[derive(serde::Serialize)]
+struct WorkerRow {
+    #[serde(flatten)]
+    info: ferry_store::WorkerInfo,
+    /// It beat within the time after which a run is taken for dead.
+    alive: bool,
+}
+
+/// `ferry workers`: the `ferry serve` processes sharing the state store.
+pub async fn workers(ctx: &Ctx) -> Result<u8> {
+    let store = ctx.store().await?;
+    let stale = chrono::Utc::now()
+        - chrono::TimeDelta::from_std(ferry_engine::liveness::STALE_AFTER)
+            .unwrap_or(chrono::TimeDelta::MAX);
+    let rows: Vec<WorkerRow> = store
+        .workers()
+        .await?
+        .into_iter()
+        .map(|info| WorkerRow {
+            alive: info.heartbeat_at >= stale,
+            info,
+        })
+        .collect();
+    if ctx.output() == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("no worker: no `ferry serve` has beaten on this state store in the last day");
+        return Ok(0);
+    }
+    println!(
+        "{:<32} {:<8} {:<12} {:>4}  {:<19}  {:<19}  ENVIRONMENTS",
+        "WORKER", "STATE", "VERSION", "RUNS", "STARTED", "LAST BEAT"
+    );
+    for r in &rows {
+        println!(
+            "{:<32} {:<8} {:<12} {:>4}  {}  {}  {}",
+            r.info.id,
+            if r.alive { "alive" } else { "lost" },
+            r.info.version,
+            r.info.runs_in_flight,
+            r.info.started_at.format("%Y-%m-%d %H:%M:%S"),
+            r.info.heartbeat_at.format("%Y-%m-%d %H:%M:%S"),
+            r.info.envs.join(", ")
+        );
+    }
+    Ok(0)
 }
 
 /// `ferry resume FLOW`: starts a schedule paused after failed runs again.
