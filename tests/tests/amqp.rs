@@ -955,6 +955,46 @@ fn the_example_amqp_flows_load() {
     assert_eq!(&to_exchange.hash[..12], "3f15a7978866");
 }
 
+/// Starts `ferry serve` in `dir` with `envs`, its output in `<name>.log` there.
+fn spawn_serve(
+    dir: &std::path::Path,
+    envs: &[(&str, &str)],
+    name: &str,
+) -> (Guard, std::path::PathBuf) {
+    let log = dir.join(format!("{name}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(ferry_bin());
+    cmd.args(["serve", "--drain-timeout", "10s", "--no-api"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .env_remove("FERRY_STATE")
+        .env_remove("FERRY_DATABASE")
+        .env_remove("FERRY_ENV");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    (Guard(cmd.spawn().unwrap()), log)
+}
+
+/// Sends SIGTERM to `serve` and waits (bounded) for it to exit; returns whether it exited 0.
+async fn terminate(serve: &mut Guard, limit: Duration) -> bool {
+    let ok = Command::new("kill")
+        .args(["-TERM", &serve.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let started = Instant::now();
+    loop {
+        if let Some(s) = serve.0.try_wait().unwrap() {
+            return s.success();
+        }
+        assert!(started.elapsed() < limit, "ferry serve did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The sink's applied records: order reference → (body, times applied).
 async fn sink_bodies(client: &reqwest::Client, base: &str) -> HashMap<String, (Value, u64)> {
     let page: Value = client
@@ -1028,21 +1068,7 @@ async fn a_queue_flow_runs_continuously_under_serve_cut_into_runs() {
     std::fs::write(dir.path().join("streamed.yaml"), &v1).unwrap();
     ferry(&["deploy", "streamed.yaml", "-m", "v1"]);
 
-    let log = dir.path().join("serve.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut cmd = Command::new(ferry_bin());
-    cmd.args(["serve", "--drain-timeout", "10s"])
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .env_remove("FERRY_STATE")
-        .env_remove("FERRY_DATABASE")
-        .env_remove("FERRY_ENV");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut serve = Guard(cmd.spawn().unwrap());
+    let (mut serve, log) = spawn_serve(dir.path(), &envs, "serve");
     let runs = || {
         let text = ferry(&[
             "runs", "--flow", "streamed", "--limit", "1000", "--output", "json",
@@ -1124,21 +1150,9 @@ async fn a_queue_flow_runs_continuously_under_serve_cut_into_runs() {
     })
     .await;
 
-    let ok = Command::new("kill")
-        .args(["-TERM", &serve.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = serve.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < limit, "ferry serve did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let stopped = terminate(&mut serve, limit).await;
     let output = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "{output}");
+    assert!(stopped, "{output}");
 
     // Every record once; those read after revision 2 was active carry its field.
     let bodies = sink_bodies(&client, &base).await;
@@ -1179,5 +1193,94 @@ async fn a_queue_flow_runs_continuously_under_serve_cut_into_runs() {
     // The revision 1 runs are all before the revision 2 runs.
     let first_v2 = runs.iter().position(|r| r["revision"] == 2).unwrap();
     assert!(runs[first_v2..].iter().all(|r| r["revision"] == 2));
+    rabbit.delete(&[&queue], &[]).await;
+}
+
+/// Two `ferry serve` workers on one state store consume one queue as competing consumers:
+/// every record is delivered once, and both workers ran stream runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_consume_one_queue_and_deliver_each_record_once() {
+    let test = "two_workers_consume_one_queue_and_deliver_each_record_once";
+    let Some(url) = ferry_testkit::rabbitmq_url(test) else {
+        return;
+    };
+    let limit = Duration::from_secs(90);
+    let rabbit = Rabbit::connect(&url).await;
+    let queue = unique("workers");
+    rabbit.queue(&queue).await;
+    let (_sandbox, base, client) = start_sandbox(1).await;
+    // A little latency: both workers get their share while the other is busy.
+    set_sink_faults(&client, &base, json!({"latency_ms": 2, "seed": 3})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wms = format!("{base}/api/sink");
+    let envs = [
+        ("AMQP_URL", url.as_str()),
+        ("WMS_URL", wms.as_str()),
+        ("FERRY_USER", "alice"),
+    ];
+    std::fs::write(
+        dir.path().join("shared.yaml"),
+        queue_to_http("shared", &queue).replace(
+            "    idle: 1s\n",
+            "    idle: 1s\n    prefetch: 20\n    serve: { records: 200, period: 2s }\n",
+        ),
+    )
+    .unwrap();
+    let out = ferry_e2e::run_ferry(
+        &["deploy", "shared.yaml", "-m", "v1"],
+        &envs,
+        dir.path(),
+        limit,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", ferry_e2e::text(&out));
+    let (mut one, log1) = spawn_serve(dir.path(), &envs, "one");
+    let (mut two, log2) = spawn_serve(dir.path(), &envs, "two");
+    const N: u64 = 2_000;
+    rabbit
+        .publish(&queue, (1..=N).map(|i| order(i).to_string().into_bytes()))
+        .await;
+    eventually(limit, "every record at the sink", || async {
+        applied(&client, &base).await.0.len() as u64 == N
+    })
+    .await;
+    assert!(
+        terminate(&mut one, limit).await,
+        "{}",
+        std::fs::read_to_string(&log1).unwrap()
+    );
+    assert!(
+        terminate(&mut two, limit).await,
+        "{}",
+        std::fs::read_to_string(&log2).unwrap()
+    );
+    let (per_order, twice) = applied(&client, &base).await;
+    assert_eq!(per_order.len() as u64, N);
+    assert_eq!(twice, 0, "no record applied twice");
+    assert!(per_order.values().all(|n| *n == 1));
+    assert_eq!(rabbit.count(&queue).await, 0);
+    let out = ferry_e2e::run_ferry(
+        &[
+            "runs", "--flow", "shared", "--limit", "1000", "--output", "json",
+        ],
+        &envs,
+        dir.path(),
+        limit,
+    );
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let workers: HashSet<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["counts"]["fetched"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|r| r["owner"].as_str())
+        .collect();
+    assert_eq!(workers.len(), 2, "both workers consumed: {runs:#}");
+    let fetched: u64 = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["counts"]["fetched"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(fetched, N, "each message read once: {runs:#}");
     rabbit.delete(&[&queue], &[]).await;
 }
