@@ -141,7 +141,7 @@ impl AmqpConsumer {
                 let (conn, ch, consumer) = done.value;
                 let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
                 current.generation += 1;
-                current.outstanding = 0;
+                current.unacked.clear();
                 current.channel = Some(ch);
                 current.connection = Some(conn);
                 drop(current);
@@ -261,7 +261,7 @@ impl Source for AmqpConsumer {
             }
             let generation = {
                 let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-                current.outstanding += ready.len();
+                current.unacked.extend(ready.iter().map(|d| d.delivery_tag));
                 current.generation
             };
             self.batches += 1;
@@ -285,6 +285,7 @@ impl Source for AmqpConsumer {
             current: self.current.clone(),
             broker: self.broker.shown().to_string(),
             prefetch: usize::from(self.spec.prefetch),
+            sending: tokio::sync::Mutex::new(()),
         }))
     }
 }
@@ -295,7 +296,8 @@ fn window_full(current: &Mutex<Current>, prefetch: usize) -> bool {
     current
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .outstanding
+        .unacked
+        .len()
         >= prefetch
 }
 

@@ -47,16 +47,23 @@ pub(crate) struct At {
 
 /// Parses the text of one JSON record: the record, or the message for its dead letter.
 pub(crate) fn parse_json(text: &[u8], path: &str, at: At) -> Result<Value, String> {
-    serde_json::from_slice::<Value>(text).map_err(|e| {
-        if at.element == 0 {
-            format!("{path}, line {}: not valid JSON: {e}", at.line)
-        } else {
-            format!(
-                "{path}, line {}: element {} of the array is not valid JSON: {e}",
-                at.line, at.element
-            )
-        }
-    })
+    serde_json::from_slice::<Value>(text).map_err(|e| not_json(&e, path, at))
+}
+
+/// [`parse_json`] of a text known to be UTF-8: its strings are not checked again one by one.
+pub(crate) fn parse_json_str(text: &str, path: &str, at: At) -> Result<Value, String> {
+    serde_json::from_str::<Value>(text).map_err(|e| not_json(&e, path, at))
+}
+
+fn not_json(e: &serde_json::Error, path: &str, at: At) -> String {
+    if at.element == 0 {
+        format!("{path}, line {}: not valid JSON: {e}", at.line)
+    } else {
+        format!(
+            "{path}, line {}: element {} of the array is not valid JSON: {e}",
+            at.line, at.element
+        )
+    }
 }
 
 /// Reads records one by one.
