@@ -130,8 +130,10 @@ async fn lookups_by_key_use_the_primary_key_on_a_freshly_filled_table() {
     let mut conn = PgConnection::connect(&url).await.unwrap();
     // 200 000 ledger rows of one flow and 50 000 claims, straight in, no ANALYZE after.
     sqlx::raw_sql(
-        "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at)
-         SELECT 'orders', 'prod', 'order-' || i, md5(i::text), gen_random_uuid(), 1, 200, now()
+        "INSERT INTO scopes (flow, env) VALUES ('orders', 'prod');
+         INSERT INTO ledger (scope, key, body_hash, run_id, revision, status, delivered_at)
+         SELECT (SELECT id FROM scopes WHERE flow = 'orders' AND env = 'prod'), 'order-' || i,
+             sha256(i::text::bytea), gen_random_uuid(), 1, 200, now()
          FROM generate_series(1, 200000) AS i;
          INSERT INTO ledger_claims (flow, env, key, run_id, claimed_at)
          SELECT 'orders', 'prod', 'order-' || i, gen_random_uuid(), now()
@@ -169,8 +171,13 @@ async fn lookups_by_key_use_the_primary_key_on_a_freshly_filled_table() {
                 "{table} is not read by its primary key:\n{plan}"
             );
         }
+        // The scope's id is read once (an init plan on the one-row `scopes`, however the
+        // planner likes); every other read is by a primary key.
+        let others: Vec<&String> = lines.iter().filter(|l| !l.contains(" on scopes")).collect();
         assert!(
-            !plan.contains("Seq Scan") && !plan.contains("Bitmap"),
+            !others
+                .iter()
+                .any(|l| l.contains("Seq Scan") || l.contains("Bitmap")),
             "{plan}"
         );
     }
