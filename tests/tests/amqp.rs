@@ -893,11 +893,13 @@ async fn t5_amqp_sink_marks_delivered_only_what_is_in_the_queue() {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", w.state_file().display()))
         .await
         .unwrap();
-    let delivered: Vec<(String,)> = sqlx::query_as("SELECT key FROM ledger WHERE flow = ?")
-        .bind(&w.flow.flow.name)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let delivered: Vec<(String,)> = sqlx::query_as(
+        "SELECT l.key FROM ledger l JOIN scopes s ON s.id = l.scope WHERE s.flow = ?",
+    )
+    .bind(&w.flow.flow.name)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     let delivered: HashSet<String> = delivered.into_iter().map(|(k,)| k).collect();
     assert_eq!(delivered.len() as u64, c.delivered);
     // What is in the queue, by message_id.

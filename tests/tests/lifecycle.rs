@@ -1075,8 +1075,9 @@ async fn retention_prunes_old_state_and_a_backfill_into_the_pruned_window_warns(
             .await
             .unwrap();
         let old = "2020-01-01T00:00:00.000Z";
+        // The ledger keeps delivery times as milliseconds since the epoch.
         sqlx::query("UPDATE ledger SET delivered_at = ?")
-            .bind(old)
+            .bind(1_577_836_800_000_i64)
             .execute(&mut db)
             .await
             .unwrap();

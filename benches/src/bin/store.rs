@@ -11,6 +11,10 @@
 //! The ledger is filled through the store's own `settle`, in batches of 1 000 rows, like runs
 //! fill it. Each figure is the median of `--rounds` operations on 1 000 keys: lookups of keys
 //! spread over the whole ledger, claims of keys not yet delivered, settles of 1 000 new rows.
+//!
+//! After each size it also prints what a ledger row costs on disk: on SQLite the pages of the
+//! ledger's B-trees (the `dbstat` table: the table and any index on it) divided by its rows, on
+//! PostgreSQL `pg_total_relation_size('ledger')` (heap, TOAST and indexes) divided by its rows.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,7 +130,54 @@ async fn fill(store: &Arc<dyn StateStore>, run: Uuid, from: usize, to: usize) ->
     started.elapsed()
 }
 
-async fn measure(name: &str, store: Arc<dyn StateStore>, sizes: &[usize], rounds: usize) {
+/// Where to measure the ledger's size: the SQLite file, or the PostgreSQL URL (with its schema).
+enum Disk {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+/// Bytes on disk per ledger row: the ledger's pages (table and indexes) over its rows.
+async fn bytes_per_row(disk: &Disk) -> f64 {
+    let (bytes, rows): (i64, i64) = match disk {
+        Disk::Sqlite(path) => {
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("open the SQLite file");
+            let out = sqlx::query_as(
+                "SELECT (SELECT sum(pgsize) FROM dbstat WHERE name IN
+                            (SELECT name FROM sqlite_master WHERE tbl_name = 'ledger')),
+                        (SELECT count(*) FROM ledger)",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("measure the SQLite ledger");
+            let _ = conn.close().await;
+            out
+        }
+        Disk::Postgres(url) => {
+            let mut conn = sqlx::PgConnection::connect(url)
+                .await
+                .expect("connect to PostgreSQL");
+            let out = sqlx::query_as(
+                "SELECT pg_total_relation_size('ledger'), (SELECT count(*) FROM ledger)",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("measure the PostgreSQL ledger");
+            let _ = conn.close().await;
+            out
+        }
+    };
+    bytes as f64 / rows.max(1) as f64
+}
+
+async fn measure(
+    name: &str,
+    store: Arc<dyn StateStore>,
+    disk: &Disk,
+    sizes: &[usize],
+    rounds: usize,
+) {
     let run = new_run(&store).await;
     let mut rows = 0;
     // Keys above every size, for claims and settles of new keys.
@@ -176,10 +227,11 @@ async fn measure(name: &str, store: Arc<dyn StateStore>, sizes: &[usize], rounds
             fresh += BATCH;
         }
         println!(
-            "| {name} | {size} | {} | {} | {} | filled in {:.1} s |",
+            "| {name} | {size} | {} | {} | {} | {:.1} B | filled in {:.1} s |",
             ms(median(lookups)),
             ms(median(claims)),
             ms(median(settles)),
+            bytes_per_row(disk).await,
             took.as_secs_f64()
         );
     }
@@ -194,15 +246,18 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    println!("| backend | ledger rows | lookup / 1 000 keys | claim / 1 000 | settle / 1 000 | |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| backend | ledger rows | lookup / 1 000 keys | claim / 1 000 | settle / 1 000 | ledger bytes / row | |"
+    );
+    println!("|---|---|---|---|---|---|---|");
 
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("state.db");
     let sqlite = ferry_store::open(path.to_str().expect("a UTF-8 path"))
         .await
         .expect("open SQLite");
-    measure("SQLite", sqlite, &args.sizes, args.rounds).await;
+    let disk = Disk::Sqlite(path.clone());
+    measure("SQLite", sqlite, &disk, &args.sizes, args.rounds).await;
 
     if let Some(base) = args.postgres {
         let schema = format!("ferry_bench_{}", Uuid::new_v4().simple());
@@ -220,7 +275,8 @@ async fn main() {
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options[search_path]={schema}");
         let pg = ferry_store::open(&url).await.expect("open PostgreSQL");
-        measure("PostgreSQL", pg, &args.sizes, args.rounds).await;
+        let disk = Disk::Postgres(url.clone());
+        measure("PostgreSQL", pg, &disk, &args.sizes, args.rounds).await;
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
             .execute(&mut admin)
             .await;

@@ -227,6 +227,34 @@ pub(crate) fn parse_uuid(op: &'static str, column: &'static str, s: &str) -> Res
     Uuid::parse_str(s).map_err(|e| bad(op, column, format!("{s:?} is not a UUID: {e}")))
 }
 
+/// A ledger body hash as both backends store it. The engine writes SHA-256 as 64 lower-case hex
+/// digits: kept as text that is 65 bytes a row, as bytes 32 (a third of a ledger row on
+/// SQLite). Any other string (older rows, other writers, tests) is kept as the text it is, so
+/// every hash reads back exactly as written: upper-case hex stays text too, since reading bytes
+/// back gives lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoredHash<'a> {
+    /// 64 lower-case hex digits, as their 32 bytes.
+    Bytes(Vec<u8>),
+    /// Anything else, unchanged.
+    Text(&'a str),
+}
+
+impl<'a> StoredHash<'a> {
+    pub(crate) fn of(hash: &'a str) -> StoredHash<'a> {
+        let b = hash.as_bytes();
+        if b.len() != 64 || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return StoredHash::Text(hash);
+        }
+        let nibble = |c: u8| if c <= b'9' { c - b'0' } else { c - b'a' + 10 };
+        StoredHash::Bytes(
+            b.chunks_exact(2)
+                .map(|p| (nibble(p[0]) << 4) | nibble(p[1]))
+                .collect(),
+        )
+    }
+}
+
 /// Refuses ledger keys the store cannot keep unchanged.
 pub(crate) fn check_key(op: &'static str, key: &str) -> Result<()> {
     if key.contains('\0') {
@@ -245,6 +273,29 @@ pub(crate) fn check_key(op: &'static str, key: &str) -> Result<()> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn body_hashes_are_bytes_only_when_they_read_back_the_same() {
+        let hex = "00ff10a9".repeat(8);
+        let StoredHash::Bytes(bytes) = StoredHash::of(&hex) else {
+            panic!("lower-case SHA-256 hex is stored as bytes");
+        };
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(&bytes[..4], &[0x00, 0xff, 0x10, 0xa9]);
+        let back: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(back, hex);
+        let upper = hex.to_uppercase();
+        for text in [
+            "h7",
+            "",
+            &hex[..63],
+            &upper,
+            &format!("{hex}0"),
+            &"g".repeat(64),
+        ] {
+            assert_eq!(StoredHash::of(text), StoredHash::Text(text), "{text:?}");
+        }
+    }
 
     #[test]
     fn timestamps_round_trip_at_millis() {

@@ -276,6 +276,11 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters_and_ledger() {
              'pending', 'pending', 'looked at it', NULL);
          INSERT INTO ledger VALUES ('orders', 'dev', 'order-7', 'h7',
              '0190a000-0000-7000-8000-000000000002', 1, 201, '2024-01-01T00:00:02.000Z');
+         INSERT INTO ledger VALUES ('orders', 'dev', 'order-9',
+             '00ff10a900ff10a900ff10a900ff10a900ff10a900ff10a900ff10a900ff10a9',
+             '0190a000-0000-7000-8000-000000000002', 1, 201, '2024-01-01T00:00:02.345Z');
+         INSERT INTO ledger VALUES ('orders', 'prod', 'order-9', 'h9',
+             '0190a000-0000-7000-8000-000000000003', 2, 200, '2024-01-01T00:00:04.000Z');
          INSERT INTO runs (id, flow, env, revision, hash, trigger, status, fetched, delivered,
              started_at, finished_at)
              VALUES ('0190a000-0000-7000-8000-000000000002', 'orders', 'dev', 1, 'h', 'schedule',
@@ -297,8 +302,9 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters_and_ledger() {
     // Every later migration applied: 2 (dead-letter edits), 3 (flow lifecycle), 4 (key claims),
     // 5 (claims found by flow), 6 (lone runs), 7 (the ledger keyed by key first), 8 (handed-back
     // counts of runs), 9 (named API tokens), 10 (dashboard sessions), 11 (runs rebuilt for the
-    // `stream` trigger), 12 (tick claims), 13 (workers).
-    assert_eq!(count_migrations(&path).await, 13);
+    // `stream` trigger), 12 (tick claims), 13 (workers), 14 (the compact ledger: scope ids,
+    // hashes and run ids as bytes).
+    assert_eq!(count_migrations(&path).await, 14);
     // The run moved to the rebuilt runs table with its counts.
     let run = store
         .run(uuid::Uuid::parse_str("0190a000-0000-7000-8000-000000000002").unwrap())
@@ -324,6 +330,28 @@ async fn a_schema_1_file_is_upgraded_and_keeps_its_dead_letters_and_ledger() {
             .await
             .unwrap()
             .is_empty()
+    );
+    // Migration 12 moved every row to the compact ledger, each to its own (flow, env): a hex
+    // hash (now bytes), the run id (now bytes) and the delivery time (now milliseconds) read
+    // back exactly as they were written.
+    let nine = ["order-9".to_string()];
+    let dev = store.ledger_lookup("orders", "dev", &nine).await.unwrap();
+    let hit = &dev["order-9"];
+    assert_eq!(hit.body_hash, "00ff10a9".repeat(8));
+    assert_eq!(
+        hit.run_id,
+        uuid::Uuid::parse_str("0190a000-0000-7000-8000-000000000002").unwrap()
+    );
+    assert_eq!(
+        hit.delivered_at,
+        chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:02.345Z").unwrap()
+    );
+    let prod = store.ledger_lookup("orders", "prod", &nine).await.unwrap();
+    assert_eq!(prod["order-9"].body_hash, "h9");
+    assert_eq!(prod["order-9"].revision, 2);
+    assert_eq!(
+        prod["order-9"].run_id,
+        uuid::Uuid::parse_str("0190a000-0000-7000-8000-000000000003").unwrap()
     );
     let id = uuid::Uuid::parse_str("0190a000-0000-7000-8000-000000000001").unwrap();
     let entry = store.dead_letter(id).await.unwrap().unwrap();

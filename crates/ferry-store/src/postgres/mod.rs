@@ -5,6 +5,13 @@
 //! crosses the wire as text (`$n::jsonb` in, `col::text` out), so the crate needs no sqlx JSON
 //! support; note that `JSONB` does not keep object key order.
 //!
+//! The ledger, the one table with a row per delivered record, names its flow and environment by
+//! one integer (the id of their row in `scopes`) and keeps the body hash as its 32 bytes when
+//! it is lower-case SHA-256 hex, as the engine writes it (`body_hash`), any other string as
+//! text (`body_text`): a row with its primary-key entry went from 248 to 191 bytes in
+//! `store-bench` (migration 11; `benches/README.md` has the figures). The statements convert, so the store's API keeps hex
+//! strings.
+//!
 //! Concurrency: a deploy locks its flow's row in `flows` (`SELECT … FOR UPDATE`) so two workers
 //! never compute the same revision number, and so does every other change of a flow's active
 //! revision (activate, deactivate, promotions), so the activation history's `previous` is
@@ -27,8 +34,8 @@ use sqlx::{Connection, PgConnection, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use crate::codec::{
-    Event, attempts_text, bad, check_key, check_reason, clean_text, counts_from_i64, counts_to_i64,
-    json_text, millis, now, parse_attempts, parse_enum, parse_json, parse_json_opt,
+    Event, StoredHash, attempts_text, bad, check_key, check_reason, clean_text, counts_from_i64,
+    counts_to_i64, json_text, millis, now, parse_attempts, parse_enum, parse_json, parse_json_opt,
 };
 use crate::error::{Result, StoreError};
 use crate::lifecycle::origin_from_columns;
@@ -94,6 +101,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "workers",
         sql: include_str!("migrations/0010_workers.sql"),
     },
+    Migration {
+        version: 11,
+        name: "ledger_compact",
+        sql: include_str!("migrations/0011_ledger_compact.sql"),
+    },
 ];
 
 /// Connections per process.
@@ -108,12 +120,16 @@ const MAX_ROWS_PER_INSERT: usize = 1_000;
 /// scan over every row of the flow while a freshly filled table was not analysed yet (hundreds
 /// of milliseconds per 512 keys at 60 000 rows); a lateral subquery with `LIMIT 1` is never
 /// flattened into a join, so each key is an index lookup. `EXPLAIN` of it on a freshly filled,
-/// unanalysed table is checked by `tests/postgres.rs`.
-pub const LEDGER_BY_KEYS: &str = "SELECT l.key, l.body_hash, l.run_id, l.revision, l.delivered_at
+/// unanalysed table is checked by `tests/postgres.rs`. The ledger names (flow, env) by its
+/// scope id, read once per statement (an uncorrelated subquery is an init plan); the body hash
+/// is bytes, or text when it was not lower-case SHA-256 hex (see the module docs).
+pub const LEDGER_BY_KEYS: &str = "SELECT l.key, COALESCE(encode(l.body_hash, 'hex'), l.body_text)
+         AS body_hash, l.run_id, l.revision, l.delivered_at
      FROM unnest($3::text[]) AS k(key)
      CROSS JOIN LATERAL (
-       SELECT key, body_hash, run_id, revision, delivered_at FROM ledger
-       WHERE flow = $1 AND env = $2 AND key = k.key LIMIT 1
+       SELECT key, body_hash, body_text, run_id, revision, delivered_at FROM ledger
+       WHERE scope = (SELECT id FROM scopes WHERE flow = $1 AND env = $2) AND key = k.key
+       LIMIT 1
      ) AS l";
 
 /// The claims of keys `$3` in flow `$1` and environment `$2`, one primary-key probe per key
@@ -474,6 +490,47 @@ async fn run_not_updatable(
     }
 }
 
+/// The id of (flow, env) in `scopes`, added if it is not there yet. The insert is a statement
+/// of the caller's transaction: a second worker adding the same scope meanwhile waits for it
+/// on the unique index, finds it there once it commits (`DO NOTHING`), and reads it with the
+/// fresh snapshot of its next statement (READ COMMITTED). Nothing keeps ids in memory: a scope
+/// added by a transaction that rolls back must not be remembered.
+async fn scope_id(
+    tx: &mut Transaction<'static, Postgres>,
+    op: &'static str,
+    flow: &str,
+    env: &str,
+) -> Result<i32> {
+    const FIND: &str = "SELECT id FROM scopes WHERE flow = $1 AND env = $2";
+    let find = async |tx: &mut Transaction<'static, Postgres>| {
+        sqlx::query_scalar::<_, i32>(FIND)
+            .bind(flow)
+            .bind(env)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::query(op))
+    };
+    if let Some(id) = find(tx).await? {
+        return Ok(id);
+    }
+    let added: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO scopes (flow, env) VALUES ($1, $2) ON CONFLICT (flow, env) DO NOTHING
+         RETURNING id",
+    )
+    .bind(flow)
+    .bind(env)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(StoreError::query(op))?;
+    match added {
+        Some(id) => Ok(id),
+        None => find(tx).await?.ok_or_else(|| StoreError::NotFound {
+            op,
+            what: format!("the ledger scope of flow {flow:?} in {env:?}"),
+        }),
+    }
+}
+
 /// The writes of one settle batch, inside the caller's transaction: ledger rows, dead letters,
 /// the run's counts (the run must still be running) and the cursor when given.
 async fn settle_in(
@@ -486,21 +543,31 @@ async fn settle_in(
     }
     let counts = counts_to_i64(op, &batch.counts)?;
 
+    let scope = if batch.delivered.is_empty() {
+        0
+    } else {
+        scope_id(tx, op, &batch.flow, &batch.env).await?
+    };
     for chunk in batch.delivered.chunks(MAX_ROWS_PER_INSERT) {
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-            "INSERT INTO ledger (flow, env, key, body_hash, run_id, revision, status, delivered_at) ",
+            "INSERT INTO ledger (scope, key, body_hash, body_text, run_id, revision, status, \
+                 delivered_at) ",
         );
         qb.push_values(chunk, |mut b, e| {
-            b.push_bind(&batch.flow)
-                .push_bind(&batch.env)
+            let (bytes, text) = match StoredHash::of(&e.body_hash) {
+                StoredHash::Bytes(b) => (Some(b), None),
+                StoredHash::Text(t) => (None, Some(t)),
+            };
+            b.push_bind(scope)
                 .push_bind(&e.key)
-                .push_bind(&e.body_hash)
+                .push_bind(bytes)
+                .push_bind(text)
                 .push_bind(e.run_id)
                 .push_bind(e.revision)
                 .push_bind(i32::from(e.status))
                 .push_bind(millis(e.delivered_at));
         });
-        qb.push(" ON CONFLICT (flow, env, key) DO NOTHING");
+        qb.push(" ON CONFLICT (scope, key) DO NOTHING");
         qb.build()
             // Variable-length statements: not kept in the per-connection statement cache,
             // where every distinct list length would hold a prepared statement.

@@ -1,6 +1,8 @@
 //! Retention on PostgreSQL: the twin of `sqlite/retention.rs` (see its module docs for the
 //! walk in primary-key order and why). Ids are UUIDs here: the walk carries them as text and
-//! the statements cast them back, so every comparison uses the index.
+//! the statements cast them back, so every comparison uses the index. The ledger's flow and
+//! environment are its scope id, read by a constant subquery once per statement: the walk
+//! follows the primary key (scope, key).
 
 use super::PgStore;
 use crate::codec::millis;
@@ -23,10 +25,12 @@ struct Walk {
 const NIL: &str = "00000000-0000-0000-0000-000000000000";
 
 const LEDGER: Walk = Walk {
-    select: "SELECT key FROM ledger WHERE flow = $2 AND env = $3 AND key > $1 AND delivered_at < $4
-             ORDER BY key LIMIT $5",
-    delete: "DELETE FROM ledger WHERE flow = $3 AND env = $4 AND key > $1 AND key <= $2
-             AND delivered_at < $5",
+    select: "SELECT key FROM ledger
+             WHERE scope = (SELECT id FROM scopes WHERE flow = $2 AND env = $3) AND key > $1
+             AND delivered_at < $4 ORDER BY key LIMIT $5",
+    delete: "DELETE FROM ledger
+             WHERE scope = (SELECT id FROM scopes WHERE flow = $3 AND env = $4) AND key > $1
+             AND key <= $2 AND delivered_at < $5",
     keeps: false,
     start: "",
 };

@@ -5,8 +5,12 @@
 //! reads the next `batch` matching keys, then deletes exactly the matching rows up to the last
 //! one in one transaction. A pass thus reads each row of the flow once, needs no index beyond
 //! the primary key (the ledger's starts with the idempotency key), and holds SQLite's single
-//! write lock for one batch at a time. Timestamps are fixed-width RFC 3339 text in UTC: text
-//! order is time order.
+//! write lock for one batch at a time. Timestamps are fixed-width RFC 3339 text in UTC (text
+//! order is time order), except the ledger's delivery times: integer milliseconds. The
+//! ledger's flow and environment are its scope id (see the module docs of `sqlite`), read by a
+//! constant subquery once per statement.
+
+use chrono::{DateTime, Utc};
 
 use super::SqliteStore;
 use crate::codec::{millis, ts_text};
@@ -22,14 +26,19 @@ struct Walk {
     select: &'static str,
     delete: &'static str,
     keeps: bool,
+    /// The time bound is integer milliseconds since the epoch, not RFC 3339 text.
+    millis: bool,
 }
 
 const LEDGER: Walk = Walk {
-    select: "SELECT key FROM ledger WHERE key > ?1 AND flow = ?2 AND env = ?3 AND delivered_at < ?4
+    select: "SELECT key FROM ledger WHERE key > ?1
+             AND scope = (SELECT id FROM scopes WHERE flow = ?2 AND env = ?3) AND delivered_at < ?4
              ORDER BY key LIMIT ?5",
-    delete: "DELETE FROM ledger WHERE key > ?1 AND key <= ?2 AND flow = ?3 AND env = ?4
-             AND delivered_at < ?5",
+    delete:
+        "DELETE FROM ledger WHERE key > ?1 AND key <= ?2
+             AND scope = (SELECT id FROM scopes WHERE flow = ?3 AND env = ?4) AND delivered_at < ?5",
     keeps: false,
+    millis: true,
 };
 
 const DEAD_LETTERS: Walk = Walk {
@@ -38,6 +47,7 @@ const DEAD_LETTERS: Walk = Walk {
     delete: "DELETE FROM dead_letters WHERE id > ?1 AND id <= ?2 AND flow = ?3 AND env = ?4
              AND state IN ('replayed', 'discarded') AND updated_at < ?5",
     keeps: false,
+    millis: false,
 };
 
 /// The newest run of the flow (?6) is kept, and so are runs dead letters still name.
@@ -50,18 +60,17 @@ const RUNS: Walk = Walk {
              AND status <> 'running' AND finished_at < ?5 AND id <> ?6
              AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.run_id = runs.id)",
     keeps: true,
+    millis: false,
 };
 
 impl SqliteStore {
     pub(super) async fn prune(&self, p: &Prune) -> Result<Pruned> {
         let mut out = Pruned::default();
         if let Some(before) = p.ledger_before {
-            out.ledger = self.walk(&LEDGER, p, &ts_text(millis(before)), "").await?;
+            out.ledger = self.walk(&LEDGER, p, before, "").await?;
         }
         if let Some(before) = p.dead_letters_before {
-            out.dead_letters = self
-                .walk(&DEAD_LETTERS, p, &ts_text(millis(before)), "")
-                .await?;
+            out.dead_letters = self.walk(&DEAD_LETTERS, p, before, "").await?;
         }
         if let Some(before) = p.runs_before {
             let newest: Option<String> = sqlx::query_scalar(
@@ -74,26 +83,30 @@ impl SqliteStore {
             .await
             .map_err(StoreError::query(OP))?;
             if let Some(newest) = newest {
-                out.runs = self
-                    .walk(&RUNS, p, &ts_text(millis(before)), &newest)
-                    .await?;
+                out.runs = self.walk(&RUNS, p, before, &newest).await?;
             }
         }
         Ok(out)
     }
 
     /// Walks one table (see the module docs); returns the rows deleted (or matching).
-    async fn walk(&self, walk: &Walk, p: &Prune, before: &str, keep: &str) -> Result<u64> {
+    async fn walk(&self, walk: &Walk, p: &Prune, before: DateTime<Utc>, keep: &str) -> Result<u64> {
+        let before_ms = before.timestamp_millis();
+        let before_text = ts_text(millis(before));
         let batch = i64::from(p.batch.max(1));
         let mut after = String::new();
         let mut total = 0u64;
         loop {
-            let mut select = sqlx::query_scalar(walk.select)
+            let select = sqlx::query_scalar(walk.select)
                 .bind(&after)
                 .bind(&p.flow)
-                .bind(&p.env)
-                .bind(before)
-                .bind(batch);
+                .bind(&p.env);
+            let mut select = if walk.millis {
+                select.bind(before_ms)
+            } else {
+                select.bind(&before_text)
+            }
+            .bind(batch);
             if walk.keeps {
                 select = select.bind(keep);
             }
@@ -108,12 +121,16 @@ impl SqliteStore {
                 total += keys.len() as u64;
             } else {
                 let mut tx = self.write_tx(OP).await?;
-                let mut delete = sqlx::query(walk.delete)
+                let delete = sqlx::query(walk.delete)
                     .bind(&after)
                     .bind(&last)
                     .bind(&p.flow)
-                    .bind(&p.env)
-                    .bind(before);
+                    .bind(&p.env);
+                let mut delete = if walk.millis {
+                    delete.bind(before_ms)
+                } else {
+                    delete.bind(&before_text)
+                };
                 if walk.keeps {
                     delete = delete.bind(keep);
                 }

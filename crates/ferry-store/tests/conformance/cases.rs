@@ -552,6 +552,97 @@ pub async fn settle_keeps_the_first_ledger_row(store: Store) {
     );
 }
 
+/// The ledger keeps SHA-256 hex hashes as bytes and names (flow, env) by a scope id; what a
+/// lookup reads back is exactly what was settled, whatever the hash looks like, and each
+/// (flow, env) keeps its own rows.
+pub async fn ledger_rows_read_back_as_written(store: Store) {
+    let hex = "00ff10a9".repeat(8);
+    let upper = hex.to_uppercase();
+    let long = format!("{hex}0");
+    let hashes = [
+        hex.as_str(),
+        upper.as_str(),
+        "h7",
+        "",
+        &hex[..63],
+        long.as_str(),
+    ];
+    let dev = new_run("orders", "dev", t(0));
+    let mut prod = new_run("orders", "prod", t(0));
+    prod.revision = 3;
+    let other = new_run("invoices", "dev", t(0));
+    for run in [&dev, &prod, &other] {
+        store.create_run(run).await.unwrap();
+    }
+    let keys: Vec<String> = (0..hashes.len()).map(|i| format!("k{i}")).collect();
+    let mut entries: Vec<LedgerEntry> = keys
+        .iter()
+        .zip(hashes)
+        .map(|(k, h)| entry(k, h, &dev))
+        .collect();
+    entries[0].delivered_at = t(100) + Duration::milliseconds(345);
+    entries[1].status = 0;
+    store.settle(&settle(&dev, entries, vec![])).await.unwrap();
+    store
+        .settle(&settle(&prod, vec![entry("k0", "p0", &prod)], vec![]))
+        .await
+        .unwrap();
+
+    let hits = store.ledger_lookup("orders", "dev", &keys).await.unwrap();
+    assert_eq!(hits.len(), hashes.len());
+    for (k, h) in keys.iter().zip(hashes) {
+        assert_eq!(hits[k].body_hash, h, "{k}");
+        assert_eq!((hits[k].run_id, hits[k].revision), (dev.id, 1), "{k}");
+    }
+    assert_eq!(
+        hits["k0"].delivered_at,
+        t(100) + Duration::milliseconds(345)
+    );
+    assert_eq!(hits["k1"].delivered_at, t(100));
+    let p = store.ledger_lookup("orders", "prod", &keys).await.unwrap();
+    assert_eq!(p.len(), 1);
+    assert_eq!(
+        (p["k0"].body_hash.as_str(), p["k0"].run_id, p["k0"].revision),
+        ("p0", prod.id, 3)
+    );
+    // No rows yet for this (flow, env), nor for one never seen: nothing found, nothing made.
+    assert!(
+        store
+            .ledger_lookup("invoices", "dev", &keys)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .ledger_lookup("nope", "dev", &keys)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A claim reads the same rows.
+    let claimer = new_run("orders", "dev", t(1));
+    store.create_run(&claimer).await.unwrap();
+    let claims = store
+        .claim_keys("orders", "dev", claimer.id, &keys[..1])
+        .await
+        .unwrap();
+    match &claims["k0"] {
+        ferry_store::Claim::Delivered(hit) => assert_eq!(hit, &hits["k0"]),
+        other => panic!("k0 is delivered: {other:?}"),
+    }
+    let claims = store
+        .claim_keys("invoices", "dev", other.id, &keys[..2])
+        .await
+        .unwrap();
+    assert!(
+        claims
+            .values()
+            .all(|c| matches!(c, ferry_store::Claim::Claimed)),
+        "{claims:?}"
+    );
+}
+
 pub async fn settle_refuses_missing_and_finished_runs(store: Store) {
     let ghost = new_run("orders", "dev", t(0));
     let err = store

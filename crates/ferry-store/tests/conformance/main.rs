@@ -38,6 +38,7 @@ conformance!(
     settle_is_atomic,
     settle_retried_after_a_lost_commit_is_harmless,
     settle_keeps_the_first_ledger_row,
+    ledger_rows_read_back_as_written,
     settle_refuses_missing_and_finished_runs,
     settle_of_1000_ledger_rows_is_one_quick_transaction,
     ledger_lookup_handles_100_000_keys,
