@@ -208,7 +208,10 @@ impl Rabbit {
     }
 
     /// Every message in `queue`, consumed and acknowledged.
+    /// Takes every message the queue holds (as many as the broker counts in it, each waited
+    /// for up to 10 s, so a loaded broker's pause does not end the drain early).
     async fn drain(&self, queue: &str) -> Vec<lapin::message::Delivery> {
+        let expected = self.count(queue).await as usize;
         let mut out = Vec::new();
         let mut consumer = self
             .ch
@@ -223,8 +226,9 @@ impl Rabbit {
             )
             .await
             .unwrap();
-        while let Ok(Some(Ok(d))) =
-            tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+        while out.len() < expected
+            && let Ok(Some(Ok(d))) =
+                tokio::time::timeout(Duration::from_secs(10), consumer.next()).await
         {
             out.push(d);
         }
