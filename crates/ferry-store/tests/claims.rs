@@ -465,11 +465,26 @@ async fn racer(store: Store, offset: usize, sends: Sends) -> usize {
 }
 
 /// A racer as a run does it: it may hold the flow alone, claims the next chunk before the
-/// last one settled (so it has unsettled keys when told to hand over), and starts a little
-/// after the racer before it, so that the first one is alone for a while.
-async fn lone_racer(store: Store, index: usize, offset: usize, sends: Sends) -> usize {
-    tokio::time::sleep(std::time::Duration::from_millis(40 * index as u64)).await;
+/// last one settled (so it has unsettled keys when told to hand over). The first racer holds
+/// the flow alone with a chunk claimed before the others start (`stage` 1), and claims on only
+/// once the second racer's run exists (`stage` 2), so it is always told to hand over, however
+/// fast or loaded the machine is; the others start a little after one another.
+async fn lone_racer(
+    store: Store,
+    index: usize,
+    offset: usize,
+    sends: Sends,
+    stage: Arc<tokio::sync::watch::Sender<u8>>,
+) -> usize {
+    let mut seen = stage.subscribe();
+    if index > 0 {
+        let _ = seen.wait_for(|s| *s >= 1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(40 * (index as u64 - 1))).await;
+    }
     let run = new_run(&store).await;
+    if index == 1 {
+        stage.send_modify(|s| *s = (*s).max(2));
+    }
     let mut pending: Vec<String> = (0..KEYS)
         .map(|i| format!("order-{}", (i + offset) % KEYS))
         .collect();
@@ -498,6 +513,12 @@ async fn lone_racer(store: Store, index: usize, offset: usize, sends: Sends) -> 
             let mine = split_claims(chunk, &got, &mut held);
             if alone {
                 lone.extend(mine.iter().cloned());
+            }
+            if index == 0 && *seen.borrow() == 0 {
+                // Alone with a chunk claimed: let the others start, and go on once the second
+                // run exists.
+                stage.send_modify(|s| *s = (*s).max(1));
+                let _ = seen.wait_for(|s| *s >= 2).await;
             }
             count_sends(&sends, &mine);
             // The previous chunk settles only now: one chunk is always in flight.
@@ -535,6 +556,7 @@ async fn race_sqlite_lone_runs_hand_over_and_send_every_key_once() {
     let sends = Arc::new(Mutex::new(HashMap::new()));
     let racers = SQLITE_PROCESSES * SQLITE_TASKS;
     let mut tasks = Vec::new();
+    let stage = Arc::new(tokio::sync::watch::channel(0u8).0);
     for i in 0..racers {
         let store = stores[i % SQLITE_PROCESSES].clone();
         tasks.push(tokio::spawn(lone_racer(
@@ -542,6 +564,7 @@ async fn race_sqlite_lone_runs_hand_over_and_send_every_key_once() {
             i,
             i * (KEYS / racers),
             sends.clone(),
+            stage.clone(),
         )));
     }
     let mut handovers = 0;
