@@ -205,7 +205,7 @@ impl Scheduler {
         SchedulerHandle {
             inner: Arc::new(HandleInner {
                 status: status_rx,
-                stop: Mutex::new(Some((stop_tx, task))),
+                stop: Stop::new(stop_tx, task),
             }),
         }
     }
@@ -221,7 +221,7 @@ pub struct SchedulerHandle {
 #[derive(Debug)]
 struct HandleInner {
     status: watch::Receiver<SchedulerSnapshot>,
-    stop: Mutex<Option<(oneshot::Sender<Duration>, JoinHandle<ShutdownReport>)>>,
+    stop: Stop,
 }
 
 impl SchedulerHandle {
@@ -267,12 +267,23 @@ impl SchedulerHandle {
     /// Stops new ticks, asks runs in flight to stop, and waits for them up to `drain` (on the
     /// scheduler's clock). A second call returns an empty report.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
-        let taken = self
-            .inner
-            .stop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.inner.stop.stop(drain, "Scheduler").await
+    }
+}
+
+/// The way to stop a task that drains on request and reports: tells it the drain bound once,
+/// and waits for its report. Shared by the scheduler and the streams.
+#[derive(Debug)]
+pub(crate) struct Stop(Mutex<Option<(oneshot::Sender<Duration>, JoinHandle<ShutdownReport>)>>);
+
+impl Stop {
+    pub(crate) fn new(tx: oneshot::Sender<Duration>, task: JoinHandle<ShutdownReport>) -> Stop {
+        Stop(Mutex::new(Some((tx, task))))
+    }
+
+    /// Sends `drain` and waits for the report; a second call returns an empty report.
+    pub(crate) async fn stop(&self, drain: Duration, what: &str) -> ShutdownReport {
+        let taken = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
         let Some((stop, task)) = taken else {
             return ShutdownReport::default();
         };
@@ -280,7 +291,7 @@ impl SchedulerHandle {
         match task.await {
             Ok(report) => report,
             Err(e) => {
-                tracing::error!(error = %e, "Scheduler task ended abnormally");
+                tracing::error!(error = %e, task = what, "Task ended abnormally");
                 ShutdownReport::default()
             }
         }

@@ -23,16 +23,16 @@
 //!   wire are settled, the rest are released to the broker, and the run ends `incomplete`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ferry_store::{RevisionInfo, RunStatus, StateStore, Trigger};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::ShutdownReport;
 use super::launch::RunEnvSource;
+use super::{ShutdownReport, Stop};
 use crate::run::{Cut, RunOptions, RunRequest, execute};
 
 /// Which environments' streams to follow, and how often to look.
@@ -84,7 +84,7 @@ impl Streams {
         };
         let task = tokio::spawn(supervisor.run(stop_rx));
         StreamsHandle {
-            stop: Mutex::new(Some((stop_tx, task))),
+            stop: Stop::new(stop_tx, task),
             active,
         }
     }
@@ -93,7 +93,7 @@ impl Streams {
 /// The running streams: their shutdown.
 #[derive(Debug)]
 pub struct StreamsHandle {
-    stop: Mutex<Option<(oneshot::Sender<Duration>, JoinHandle<ShutdownReport>)>>,
+    stop: Stop,
     active: Arc<AtomicUsize>,
 }
 
@@ -106,22 +106,7 @@ impl StreamsHandle {
     /// Stops following the store, asks every run to stop, and waits for them up to `drain`.
     /// A second call returns an empty report.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
-        let taken = self
-            .stop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some((stop, task)) = taken else {
-            return ShutdownReport::default();
-        };
-        let _ = stop.send(drain);
-        match task.await {
-            Ok(report) => report,
-            Err(e) => {
-                tracing::error!(error = %e, "Stream supervisor ended abnormally");
-                ShutdownReport::default()
-            }
-        }
+        self.stop.stop(drain, "Stream supervisor").await
     }
 }
 
