@@ -118,6 +118,19 @@ async fn world() -> World {
         .unwrap();
     let revision = deployed.revision.number;
 
+    // A worker with hostile names.
+    store
+        .worker_beat(&ferry_store::WorkerBeat {
+            id: h("worker"),
+            host: h("host"),
+            version: h("version"),
+            envs: vec![h("worker-env")],
+            runs_in_flight: 1,
+            started_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+
     // A run that failed, with hostile cursors and error, and two dead letters.
     let run = Uuid::now_v7();
     store
@@ -340,6 +353,9 @@ async fn hostile_text_in_every_field_is_shown_as_text_on_every_page() {
             format!("paused after failed runs (ferry resume {flow})"),
             // The revision tag shows the hash's first 12 characters.
             h("hash").chars().take(12).collect(),
+            h("worker"),
+            h("version"),
+            h("worker-env"),
         ],
         &[env.clone(), format!("/flows/{}/run", url(&flow))],
     )

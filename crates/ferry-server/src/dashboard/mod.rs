@@ -336,12 +336,26 @@ pub async fn overview(State(state): State<AppState>, Query(q): Query<PageQuery>)
         }
     }
     let runs = store.runs(None, RECENT_RUNS).await.map_err(store_failure)?;
+    let stale = chrono::Utc::now()
+        - chrono::TimeDelta::from_std(ferry_engine::liveness::STALE_AFTER)
+            .unwrap_or(chrono::TimeDelta::MAX);
+    let workers = store
+        .workers()
+        .await
+        .map_err(store_failure)?
+        .into_iter()
+        .map(|w| {
+            let alive = w.heartbeat_at >= stale;
+            (w, alive)
+        })
+        .collect();
     let overview = Overview {
         pending_dlq,
         pending_dlq_capped: pending_dlq as u32 >= COUNT_CAP,
         pending_promotions,
         flows,
         runs,
+        workers,
     };
     Ok(html(
         StatusCode::OK,

@@ -101,6 +101,8 @@ pub struct Overview {
     pub pending_promotions: usize,
     pub flows: Vec<FlowRow>,
     pub runs: Vec<RunRecord>,
+    /// The workers sharing the store, with whether each is alive.
+    pub workers: Vec<(ferry_store::WorkerInfo, bool)>,
 }
 
 /// `/`: flows per environment with their active revision, last and next run; recent runs.
@@ -140,7 +142,28 @@ pub fn overview(o: &Overview, notice: Option<&Notice>) -> Markup {
                     (run_row(r))
                 }
                 @if o.runs.is_empty() {
-                    tr { td colspan="13" { "No runs yet." } }
+                    tr { td colspan="14" { "No runs yet." } }
+                }
+            }
+            h2 { "Workers" }
+            table #workers {
+                tr {
+                    th { "Worker" } th { "State" } th { "Version" } th { "Environments" }
+                    th { "Runs in flight" } th { "Started" } th { "Last beat" }
+                }
+                @for (w, alive) in &o.workers {
+                    tr {
+                        td { (w.id) }
+                        td { (badge(if *alive { "alive" } else { "lost" })) }
+                        td { (w.version) }
+                        td { (w.envs.join(", ")) }
+                        td.n { (w.runs_in_flight) }
+                        td { (time(&w.started_at)) }
+                        td { (time(&w.heartbeat_at)) }
+                    }
+                }
+                @if o.workers.is_empty() {
+                    tr { td colspan="7" { "No " code { "ferry serve" } " has beaten on this state store in the last day." } }
                 }
             }
         },
@@ -180,7 +203,7 @@ fn run_head() -> Markup {
         tr {
             th { "Run" } th { "Flow" } th { "Env" } th { "Revision" } th { "Trigger" } th { "Status" }
             th { "Fetched" } th { "Delivered" } th { "Skipped" } th { "Filtered" } th { "DLQ" }
-            th { "Started" } th { "Duration" }
+            th { "Started" } th { "Duration" } th { "Worker" }
         }
     }
 }
@@ -202,6 +225,7 @@ fn run_row(r: &RunRecord) -> Markup {
             td.n { (c.dead_lettered) }
             td.t { (time(&r.started_at)) }
             td.n { (duration(r)) }
+            td { (r.owner.as_deref().unwrap_or("")) }
         }
     }
 }
