@@ -1069,18 +1069,13 @@ async fn retention_prunes_old_state_and_a_backfill_into_the_pruned_window_warns(
     })
     .await;
     // Time passes: the first run and its deliveries are from 2020.
+    age_ledger(&state).await;
     {
         use sqlx::Connection as _;
         let mut db = sqlx::SqliteConnection::connect(&format!("sqlite:{}", state.display()))
             .await
             .unwrap();
         let old = "2020-01-01T00:00:00.000Z";
-        // The ledger keeps delivery times as milliseconds since the epoch.
-        sqlx::query("UPDATE ledger SET delivered_at = ?")
-            .bind(1_577_836_800_000_i64)
-            .execute(&mut db)
-            .await
-            .unwrap();
         sqlx::query("UPDATE runs SET started_at = ?, finished_at = ?")
             .bind(old)
             .bind(old)
@@ -1089,7 +1084,7 @@ async fn retention_prunes_old_state_and_a_backfill_into_the_pruned_window_warns(
             .unwrap();
         db.close().await.unwrap();
     }
-    blocking(move || {
+    let p = blocking(move || {
         // A second run: the newest run, which is always kept.
         p.ok(&["run", "orders.yaml", "--no-progress"]);
         let dry = p.json(&["gc", "--dry-run"]);
@@ -1129,6 +1124,67 @@ async fn retention_prunes_old_state_and_a_backfill_into_the_pruned_window_warns(
         ]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
         assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", text(&out));
+        p
     })
     .await;
+    // `ferry serve` prunes by itself: the backfill's deliveries, aged again, go at its first
+    // pass (`--gc-every 1s`), audited as the server.
+    age_ledger(&state).await;
+    blocking(move || {
+        let mut cmd = std::process::Command::new(ferry_e2e::ferry_bin());
+        cmd.args(["serve", "--no-api", "--gc-every", "1s"])
+            .current_dir(p.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .env_remove("FERRY_STATE")
+            .env_remove("FERRY_DATABASE")
+            .env_remove("FERRY_ENV");
+        for (k, v) in &p.envs {
+            cmd.env(k, v);
+        }
+        let mut serve = cmd.spawn().unwrap();
+        let started = std::time::Instant::now();
+        let pruned_by_serve = loop {
+            let audit = p.json(&["audit", "--flow", "orders", "--action", "pruned"]);
+            if let Some(e) = audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["actor"].as_str().is_some_and(|a| a.starts_with("serve:")))
+            {
+                break e.clone();
+            }
+            if started.elapsed() > LIMIT {
+                let _ = serve.kill();
+                panic!("ferry serve did not prune: {audit:#}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &serve.id().to_string()])
+            .status();
+        let status = serve.wait().unwrap();
+        assert!(status.success());
+        assert!(
+            pruned_by_serve["detail"]["ledger"].as_u64().unwrap() >= 30,
+            "{pruned_by_serve:#}"
+        );
+    })
+    .await;
+}
+
+/// Moves every ledger entry of the state file at `state` to 2020 (as if time passed).
+async fn age_ledger(state: &Path) {
+    use sqlx::Connection as _;
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite:{}", state.display()))
+        .await
+        .unwrap();
+    // The ledger keeps delivery times as milliseconds since the epoch.
+    sqlx::query("UPDATE ledger SET delivered_at = ?")
+        .bind(1_577_836_800_000_i64)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
 }
