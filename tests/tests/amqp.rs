@@ -1290,3 +1290,80 @@ async fn two_workers_consume_one_queue_and_deliver_each_record_once() {
     assert_eq!(fetched, N, "each message read once: {runs:#}");
     rabbit.delete(&[&queue], &[]).await;
 }
+
+/// A queue whose broker does not answer: the stream's runs fail, and `/healthz` of the worker
+/// says degraded (without the broker's address) until they succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_cannot_be_consumed_makes_the_worker_degraded() {
+    let limit = Duration::from_secs(60);
+    let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", common::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let envs = [
+        ("AMQP_URL", dead.as_str()),
+        ("WMS_URL", "http://127.0.0.1:9/api/sink"),
+        ("FERRY_USER", "alice"),
+    ];
+    std::fs::write(
+        dir.path().join("stuck.yaml"),
+        queue_to_http("stuck", "nowhere").replace(
+            "    idle: 1s\n",
+            "    idle: 1s\n    retry: { attempts: 1, initial: 10ms, max: 10ms, jitter: none }\n",
+        ),
+    )
+    .unwrap();
+    let out = ferry_e2e::run_ferry(
+        &["deploy", "stuck.yaml", "-m", "v1"],
+        &envs,
+        dir.path(),
+        limit,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", ferry_e2e::text(&out));
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = dir.path().join("serve.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(ferry_bin());
+    cmd.args(["serve", "--drain-timeout", "5s", "--listen", &addr])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .env_remove("FERRY_STATE")
+        .env_remove("FERRY_DATABASE")
+        .env_remove("FERRY_ENV");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut serve = Guard(cmd.spawn().unwrap());
+    let client = ferry_connect::http::client::build_client(
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+        2,
+    )
+    .unwrap();
+    let health = || {
+        let client = client.clone();
+        let addr = addr.clone();
+        async move {
+            let res = client
+                .get(format!("http://{addr}/healthz"))
+                .send()
+                .await
+                .ok()?;
+            let status = res.status().as_u16();
+            Some((status, res.text().await.unwrap_or_default()))
+        }
+    };
+    eventually(limit, "a degraded /healthz", || async {
+        health().await.is_some_and(|(s, _)| s == 503)
+    })
+    .await;
+    let (_, body) = health().await.unwrap();
+    assert!(body.contains("a queue cannot be consumed"), "{body}");
+    assert!(!body.contains("127.0.0.1"), "{body}");
+    assert!(
+        terminate(&mut serve, limit).await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}

@@ -175,6 +175,13 @@ pub trait RunLauncher: Send + Sync {
     /// out (the dashboard shows them as not scheduled).
     fn next_runs(&self) -> Vec<NextRun>;
 
+    /// What keeps this process from doing its work right now (a queue whose runs keep
+    /// failing: the broker or the destination is unreachable), one line each, for the log of a
+    /// degraded `/healthz`. Default: nothing.
+    fn problems(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Stops what this launcher started; called once when the server shuts down. Default:
     /// nothing.
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -23,8 +23,8 @@
 //!   wire are settled, the rest are released to the broker, and the run ends `incomplete`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ferry_store::{RevisionInfo, RunStatus, StateStore, Trigger};
@@ -73,8 +73,10 @@ impl Streams {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (cancel, _) = watch::channel(false);
         let active = Arc::new(AtomicUsize::new(0));
+        let failing: Failing = Arc::default();
         let supervisor = Supervisor {
             active: active.clone(),
+            failing: failing.clone(),
             store,
             envs,
             config,
@@ -86,6 +88,7 @@ impl Streams {
         StreamsHandle {
             stop: Stop::new(stop_tx, task),
             active,
+            failing,
         }
     }
 }
@@ -95,12 +98,28 @@ impl Streams {
 pub struct StreamsHandle {
     stop: Stop,
     active: Arc<AtomicUsize>,
+    failing: Failing,
 }
+
+/// The streams whose last run did not succeed, with why.
+type Failing = Arc<Mutex<HashMap<Key, String>>>;
 
 impl StreamsHandle {
     /// Flows consumed continuously right now (each has a run in flight or about to start).
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// The streams whose last run did not succeed (`flow@env: why`), while they wait to try
+    /// again: the broker or the destination does not answer.
+    pub fn failing(&self) -> Vec<String> {
+        let failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<String> = failing
+            .iter()
+            .map(|((flow, env), why)| format!("{flow}@{env}: {why}"))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Stops following the store, asks every run to stop, and waits for them up to `drain`.
@@ -122,6 +141,8 @@ struct Stream {
 struct Supervisor {
     /// How many streams run, for [`StreamsHandle::active`].
     active: Arc<AtomicUsize>,
+    /// Streams whose last run did not succeed, for [`StreamsHandle::failing`].
+    failing: Failing,
     store: Arc<dyn StateStore>,
     envs: Arc<dyn RunEnvSource>,
     config: StreamsConfig,
@@ -184,6 +205,7 @@ impl Supervisor {
                             self.envs.clone(),
                             rx,
                             self.cancel.subscribe(),
+                            self.failing.clone(),
                         ));
                         self.streams.insert(key, Stream { revision: tx, task });
                     }
@@ -237,7 +259,19 @@ async fn follow(
     envs: Arc<dyn RunEnvSource>,
     mut revision: watch::Receiver<ActiveRevision>,
     cancel: watch::Receiver<bool>,
+    failing: Failing,
 ) {
+    // Whatever ends the stream, it is not failing any more.
+    struct Clear(Failing, Key);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&self.1);
+        }
+    }
+    let _clear = Clear(failing.clone(), key.clone());
     let (flow, env_name) = (&key.0, &key.1);
     // Runs in a row that did not succeed, and the backoff between them.
     let mut failures = 0u32;
@@ -266,8 +300,16 @@ async fn follow(
         }
         if ended.status == RunStatus::Succeeded {
             failures = 0;
+            failing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
             continue;
         }
+        failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), ended.why.clone());
         failures = failures.saturating_add(1);
         let pause = backoff
             .as_mut()
@@ -285,6 +327,8 @@ async fn follow(
 /// How a stream run ended, and the backoff of its source for the waits after failures.
 struct Ended {
     status: RunStatus,
+    /// Why it did not succeed (empty when it did).
+    why: String,
     backoff: Option<ferry_resilience::JitteredBackoff>,
 }
 
@@ -318,6 +362,7 @@ async fn run_once(
             tracing::error!(flow, env = env_name, error = %e, "Stream run cannot start");
             return Ok(Ended {
                 status: RunStatus::Failed,
+                why: format!("the run cannot start: {e}"),
                 backoff,
             });
         }
@@ -361,6 +406,7 @@ async fn run_once(
             }
             Ok(Ended {
                 status: record.status,
+                why: record.error.unwrap_or_default(),
                 backoff,
             })
         }
@@ -368,6 +414,7 @@ async fn run_once(
             tracing::error!(flow, env = env_name, error = %e, "Stream run could not run");
             Ok(Ended {
                 status: RunStatus::Failed,
+                why: e.to_string(),
                 backoff,
             })
         }

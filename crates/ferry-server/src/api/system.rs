@@ -23,8 +23,9 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Health: whether the state store answers
 ///
-/// 200 `{"status": "ok"}` when the state store answers within 2 s, else 503
-/// `{"status": "degraded"}`; the reason goes to the server's log, not to the answer.
+/// 200 `{"status": "ok"}` when the state store answers within 2 s and every queue this worker
+/// consumes continuously is consumed, else 503 `{"status": "degraded"}` with a general reason;
+/// the details go to the server's log, not to the answer.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -32,7 +33,7 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
     tag = "system",
     responses(
         (status = 200, description = "healthy", body = Health),
-        (status = 503, description = "degraded: the state store does not answer", body = Health),
+        (status = 503, description = "degraded: the state store does not answer, or a queue cannot be consumed", body = Health),
     )
 )]
 pub async fn healthz(State(state): State<AppState>) -> Response {
@@ -44,6 +45,23 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some(format!("no answer within {}s", HEALTH_TIMEOUT.as_secs())),
     };
+    if problem.is_none() {
+        let problems = state.launcher().problems();
+        if !problems.is_empty() {
+            tracing::warn!(problems = ?problems, "Health check: queues cannot be consumed");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: HealthStatus::Degraded,
+                    store: backend,
+                    reason: Some(
+                        "a queue cannot be consumed (its broker or destination does not answer)",
+                    ),
+                }),
+            )
+                .into_response();
+        }
+    }
     match problem {
         None => Json(Health {
             status: HealthStatus::Ok,

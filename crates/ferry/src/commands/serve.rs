@@ -71,6 +71,7 @@ impl RunEnvSource for CliEnvs {
 struct ServeLauncher {
     runs: ferry_server::EngineLauncher,
     schedule: SchedulerHandle,
+    streams: Arc<ferry_engine::scheduler::StreamsHandle>,
 }
 
 impl RunLauncher for ServeLauncher {
@@ -97,6 +98,10 @@ impl RunLauncher for ServeLauncher {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         self.runs.shutdown()
+    }
+
+    fn problems(&self) -> Vec<String> {
+        self.streams.failing()
     }
 }
 
@@ -230,6 +235,7 @@ pub async fn serve(
             services.launcher = Arc::new(ServeLauncher {
                 runs: ferry_server::EngineLauncher::new(store.clone(), envs),
                 schedule: handle.clone(),
+                streams: streams.clone(),
             });
             let metrics = metrics.clone();
             services.metrics = Some(Arc::new(move || metrics.render()));
