@@ -26,7 +26,7 @@ pub fn owner() -> String {
 }
 
 /// This host's name, read once per process.
-fn host() -> &'static str {
+pub fn host() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -60,35 +60,44 @@ pub async fn live_runs(
     flow: &str,
     env: &str,
 ) -> Result<usize, StoreError> {
-    let stale_before = stale_before();
     Ok(store
         .running_runs(flow, env)
         .await?
-        .into_iter()
-        .filter(|r| !(r.alive_at < stale_before || r.owner.as_deref().is_some_and(gone)))
+        .iter()
+        .filter(|r| !dead(r))
         .count())
 }
 
-fn stale_before() -> chrono::DateTime<Utc> {
-    Utc::now()
-        - chrono::Duration::from_std(STALE_AFTER).unwrap_or_else(|_| chrono::Duration::minutes(1))
+/// True when a beat at `at` is recent enough for its process (a run, a worker) to be taken
+/// for alive: within [`STALE_AFTER`].
+pub fn beat_is_fresh(at: chrono::DateTime<Utc>) -> bool {
+    let stale_before = Utc::now()
+        - chrono::Duration::from_std(STALE_AFTER).unwrap_or_else(|_| chrono::Duration::minutes(1));
+    at >= stale_before
+}
+
+/// True when the process running `r` is gone, or its heartbeat is stale.
+fn dead(r: &ferry_store::RunningRun) -> bool {
+    !beat_is_fresh(r.alive_at) || r.owner.as_deref().is_some_and(gone)
 }
 
 /// Marks the dead runs of (flow, env) failed; returns how many.
 pub async fn reap(store: &Arc<dyn StateStore>, flow: &str, env: &str) -> Result<u64, StoreError> {
-    let stale_before = stale_before();
-    let dead: Vec<Uuid> = store
+    let dead_ids: Vec<Uuid> = store
         .running_runs(flow, env)
         .await?
         .into_iter()
-        .filter(|r| r.alive_at < stale_before || r.owner.as_deref().is_some_and(gone))
+        .filter(dead)
         .map(|r| r.id)
         .collect();
-    if dead.is_empty() {
+    if dead_ids.is_empty() {
         return Ok(0);
     }
     let n = store
-        .fail_runs(&dead, "the process running it stopped before it finished")
+        .fail_runs(
+            &dead_ids,
+            "the process running it stopped before it finished",
+        )
         .await?;
     if n > 0 {
         tracing::warn!(

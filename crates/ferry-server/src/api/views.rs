@@ -1000,11 +1000,11 @@ pub struct WorkerView {
     pub alive: bool,
 }
 
-impl WorkerView {
-    /// The view of `w`, alive when it beat at or after `stale`.
-    pub fn new(w: ferry_store::WorkerInfo, stale: DateTime<Utc>) -> WorkerView {
+impl From<ferry_store::WorkerInfo> for WorkerView {
+    /// Alive when its last beat is fresh by the rule runs are judged by.
+    fn from(w: ferry_store::WorkerInfo) -> WorkerView {
         WorkerView {
-            alive: w.heartbeat_at >= stale,
+            alive: ferry_engine::liveness::beat_is_fresh(w.heartbeat_at),
             id: w.id,
             host: w.host,
             version: w.version,

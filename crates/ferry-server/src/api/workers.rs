@@ -21,14 +21,6 @@ use crate::state::AppState;
     responses((status = 200, description = "the workers", body = Vec<WorkerView>))
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<WorkerView>>, ApiError> {
-    let stale = chrono::Utc::now()
-        - chrono::TimeDelta::from_std(ferry_engine::liveness::STALE_AFTER)
-            .unwrap_or(chrono::TimeDelta::MAX);
     let workers = state.store().workers().await?;
-    Ok(Json(
-        workers
-            .into_iter()
-            .map(|w| WorkerView::new(w, stale))
-            .collect(),
-    ))
+    Ok(Json(workers.into_iter().map(WorkerView::from).collect()))
 }

@@ -336,16 +336,13 @@ pub async fn overview(State(state): State<AppState>, Query(q): Query<PageQuery>)
         }
     }
     let runs = store.runs(None, RECENT_RUNS).await.map_err(store_failure)?;
-    let stale = chrono::Utc::now()
-        - chrono::TimeDelta::from_std(ferry_engine::liveness::STALE_AFTER)
-            .unwrap_or(chrono::TimeDelta::MAX);
     let workers = store
         .workers()
         .await
         .map_err(store_failure)?
         .into_iter()
         .map(|w| {
-            let alive = w.heartbeat_at >= stale;
+            let alive = ferry_engine::liveness::beat_is_fresh(w.heartbeat_at);
             (w, alive)
         })
         .collect();

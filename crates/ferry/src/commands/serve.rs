@@ -195,10 +195,7 @@ pub async fn serve(
         let streams = streams.clone();
         let beat = ferry_store::WorkerBeat {
             id: worker_id.clone(),
-            host: worker_id
-                .rsplit_once(':')
-                .map_or(worker_id.as_str(), |(h, _)| h)
-                .to_string(),
+            host: ferry_engine::liveness::host().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             envs: vec![env.clone()],
             runs_in_flight: 0,
@@ -339,15 +336,12 @@ struct WorkerRow {
 /// `ferry workers`: the `ferry serve` processes sharing the state store.
 pub async fn workers(ctx: &Ctx) -> Result<u8> {
     let store = ctx.store().await?;
-    let stale = chrono::Utc::now()
-        - chrono::TimeDelta::from_std(ferry_engine::liveness::STALE_AFTER)
-            .unwrap_or(chrono::TimeDelta::MAX);
     let rows: Vec<WorkerRow> = store
         .workers()
         .await?
         .into_iter()
         .map(|info| WorkerRow {
-            alive: info.heartbeat_at >= stale,
+            alive: ferry_engine::liveness::beat_is_fresh(info.heartbeat_at),
             info,
         })
         .collect();
