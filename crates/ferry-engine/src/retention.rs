@@ -158,3 +158,43 @@ pub async fn pruned_ledger_warning(
         )
     }))
 }
+
+/// [`pruned_ledger_warning`] for a dead-letter replay: its records reach back to the oldest
+/// replayed entry. The entries are read only when the ledger of (flow, env) was ever pruned.
+pub async fn replay_warning(
+    store: &dyn StateStore,
+    flow: &str,
+    env: &str,
+    selection: &crate::replay::Selection,
+) -> Result<Option<String>, EngineError> {
+    if ledger_horizon(store, flow, env).await?.is_none() {
+        return Ok(None);
+    }
+    let oldest = match selection {
+        crate::replay::Selection::Ids(ids) => {
+            let mut oldest: Option<DateTime<Utc>> = None;
+            for id in ids {
+                if let Some(d) = store.dead_letter(*id).await? {
+                    oldest = Some(oldest.map_or(d.created_at, |o| o.min(d.created_at)));
+                }
+            }
+            oldest
+        }
+        crate::replay::Selection::AllPending => store
+            .dead_letters(&ferry_store::DlqFilter {
+                flow: Some(flow.to_string()),
+                env: Some(env.to_string()),
+                state: Some(ferry_store::DlqState::Pending),
+                limit: u32::MAX,
+                ..Default::default()
+            })
+            .await?
+            .iter()
+            .map(|d| d.created_at)
+            .min(),
+    };
+    match oldest {
+        Some(oldest) => pruned_ledger_warning(store, flow, env, Some(oldest)).await,
+        None => Ok(None),
+    }
+}

@@ -356,7 +356,14 @@ async fn replay(ctx: &Ctx, ids: Vec<Uuid>, all_of: Option<String>, how: ReplayHo
     }
 
     for req in &requests {
-        if let Some(w) = pruned_ledger_warning(&store, req).await? {
+        if let Some(w) = ferry_engine::retention::replay_warning(
+            store.as_ref(),
+            &req.flow,
+            &req.env.name,
+            &req.selection,
+        )
+        .await?
+        {
             eprintln!("warning: {w}");
         }
     }
@@ -484,51 +491,6 @@ fn print_dry_runs(output: Output, runs: &[ferry_engine::DryRun]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The warning of a replay that may send records whose keys were pruned from the ledger: when
-/// the oldest replayed entry is older than the ledger's pruning bound.
-async fn pruned_ledger_warning(
-    store: &Arc<dyn ferry_store::StateStore>,
-    req: &ReplayRequest,
-) -> Result<Option<String>> {
-    let oldest = match &req.selection {
-        Selection::Ids(ids) => {
-            let mut oldest = None;
-            for id in ids {
-                if let Some(d) = store.dead_letter(*id).await? {
-                    oldest = Some(
-                        oldest.map_or(d.created_at, |o: chrono::DateTime<chrono::Utc>| {
-                            o.min(d.created_at)
-                        }),
-                    );
-                }
-            }
-            oldest
-        }
-        Selection::AllPending => store
-            .dead_letters(&ferry_store::DlqFilter {
-                flow: Some(req.flow.clone()),
-                env: Some(req.env.name.clone()),
-                state: Some(ferry_store::DlqState::Pending),
-                limit: u32::MAX,
-                ..Default::default()
-            })
-            .await?
-            .iter()
-            .map(|d| d.created_at)
-            .min(),
-    };
-    let Some(oldest) = oldest else {
-        return Ok(None);
-    };
-    Ok(ferry_engine::retention::pruned_ledger_warning(
-        store.as_ref(),
-        &req.flow,
-        &req.env.name,
-        Some(oldest),
-    )
-    .await?)
 }
 
 #[cfg(test)]
